@@ -1,0 +1,15 @@
+"""mask-pipeline: segmentation masks and detection metadata to Parquet statistics, on Dask."""
+
+from __future__ import annotations
+
+from pipeline.api import read_run, read_table, run_celantur
+from pipeline.config import CelanturOptions, ExecutionOptions, OptionError
+
+__all__ = [
+    "CelanturOptions",
+    "ExecutionOptions",
+    "OptionError",
+    "read_run",
+    "read_table",
+    "run_celantur",
+]

@@ -1,0 +1,93 @@
+"""The Python door, for notebooks and scripts: the same runs as the CLI, plus table readers.
+
+>>> from pipeline import api
+>>> result = api.run_celantur("celantur-out/", "stats/", mask_scale=50)   # doctest: +SKIP
+>>> api.read_table("stats/", "instances").to_pandas()                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline.config import CelanturOptions, ExecutionOptions
+from pipeline.io.parquet import read_parts
+from pipeline.io.runrecord import read_run_record
+from pipeline.io.storage import Location
+from pipeline.runner import RunResult
+from pipeline.runner import run_celantur as _run_celantur
+from pipeline.tables import SCHEMAS
+
+
+def run_celantur(
+    source: str | CelanturOptions,
+    output: str | None = None,
+    *,
+    client: Any | None = None,
+    execution: ExecutionOptions | None = None,
+    **options: Any,
+) -> RunResult:
+    """Compute statistics tables (and rescaled masks) for a folder of Celantur outputs.
+
+    Parameters
+    ----------
+    source : input folder URL, or a complete :class:`~pipeline.config.CelanturOptions`.
+    output : output folder URL (required unless ``source`` is an options object).
+    client : a ``dask.distributed.Client`` to run on (left open); ``None`` follows
+        ``execution.scheduler`` (default: a local cluster started and stopped for this run).
+    execution : scheduler, workers, batching; default :class:`~pipeline.config.ExecutionOptions`.
+    **options : any other :class:`~pipeline.config.CelanturOptions` field
+        (``encoding``, ``mask_scale``, ``storage_options``, ``max_pixels``, ...).
+
+    Returns
+    -------
+    RunResult with the committed tables' part URLs, the summary rows and the exit code
+    (0, or 3 when some inputs ended in ``errors/``).
+
+    Side effects: writes the tables, ``scaled/`` and ``_run.json`` under ``output``; rerunning
+    over the same inputs and options rewrites identical parts and adds no duplicates.
+    """
+    if isinstance(source, CelanturOptions):
+        opts = replace(source, **options) if options else source
+    else:
+        if output is None:
+            raise TypeError("run_celantur() needs an output folder")
+        opts = CelanturOptions(source=source, output=output, **options)
+    if execution is not None:
+        opts = replace(opts, execution=execution)
+    return _run_celantur(opts, client=client)
+
+
+def read_run(output: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``_run.json`` of the last complete run under ``output``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When no run has been committed there (or the last one crashed before committing).
+    """
+    location = Location(output, dict(storage_options or {}))
+    record = read_run_record(location)
+    if record is None:
+        raise FileNotFoundError(f"no committed run under {output} (no _run.json)")
+    return record
+
+
+def read_table(
+    output: str, table: str, storage_options: Mapping[str, Any] | None = None
+) -> pa.Table:
+    """One output table of the last committed run, reading only the parts ``_run.json`` lists.
+
+    Parts left by a crashed or a later, unfinished run are never read.
+    """
+    if table not in SCHEMAS:
+        raise ValueError(f"unknown table {table!r}; tables: {', '.join(SCHEMAS)}")
+    record = read_run(output, storage_options)
+    parts = record["tables"].get(table, {}).get("parts", [])
+    return read_parts(Location(output, dict(storage_options or {})), parts, SCHEMAS[table])
+
+
+__all__ = ["RunResult", "read_run", "read_table", "run_celantur"]

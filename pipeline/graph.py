@@ -1,0 +1,125 @@
+"""Dask wiring only: where tasks run, mapping a task over batches, streaming back small results.
+
+No statistic is computed here. Tasks write their own outputs on the workers and return small
+summaries, which are consumed as they complete so the client holds one at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.config import ExecutionOptions
+
+#: Task retries on another worker after a worker dies or a task raises (e.g. storage hiccups).
+TASK_RETRIES = 2
+
+
+@dataclass
+class Executor:
+    """Runs one function over many items: in-process (``sync``) or on a Dask cluster."""
+
+    client: Any | None  # distributed.Client, or None for in-process
+    description: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_threads(self) -> int:
+        """Threads across all workers (1 in-process)."""
+        return int(self.description.get("threads") or 1)
+
+    def map(
+        self,
+        function: Callable[..., Any],
+        items: Sequence[Any],
+        *args: Any,
+        label: str,
+        progress: bool = False,
+    ) -> Iterator[Any]:
+        """Yield ``function(item, *args)`` for every item, in completion order.
+
+        On a cluster each item is one task (retried up to :data:`TASK_RETRIES` times); results
+        are released as soon as they are yielded.
+        """
+        bar = _progress_bar(len(items), label, progress)
+        try:
+            if self.client is None:
+                for item in items:
+                    yield function(item, *args)
+                    bar.update(1)
+                return
+            from distributed import as_completed
+
+            futures = self.client.map(
+                function, items, *[[a] * len(items) for a in args],
+                key=[f"{label}-{i}" for i in range(len(items))],
+                pure=False, retries=TASK_RETRIES,
+            )  # fmt: skip
+            for future in as_completed(futures):
+                yield future.result()
+                future.release()
+                bar.update(1)
+        finally:
+            bar.close()
+
+
+def _progress_bar(total: int, label: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=label, unit="batch", disable=not enabled, file=sys.stderr)
+
+
+def _describe(client: Any, kind: str) -> dict[str, Any]:
+    info = client.scheduler_info()
+    workers = info.get("workers", {})
+    return {
+        "kind": kind,
+        "address": client.scheduler.address,
+        "dashboard": client.dashboard_link if "dashboard" in info.get("services", {}) else None,
+        "workers": len(workers),
+        "threads": sum(w.get("nthreads", 1) for w in workers.values()),
+    }
+
+
+@contextlib.contextmanager
+def open_executor(execution: ExecutionOptions, client: Any | None = None) -> Iterator[Executor]:
+    """The executor a run uses.
+
+    Parameters
+    ----------
+    execution : the ``scheduler`` option decides: ``"sync"`` runs in-process; an address
+        (or ``DASK_SCHEDULER_ADDRESS``) connects to an existing cluster; otherwise a
+        ``LocalCluster`` with one single-threaded worker process per core is started and
+        stopped again.
+    client : an existing ``distributed.Client`` (e.g. a notebook's), used as is and left open.
+    """
+    if client is not None:
+        yield Executor(client, _describe(client, "client"))
+        return
+    scheduler = execution.resolved_scheduler()
+    if scheduler == "sync":
+        yield Executor(None, {"kind": "sync", "address": None, "workers": 1, "threads": 1})
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as remote:
+            yield Executor(remote, _describe(remote, "external"))
+        return
+    workers = execution.workers or os.cpu_count() or 1
+    # One thread per worker: decoding and the kernels hold the GIL part of the time, and
+    # processes keep one bad input from stalling the others.
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address="127.0.0.1:0",
+            host="127.0.0.1",
+        ) as cluster,
+        Client(cluster) as local,
+    ):
+        yield Executor(local, _describe(local, "local"))

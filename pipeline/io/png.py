@@ -1,0 +1,235 @@
+"""PNG bytes in and out, for untrusted input.
+
+Decoding is PNG-only and checked before any pixel buffer is allocated:
+
+1. the signature and the IHDR chunk are read and the declared size is compared with the pixel
+   limit (decompression bombs are refused from the header alone);
+2. every chunk is walked: lengths must fit the file, CRCs must match, IEND must close the file —
+   decoders such as libspng and Pillow accept a file cut after its last IDAT, we do not;
+3. animated PNGs (``acTL``) are refused: a mask is one image.
+
+Plain 8-bit, non-interlaced grey / RGB / RGBA images go to libspng (pyspng), about twice as fast
+as Pillow; the other flavours (palette, low bit depths, 16-bit grey, grey+alpha, interlaced) go
+through Pillow, whose handling of those modes is exact. 16-bit colour PNGs are refused: neither
+decoder returns them exactly.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+#: Default pixel-count limit: 30000 x 30000 = 900 M pixels would be a 2.7 GB RGB buffer.
+DEFAULT_MAX_PIXELS = 400_000_000
+
+_COLOUR_TYPES = {0: "grey", 2: "rgb", 3: "palette", 4: "grey+alpha", 6: "rgba"}
+_ALLOWED_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+
+
+class PngError(ValueError):
+    """A file that is not a complete, valid, acceptable PNG.
+
+    ``code`` is a short machine-readable reason (``not_png``, ``truncated``, ``corrupt``,
+    ``too_large``, ``animated``, ``unsupported``).
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class PngHeader:
+    """The IHDR facts of a PNG."""
+
+    width: int
+    height: int
+    bit_depth: int
+    colour_type: int
+    interlaced: bool
+
+    @property
+    def pixels(self) -> int:
+        """Declared pixel count (width x height)."""
+        return self.width * self.height
+
+    @property
+    def channels(self) -> int:
+        """Channels after decoding (palette expands to RGB)."""
+        return _CHANNELS[self.colour_type]
+
+    @property
+    def mode(self) -> str:
+        """Human-readable colour type and depth, e.g. ``rgb8``."""
+        return f"{_COLOUR_TYPES[self.colour_type]}{self.bit_depth}"
+
+
+def read_png_header(data: bytes) -> PngHeader:
+    """Parse the signature and IHDR of a PNG.
+
+    Raises
+    ------
+    PngError
+        ``not_png`` when the signature or first chunk is wrong, ``truncated`` when the file ends
+        inside the header, ``corrupt`` for impossible header values or a bad IHDR CRC.
+    """
+    if len(data) < 8 or data[:8] != PNG_SIGNATURE:
+        kind = _sniff(data)
+        raise PngError("not_png", f"not a PNG file (starts like {kind})")
+    if len(data) < 33:
+        raise PngError("truncated", f"PNG truncated inside its header ({len(data)} bytes)")
+    length, chunk_type = struct.unpack(">I4s", data[8:16])
+    if chunk_type != b"IHDR" or length != 13:
+        raise PngError("corrupt", "PNG does not start with a 13-byte IHDR chunk")
+    if zlib.crc32(data[12:29]) != struct.unpack(">I", data[29:33])[0]:
+        raise PngError("corrupt", "PNG IHDR CRC mismatch")
+    width, height, depth, colour, compression, filtering, interlace = struct.unpack(
+        ">IIBBBBB", data[16:29]
+    )
+    if width == 0 or height == 0 or width > 2**31 - 1 or height > 2**31 - 1:
+        raise PngError("corrupt", f"PNG declares an impossible size {width}x{height}")
+    if colour not in _ALLOWED_DEPTHS or depth not in _ALLOWED_DEPTHS[colour]:
+        raise PngError("corrupt", f"PNG declares colour type {colour} with bit depth {depth}")
+    if compression != 0 or filtering != 0 or interlace not in (0, 1):
+        raise PngError("corrupt", "PNG declares an unknown compression, filter or interlace method")
+    return PngHeader(width, height, depth, colour, interlace == 1)
+
+
+def _sniff(data: bytes) -> str:
+    """A short description of what non-PNG bytes look like, for error messages."""
+    if not data:
+        return "an empty file"
+    if data[:3] == b"\xff\xd8\xff":
+        return "a JPEG"
+    if data[:4] in (b"GIF8", b"RIFF") or data[:2] in (b"BM", b"II", b"MM"):
+        return "another image format"
+    if data.lstrip()[:1] in (b"{", b"["):
+        return "JSON text"
+    return f"bytes {data[:8]!r}"
+
+
+def check_png_structure(data: bytes) -> None:
+    """Walk every chunk: lengths, CRCs, IDAT present, IEND last, no animation.
+
+    Raises
+    ------
+    PngError
+        ``truncated`` when the file ends early or lacks IEND, ``corrupt`` on a CRC mismatch or
+        misplaced chunk, ``animated`` for APNG.
+    """
+    position = 8
+    size = len(data)
+    seen_idat = False
+    while True:
+        if position + 8 > size:
+            raise PngError("truncated", f"PNG truncated: no IEND chunk (file ends at {size} bytes)")
+        length, chunk_type = struct.unpack(">I4s", data[position : position + 8])
+        end = position + 12 + length
+        if length > 2**31 - 1 or end > size:
+            raise PngError(
+                "truncated", f"PNG truncated inside chunk {chunk_type!r} at offset {position}"
+            )
+        crc = struct.unpack(">I", data[end - 4 : end])[0]
+        if zlib.crc32(data[position + 4 : end - 4]) != crc:
+            name = chunk_type.decode("latin-1")
+            raise PngError("corrupt", f"PNG chunk {name!r} at offset {position} has a bad CRC")
+        if chunk_type == b"acTL":
+            raise PngError("animated", "animated PNG (APNG): a mask must be a single image")
+        if chunk_type == b"IDAT":
+            seen_idat = True
+        if chunk_type == b"IEND":
+            if not seen_idat:
+                raise PngError("corrupt", "PNG has no IDAT chunk")
+            return
+        position = end
+
+
+def decode_png(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a PNG to an (H, W, C) array after checking it (see module docs).
+
+    Parameters
+    ----------
+    data : the whole file's bytes.
+    max_pixels : refuse images declaring more pixels than this, before allocating anything.
+
+    Returns
+    -------
+    (H, W, C) ``uint8`` array, or ``uint16`` for 16-bit grey; C is 1 (grey), 2 (grey+alpha),
+    3 (RGB, also palette expanded) or 4 (RGBA, also palette with transparency). Bit depths
+    below 8 are scaled to 0..255 as Pillow does for ``L``.
+
+    Raises
+    ------
+    PngError
+        For anything but a complete, valid, single-image PNG within the pixel limit.
+    """
+    header = read_png_header(data)
+    if header.bit_depth == 16 and header.colour_type != 0:
+        # Pillow reduces these to 8 bits and libspng mis-shapes them: refuse rather than guess.
+        raise PngError("unsupported", f"16-bit {_COLOUR_TYPES[header.colour_type]} PNG")
+    if header.pixels > max_pixels:
+        raise PngError(
+            "too_large",
+            f"PNG declares {header.width}x{header.height} = {header.pixels} pixels, "
+            f"over the limit of {max_pixels}",
+        )
+    check_png_structure(data)
+    try:
+        if header.bit_depth == 8 and header.colour_type in (0, 2, 6) and not header.interlaced:
+            pixels = _decode_spng(data)
+        else:
+            pixels = _decode_pillow(data, header)
+    except PngError:
+        raise
+    except Exception as exc:  # decoders raise RuntimeError / OSError / ValueError on bad streams
+        raise PngError("corrupt", f"PNG image data could not be decoded: {exc}") from exc
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    if pixels.shape[:2] != (header.height, header.width):
+        raise PngError("corrupt", f"decoded size {pixels.shape[1]}x{pixels.shape[0]} != header")
+    return pixels
+
+
+def _decode_spng(data: bytes) -> np.ndarray:
+    import pyspng
+
+    return np.asarray(pyspng.load(data))
+
+
+def _decode_pillow(data: bytes, header: PngHeader) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+        # The pixel limit was enforced above with our own (possibly lower) bound.
+        image.load()
+        if header.colour_type == 3:
+            return np.asarray(image.convert("RGBA" if "transparency" in image.info else "RGB"))
+        if header.colour_type == 0 and header.bit_depth == 16:
+            return np.asarray(image, dtype=np.uint16)
+        if header.colour_type == 0 and header.bit_depth < 8:
+            return np.asarray(image.convert("L"))
+        return np.asarray(image)
+
+
+def encode_png(pixels: np.ndarray, *, compress_level: int = 1) -> bytes:
+    """Encode an (H, W), (H, W, 1|2|3|4) uint8 or 16-bit grey array as PNG.
+
+    Level 1 deflate: masks are long runs, so the size gained by higher levels is small and the
+    time is not (measured in ``make bench``).
+    """
+    from PIL import Image
+
+    array = np.ascontiguousarray(pixels)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    image = Image.fromarray(array)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()

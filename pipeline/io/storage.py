@@ -1,0 +1,136 @@
+"""Where bytes live: an fsspec URL plus storage options, rebuilt on whichever worker needs it.
+
+A :class:`Location` is small and picklable, so Dask tasks receive locations, never clients or
+open filesystems; fsspec's instance cache makes rebuilding one on a worker cheap.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+from fsspec.spec import AbstractFileSystem
+
+
+class StorageError(RuntimeError):
+    """Storage that cannot be used at all (missing root, no access): the run cannot proceed."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A discovered input: path relative to its root (POSIX), size and a change token."""
+
+    rel: str
+    size: int
+    version: str  # ETag or modification time: part of the deterministic output names
+
+    @property
+    def name(self) -> str:
+        """Base name of the file."""
+        return posixpath.basename(self.rel)
+
+    @property
+    def folder(self) -> str:
+        """Folder relative to the root ('' for the root itself)."""
+        return posixpath.dirname(self.rel)
+
+
+@dataclass(frozen=True)
+class Location:
+    """A folder in any fsspec filesystem (local path, ``file://``, ``s3://``, ``memory://``...)."""
+
+    url: str
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def fs(self) -> AbstractFileSystem:
+        """The filesystem (cached by fsspec per protocol and options)."""
+        return self._resolve()[0]
+
+    @property
+    def root(self) -> str:
+        """The folder's path inside its filesystem, without a trailing slash."""
+        return self._resolve()[1]
+
+    def _resolve(self) -> tuple[AbstractFileSystem, str]:
+        fs, path = url_to_fs(self.url, **dict(self.storage_options))
+        return fs, path.rstrip("/") or "/"
+
+    def path(self, rel: str) -> str:
+        """Filesystem path of ``rel`` below this location."""
+        return posixpath.join(self.root, rel) if rel else self.root
+
+    def url_of(self, rel: str) -> str:
+        """A URL naming ``rel`` below this location, for messages and records."""
+        return posixpath.join(self.url.rstrip("/"), rel) if rel else self.url
+
+    def read_bytes(self, rel: str) -> bytes:
+        """The whole content of one file."""
+        return bytes(self.fs.cat_file(self.path(rel)))
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write one file (one PUT on object stores), creating parent folders where needed."""
+        fs, target = self.fs, self.path(rel)
+        parent = posixpath.dirname(target)
+        if parent and not _is_object_store(fs):
+            fs.makedirs(parent, exist_ok=True)
+        fs.pipe_file(target, data)
+
+    def exists(self, rel: str = "") -> bool:
+        """Whether ``rel`` (or the location itself) exists."""
+        return bool(self.fs.exists(self.path(rel)))
+
+    def remove(self, rels: Iterable[str]) -> None:
+        """Delete files (missing ones are ignored)."""
+        paths = [self.path(rel) for rel in rels]
+        if paths:
+            self.fs.rm(paths)
+
+    def list_files(self, under: str = "") -> list[InputFile]:
+        """Every file below ``under``, from ONE recursive listing pass, sorted by path.
+
+        No per-object HEAD requests: size and version come from the listing itself.
+        """
+        base = self.path(under)
+        try:
+            entries = self.fs.find(base, detail=True, withdirs=False)
+        except FileNotFoundError:
+            return []
+        prefix = self.root.rstrip("/") + "/"
+        files = []
+        for path, info in entries.items():
+            if info.get("type") == "directory":
+                continue
+            rel = path[len(prefix) :] if path.startswith(prefix) else posixpath.basename(path)
+            files.append(InputFile(rel, int(info.get("size") or 0), _version_of(info)))
+        return sorted(files, key=lambda f: f.rel)
+
+
+def _version_of(info: Mapping[str, Any]) -> str:
+    for key in ("ETag", "etag", "mtime", "LastModified", "last_modified", "created"):
+        if info.get(key) is not None:
+            return str(info[key]).strip('"')
+    return ""
+
+
+def _is_object_store(fs: AbstractFileSystem) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return any(p in ("s3", "s3a", "gs", "gcs", "az", "abfs", "memory") for p in protocols)
+
+
+def is_inside(inner: Location, outer: Location) -> str | None:
+    """``inner``'s path relative to ``outer`` when it lies below it on the same filesystem."""
+    if type(inner.fs) is not type(outer.fs):
+        return None
+    outer_root = outer.root.rstrip("/") + "/"
+    inner_root = inner.root.rstrip("/") + "/"
+    if inner_root.startswith(outer_root):
+        return inner_root[len(outer_root) :].rstrip("/")
+    return None
+
+
+__all__ = ["InputFile", "Location", "StorageError", "fsspec", "is_inside"]

@@ -1,0 +1,134 @@
+"""Mask-level statistics built on the per-colour kernel: typed totals, binary masks, rescaling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Grey value from which a binary-mask pixel counts as anonymised (resampled masks have grey edges).
+BINARY_THRESHOLD = 128
+
+
+@dataclass(frozen=True)
+class TypedTotals:
+    """Pixel totals of one instance mask once its colours are typed."""
+
+    person_pixels: int
+    license_plate_pixels: int
+    face_pixels: int
+    vehicle_pixels: int
+    overlap_pixels: int
+    invalid_pixels: int
+    invalid_segments: int
+
+
+def typed_totals(pixels: np.ndarray, flags: np.ndarray, type_count: int = 4) -> TypedTotals:
+    """Sum segment pixel counts per type.
+
+    Parameters
+    ----------
+    pixels : (n,) pixel count of each segment.
+    flags : (n,) compact type flags of each segment (bit i = type i), -1 for invalid colours.
+        A segment with several flags counts for each of its types and as overlap.
+    type_count : number of type bits (person, license_plate, face, vehicle).
+    """
+    pixels = np.asarray(pixels, dtype=np.int64)
+    flags = np.asarray(flags, dtype=np.int64)
+    valid = flags >= 0
+    per_type = [int(pixels[valid & ((flags & (1 << bit)) != 0)].sum()) for bit in range(type_count)]
+    bit_counts = np.zeros_like(flags)
+    for bit in range(type_count):
+        bit_counts += (flags >> bit) & 1
+    return TypedTotals(
+        person_pixels=per_type[0],
+        license_plate_pixels=per_type[1],
+        face_pixels=per_type[2],
+        vehicle_pixels=per_type[3],
+        overlap_pixels=int(pixels[valid & (bit_counts > 1)].sum()),
+        invalid_pixels=int(pixels[~valid].sum()),
+        invalid_segments=int((~valid).sum()),
+    )
+
+
+def grey_levels(pixels: np.ndarray) -> np.ndarray:
+    """Grey value of each pixel of an (H, W) or (H, W, C) mask: the brightest colour channel.
+
+    Alpha (the 2nd channel of LA, the 4th of RGBA) is ignored.
+    """
+    if pixels.ndim == 2:
+        return pixels
+    colour_channels = 1 if pixels.shape[2] in (1, 2) else 3
+    if colour_channels == 1:
+        return pixels[:, :, 0]
+    return pixels[:, :, :3].max(axis=2)
+
+
+def anonymised_area(pixels: np.ndarray) -> np.ndarray:
+    """Boolean (H, W) map of a binary mask's anonymised pixels (grey >= 128)."""
+    levels = grey_levels(pixels)
+    if levels.dtype == np.uint16:
+        return levels >= BINARY_THRESHOLD * 257
+    return levels >= BINARY_THRESHOLD
+
+
+def instance_foreground(rgb: np.ndarray) -> np.ndarray:
+    """Boolean (H, W) map of an instance mask's non-background pixels (alpha ignored)."""
+    return np.asarray(rgb[:, :, :3].any(axis=2))
+
+
+def bbox_of(area: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(x_min, y_min, x_max, y_max)`` of the true pixels (max exclusive); ``None`` if empty."""
+    cols = np.flatnonzero(area.any(axis=0))
+    if cols.size == 0:
+        return None
+    rows = np.flatnonzero(area.any(axis=1))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def scaled_size(width: int, height: int, percent: int) -> tuple[int, int]:
+    """Size of a mask rescaled to ``percent`` (1..100) of each side, never below 1 pixel."""
+    if not 1 <= percent <= 100:
+        raise ValueError(f"mask scale must be 1..100 percent, got {percent}")
+    return max(1, round(width * percent / 100)), max(1, round(height * percent / 100))
+
+
+def nearest_indices(source: int, target: int) -> np.ndarray:
+    """Source index sampled for each of ``target`` output positions (pixel-centre rule)."""
+    positions = (np.arange(target, dtype=np.float64) + 0.5) * (source / target)
+    return np.minimum(positions.astype(np.int64), source - 1)
+
+
+def rescale_nearest(pixels: np.ndarray, percent: int) -> np.ndarray:
+    """Nearest-neighbour rescale of a mask to ``percent`` of its size.
+
+    Every output pixel is a copy of one input pixel, so no colour or label value can appear that
+    the input does not hold. Works for (H, W) and (H, W, C) arrays of any dtype.
+    """
+    height, width = pixels.shape[:2]
+    new_width, new_height = scaled_size(width, height, percent)
+    rows = nearest_indices(height, new_height)
+    cols = nearest_indices(width, new_width)
+    return np.ascontiguousarray(pixels[rows][:, cols])
+
+
+def to_rgb8(pixels: np.ndarray) -> np.ndarray:
+    """An instance mask as (H, W, 3|4) uint8: grey v becomes (v, v, v), alpha is kept (ignored
+    later). 16-bit masks are accepted only when every value is an exact 8-bit value scaled by 257
+    (how 8-bit images are widened); anything else would need a guess.
+
+    Raises
+    ------
+    ValueError
+        For 16-bit values that are not 8-bit values widened.
+    """
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    if pixels.dtype == np.uint16:
+        if np.any(pixels % 257):
+            raise ValueError("16-bit mask with values that are not widened 8-bit values")
+        pixels = (pixels // 257).astype(np.uint8)
+    if pixels.shape[2] in (1, 2):
+        grey = pixels[:, :, 0]
+        return np.stack([grey, grey, grey], axis=2)
+    return pixels

@@ -1,0 +1,177 @@
+"""Per-colour segment statistics of a decoded mask, in one compiled pass over the pixels.
+
+The kernel is encoding-agnostic: it measures every distinct non-background colour. What a colour
+*means* (types, validity) is decided afterwards from the few hundred colours, not the millions of
+pixels (see :mod:`pipeline.formats.celantur`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+
+# Columns of the kernel's accumulator table.
+_COUNT, _XMIN, _XMAX, _YMIN, _YMAX, _SUMX, _SUMY = range(7)
+_FIELDS = 7
+_EMPTY = -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _hash_slot(key: Any, mask: int) -> Any:
+    # Fibonacci hashing spreads the 24-bit colour keys over the table.
+    return ((key * 2654435761) >> 7) & mask
+
+
+@numba.njit(cache=True, nogil=True)
+def _grow(keys: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    capacity = keys.shape[0] * 2
+    new_keys = np.full(capacity, _EMPTY, dtype=np.int64)
+    new_table = np.zeros((capacity, _FIELDS), dtype=np.int64)
+    mask = capacity - 1
+    for old in range(keys.shape[0]):
+        key = keys[old]
+        if key == _EMPTY:
+            continue
+        slot = _hash_slot(key, mask)
+        while new_keys[slot] != _EMPTY:
+            slot = (slot + 1) & mask
+        new_keys[slot] = key
+        new_table[slot, :] = table[old, :]
+    return new_keys, new_table
+
+
+@numba.njit(cache=True, nogil=True)
+def _colour_stats_kernel(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """One pass over an (H, W, C>=3) uint8 image; returns (keys, table, background_pixels).
+
+    Masks are long runs of one colour, so each row is walked run by run and the accumulator is
+    touched once per run; the hash lookup is skipped while the colour repeats.
+    """
+    height, width = pixels.shape[0], pixels.shape[1]
+    capacity = 1024
+    keys = np.full(capacity, _EMPTY, dtype=np.int64)
+    table = np.zeros((capacity, _FIELDS), dtype=np.int64)
+    used = 0
+    background = 0
+    last_key: Any = _EMPTY
+    last_slot = 0
+    for y in range(height):
+        x = 0
+        while x < width:
+            r = pixels[y, x, 0]
+            g = pixels[y, x, 1]
+            b = pixels[y, x, 2]
+            start = x
+            x += 1
+            while (
+                x < width and pixels[y, x, 0] == r and pixels[y, x, 1] == g and pixels[y, x, 2] == b
+            ):
+                x += 1
+            run = x - start
+            key = (np.int64(r) << 16) | (np.int64(g) << 8) | np.int64(b)
+            if key == 0:
+                background += run
+                continue
+            if key != last_key:
+                mask = capacity - 1
+                slot = _hash_slot(key, mask)
+                while keys[slot] != key and keys[slot] != _EMPTY:
+                    slot = (slot + 1) & mask
+                if keys[slot] == _EMPTY:
+                    if (used + 1) * 2 > capacity:
+                        keys, table = _grow(keys, table)
+                        capacity = keys.shape[0]
+                        mask = capacity - 1
+                        slot = _hash_slot(key, mask)
+                        while keys[slot] != _EMPTY:
+                            slot = (slot + 1) & mask
+                    keys[slot] = key
+                    table[slot, _XMIN] = start
+                    table[slot, _XMAX] = x - 1
+                    table[slot, _YMIN] = y
+                    used += 1
+                last_key = key
+                last_slot = slot
+            table[last_slot, _COUNT] += run
+            if start < table[last_slot, _XMIN]:
+                table[last_slot, _XMIN] = start
+            if x - 1 > table[last_slot, _XMAX]:
+                table[last_slot, _XMAX] = x - 1
+            # Rows are visited in order, so y only grows: the first visit set y_min.
+            table[last_slot, _YMAX] = y
+            # Sum of start..x-1; run * (first + last) is always even.
+            table[last_slot, _SUMX] += run * (start + x - 1) // 2
+            table[last_slot, _SUMY] += run * y
+    return keys, table, background
+
+
+@dataclass(frozen=True)
+class ColourStats:
+    """Statistics of every distinct non-background colour of one mask, sorted by colour.
+
+    Bounding boxes follow the output convention: ``x_min``/``y_min`` inclusive,
+    ``x_max``/``y_max`` exclusive. Centroids are the mean pixel coordinates (column, row),
+    as in ``skimage.measure.regionprops`` (``centroid`` = (row, col)).
+    """
+
+    colours: np.ndarray  # (n, 3) uint8
+    pixels: np.ndarray  # (n,) int64
+    x_min: np.ndarray
+    y_min: np.ndarray
+    x_max: np.ndarray
+    y_max: np.ndarray
+    centroid_x: np.ndarray  # (n,) float64
+    centroid_y: np.ndarray
+    width: int
+    height: int
+    background_pixels: int
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    @property
+    def foreground_pixels(self) -> int:
+        """Pixels of any non-background colour."""
+        return self.width * self.height - self.background_pixels
+
+
+def colour_stats(rgb: np.ndarray) -> ColourStats:
+    """Measure every distinct non-background colour of an RGB(A) mask in one pass.
+
+    Parameters
+    ----------
+    rgb : (H, W, C) uint8 array with C >= 3; channels beyond the third (alpha) are ignored.
+        Background is exactly (0, 0, 0).
+
+    Returns
+    -------
+    ColourStats sorted by colour value (R, G, B), so the result is deterministic.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] < 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, >=3) uint8 array, got {rgb.shape} {rgb.dtype}")
+    keys, table, background = _colour_stats_kernel(rgb)
+    used = keys != _EMPTY
+    keys, table = keys[used], table[used]
+    order = np.argsort(keys, kind="stable")
+    keys, table = keys[order], table[order]
+    colours = np.stack([(keys >> 16) & 255, (keys >> 8) & 255, keys & 255], axis=1).astype(np.uint8)
+    counts = table[:, _COUNT]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centroid_x = table[:, _SUMX] / counts
+        centroid_y = table[:, _SUMY] / counts
+    return ColourStats(
+        colours=colours,
+        pixels=counts,
+        x_min=table[:, _XMIN],
+        y_min=table[:, _YMIN],
+        x_max=table[:, _XMAX] + 1,
+        y_max=table[:, _YMAX] + 1,
+        centroid_x=centroid_x,
+        centroid_y=centroid_y,
+        width=int(rgb.shape[1]),
+        height=int(rgb.shape[0]),
+        background_pixels=int(background),
+    )

@@ -1,0 +1,563 @@
+"""The Celantur batch task: read -> decode -> kernels -> rows -> Parquet parts.
+
+A batch is processed in two steps so that ``encoding = auto`` can decide per dataset:
+
+* :func:`measure_batch` decodes every mask once and measures every colour (encoding-agnostic),
+  parses metadata and writes the rescaled masks; it returns a :class:`Measured` with the rows and
+  the encoding evidence.
+* :func:`finish_batch` types the colours under the decided encoding, matches detections and
+  writes the batch's parts.
+
+With an explicit encoding both run in one task; with ``auto`` the measured rows are parked under
+``_work/`` between a first pass (evidence) and a second (parts), so no mask is decoded twice.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.config import CelanturOptions
+from pipeline.formats.celantur import (
+    TYPE_FLAG,
+    Encoding,
+    EncodingEvidence,
+    classify_colours,
+    flag_names,
+    normalise_type_label,
+)
+from pipeline.formats.metadata import (
+    Detection,
+    MetadataError,
+    ResolvedSize,
+    parse_image_metadata,
+    resolve_size_order,
+)
+from pipeline.io.jsonio import JsonError, parse_json
+from pipeline.io.parquet import table_bytes, write_part
+from pipeline.io.png import PngError, decode_png, encode_png, read_png_header
+from pipeline.io.storage import InputFile, Location
+from pipeline.kernels.masks import (
+    anonymised_area,
+    instance_foreground,
+    rescale_nearest,
+    to_rgb8,
+    typed_totals,
+)
+from pipeline.kernels.matching import MATCH_NAMES, match_detections
+from pipeline.kernels.segments import ColourStats, colour_stats
+from pipeline.stages.plan import Batch, ImageGroup
+from pipeline.stages.summary import BatchSummary
+from pipeline.tables import SCHEMAS, to_arrow
+
+_SEGMENT_COLUMNS = (
+    "mask_index", "r", "g", "b", "pixels", "x_min", "y_min", "x_max", "y_max",
+    "centroid_x", "centroid_y",
+)  # fmt: skip
+_CANDIDATE_COLUMNS = (
+    "mask_index", "detection_index", "detection_id", "type_label", "score",
+    "color_r", "color_g", "color_b", "box_x1", "box_y1", "box_x2", "box_y2",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What every batch task needs: small and picklable."""
+
+    source: Location
+    output: Location
+    options: CelanturOptions
+    work_prefix: str  # where ``auto`` parks measured rows between its two passes
+
+
+@dataclass
+class Measured:
+    """Everything one batch's decode produced, before the encoding is applied."""
+
+    batch_key: str
+    masks: list[dict[str, Any]] = field(default_factory=list)
+    segments: dict[str, list[np.ndarray]] = field(
+        default_factory=lambda: {c: [] for c in _SEGMENT_COLUMNS}
+    )
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    detections: list[dict[str, Any]] = field(default_factory=list)
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    evidence: EncodingEvidence = field(default_factory=EncodingEvidence.empty)
+
+    def error(
+        self, path: str, stage: str, code: str, message: str, severity: str = "error"
+    ) -> None:
+        """Record a problem with an input, the message prefixed by the input's path."""
+        self.errors.append(
+            {"path": path, "stage": stage, "error": code, "message": f"{path}: {message}",
+             "severity": severity}
+        )  # fmt: skip
+
+    def segment_table(self) -> pa.Table:
+        """The measured colours of all instance masks as one table."""
+        columns = {
+            name: np.concatenate(parts) if parts else np.array([], dtype=np.int64)
+            for name, parts in self.segments.items()
+        }
+        return pa.table(columns)
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 1: measure
+# ---------------------------------------------------------------------------------------------
+
+
+def measure_batch(batch: Batch, ctx: TaskContext) -> Measured:
+    """Decode and measure every mask of a batch, parse its metadata, write rescaled masks."""
+    measured = Measured(batch.key)
+    for group in batch.groups:
+        _measure_group(group, ctx, measured)
+    return measured
+
+
+def _read(file: InputFile, ctx: TaskContext, measured: Measured) -> bytes | None:
+    try:
+        return ctx.source.read_bytes(file.rel)
+    except FileNotFoundError:
+        measured.error(file.rel, "read", "missing", "listed but gone before it could be read")
+    except (OSError, PermissionError) as exc:
+        measured.error(file.rel, "read", "unreadable", f"could not be read: {exc}")
+    return None
+
+
+def _decode(
+    file: InputFile, data: bytes, ctx: TaskContext, measured: Measured
+) -> np.ndarray | None:
+    try:
+        return decode_png(data, max_pixels=ctx.options.max_pixels)
+    except PngError as exc:
+        measured.error(file.rel, "decode", exc.code, str(exc))
+    return None
+
+
+def _mask_row(
+    group: ImageGroup, file: InputFile, kind: str, pixels: np.ndarray, data: bytes
+) -> dict[str, Any]:
+    return {
+        "path": file.rel,
+        "stem": group.stem,
+        "folder": group.folder,
+        "kind": kind,
+        "width": int(pixels.shape[1]),
+        "height": int(pixels.shape[0]),
+        "bytes": len(data),
+        "png_mode": read_png_header(data).mode,
+    }
+
+
+def _write_scaled(file: InputFile, data: bytes, pixels: np.ndarray, ctx: TaskContext) -> str | None:
+    scale = ctx.options.mask_scale
+    if scale is None:
+        return None
+    rel = f"scaled/{file.rel}"
+    # 100 % is a byte copy: re-encoding could only change the file, never improve it.
+    payload = data if scale == 100 else encode_png(rescale_nearest(pixels, scale))
+    ctx.output.write_bytes(rel, payload)
+    return rel
+
+
+def _measure_group(group: ImageGroup, ctx: TaskContext, measured: Measured) -> None:
+    instance_rgb: np.ndarray | None = None
+    instance_row: dict[str, Any] | None = None
+    instance_index: int | None = None
+    mask_size: tuple[int, int] | None = None
+
+    if group.instance is not None:
+        file = group.instance
+        data = _read(file, ctx, measured)
+        pixels = _decode(file, data, ctx, measured) if data is not None else None
+        if data is not None and pixels is not None:
+            try:
+                instance_rgb = to_rgb8(pixels)
+            except ValueError as exc:
+                measured.error(file.rel, "decode", "unsupported", str(exc))
+        if data is not None and pixels is not None and instance_rgb is not None:
+            stats = colour_stats(instance_rgb)
+            instance_row = _mask_row(group, file, "instance", pixels, data)
+            instance_row["foreground_pixels"] = stats.foreground_pixels
+            instance_row["scaled_path"] = _write_scaled(file, data, pixels, ctx)
+            instance_index = len(measured.masks)
+            _add_segments(measured, instance_index, stats)
+            measured.evidence.add_colours(stats.colours)
+            measured.masks.append(instance_row)
+            mask_size = (stats.width, stats.height)
+
+    if group.binary is not None:
+        file = group.binary
+        data = _read(file, ctx, measured)
+        pixels = _decode(file, data, ctx, measured) if data is not None else None
+        if data is not None and pixels is not None:
+            anonymised = anonymised_area(pixels)
+            row = _mask_row(group, file, "binary", pixels, data)
+            row["foreground_pixels"] = int(np.count_nonzero(anonymised))
+            row["scaled_path"] = _write_scaled(file, data, pixels, ctx)
+            if instance_rgb is not None and instance_row is not None:
+                if anonymised.shape == instance_rgb.shape[:2]:
+                    mismatch = int(
+                        np.count_nonzero(anonymised != instance_foreground(instance_rgb))
+                    )
+                    row["bin_mismatch_pixels"] = instance_row["bin_mismatch_pixels"] = mismatch
+                else:
+                    measured.error(
+                        file.rel, "validate", "size_mismatch",
+                        f"binary mask {anonymised.shape[1]}x{anonymised.shape[0]} differs from "
+                        f"instance mask {instance_rgb.shape[1]}x{instance_rgb.shape[0]}: "
+                        "mismatch not counted", "warning",
+                    )  # fmt: skip
+            measured.masks.append(row)
+            mask_size = mask_size or (row["width"], row["height"])
+
+    if group.metadata is not None:
+        instance = (instance_index, instance_row) if instance_row is not None else None
+        _measure_metadata(group, group.metadata, ctx, measured, mask_size, instance)
+
+
+def _add_segments(measured: Measured, mask_index: int, stats: ColourStats) -> None:
+    columns = measured.segments
+    columns["mask_index"].append(np.full(len(stats), mask_index, dtype=np.int32))
+    for channel, name in enumerate("rgb"):
+        columns[name].append(stats.colours[:, channel])
+    for name in ("pixels", "x_min", "y_min", "x_max", "y_max", "centroid_x", "centroid_y"):
+        columns[name].append(getattr(stats, name))
+
+
+def _measure_metadata(
+    group: ImageGroup,
+    file: InputFile,
+    ctx: TaskContext,
+    measured: Measured,
+    mask_size: tuple[int, int] | None,
+    instance: tuple[int | None, dict[str, Any]] | None,
+) -> None:
+    data = _read(file, ctx, measured)
+    if data is None:
+        return
+    try:
+        metadata = parse_image_metadata(parse_json(data, max_bytes=ctx.options.max_json_bytes))
+    except JsonError as exc:
+        measured.error(file.rel, "decode", f"json_{exc.code}", str(exc))
+        return
+    except MetadataError as exc:
+        measured.error(file.rel, "validate", exc.code, str(exc))
+        return
+    for finding in metadata.findings:
+        measured.error(file.rel, "validate", finding.error, finding.message, finding.severity)
+
+    boxes = [d.bbox for d in metadata.detections if d.bbox is not None]
+    resolved = (
+        resolve_size_order(metadata.size, boxes, mask_size) if metadata.size is not None else None
+    )
+    media = metadata.filename or metadata.image_id or group.stem
+    measured.frames.append(
+        {
+            "source": file.rel,
+            "media": media,
+            "detections": len(metadata.detections),
+            "width": resolved.width if resolved else None,
+            "height": resolved.height if resolved else None,
+            "size_order": resolved.order if resolved else None,
+            "size_order_source": resolved.source if resolved else None,
+            "duration": metadata.duration,
+        }
+    )
+    for detection in metadata.detections:
+        measured.detections.append(_detection_row(file.rel, media, None, detection, resolved))
+        measured.evidence.add_detection(detection.colour, detection.type_label)
+    if instance is not None and instance[0] is not None:
+        _add_candidates(measured, instance[0], metadata.detections, resolved, instance[1])
+
+
+def _detection_row(
+    source: str, media: str, frame: int | None, detection: Detection, size: ResolvedSize | None
+) -> dict[str, Any]:
+    bbox = detection.bbox or (None, None, None, None)
+    offset = detection.offset or (None, None)
+    return {
+        "source": source,
+        "media": media,
+        "frame": frame,
+        "detection_index": detection.index,
+        "detection_id": detection.detection_id,
+        "type": detection.type,
+        "type_label": detection.type_label,
+        "score": detection.score,
+        "is_anonymised": detection.is_anonymised,
+        "x1": bbox[0], "y1": bbox[1], "x2": bbox[2], "y2": bbox[3],
+        "offset_x": offset[0], "offset_y": offset[1],
+        "color": list(detection.colour) if detection.colour else None,
+        "frame_width": size.width if size else None,
+        "frame_height": size.height if size else None,
+    }  # fmt: skip
+
+
+def _add_candidates(
+    measured: Measured,
+    mask_index: int,
+    detections: tuple[Detection, ...],
+    size: ResolvedSize | None,
+    instance_row: dict[str, Any],
+) -> None:
+    """Detections in the instance mask's pixel frame, for matching once types are known."""
+    scale_x = instance_row["width"] / size.width if size else None
+    scale_y = instance_row["height"] / size.height if size else None
+    for d in detections:
+        colour = d.colour or (None, None, None)
+        box = (
+            (d.bbox[0] * scale_x, d.bbox[1] * scale_y, d.bbox[2] * scale_x, d.bbox[3] * scale_y)
+            if d.bbox is not None and scale_x is not None and scale_y is not None
+            else (None, None, None, None)
+        )
+        measured.candidates.append(
+            dict(zip(_CANDIDATE_COLUMNS, (
+                mask_index, d.index, d.detection_id, d.type_label, d.score, *colour, *box,
+            ), strict=True))
+        )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Parking measured rows between the two passes of ``auto``
+# ---------------------------------------------------------------------------------------------
+
+_PARKED = ("masks", "segments", "candidates", "detections", "frames", "errors")
+
+
+def park_measured(measured: Measured, ctx: TaskContext) -> None:
+    """Write a batch's measured rows under ``_work/`` (Parquet, never pickle: the output root is
+    shared storage and must not become a way to run code on the workers)."""
+    tables = {
+        "masks": to_arrow("masks", measured.masks),
+        "segments": measured.segment_table(),
+        "candidates": _candidate_table(measured.candidates),
+        **{
+            name: to_arrow(name, getattr(measured, name))
+            for name in ("detections", "frames", "errors")
+        },
+    }
+    for name, table in tables.items():
+        ctx.output.write_bytes(
+            f"{ctx.work_prefix}/{name}/{measured.batch_key}.parquet", table_bytes(table)
+        )
+
+
+def load_measured(batch_key: str, ctx: TaskContext) -> Measured:
+    """Read back what :func:`park_measured` wrote for a batch."""
+
+    def read(name: str) -> pa.Table:
+        data = ctx.output.read_bytes(f"{ctx.work_prefix}/{name}/{batch_key}.parquet")
+        return pq.read_table(io.BytesIO(data))
+
+    segments = read("segments")
+    measured = Measured(
+        batch_key,
+        **{
+            name: read(name).to_pylist()
+            for name in ("masks", "candidates", "detections", "frames", "errors")
+        },
+    )
+    measured.segments = {name: [segments[name].to_numpy()] for name in _SEGMENT_COLUMNS}
+    return measured
+
+
+def remove_parked(batch_key: str, ctx: TaskContext) -> None:
+    """Delete a batch's parked rows once its parts are written."""
+    ctx.output.remove(f"{ctx.work_prefix}/{name}/{batch_key}.parquet" for name in _PARKED)
+
+
+def _candidate_table(rows: list[dict[str, Any]]) -> pa.Table:
+    schema = pa.schema(
+        [("mask_index", pa.int32()), ("detection_index", pa.int32()), ("detection_id", pa.int64()),
+         ("type_label", pa.string()), ("score", pa.float64()), ("color_r", pa.int16()),
+         ("color_g", pa.int16()), ("color_b", pa.int16()), ("box_x1", pa.float64()),
+         ("box_y1", pa.float64()), ("box_x2", pa.float64()), ("box_y2", pa.float64())]
+    )  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 2: finish
+# ---------------------------------------------------------------------------------------------
+
+
+def finish_batch(measured: Measured, encoding: Encoding, ctx: TaskContext) -> BatchSummary:
+    """Type the measured colours under ``encoding``, match detections, write the batch's parts.
+
+    Side effects: writes ``masks/``, ``instances/``, ``detections/``, ``frames/`` and
+    ``errors/`` parts named ``part-<batch key>.parquet`` (a table with no rows gets no part).
+    Idempotent: the same batch and options always write the same bytes to the same names.
+    """
+    segments = measured.segment_table()
+    colours = np.stack([segments[c].to_numpy().astype(np.uint8) for c in "rgb"], axis=1).reshape(
+        -1, 3
+    )
+    type_bits, flags = classify_colours(colours, encoding)
+    mask_index = segments["mask_index"].to_numpy().astype(np.int64)
+    pixels = segments["pixels"].to_numpy().astype(np.int64)
+    boxes = np.stack(
+        [segments[c].to_numpy() for c in ("x_min", "y_min", "x_max", "y_max")], axis=1
+    ).reshape(-1, 4)
+    matched = _match_all(measured, mask_index, colours, flags, boxes)
+    summary = BatchSummary()
+
+    instance_columns: dict[str, Any] = {"r": colours[:, 0], "g": colours[:, 1], "b": colours[:, 2]}
+    for name in ("pixels", "x_min", "y_min", "x_max", "y_max", "centroid_x", "centroid_y"):
+        instance_columns[name] = segments[name].to_numpy()
+    bit_count = sum(((flags.astype(np.int64) >> bit) & 1) for bit in range(len(TYPE_FLAG)))
+    instance_columns.update(
+        instance=colours[:, 1],
+        type_bits=type_bits.astype(np.uint8),
+        types=[flag_names(int(f)) for f in flags],
+        valid=flags >= 0,
+        overlap=(flags >= 0) & (bit_count > 1),
+        **matched,
+    )
+    rows_masks = [dict(row) for row in measured.masks]
+    paths = np.array([row["path"] for row in rows_masks], dtype=object)
+    stems = np.array([row["stem"] for row in rows_masks], dtype=object)
+    folders = np.array([row["folder"] for row in rows_masks], dtype=object)
+    instance_columns.update(
+        path=paths[mask_index], stem=stems[mask_index], folder=folders[mask_index]
+    )
+    instances = pa.Table.from_pydict(
+        {name: instance_columns.get(name) for name in SCHEMAS["instances"].names},
+        schema=SCHEMAS["instances"],
+    )
+
+    for index, row in enumerate(rows_masks):
+        if row["kind"] != "instance":
+            summary.add_mask(row["kind"])
+            continue
+        selected = mask_index == index
+        totals = typed_totals(pixels[selected], flags[selected])
+        row.update(
+            encoding=encoding,
+            segments=int(selected.sum()),
+            invalid_segments=totals.invalid_segments,
+            person_pixels=totals.person_pixels,
+            license_plate_pixels=totals.license_plate_pixels,
+            face_pixels=totals.face_pixels,
+            vehicle_pixels=totals.vehicle_pixels,
+            overlap_pixels=totals.overlap_pixels,
+            invalid_pixels=totals.invalid_pixels,
+            matched_detections=sum(m is not None for m in matched["match"][selected]),
+        )
+        summary.add_mask("instance")
+        if totals.invalid_pixels:
+            bad = colours[selected][flags[selected] < 0]
+            sample = ", ".join(str(tuple(int(v) for v in c)) for c in bad[:5])
+            measured.error(
+                row["path"], "validate", "invalid_pixels",
+                f"{totals.invalid_pixels} pixels in {totals.invalid_segments} colours invalid "
+                f"under encoding {encoding} (e.g. {sample}); counted, not typed", "warning",
+            )  # fmt: skip
+    summary.add_segments(flags, pixels)
+    summary.add_detections(measured.detections)
+    summary.add_frames(measured.frames)
+    summary.add_errors(measured.errors)
+
+    outputs = {
+        "masks": to_arrow("masks", rows_masks),
+        "instances": instances,
+        "detections": to_arrow("detections", measured.detections),
+        "frames": to_arrow("frames", measured.frames),
+        "errors": to_arrow("errors", measured.errors),
+    }
+    for table, data in outputs.items():
+        summary.rows[table] = data.num_rows
+        if data.num_rows:
+            summary.parts[table] = [
+                write_part(ctx.output, f"{table}/part-{measured.batch_key}.parquet", data)
+            ]
+    return summary
+
+
+def _match_all(
+    measured: Measured,
+    mask_index: np.ndarray,
+    colours: np.ndarray,
+    flags: np.ndarray,
+    boxes: np.ndarray,
+) -> dict[str, Any]:
+    """Match each instance mask's detections to its segments; columns aligned with segments."""
+    n = len(mask_index)
+    detection_index = np.full(n, None, dtype=object)
+    columns: dict[str, Any] = {
+        "detection_index": detection_index,
+        "detection_id": np.full(n, None, dtype=object),
+        "score": np.full(n, None, dtype=object),
+        "type_label": np.full(n, None, dtype=object),
+        "match": np.full(n, None, dtype=object),
+        "bbox_iou": np.full(n, None, dtype=object),
+    }
+    by_mask: dict[int, list[dict[str, Any]]] = {}
+    for candidate in measured.candidates:
+        by_mask.setdefault(int(candidate["mask_index"]), []).append(candidate)
+    for index, candidates in by_mask.items():
+        selected = np.flatnonzero(mask_index == index)
+        if selected.size == 0:
+            continue
+        det_colours = [
+            (int(c["color_r"]), int(c["color_g"]), int(c["color_b"]))
+            if c["color_r"] is not None else None
+            for c in candidates
+        ]  # fmt: skip
+        det_flags = np.array(
+            [TYPE_FLAG.get(normalise_type_label(c["type_label"]) or "", 0) for c in candidates],
+            dtype=np.int64,
+        )
+        box_keys = ("box_x1", "box_y1", "box_x2", "box_y2")
+        det_boxes = np.array(
+            [[np.nan if c[k] is None else c[k] for k in box_keys] for c in candidates],
+            dtype=np.float64,
+        ).reshape(-1, 4)
+        result = match_detections(
+            colours[selected], flags[selected].astype(np.int64), boxes[selected],
+            det_colours, det_flags, det_boxes,
+        )  # fmt: skip
+        for local, segment in enumerate(selected):
+            d = int(result.detection[local])
+            if d < 0:
+                continue
+            candidate = candidates[d]
+            detection_index[segment] = candidate["detection_index"]
+            columns["detection_id"][segment] = candidate["detection_id"]
+            columns["score"][segment] = candidate["score"]
+            columns["type_label"][segment] = candidate["type_label"]
+            columns["match"][segment] = MATCH_NAMES[int(result.kind[local])]
+            iou = float(result.iou[local])
+            columns["bbox_iou"][segment] = None if np.isnan(iou) else iou
+    return columns
+
+
+# ---------------------------------------------------------------------------------------------
+# Task entry points (what the graph maps over batches)
+# ---------------------------------------------------------------------------------------------
+
+
+def process_batch(batch: Batch, ctx: TaskContext, encoding: Encoding) -> BatchSummary:
+    """Measure and finish a batch in one task (the encoding is known up front)."""
+    return finish_batch(measure_batch(batch, ctx), encoding, ctx)
+
+
+def measure_and_park(batch: Batch, ctx: TaskContext) -> EncodingEvidence:
+    """First pass of ``auto``: measure, park the rows, return only the encoding evidence."""
+    measured = measure_batch(batch, ctx)
+    park_measured(measured, ctx)
+    return measured.evidence
+
+
+def finish_parked(batch: Batch, ctx: TaskContext, encoding: Encoding) -> BatchSummary:
+    """Second pass of ``auto``: finish the parked rows under the decided encoding."""
+    summary = finish_batch(load_measured(batch.key, ctx), encoding, ctx)
+    remove_parked(batch.key, ctx)
+    return summary

@@ -1,0 +1,194 @@
+"""Small, mergeable per-batch summaries: what tasks send back instead of rows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.formats.celantur import TYPE_NAMES, classify_name, normalise_type_label
+from pipeline.kernels.quantiles import AreaSketch
+
+
+@dataclass
+class LabelStats:
+    """Detections of one label: count, anonymised count, score sum and count."""
+
+    detections: int = 0
+    anonymised: int = 0
+    score_sum: float = 0.0
+    scored: int = 0
+
+    def merge(self, other: LabelStats) -> LabelStats:
+        """Sum of both."""
+        return LabelStats(
+            self.detections + other.detections,
+            self.anonymised + other.anonymised,
+            self.score_sum + other.score_sum,
+            self.scored + other.scored,
+        )
+
+    @property
+    def mean_score(self) -> float | None:
+        """Mean of the finite scores, ``None`` without any."""
+        return self.score_sum / self.scored if self.scored else None
+
+
+@dataclass
+class TypeStats:
+    """Segments of one type: count, pixels and an area sketch."""
+
+    segments: int = 0
+    pixels: int = 0
+    areas: AreaSketch = field(default_factory=AreaSketch)
+
+    def merge(self, other: TypeStats) -> TypeStats:
+        """Sum of both."""
+        return TypeStats(
+            self.segments + other.segments,
+            self.pixels + other.pixels,
+            self.areas.merge(other.areas),
+        )
+
+
+def _merge_maps(a: Mapping[str, Any], b: Mapping[str, Any], empty: Any) -> dict[str, Any]:
+    return {key: a.get(key, empty()).merge(b.get(key, empty())) for key in sorted({*a, *b})}
+
+
+@dataclass
+class BatchSummary:
+    """What a batch task returns: counts, sketches, the parts it wrote. Never rows."""
+
+    masks: Counter[str] = field(default_factory=Counter)
+    types: dict[str, TypeStats] = field(default_factory=dict)
+    labels: dict[str, LabelStats] = field(default_factory=dict)
+    frames: int = 0
+    duration_sum: float = 0.0
+    durations: int = 0
+    errors: Counter[str] = field(default_factory=Counter)  # by severity
+    failed_inputs: Counter[str] = field(default_factory=Counter)  # by input kind
+    rows: Counter[str] = field(default_factory=Counter)
+    parts: dict[str, list[str]] = field(default_factory=dict)
+
+    def merge(self, other: BatchSummary) -> BatchSummary:
+        """The summary of both batches (associative: reduce in any grouping)."""
+        parts = {
+            t: self.parts.get(t, []) + other.parts.get(t, []) for t in {*self.parts, *other.parts}
+        }
+        return BatchSummary(
+            masks=self.masks + other.masks,
+            types=_merge_maps(self.types, other.types, TypeStats),
+            labels=_merge_maps(self.labels, other.labels, LabelStats),
+            frames=self.frames + other.frames,
+            duration_sum=self.duration_sum + other.duration_sum,
+            durations=self.durations + other.durations,
+            errors=self.errors + other.errors,
+            failed_inputs=self.failed_inputs + other.failed_inputs,
+            rows=self.rows + other.rows,
+            parts={t: sorted(p) for t, p in parts.items()},
+        )
+
+    def add_mask(self, kind: str) -> None:
+        """Count one mask written to ``masks/``."""
+        self.masks[kind] += 1
+
+    def add_segments(self, flags: np.ndarray, pixels: np.ndarray) -> None:
+        """Add typed segments: each type gets the segments with its flag; ``invalid`` the rest."""
+        flags = np.asarray(flags, dtype=np.int64)
+        pixels = np.asarray(pixels, dtype=np.int64)
+        selections = {
+            name: (flags >= 0) & ((flags >> bit) & 1 == 1) for bit, name in enumerate(TYPE_NAMES)
+        }
+        selections["invalid"] = flags < 0
+        for name, selected in selections.items():
+            if not selected.any():
+                continue
+            stats = self.types.setdefault(name, TypeStats())
+            stats.segments += int(selected.sum())
+            stats.pixels += int(pixels[selected].sum())
+            stats.areas.add(pixels[selected])
+
+    def add_detections(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Add detection rows, per raw ``type_label``."""
+        for row in rows:
+            stats = self.labels.setdefault(str(row.get("type_label")), LabelStats())
+            stats.detections += 1
+            stats.anonymised += bool(row.get("is_anonymised"))
+            if row.get("score") is not None:
+                stats.score_sum += float(row["score"])
+                stats.scored += 1
+
+    def add_frames(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Add frame rows (metadata images, video frames)."""
+        for row in rows:
+            self.frames += 1
+            if row.get("duration") is not None:
+                self.duration_sum += float(row["duration"])
+                self.durations += 1
+
+    def add_errors(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Count error rows; an ``error`` row means its input is not in any table."""
+        for row in rows:
+            self.errors[row["severity"]] += 1
+            if row["severity"] == "error":
+                named = classify_name(str(row["path"]).rsplit("/", 1)[-1])
+                self.failed_inputs[named.kind if named else "other"] += 1
+
+    def summary_rows(self, encoding: str | None) -> list[dict[str, Any]]:
+        """Rows of the ``summary/`` table."""
+        all_labels = LabelStats()
+        for stats in self.labels.values():
+            all_labels = all_labels.merge(stats)
+        rows: list[dict[str, Any]] = [
+            {
+                "scope": "run",
+                "name": "total",
+                "value": encoding,
+                "masks": sum(self.masks.values()),
+                "segments": self.rows.get("instances", 0),
+                "detections": all_labels.detections,
+                "anonymised": all_labels.anonymised,
+                "mean_score": all_labels.mean_score,
+                "frames": self.frames,
+                "mean_duration": self.duration_sum / self.durations if self.durations else None,
+            }
+        ]
+        for kind, count in sorted(self.masks.items()):
+            rows.append({"scope": "kind", "name": kind, "masks": count})
+        per_type_labels: dict[str, LabelStats] = {}
+        for label, stats in self.labels.items():
+            name = normalise_type_label(label)
+            if name is not None:
+                per_type_labels[name] = per_type_labels.get(name, LabelStats()).merge(stats)
+        for type_name in (*TYPE_NAMES, "invalid"):
+            typed = self.types.get(type_name, TypeStats())
+            detected = per_type_labels.get(type_name, LabelStats())
+            rows.append(
+                {
+                    "scope": "type",
+                    "name": type_name,
+                    "segments": typed.segments,
+                    "pixels": typed.pixels,
+                    "area_min": typed.areas.minimum,
+                    "area_p50": typed.areas.quantile(0.5),
+                    "area_p90": typed.areas.quantile(0.9),
+                    "area_max": typed.areas.maximum,
+                    "detections": detected.detections if type_name != "invalid" else None,
+                    "anonymised": detected.anonymised if type_name != "invalid" else None,
+                    "mean_score": detected.mean_score,
+                }
+            )
+        for label, stats in sorted(self.labels.items()):
+            rows.append(
+                {
+                    "scope": "label",
+                    "name": label,
+                    "detections": stats.detections,
+                    "anonymised": stats.anonymised,
+                    "mean_score": stats.mean_score,
+                }
+            )
+        return rows

@@ -1,0 +1,149 @@
+"""The output tables' schemas: the one place their columns are defined (docs are generated here).
+
+Bounding boxes everywhere: ``x_min, y_min`` inclusive, ``x_max, y_max`` exclusive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+
+_BBOX = [
+    pa.field("x_min", pa.int32()),
+    pa.field("y_min", pa.int32()),
+    pa.field("x_max", pa.int32()),
+    pa.field("y_max", pa.int32()),
+]
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "masks": pa.schema(
+        [
+            pa.field("path", pa.string(), nullable=False),
+            pa.field("stem", pa.string()),
+            pa.field("folder", pa.string()),
+            pa.field("kind", pa.string()),  # instance | binary (| pixel | alpha)
+            pa.field("width", pa.int32()),
+            pa.field("height", pa.int32()),
+            pa.field("bytes", pa.int64()),
+            pa.field("png_mode", pa.string()),  # e.g. rgb8, rgba8, grey8
+            pa.field("encoding", pa.string()),
+            pa.field("segments", pa.int32()),
+            pa.field("invalid_segments", pa.int32()),
+            pa.field("foreground_pixels", pa.int64()),
+            pa.field("person_pixels", pa.int64()),
+            pa.field("license_plate_pixels", pa.int64()),
+            pa.field("face_pixels", pa.int64()),
+            pa.field("vehicle_pixels", pa.int64()),
+            pa.field("overlap_pixels", pa.int64()),
+            pa.field("invalid_pixels", pa.int64()),
+            pa.field("bin_mismatch_pixels", pa.int64()),
+            pa.field("matched_detections", pa.int32()),
+            pa.field("scaled_path", pa.string()),
+        ]
+    ),
+    "instances": pa.schema(
+        [
+            pa.field("path", pa.string(), nullable=False),
+            pa.field("stem", pa.string()),
+            pa.field("folder", pa.string()),
+            pa.field("r", pa.uint8()),
+            pa.field("g", pa.uint8()),
+            pa.field("b", pa.uint8()),
+            pa.field("instance", pa.uint8()),  # G
+            pa.field("type_bits", pa.uint8()),  # B, or R for legacy-red
+            pa.field("types", pa.list_(pa.string())),
+            pa.field("valid", pa.bool_()),
+            pa.field("overlap", pa.bool_()),
+            pa.field("pixels", pa.int64()),
+            *_BBOX,
+            pa.field("centroid_x", pa.float64()),
+            pa.field("centroid_y", pa.float64()),
+            pa.field("detection_index", pa.int32()),  # position in the metadata list (unique)
+            pa.field("detection_id", pa.int64()),  # as written; real files repeat ids
+            pa.field("score", pa.float64()),
+            pa.field("type_label", pa.string()),
+            pa.field("match", pa.string()),  # color | bbox | null
+            pa.field("bbox_iou", pa.float64()),
+        ]
+    ),
+    "detections": pa.schema(
+        [
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("media", pa.string()),
+            pa.field("frame", pa.int64()),
+            pa.field("detection_index", pa.int32()),
+            pa.field("detection_id", pa.int64()),
+            pa.field("type", pa.int64()),
+            pa.field("type_label", pa.string()),
+            pa.field("score", pa.float64()),
+            pa.field("is_anonymised", pa.bool_()),
+            pa.field("x1", pa.float64()),
+            pa.field("y1", pa.float64()),
+            pa.field("x2", pa.float64()),
+            pa.field("y2", pa.float64()),
+            pa.field("offset_x", pa.float64()),
+            pa.field("offset_y", pa.float64()),
+            pa.field("color", pa.list_(pa.uint8())),
+            pa.field("frame_width", pa.int32()),
+            pa.field("frame_height", pa.int32()),
+        ]
+    ),
+    "frames": pa.schema(
+        [
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("media", pa.string()),
+            pa.field("frame", pa.int64()),
+            pa.field("detections", pa.int32()),
+            pa.field("width", pa.int32()),
+            pa.field("height", pa.int32()),
+            pa.field("size_order", pa.string()),  # wh | hw: how `size` was read
+            pa.field("size_order_source", pa.string()),  # mask | bbox | default
+            pa.field("duration", pa.float64()),
+            pa.field("chunk_start", pa.int64()),
+            pa.field("chunk_end", pa.int64()),
+        ]
+    ),
+    "errors": pa.schema(
+        [
+            pa.field("path", pa.string(), nullable=False),
+            pa.field("stage", pa.string()),  # list | read | decode | validate | stats | write
+            pa.field("error", pa.string()),
+            pa.field("message", pa.string()),
+            pa.field("severity", pa.string()),  # error | warning
+        ]
+    ),
+    "summary": pa.schema(
+        [
+            pa.field("scope", pa.string(), nullable=False),  # run | type | label
+            pa.field("name", pa.string()),
+            pa.field("value", pa.string()),
+            pa.field("masks", pa.int64()),
+            pa.field("segments", pa.int64()),
+            pa.field("pixels", pa.int64()),
+            pa.field("area_min", pa.int64()),
+            pa.field("area_p50", pa.int64()),
+            pa.field("area_p90", pa.int64()),
+            pa.field("area_max", pa.int64()),
+            pa.field("detections", pa.int64()),
+            pa.field("anonymised", pa.int64()),
+            pa.field("mean_score", pa.float64()),
+            pa.field("frames", pa.int64()),
+            pa.field("mean_duration", pa.float64()),
+        ]
+    ),
+}
+
+#: Tables every Celantur run commits (each gets at least an empty part, so readers find it).
+CELANTUR_TABLES = ("masks", "instances", "detections", "frames", "errors", "summary")
+
+
+def to_arrow(table: str, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Rows (dicts keyed by column name; missing keys are null) as a table of ``table``'s schema."""
+    return pa.Table.from_pylist(list(rows), schema=SCHEMAS[table])
+
+
+def empty(table: str) -> pa.Table:
+    """A table with ``table``'s schema and no rows."""
+    return SCHEMAS[table].empty_table()
