@@ -4,8 +4,9 @@ Decoding is PNG-only and checked before any pixel buffer is allocated:
 
 1. the signature and the IHDR chunk are read and the declared size is compared with the pixel
    limit (decompression bombs are refused from the header alone);
-2. every chunk is walked: lengths must fit the file, CRCs must match, IEND must close the file —
-   decoders such as libspng and Pillow accept a file cut after its last IDAT, we do not;
+2. every chunk is walked: lengths must fit the file, CRCs must match, IEND must be present —
+   decoders such as libspng and Pillow accept a file cut after its last IDAT, we do not
+   (bytes after IEND are ignored, as every decoder does);
 3. animated PNGs (``acTL``) are refused: a mask is one image.
 
 Plain 8-bit, non-interlaced grey / RGB / RGBA images go to libspng (pyspng), about twice as fast
@@ -112,6 +113,9 @@ def _sniff(data: bytes) -> str:
         return "another image format"
     if data.lstrip()[:1] in (b"{", b"["):
         return "JSON text"
+    head = data[:64]
+    if head.isascii() and all(c >= 32 or c in b"\t\r\n" for c in head):
+        return "text"
     return f"bytes {data[:8]!r}"
 
 

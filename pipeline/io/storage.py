@@ -6,6 +6,7 @@ open filesystems; fsspec's instance cache makes rebuilding one on a worker cheap
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -87,8 +88,15 @@ class Location:
     def remove(self, rels: Iterable[str]) -> None:
         """Delete files (missing ones are ignored)."""
         paths = [self.path(rel) for rel in rels]
-        if paths:
-            self.fs.rm(paths)
+        if not paths:
+            return
+        try:
+            self.fs.rm(paths)  # one bulk request on object stores
+        except FileNotFoundError:
+            # Something vanished between listing and deleting: finish one by one.
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm_file(path)
 
     def list_files(self, under: str = "") -> list[InputFile]:
         """Every file below ``under``, from ONE recursive listing pass, sorted by path.

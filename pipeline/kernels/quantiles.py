@@ -1,5 +1,8 @@
 """A mergeable sketch of integer areas: exact up to 1024, within 0.5 % above.
 
+Buckets above 1024 grow by 0.8 %: answering with a bucket's midpoint is off by at most
+0.8 / 2.008 = 0.40 %, and rounding it to an integer adds at most 0.5 / 1025 = 0.05 %.
+
 Summaries are reduced from per-batch partials, so the client never holds per-segment areas;
 the sketch's memory grows with log(max area), not with the number of segments.
 """
@@ -12,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 _EXACT_LIMIT = 1024
-_GAMMA = 1.01
+_GAMMA = 1.008
 _LOG_GAMMA = math.log(_GAMMA)
 _FIRST_BUCKET = math.floor(math.log(_EXACT_LIMIT + 1) / _LOG_GAMMA)
 
@@ -79,6 +82,10 @@ class AreaSketch:
         if total == 0:
             return None
         rank = max(1, math.ceil(q * total))
+        if rank == total:
+            return self.maximum
+        if rank == 1:
+            return self.minimum
         seen = 0
         for key in sorted(self.counts):
             seen += self.counts[key]

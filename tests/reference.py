@@ -1,0 +1,59 @@
+"""The independent reference the tests compare against: Pillow decodes, per-colour brute force,
+the SPEC 2.1 tables written out literally. Nothing here calls the product's kernels."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+
+def read_output(out: Path, table: str) -> list[dict[str, Any]]:
+    """All rows of one output table (every part on disk), sorted for comparison."""
+    folder = out / table
+    rows: list[dict[str, Any]] = []
+    for part in sorted(folder.glob("*.parquet")):
+        rows.extend(pq.read_table(part).to_pylist())
+    return rows
+
+
+V26_FLAGS = {128: "person", 64: "license_plate", 32: "face", 16: "vehicle"}
+LEGACY_VALUES = {128: "person", 64: "license_plate", 192: "face", 255: "vehicle"}
+
+
+def reference_types(colour: tuple[int, int, int], encoding: str) -> list[str] | None:
+    """Type names of a colour per SPEC 2.1, or None when the colour is invalid."""
+    r, _, b = colour
+    if encoding == "v26":
+        if r != 0 or b & 0x0F or b == 0:
+            return None
+        return [name for bit, name in V26_FLAGS.items() if b & bit]
+    if encoding == "legacy":
+        return [LEGACY_VALUES[b]] if r == 0 and b in LEGACY_VALUES else None
+    return [LEGACY_VALUES[r]] if b == 0 and r in LEGACY_VALUES else None
+
+
+def reference_segments(png: bytes) -> dict[tuple[int, int, int], dict[str, Any]]:
+    """Per-colour statistics by brute force: one boolean mask per colour (Pillow decode)."""
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    colours = np.unique(rgb.reshape(-1, 3), axis=0)
+    result = {}
+    for colour in colours:
+        key = (int(colour[0]), int(colour[1]), int(colour[2]))
+        if key == (0, 0, 0):
+            continue
+        ys, xs = np.nonzero(np.all(rgb == colour, axis=2))
+        result[key] = {
+            "pixels": len(xs),
+            "x_min": int(xs.min()),
+            "y_min": int(ys.min()),
+            "x_max": int(xs.max()) + 1,
+            "y_max": int(ys.max()) + 1,
+            "centroid_x": float(xs.mean()),
+            "centroid_y": float(ys.mean()),
+        }
+    return result
