@@ -14,7 +14,9 @@ With an explicit encoding both run in one task; with ``auto`` the measured rows 
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,19 +128,36 @@ def _read(file: InputFile, ctx: TaskContext, measured: Measured) -> bytes | None
         return ctx.source.read_bytes(file.rel)
     except FileNotFoundError:
         measured.error(file.rel, "read", "missing", "listed but gone before it could be read")
-    except (OSError, PermissionError) as exc:
+    except PermissionError as exc:
         measured.error(file.rel, "read", "unreadable", f"could not be read: {exc}")
     return None
 
 
-def _decode(
-    file: InputFile, data: bytes, ctx: TaskContext, measured: Measured
-) -> np.ndarray | None:
+def _load_png(
+    file: InputFile, ctx: TaskContext, measured: Measured
+) -> tuple[bytes, np.ndarray] | None:
+    """The file's bytes and decoded pixels, or ``None`` after recording why not."""
+    data = _read(file, ctx, measured)
+    if data is None:
+        return None
     try:
-        return decode_png(data, max_pixels=ctx.options.max_pixels)
+        return data, decode_png(data, max_pixels=ctx.options.max_pixels)
     except PngError as exc:
         measured.error(file.rel, "decode", exc.code, str(exc))
     return None
+
+
+@contextlib.contextmanager
+def _guarded(file: InputFile, measured: Measured) -> Iterator[None]:
+    """Turn an unexpected failure on one input into its error row, so one odd file cannot fail
+    the batch. Storage errors (OSError) still propagate: the task is retried, and a storage that
+    stays broken stops the run."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as exc:
+        measured.error(file.rel, "stats", "internal", f"unexpected {type(exc).__name__}: {exc}")
 
 
 def _mask_row(
@@ -167,60 +186,82 @@ def _write_scaled(file: InputFile, data: bytes, pixels: np.ndarray, ctx: TaskCon
     return rel
 
 
+@dataclass
+class _Instance:
+    """A measured instance mask, for its binary mask and metadata in the same group."""
+
+    index: int  # position in Measured.masks
+    row: dict[str, Any]
+    rgb: np.ndarray
+
+
 def _measure_group(group: ImageGroup, ctx: TaskContext, measured: Measured) -> None:
-    instance_rgb: np.ndarray | None = None
-    instance_row: dict[str, Any] | None = None
-    instance_index: int | None = None
+    instance: _Instance | None = None
     mask_size: tuple[int, int] | None = None
-
     if group.instance is not None:
-        file = group.instance
-        data = _read(file, ctx, measured)
-        pixels = _decode(file, data, ctx, measured) if data is not None else None
-        if data is not None and pixels is not None:
-            try:
-                instance_rgb = to_rgb8(pixels)
-            except ValueError as exc:
-                measured.error(file.rel, "decode", "unsupported", str(exc))
-        if data is not None and pixels is not None and instance_rgb is not None:
-            stats = colour_stats(instance_rgb)
-            instance_row = _mask_row(group, file, "instance", pixels, data)
-            instance_row["foreground_pixels"] = stats.foreground_pixels
-            instance_row["scaled_path"] = _write_scaled(file, data, pixels, ctx)
-            instance_index = len(measured.masks)
-            _add_segments(measured, instance_index, stats)
-            measured.evidence.add_colours(stats.colours)
-            measured.masks.append(instance_row)
-            mask_size = (stats.width, stats.height)
-
+        with _guarded(group.instance, measured):
+            instance = _measure_instance(group, group.instance, ctx, measured)
+            mask_size = (instance.row["width"], instance.row["height"]) if instance else None
     if group.binary is not None:
-        file = group.binary
-        data = _read(file, ctx, measured)
-        pixels = _decode(file, data, ctx, measured) if data is not None else None
-        if data is not None and pixels is not None:
-            anonymised = anonymised_area(pixels)
-            row = _mask_row(group, file, "binary", pixels, data)
-            row["foreground_pixels"] = int(np.count_nonzero(anonymised))
-            row["scaled_path"] = _write_scaled(file, data, pixels, ctx)
-            if instance_rgb is not None and instance_row is not None:
-                if anonymised.shape == instance_rgb.shape[:2]:
-                    mismatch = int(
-                        np.count_nonzero(anonymised != instance_foreground(instance_rgb))
-                    )
-                    row["bin_mismatch_pixels"] = instance_row["bin_mismatch_pixels"] = mismatch
-                else:
-                    measured.error(
-                        file.rel, "validate", "size_mismatch",
-                        f"binary mask {anonymised.shape[1]}x{anonymised.shape[0]} differs from "
-                        f"instance mask {instance_rgb.shape[1]}x{instance_rgb.shape[0]}: "
-                        "mismatch not counted", "warning",
-                    )  # fmt: skip
-            measured.masks.append(row)
-            mask_size = mask_size or (row["width"], row["height"])
-
+        with _guarded(group.binary, measured):
+            binary_size = _measure_binary(group, group.binary, ctx, measured, instance)
+            mask_size = mask_size or binary_size
     if group.metadata is not None:
-        instance = (instance_index, instance_row) if instance_row is not None else None
-        _measure_metadata(group, group.metadata, ctx, measured, mask_size, instance)
+        with _guarded(group.metadata, measured):
+            _measure_metadata(group.stem, group.metadata, ctx, measured, mask_size, instance)
+
+
+def _measure_instance(
+    group: ImageGroup, file: InputFile, ctx: TaskContext, measured: Measured
+) -> _Instance | None:
+    loaded = _load_png(file, ctx, measured)
+    if loaded is None:
+        return None
+    data, pixels = loaded
+    try:
+        rgb = to_rgb8(pixels)
+    except ValueError as exc:
+        measured.error(file.rel, "decode", "unsupported", str(exc))
+        return None
+    stats = colour_stats(rgb)
+    row = _mask_row(group, file, "instance", pixels, data)
+    row["foreground_pixels"] = stats.foreground_pixels
+    row["scaled_path"] = _write_scaled(file, data, pixels, ctx)
+    instance = _Instance(len(measured.masks), row, rgb)
+    _add_segments(measured, instance.index, stats)
+    measured.evidence.add_colours(stats.colours)
+    measured.masks.append(row)
+    return instance
+
+
+def _measure_binary(
+    group: ImageGroup,
+    file: InputFile,
+    ctx: TaskContext,
+    measured: Measured,
+    instance: _Instance | None,
+) -> tuple[int, int] | None:
+    loaded = _load_png(file, ctx, measured)
+    if loaded is None:
+        return None
+    data, pixels = loaded
+    anonymised = anonymised_area(pixels)
+    row = _mask_row(group, file, "binary", pixels, data)
+    row["foreground_pixels"] = int(np.count_nonzero(anonymised))
+    row["scaled_path"] = _write_scaled(file, data, pixels, ctx)
+    if instance is not None:
+        if anonymised.shape == instance.rgb.shape[:2]:
+            mismatch = int(np.count_nonzero(anonymised != instance_foreground(instance.rgb)))
+            row["bin_mismatch_pixels"] = instance.row["bin_mismatch_pixels"] = mismatch
+        else:
+            measured.error(
+                file.rel, "validate", "size_mismatch",
+                f"binary mask {anonymised.shape[1]}x{anonymised.shape[0]} differs from instance "
+                f"mask {instance.rgb.shape[1]}x{instance.rgb.shape[0]}: mismatch not counted",
+                "warning",
+            )  # fmt: skip
+    measured.masks.append(row)
+    return row["width"], row["height"]
 
 
 def _add_segments(measured: Measured, mask_index: int, stats: ColourStats) -> None:
@@ -233,12 +274,12 @@ def _add_segments(measured: Measured, mask_index: int, stats: ColourStats) -> No
 
 
 def _measure_metadata(
-    group: ImageGroup,
+    stem: str,
     file: InputFile,
     ctx: TaskContext,
     measured: Measured,
     mask_size: tuple[int, int] | None,
-    instance: tuple[int | None, dict[str, Any]] | None,
+    instance: _Instance | None,
 ) -> None:
     data = _read(file, ctx, measured)
     if data is None:
@@ -258,7 +299,7 @@ def _measure_metadata(
     resolved = (
         resolve_size_order(metadata.size, boxes, mask_size) if metadata.size is not None else None
     )
-    media = metadata.filename or metadata.image_id or group.stem
+    media = metadata.filename or metadata.image_id or stem
     measured.frames.append(
         {
             "source": file.rel,
@@ -274,8 +315,8 @@ def _measure_metadata(
     for detection in metadata.detections:
         measured.detections.append(_detection_row(file.rel, media, None, detection, resolved))
         measured.evidence.add_detection(detection.colour, detection.type_label)
-    if instance is not None and instance[0] is not None:
-        _add_candidates(measured, instance[0], metadata.detections, resolved, instance[1])
+    if instance is not None:
+        _add_candidates(measured, instance.index, metadata.detections, resolved, instance.row)
 
 
 def _detection_row(

@@ -1,10 +1,16 @@
-"""Small, mergeable per-batch summaries: what tasks send back instead of rows."""
+"""Small, mergeable per-batch summaries: what tasks send back instead of rows.
+
+Batches complete in any order, so every merge must be exact and order-independent: sums of
+floats are kept as exact fractions (float addition is not associative in its last bit, and a
+cluster run must give the very bytes of an in-process run).
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -19,7 +25,7 @@ class LabelStats:
 
     detections: int = 0
     anonymised: int = 0
-    score_sum: float = 0.0
+    score_sum: Fraction = Fraction(0)
     scored: int = 0
 
     def merge(self, other: LabelStats) -> LabelStats:
@@ -34,7 +40,7 @@ class LabelStats:
     @property
     def mean_score(self) -> float | None:
         """Mean of the finite scores, ``None`` without any."""
-        return self.score_sum / self.scored if self.scored else None
+        return float(self.score_sum / self.scored) if self.scored else None
 
 
 @dataclass
@@ -66,7 +72,7 @@ class BatchSummary:
     types: dict[str, TypeStats] = field(default_factory=dict)
     labels: dict[str, LabelStats] = field(default_factory=dict)
     frames: int = 0
-    duration_sum: float = 0.0
+    duration_sum: Fraction = Fraction(0)
     durations: int = 0
     errors: Counter[str] = field(default_factory=Counter)  # by severity
     failed_inputs: Counter[str] = field(default_factory=Counter)  # by input kind
@@ -118,7 +124,7 @@ class BatchSummary:
             stats.detections += 1
             stats.anonymised += bool(row.get("is_anonymised"))
             if row.get("score") is not None:
-                stats.score_sum += float(row["score"])
+                stats.score_sum += Fraction(row["score"])
                 stats.scored += 1
 
     def add_frames(self, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -126,7 +132,7 @@ class BatchSummary:
         for row in rows:
             self.frames += 1
             if row.get("duration") is not None:
-                self.duration_sum += float(row["duration"])
+                self.duration_sum += Fraction(row["duration"])
                 self.durations += 1
 
     def add_errors(self, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -153,7 +159,9 @@ class BatchSummary:
                 "anonymised": all_labels.anonymised,
                 "mean_score": all_labels.mean_score,
                 "frames": self.frames,
-                "mean_duration": self.duration_sum / self.durations if self.durations else None,
+                "mean_duration": float(self.duration_sum / self.durations)
+                if self.durations
+                else None,
             }
         ]
         for kind, count in sorted(self.masks.items()):
