@@ -12,7 +12,8 @@ BINARY_THRESHOLD = 128
 
 @dataclass(frozen=True)
 class TypedTotals:
-    """Pixel totals of one instance mask once its colours are typed."""
+    """Pixel totals of one instance mask once its colours are typed (fields are named as the
+    ``masks/`` table's columns)."""
 
     person_pixels: int
     license_plate_pixels: int

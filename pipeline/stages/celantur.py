@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -481,15 +481,9 @@ def finish_batch(measured: Measured, encoding: Encoding, ctx: TaskContext) -> Ba
         selected = mask_index == index
         totals = typed_totals(pixels[selected], flags[selected])
         row.update(
+            asdict(totals),  # its fields are named as the masks/ columns
             encoding=encoding,
             segments=int(selected.sum()),
-            invalid_segments=totals.invalid_segments,
-            person_pixels=totals.person_pixels,
-            license_plate_pixels=totals.license_plate_pixels,
-            face_pixels=totals.face_pixels,
-            vehicle_pixels=totals.vehicle_pixels,
-            overlap_pixels=totals.overlap_pixels,
-            invalid_pixels=totals.invalid_pixels,
             matched_detections=sum(m is not None for m in matched["match"][selected]),
         )
         summary.add_mask("instance")
