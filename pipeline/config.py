@@ -70,6 +70,8 @@ class CelanturOptions:
     mask_scale : percent (1..100) for rescaled masks under ``scaled/``; ``None`` writes none.
     max_pixels : PNGs declaring more pixels are refused before decoding (decompression bombs).
     max_json_bytes : metadata files larger than this are refused.
+    gap_iou : smallest box IoU that links a video detection to a track (anonymisation gaps).
+    gap_max_frames : longest blink, in frames, reported as an anonymisation gap.
     storage_options : fsspec/s3fs options (endpoint, profile, anon...) for source and output.
     execution : scheduler and batching.
     """
@@ -80,6 +82,8 @@ class CelanturOptions:
     mask_scale: int | None = None
     max_pixels: int = 50_000_000
     max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
+    gap_iou: float = 0.3
+    gap_max_frames: int = 3
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     execution: ExecutionOptions = field(default_factory=ExecutionOptions)
 
@@ -102,6 +106,10 @@ class CelanturOptions:
             )
         _check_positive("max_pixels", self.max_pixels)
         _check_positive("max_json_bytes", self.max_json_bytes)
+        _check_positive("gap_max_frames", self.gap_max_frames)
+        iou = self.gap_iou
+        if isinstance(iou, bool) or not isinstance(iou, (int, float)) or not 0 < iou <= 1:
+            raise OptionError(f"option 'gap_iou' must be a number in (0, 1], got {iou!r}")
         if not isinstance(self.storage_options, Mapping):
             raise OptionError("option 'storage_options' must be a mapping of key=value pairs")
 

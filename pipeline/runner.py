@@ -15,17 +15,26 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
-from typing import Any
+from typing import Any, cast
 
 from pipeline.config import CelanturOptions
-from pipeline.formats.celantur import Encoding, EncodingEvidence
+from pipeline.formats.celantur import Encoding
 from pipeline.graph import Executor, open_executor
 from pipeline.io.parquet import write_part
 from pipeline.io.runrecord import RUN_RECORD, write_run_record
 from pipeline.io.storage import InputFile, Location, StorageError, is_inside
-from pipeline.stages import celantur as stage
-from pipeline.stages.plan import Inventory, batch_groups, group_images
+from pipeline.stages.common import TaskContext
+from pipeline.stages.plan import (
+    Batch,
+    ImageGroup,
+    VideoChunk,
+    assign_tracking,
+    batch_groups,
+    group_images,
+    order_chunks,
+)
 from pipeline.stages.summary import BatchSummary
+from pipeline.stages.work import Work, run_work
 from pipeline.tables import CELANTUR_TABLES, empty, to_arrow
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT_ERRORS = 0, 1, 2, 3
@@ -122,27 +131,30 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
     groups, inventory = group_images(files)
     timings["list"] = time.perf_counter() - clock
     fingerprint = _fingerprint(options)
-    ctx = stage.TaskContext(source, output, options, work_prefix=f"_work/{fingerprint}")
+    ctx = TaskContext(source, output, options, work_prefix=f"_work/{fingerprint}")
 
     with open_executor(options.execution, client) as executor:
-        batches = batch_groups(
-            groups,
-            batch_bytes=options.execution.batch_bytes,
-            min_batches=BATCHES_PER_THREAD * executor.total_threads,
-            fingerprint=fingerprint,
+        min_batches = BATCHES_PER_THREAD * executor.total_threads
+        batch_bytes = options.execution.batch_bytes
+        plan = Plan(
+            fingerprint,
+            image_batches=batch_groups(
+                groups, batch_bytes=batch_bytes, min_batches=min_batches, fingerprint=fingerprint
+            ),
+            chunk_batches=batch_groups(
+                order_chunks(inventory.video_chunks),
+                batch_bytes=batch_bytes,
+                min_batches=min_batches,
+                fingerprint=fingerprint,
+            ),
         )
-        progress = bool(options.execution.progress)
         clock = time.perf_counter()
-        encoding, encoding_warning, summary = _execute(
-            options, ctx, executor, batches, progress, timings
-        )
+        encoding, encoding_warning, summary = _execute(options, ctx, executor, plan, timings)
         scheduler = dict(executor.description)
     timings["execute"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    summary = summary.merge(
-        _run_level_rows(output, fingerprint, options, inventory, encoding_warning)
-    )
+    summary = summary.merge(_run_level_rows(output, fingerprint, encoding_warning))
     summary_table = to_arrow("summary", summary.summary_rows(encoding))
     summary.parts["summary"] = [
         write_part(output, f"summary/part-{fingerprint}.parquet", summary_table)
@@ -153,6 +165,7 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
             summary.parts[table] = [write_part(output, f"{table}/part-empty.parquet", empty(table))]
 
     exit_code = EXIT_INPUT_ERRORS if summary.errors.get("error") else EXIT_OK
+    batches = len(plan.image_batches) + len(plan.chunk_batches)
     run_id = uuid.uuid4().hex
     found = {
         kind: inventory.found.get(kind, 0)
@@ -167,10 +180,10 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
         "finished": datetime.now(timezone.utc).isoformat(),
         "scheduler": {k: v for k, v in scheduler.items() if k != "dashboard"},
         "encoding": {"choice": options.encoding, "used": encoding, "warning": encoding_warning},
-        "inputs": {"found": found, "ignored_files": inventory.ignored, "batches": len(batches)},
+        "inputs": {"found": found, "ignored_files": inventory.ignored, "batches": batches},
         "accounting": {
             "found": sum(found.values()),
-            "in_tables": summary.masks.total() + summary.frames,
+            "in_tables": summary.landed.total(),
             "in_errors": summary.failed_inputs.total(),
         },
         "tables": {
@@ -200,55 +213,61 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
     )
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The batches of a run."""
+
+    fingerprint: str
+    image_batches: list[Batch[ImageGroup]]
+    chunk_batches: list[Batch[VideoChunk]]
+
+
 def _execute(
     options: CelanturOptions,
-    ctx: stage.TaskContext,
+    ctx: TaskContext,
     executor: Executor,
-    batches: list[Any],
-    progress: bool,
+    plan: Plan,
     timings: dict[str, float],
 ) -> tuple[Encoding, str | None, BatchSummary]:
-    summary = BatchSummary()
-    if options.encoding != "auto":
-        encoding: Encoding = options.encoding
-        for part in executor.map(
-            stage.process_batch, batches, ctx, encoding, label="masks", progress=progress
-        ):
-            summary = summary.merge(part)
-        return encoding, None, summary
+    """Two passes over the cluster. Pass 1: image batches (measured, or finished when the
+    encoding is given) and video chunk batches. Pass 2: what needs all of pass 1 — finishing
+    images under the encoding ``auto`` decided, and linking each video across its chunks."""
+    given = None if options.encoding == "auto" else cast(Encoding, options.encoding)
+    first = [Work("images" if given else "measure", b, given) for b in plan.image_batches]
+    first += [Work("chunks", b) for b in plan.chunk_batches]
     clock = time.perf_counter()
-    evidence = EncodingEvidence.empty()
-    for found in executor.map(
-        stage.measure_and_park, batches, ctx, label="measure", progress=progress
-    ):
-        evidence = evidence.merge(found)
-    encoding, warning = evidence.decide()
-    timings["measure"] = time.perf_counter() - clock
-    for part in executor.map(
-        stage.finish_parked, batches, ctx, encoding, label="finish", progress=progress
-    ):
-        summary = summary.merge(part)
+    summary = _run_pass(executor, first, ctx, "pass 1", options)
+    timings["pass1"] = time.perf_counter() - clock
+    encoding: Encoding
+    warning: str | None = None
+    if given:
+        encoding = given
+    elif plan.image_batches:
+        encoding, warning = summary.evidence.decide()
+    else:
+        encoding = "v26"  # no instance mask to decide on, and none to type
+    second = [] if given else [Work("finish", b, encoding) for b in plan.image_batches]
+    second += [Work("tracks", a) for a in assign_tracking(plan.chunk_batches, plan.fingerprint)]
+    summary = summary.merge(_run_pass(executor, second, ctx, "pass 2", options))
     return encoding, warning, summary
 
 
-def _run_level_rows(
-    output: Location,
-    fingerprint: str,
-    options: CelanturOptions,
-    inventory: Inventory,
-    warning: str | None,
+def _run_pass(
+    executor: Executor, work: list[Work], ctx: TaskContext, label: str, options: CelanturOptions
 ) -> BatchSummary:
-    """Error rows the client itself knows: the encoding decision, inputs not handled here."""
+    summary = BatchSummary()
+    progress = bool(options.execution.progress)
+    for part in executor.map(run_work, work, ctx, label=label, progress=progress):
+        summary = summary.merge(part)
+    return summary
+
+
+def _run_level_rows(output: Location, fingerprint: str, warning: str | None) -> BatchSummary:
+    """Error rows the client itself knows: the encoding decision."""
     rows = []
     if warning:
         rows.append({"path": ".", "stage": "validate", "error": "encoding_ambiguous",
                      "message": warning, "severity": "warning"})  # fmt: skip
-    for chunk in inventory.video_chunks:
-        rows.append({
-            "path": chunk.rel, "stage": "list", "error": "unsupported",
-            "message": f"{chunk.rel}: video metadata chunks are not processed by this version",
-            "severity": "error",
-        })  # fmt: skip
     summary = BatchSummary()
     if rows:
         summary.add_errors(rows)

@@ -105,6 +105,39 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("chunk_end", pa.int64()),
         ]
     ),
+    "chunks": pa.schema(
+        [
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("media", pa.string()),  # folder/video name
+            pa.field("chunk_start", pa.int64()),
+            pa.field("chunk_end", pa.int64()),
+            pa.field("frames", pa.int32()),  # frame objects in the file
+            pa.field("detections", pa.int64()),
+            pa.field("missing_frames", pa.int32()),  # ids of the name's range not in the file
+            pa.field("duplicate_frames", pa.int32()),  # repeats of an id within the file
+            pa.field("out_of_range_frames", pa.int32()),  # ids outside the name's range
+        ]
+    ),
+    "gaps": pa.schema(
+        [
+            pa.field("media", pa.string(), nullable=False),
+            pa.field("track", pa.int64()),
+            pa.field("type_label", pa.string()),
+            pa.field("first_missing_frame", pa.int64()),
+            pa.field("last_missing_frame", pa.int64()),
+            pa.field("missing_frames", pa.int32()),
+            pa.field("frames_without_metadata", pa.int32()),
+            pa.field("before_x1", pa.float64()),
+            pa.field("before_y1", pa.float64()),
+            pa.field("before_x2", pa.float64()),
+            pa.field("before_y2", pa.float64()),
+            pa.field("after_x1", pa.float64()),
+            pa.field("after_y1", pa.float64()),
+            pa.field("after_x2", pa.float64()),
+            pa.field("after_y2", pa.float64()),
+            pa.field("iou", pa.float64()),  # overlap of the boxes that were linked
+        ]
+    ),
     "errors": pa.schema(
         [
             pa.field("path", pa.string(), nullable=False),
@@ -116,7 +149,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
     "summary": pa.schema(
         [
-            pa.field("scope", pa.string(), nullable=False),  # run | type | label
+            pa.field("scope", pa.string(), nullable=False),  # run|kind|type|label|video|video_label
             pa.field("name", pa.string()),
             pa.field("value", pa.string()),
             pa.field("masks", pa.int64()),
@@ -131,12 +164,23 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("mean_score", pa.float64()),
             pa.field("frames", pa.int64()),
             pa.field("mean_duration", pa.float64()),
+            pa.field("implied_fps", pa.float64()),  # 1 / mean processing duration
+            pa.field("frames_with_detections", pa.int64()),
+            pa.field("score_p50", pa.float64()),
+            pa.field("score_p90", pa.float64()),
+            pa.field("missing_frames", pa.int64()),
+            pa.field("duplicate_frames", pa.int64()),
+            pa.field("chunk_gaps", pa.int64()),
+            pa.field("chunk_overlaps", pa.int64()),
+            pa.field("anonymisation_gaps", pa.int64()),
         ]
     ),
 }
 
 #: Tables every Celantur run commits (each gets at least an empty part, so readers find it).
-CELANTUR_TABLES = ("masks", "instances", "detections", "frames", "errors", "summary")
+CELANTUR_TABLES = (
+    "masks", "instances", "detections", "frames", "chunks", "gaps", "errors", "summary",
+)  # fmt: skip
 
 
 def to_arrow(table: str, rows: Iterable[Mapping[str, Any]]) -> pa.Table:

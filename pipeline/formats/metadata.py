@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pipeline.formats.celantur import parse_colour
 
 SizeOrder = Literal["wh", "hw"]
+Severity = Literal["error", "warning"]
 SizeOrderSource = Literal["mask", "bbox", "default"]
 
 
@@ -39,7 +40,7 @@ class Detection:
 class Finding:
     """A validation finding: the data stays usable when ``severity`` is ``warning``."""
 
-    severity: Literal["error", "warning"]
+    severity: Severity
     error: str
     message: str
 
@@ -71,7 +72,8 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _finite(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """A JSON number as a finite float; ``None`` for booleans, NaN, infinities and non-numbers."""
     number = _number(value)
     return number if number is not None and math.isfinite(number) else None
 
@@ -89,7 +91,7 @@ def _integer(value: Any) -> int | None:
 def _coords(value: Any, length: int) -> tuple[float, ...] | None:
     if not isinstance(value, (list, tuple)) or len(value) != length:
         return None
-    numbers = [_finite(v) for v in value]
+    numbers = [finite_number(v) for v in value]
     if any(n is None for n in numbers):
         return None
     return tuple(n for n in numbers if n is not None)
@@ -101,7 +103,9 @@ def parse_detection(raw: Any, index: int, findings: list[Finding]) -> Detection 
     if not isinstance(raw, dict):
         findings.append(Finding("warning", "bad_detection", f"{where} is not an object"))
         return None
-    anonymised = raw.get("is_anonymised", raw.get("is_anonymized"))
+    anonymised = raw.get("is_anonymised")
+    if anonymised is None:
+        anonymised = raw.get("is_anonymized")
     if anonymised is not None and not isinstance(anonymised, bool):
         findings.append(Finding("warning", "bad_field", f"{where}: is_anonymised not a boolean"))
         anonymised = None
@@ -112,7 +116,7 @@ def parse_detection(raw: Any, index: int, findings: list[Finding]) -> Detection 
         )
         score = None
     bbox = _coords(raw.get("bbox"), 4)
-    if bbox is None and "bbox" in raw:
+    if bbox is None and raw.get("bbox") is not None:
         findings.append(Finding("warning", "bad_bbox", f"{where}: bbox {raw['bbox']!r} unusable"))
     offset = _coords(raw.get("offset"), 2)
     colour = parse_colour(raw.get("color"))
@@ -168,7 +172,7 @@ def parse_image_metadata(document: Any) -> ImageMetadata:
     if "detections" not in document:
         raise MetadataError("bad_metadata", "image metadata has no 'detections' list")
     detections = parse_detections(document["detections"], findings)
-    duration = _finite(document.get("duration"))
+    duration = finite_number(document.get("duration"))
     if document.get("duration") is not None and duration is None:
         findings.append(Finding("warning", "bad_field", "duration is not a finite number"))
     text = {k: document.get(k) for k in ("id", "filename", "folder")}

@@ -93,3 +93,24 @@ class AreaSketch:
                 value = _representative(key)
                 return min(max(value, self.minimum or value), self.maximum or value)
         return self.maximum
+
+
+@dataclass
+class ScoreHistogram:
+    """Scores in 0..1 counted in 1001 bins of 0.001: quantiles exact to the bin, mergeable."""
+
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(1001, dtype=np.int64))
+
+    def add(self, scores: np.ndarray) -> None:
+        """Add scores (NaN and out-of-range values are ignored)."""
+        scores = np.asarray(scores, dtype=np.float64)
+        scores = scores[(scores >= 0) & (scores <= 1)]
+        self.counts += np.bincount(np.floor(scores * 1000).astype(np.int64), minlength=1001)
+
+    def quantile(self, q: float) -> float | None:
+        """Nearest-rank quantile, rounded down to 0.001; ``None`` when empty."""
+        total = int(self.counts.sum())
+        if total == 0:
+            return None
+        rank = max(1, math.ceil(q * total))
+        return float(np.searchsorted(np.cumsum(self.counts), rank)) / 1000

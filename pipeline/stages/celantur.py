@@ -24,7 +24,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import CelanturOptions
 from pipeline.formats.celantur import (
     TYPE_FLAG,
     Encoding,
@@ -43,7 +42,7 @@ from pipeline.formats.metadata import (
 from pipeline.io.jsonio import JsonError, parse_json
 from pipeline.io.parquet import table_bytes, write_part
 from pipeline.io.png import PngError, decode_png, encode_png, read_png_header
-from pipeline.io.storage import InputFile, Location
+from pipeline.io.storage import InputFile
 from pipeline.kernels.masks import (
     anonymised_area,
     instance_foreground,
@@ -53,6 +52,7 @@ from pipeline.kernels.masks import (
 )
 from pipeline.kernels.matching import MATCH_NAMES, match_detections
 from pipeline.kernels.segments import ColourStats, colour_stats
+from pipeline.stages.common import ErrorLog, TaskContext, read_input
 from pipeline.stages.plan import Batch, ImageGroup
 from pipeline.stages.summary import BatchSummary
 from pipeline.tables import SCHEMAS, to_arrow
@@ -67,16 +67,6 @@ _CANDIDATE_COLUMNS = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class TaskContext:
-    """What every batch task needs: small and picklable."""
-
-    source: Location
-    output: Location
-    options: CelanturOptions
-    work_prefix: str  # where ``auto`` parks measured rows between its two passes
-
-
 @dataclass
 class Measured:
     """Everything one batch's decode produced, before the encoding is applied."""
@@ -89,17 +79,8 @@ class Measured:
     candidates: list[dict[str, Any]] = field(default_factory=list)
     detections: list[dict[str, Any]] = field(default_factory=list)
     frames: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors: ErrorLog = field(default_factory=ErrorLog)
     evidence: EncodingEvidence = field(default_factory=EncodingEvidence.empty)
-
-    def error(
-        self, path: str, stage: str, code: str, message: str, severity: str = "error"
-    ) -> None:
-        """Record a problem with an input, the message prefixed by the input's path."""
-        self.errors.append(
-            {"path": path, "stage": stage, "error": code, "message": f"{path}: {message}",
-             "severity": severity}
-        )  # fmt: skip
 
     def segment_table(self) -> pa.Table:
         """The measured colours of all instance masks as one table."""
@@ -123,27 +104,17 @@ def measure_batch(batch: Batch, ctx: TaskContext) -> Measured:
     return measured
 
 
-def _read(file: InputFile, ctx: TaskContext, measured: Measured) -> bytes | None:
-    try:
-        return ctx.source.read_bytes(file.rel)
-    except FileNotFoundError:
-        measured.error(file.rel, "read", "missing", "listed but gone before it could be read")
-    except PermissionError as exc:
-        measured.error(file.rel, "read", "unreadable", f"could not be read: {exc}")
-    return None
-
-
 def _load_png(
     file: InputFile, ctx: TaskContext, measured: Measured
 ) -> tuple[bytes, np.ndarray] | None:
     """The file's bytes and decoded pixels, or ``None`` after recording why not."""
-    data = _read(file, ctx, measured)
+    data = read_input(file, ctx, measured.errors)
     if data is None:
         return None
     try:
         return data, decode_png(data, max_pixels=ctx.options.max_pixels)
     except PngError as exc:
-        measured.error(file.rel, "decode", exc.code, str(exc))
+        measured.errors.add(file.rel, "decode", exc.code, str(exc))
     return None
 
 
@@ -157,7 +128,9 @@ def _guarded(file: InputFile, measured: Measured) -> Iterator[None]:
     except OSError:
         raise
     except Exception as exc:
-        measured.error(file.rel, "stats", "internal", f"unexpected {type(exc).__name__}: {exc}")
+        measured.errors.add(
+            file.rel, "stats", "internal", f"unexpected {type(exc).__name__}: {exc}"
+        )
 
 
 def _mask_row(
@@ -221,7 +194,7 @@ def _measure_instance(
     try:
         rgb = to_rgb8(pixels)
     except ValueError as exc:
-        measured.error(file.rel, "decode", "unsupported", str(exc))
+        measured.errors.add(file.rel, "decode", "unsupported", str(exc))
         return None
     stats = colour_stats(rgb)
     row = _mask_row(group, file, "instance", pixels, data)
@@ -254,7 +227,7 @@ def _measure_binary(
             mismatch = int(np.count_nonzero(anonymised != instance_foreground(instance.rgb)))
             row["bin_mismatch_pixels"] = instance.row["bin_mismatch_pixels"] = mismatch
         else:
-            measured.error(
+            measured.errors.add(
                 file.rel, "validate", "size_mismatch",
                 f"binary mask {anonymised.shape[1]}x{anonymised.shape[0]} differs from instance "
                 f"mask {instance.rgb.shape[1]}x{instance.rgb.shape[0]}: mismatch not counted",
@@ -281,19 +254,19 @@ def _measure_metadata(
     mask_size: tuple[int, int] | None,
     instance: _Instance | None,
 ) -> None:
-    data = _read(file, ctx, measured)
+    data = read_input(file, ctx, measured.errors)
     if data is None:
         return
     try:
         metadata = parse_image_metadata(parse_json(data, max_bytes=ctx.options.max_json_bytes))
     except JsonError as exc:
-        measured.error(file.rel, "decode", f"json_{exc.code}", str(exc))
+        measured.errors.add(file.rel, "decode", f"json_{exc.code}", str(exc))
         return
     except MetadataError as exc:
-        measured.error(file.rel, "validate", exc.code, str(exc))
+        measured.errors.add(file.rel, "validate", exc.code, str(exc))
         return
     for finding in metadata.findings:
-        measured.error(file.rel, "validate", finding.error, finding.message, finding.severity)
+        measured.errors.add(file.rel, "validate", finding.error, finding.message, finding.severity)
 
     boxes = [d.bbox for d in metadata.detections if d.bbox is not None]
     resolved = (
@@ -402,10 +375,10 @@ def load_measured(batch_key: str, ctx: TaskContext) -> Measured:
     measured = Measured(
         batch_key,
         **{
-            name: read(name).to_pylist()
-            for name in ("masks", "candidates", "detections", "frames", "errors")
+            name: read(name).to_pylist() for name in ("masks", "candidates", "detections", "frames")
         },
     )
+    measured.errors.extend(read("errors").to_pylist())
     measured.segments = {name: [segments[name].to_numpy()] for name in _SEGMENT_COLUMNS}
     return measured
 
@@ -490,7 +463,7 @@ def finish_batch(measured: Measured, encoding: Encoding, ctx: TaskContext) -> Ba
         if totals.invalid_pixels:
             bad = colours[selected][flags[selected] < 0]
             sample = ", ".join(str(tuple(int(v) for v in c)) for c in bad[:5])
-            measured.error(
+            measured.errors.add(
                 row["path"], "validate", "invalid_pixels",
                 f"{totals.invalid_pixels} pixels in {totals.invalid_segments} colours invalid "
                 f"under encoding {encoding} (e.g. {sample}); counted, not typed", "warning",

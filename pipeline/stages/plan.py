@@ -1,13 +1,29 @@
-"""Plan a Celantur run: group the listed files per image, then cut groups into batches by bytes."""
+"""Plan a Celantur run: group files per image, order video chunks, cut everything into batches
+by bytes, and assign each video's chunk batches to one tracking task."""
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from pipeline.formats.celantur import classify_name
 from pipeline.io.storage import InputFile
+
+
+class Batchable(Protocol):
+    """What can be cut into batches: an item with input bytes and files."""
+
+    @property
+    def bytes(self) -> int: ...
+
+    @property
+    def files(self) -> tuple[InputFile, ...]: ...
+
+
+Item = TypeVar("Item", bound=Batchable)
 
 
 @dataclass(frozen=True)
@@ -32,11 +48,45 @@ class ImageGroup:
 
 
 @dataclass(frozen=True)
-class Batch:
+class VideoChunk:
+    """One video metadata chunk file, named ``<video>-<start>-<end>.json``."""
+
+    file: InputFile
+    video: str
+    start: int
+    end: int
+
+    @property
+    def media(self) -> str:
+        """The video's identity within the run: its folder and name."""
+        return f"{self.file.folder}/{self.video}" if self.file.folder else self.video
+
+    @property
+    def bytes(self) -> int:
+        """Input bytes."""
+        return self.file.size
+
+    @property
+    def files(self) -> tuple[InputFile, ...]:
+        """The chunk file."""
+        return (self.file,)
+
+
+@dataclass(frozen=True)
+class Batch(Generic[Item]):
     """One task's inputs; ``key`` names its output parts (derived from inputs and options)."""
 
     key: str
-    groups: tuple[ImageGroup, ...]
+    groups: tuple[Item, ...]
+
+
+@dataclass(frozen=True)
+class TrackAssignment:
+    """Videos whose tracks one task links, and the chunk batches (in frame order) holding them."""
+
+    key: str
+    videos: tuple[tuple[str, tuple[VideoChunk, ...]], ...]  # (media, chunks by start frame)
+    batch_keys: tuple[str, ...]
 
 
 @dataclass
@@ -85,10 +135,51 @@ def group_images(files: list[InputFile]) -> tuple[list[ImageGroup], Inventory]:
     return groups, inventory
 
 
+def order_chunks(files: list[InputFile]) -> list[VideoChunk]:
+    """Video chunks sorted by video, then start frame, so each video's batches come in frame
+    order (names sort ``-1000-`` before ``-500-``; frame order is what tracking needs)."""
+    chunks = []
+    for file in files:
+        named = classify_name(file.name)
+        if named is None or named.video is None or named.chunk_start is None:
+            raise ValueError(f"{file.rel} is not named like a video metadata chunk")
+        chunks.append(VideoChunk(file, named.video, named.chunk_start, named.chunk_end or 0))
+    return sorted(chunks, key=lambda c: (c.media, c.start, c.end, c.file.rel))
+
+
+def assign_tracking(
+    batches: Sequence[Batch[VideoChunk]], fingerprint: str
+) -> list[TrackAssignment]:
+    """One tracking task per set of videos that live in the same chunk batches.
+
+    Videos that fit in one batch share that batch's task; a video spread over several batches
+    gets a task reading those batches' parts in order.
+    """
+    where: dict[str, list[str]] = {}
+    chunks: dict[str, list[VideoChunk]] = {}
+    for batch in batches:
+        for chunk in batch.groups:
+            seen_in = where.setdefault(chunk.media, [])
+            if not seen_in or seen_in[-1] != batch.key:
+                seen_in.append(batch.key)
+            chunks.setdefault(chunk.media, []).append(chunk)
+    by_batches: dict[tuple[str, ...], list[str]] = {}
+    for media, batch_keys in where.items():
+        by_batches.setdefault(tuple(batch_keys), []).append(media)
+    assignments = []
+    for keys, media_names in by_batches.items():
+        digest = hashlib.sha256(f"{fingerprint}\0tracks\0{'|'.join(keys)}".encode())
+        for media in media_names:
+            digest.update(f"\0{media}".encode())
+        videos = tuple((media, tuple(chunks[media])) for media in media_names)
+        assignments.append(TrackAssignment(digest.hexdigest()[:20], videos, keys))
+    return assignments
+
+
 def batch_groups(
-    groups: list[ImageGroup], *, batch_bytes: int, min_batches: int, fingerprint: str
-) -> list[Batch]:
-    """Cut consecutive groups into batches of about ``batch_bytes`` input bytes.
+    groups: Sequence[Item], *, batch_bytes: int, min_batches: int, fingerprint: str
+) -> list[Batch[Item]]:
+    """Cut consecutive items into batches of about ``batch_bytes`` input bytes.
 
     Small collections are cut into at least ``min_batches`` batches (when there are that many
     groups) so every worker gets work; large ones into as many as their bytes need, which keeps
@@ -100,7 +191,7 @@ def batch_groups(
         return []
     total = sum(g.bytes for g in groups)
     target = max(1, min(batch_bytes, -(-total // max(1, min_batches))))
-    batches: list[list[ImageGroup]] = [[]]
+    batches: list[list[Item]] = [[]]
     filled = 0
     for group in groups:
         if batches[-1] and filled + group.bytes > target:
@@ -111,7 +202,7 @@ def batch_groups(
     return [Batch(_batch_key(chunk, fingerprint), tuple(chunk)) for chunk in batches]
 
 
-def _batch_key(groups: list[ImageGroup], fingerprint: str) -> str:
+def _batch_key(groups: list[Item], fingerprint: str) -> str:
     digest = hashlib.sha256(fingerprint.encode())
     for group in groups:
         for file in group.files:

@@ -15,7 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.formats.celantur import TYPE_NAMES, classify_name, normalise_type_label
+from pipeline.formats.celantur import (
+    TYPE_NAMES,
+    EncodingEvidence,
+    classify_name,
+    normalise_type_label,
+)
 from pipeline.kernels.quantiles import AreaSketch
 
 
@@ -75,9 +80,12 @@ class BatchSummary:
     duration_sum: Fraction = Fraction(0)
     durations: int = 0
     errors: Counter[str] = field(default_factory=Counter)  # by severity
+    landed: Counter[str] = field(default_factory=Counter)  # inputs in their table, by kind
     failed_inputs: Counter[str] = field(default_factory=Counter)  # by input kind
     rows: Counter[str] = field(default_factory=Counter)
     parts: dict[str, list[str]] = field(default_factory=dict)
+    evidence: EncodingEvidence = field(default_factory=EncodingEvidence.empty)
+    video_rows: list[dict[str, Any]] = field(default_factory=list)  # summary rows, one per video
 
     def merge(self, other: BatchSummary) -> BatchSummary:
         """The summary of both batches (associative: reduce in any grouping)."""
@@ -92,14 +100,21 @@ class BatchSummary:
             duration_sum=self.duration_sum + other.duration_sum,
             durations=self.durations + other.durations,
             errors=self.errors + other.errors,
+            landed=self.landed + other.landed,
             failed_inputs=self.failed_inputs + other.failed_inputs,
             rows=self.rows + other.rows,
             parts={t: sorted(p) for t, p in parts.items()},
+            evidence=self.evidence.merge(other.evidence),
+            video_rows=sorted(
+                self.video_rows + other.video_rows,
+                key=lambda r: (r["scope"], r["name"], r.get("value") or ""),
+            ),
         )
 
     def add_mask(self, kind: str) -> None:
         """Count one mask written to ``masks/``."""
         self.masks[kind] += 1
+        self.landed[kind] += 1
 
     def add_segments(self, flags: np.ndarray, pixels: np.ndarray) -> None:
         """Add typed segments: each type gets the segments with its flag; ``invalid`` the rest."""
@@ -128,9 +143,10 @@ class BatchSummary:
                 stats.scored += 1
 
     def add_frames(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Add frame rows (metadata images, video frames)."""
+        """Add the frame rows of image metadata (one per metadata file, which thereby landed)."""
         for row in rows:
             self.frames += 1
+            self.landed["metadata"] += 1
             if row.get("duration") is not None:
                 self.duration_sum += Fraction(row["duration"])
                 self.durations += 1
@@ -199,4 +215,4 @@ class BatchSummary:
                     "mean_score": stats.mean_score,
                 }
             )
-        return rows
+        return rows + self.video_rows

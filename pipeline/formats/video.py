@@ -1,0 +1,269 @@
+"""Celantur video metadata chunks (``<video>-<start>-<end>.json``) as frame and detection columns.
+
+A chunk is a JSON array of at most 500 frames ``{id, detections, size, duration}``. Chunks are
+the bulk of a fleet's metadata, so the common case is decoded against a strict typed schema
+(msgspec: no dict per detection, no silent bool-as-number coercion) straight into columns.
+Anything the schema refuses — ``NaN`` literals, wrong types, missing ids — is decoded again by the
+validating path, which reuses the image-metadata parser and reports each problem as a finding.
+Both paths give identical columns for valid input (a test holds them to it).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from pipeline.formats.metadata import (
+    Finding,
+    MetadataError,
+    ResolvedSize,
+    Severity,
+    finite_number,
+    parse_detections,
+    parse_size,
+    resolve_size_order,
+)
+from pipeline.io.jsonio import JsonError, parse_json
+
+#: Celantur writes at most this many frames per chunk file.
+MAX_CHUNK_FRAMES = 500
+
+DETECTION_COLUMNS = (
+    "frame", "detection_index", "detection_id", "type", "type_label", "score", "is_anonymised",
+    "x1", "y1", "x2", "y2", "offset_x", "offset_y", "color",
+)  # fmt: skip
+
+
+class _Detection(msgspec.Struct):
+    id: int | None = None
+    type: int | None = None
+    type_label: str | None = None
+    score: float | None = None
+    is_anonymised: bool | None = None
+    is_anonymized: bool | None = None
+    bbox: list[float] | None = None
+    offset: list[float] | None = None
+    color: list[int] | None = None
+
+
+class _Frame(msgspec.Struct):
+    id: int
+    detections: list[_Detection]
+    size: list[int] | None = None
+    duration: float | None = None
+
+
+_DECODER = msgspec.json.Decoder(list[_Frame])
+
+
+@dataclass
+class ParsedChunk:
+    """A chunk's frames and detections as columns, with its validation findings.
+
+    ``frame_*`` lists are aligned (one entry per frame kept: duplicates of an earlier frame id
+    are dropped with a finding); ``detections`` maps :data:`DETECTION_COLUMNS` to aligned lists.
+    """
+
+    frame_ids: list[int] = field(default_factory=list)
+    frame_detections: list[int] = field(default_factory=list)
+    frame_sizes: list[ResolvedSize | None] = field(default_factory=list)
+    frame_durations: list[float | None] = field(default_factory=list)
+    detections: dict[str, list[Any]] = field(
+        default_factory=lambda: {name: [] for name in DETECTION_COLUMNS}
+    )
+    frames_in_file: int = 0
+    duplicate_frames: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def detection_count(self) -> int:
+        """Detections kept."""
+        return len(self.detections["frame"])
+
+
+def parse_chunk(data: bytes, *, max_bytes: int) -> ParsedChunk:
+    """Decode a video metadata chunk.
+
+    Raises
+    ------
+    JsonError
+        When the file is not JSON (or too large).
+    MetadataError
+        When the JSON is not an array of frames.
+    """
+    if len(data) > max_bytes:
+        raise JsonError("too_large", f"JSON of {len(data)} bytes exceeds the cap of {max_bytes}")
+    try:
+        frames = _DECODER.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return _parse_validating(parse_json(data, max_bytes=max_bytes))
+    return _parse_typed(frames)
+
+
+class _Columns:
+    """Accumulates a chunk's frames and detections, resolving each frame's size order."""
+
+    def __init__(self) -> None:
+        self.chunk = ParsedChunk()
+        self._seen: set[int] = set()
+        self._pending_sizes: list[tuple[int, int] | None] = []
+
+    def add_frame(
+        self, frame_id: int, size: tuple[int, int] | None, duration: float | None
+    ) -> bool:
+        """Start a frame; ``False`` (with a finding) when its id repeats an earlier frame."""
+        self.chunk.frames_in_file += 1
+        if frame_id in self._seen:
+            self.chunk.duplicate_frames += 1
+            self.chunk.findings.append(
+                Finding("warning", "duplicate_frame",
+                        f"frame id {frame_id} appears again; the later copy is not tabled")
+            )  # fmt: skip
+            return False
+        self._seen.add(frame_id)
+        self.chunk.frame_ids.append(frame_id)
+        self.chunk.frame_detections.append(0)
+        self._pending_sizes.append(size)
+        self.chunk.frame_durations.append(duration)
+        return True
+
+    def finish(self) -> ParsedChunk:
+        """Resolve frame sizes (per distinct ``size`` value, from the chunk's boxes)."""
+        columns = self.chunk.detections
+        boxes = [
+            (x1, y1, x2, y2)
+            for x1, y1, x2, y2 in zip(columns["x1"], columns["y1"], columns["x2"], columns["y2"],
+                                      strict=True)
+            if x1 is not None
+        ]  # fmt: skip
+        resolved: dict[tuple[int, int], ResolvedSize] = {}
+        for size in self._pending_sizes:
+            if size is not None and size not in resolved:
+                resolved[size] = resolve_size_order(size, boxes)
+        self.chunk.frame_sizes = [
+            resolved[s] if s is not None else None for s in self._pending_sizes
+        ]
+        return self.chunk
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and np.isfinite(value) else None
+
+
+def _parse_typed(frames: list[_Frame]) -> ParsedChunk:
+    columns = _Columns()
+    out = columns.chunk.detections
+    bad: Counter[str] = Counter()
+    for frame in frames:
+        size = _valid_size(frame.size)
+        if frame.size is not None and size is None:
+            bad["bad_size"] += 1
+        if not columns.add_frame(frame.id, size, _finite_or_none(frame.duration)):
+            continue
+        columns.chunk.frame_detections[-1] = len(frame.detections)
+        for index, d in enumerate(frame.detections):
+            bbox = _coords(d.bbox, 4)
+            score = d.score if d.score is not None and 0.0 <= d.score <= 1.0 else None
+            colour = _colour(d.color)
+            offset = _coords(d.offset, 2)
+            bad["bad_bbox"] += d.bbox is not None and bbox is None
+            bad["bad_score"] += d.score is not None and score is None
+            bad["bad_color"] += d.color is not None and colour is None
+            out["frame"].append(frame.id)
+            out["detection_index"].append(index)
+            out["detection_id"].append(d.id)
+            out["type"].append(d.type)
+            out["type_label"].append(d.type_label)
+            out["score"].append(score)
+            spelled = d.is_anonymised if d.is_anonymised is not None else d.is_anonymized
+            out["is_anonymised"].append(spelled)
+            for name, value in zip(("x1", "y1", "x2", "y2"), bbox or (None,) * 4, strict=True):
+                out[name].append(value)
+            out["offset_x"].append(offset[0] if offset else None)
+            out["offset_y"].append(offset[1] if offset else None)
+            out["color"].append(colour)
+    for code, count in sorted(bad.items()):
+        if count:
+            columns.chunk.findings.append(Finding("warning", code, f"{count} values unusable"))
+    return columns.finish()
+
+
+def _coords(values: list[float] | None, length: int) -> list[float] | None:
+    if values is None or len(values) != length or not all(map(np.isfinite, values)):
+        return None
+    return values
+
+
+def _colour(values: list[int] | None) -> list[int] | None:
+    if values is None or len(values) != 3 or not all(0 <= c <= 255 for c in values):
+        return None
+    return values
+
+
+def _valid_size(size: list[int] | None) -> tuple[int, int] | None:
+    if size is None or len(size) != 2 or size[0] <= 0 or size[1] <= 0:
+        return None
+    return (size[0], size[1])
+
+
+def _parse_validating(document: Any) -> ParsedChunk:
+    if not isinstance(document, list):
+        raise MetadataError(
+            "bad_video_metadata",
+            f"video metadata must be a JSON array of frames, got {type(document).__name__}",
+        )
+    columns = _Columns()
+    out = columns.chunk.detections
+    findings = columns.chunk.findings
+    for position, raw in enumerate(document):
+        frame_id = raw.get("id") if isinstance(raw, dict) else None
+        if not isinstance(frame_id, int) or isinstance(frame_id, bool):
+            message = f"frame at position {position} has no integer id; skipped"
+            findings.append(Finding("warning", "bad_frame", message))
+            continue
+        frame_findings: list[Finding] = []
+        size = parse_size(raw.get("size"), frame_findings)
+        duration = finite_number(raw.get("duration"))
+        if not columns.add_frame(frame_id, size, duration):
+            continue
+        try:
+            detections = parse_detections(raw.get("detections"), frame_findings)
+        except MetadataError as exc:
+            frame_findings.append(Finding("warning", exc.code, str(exc)))
+            detections = ()
+        findings.extend(
+            Finding(f.severity, f.error, f"frame {frame_id}: {f.message}") for f in frame_findings
+        )
+        columns.chunk.frame_detections[-1] = len(detections)
+        for d in detections:
+            bbox = d.bbox or (None, None, None, None)
+            offset = d.offset or (None, None)
+            values = (
+                frame_id, d.index, d.detection_id, d.type, d.type_label, d.score, d.is_anonymised,
+                *bbox, *offset, list(d.colour) if d.colour else None,
+            )  # fmt: skip
+            for name, value in zip(DETECTION_COLUMNS, values, strict=True):
+                out[name].append(value)
+    return columns.finish()
+
+
+def summarise_findings(findings: list[Finding], limit: int = 3) -> list[Finding]:
+    """One finding per (severity, code): the count and the first few messages.
+
+    A chunk of 500 frames with a NaN score in each would otherwise give 500 error rows.
+    """
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for finding in findings:
+        grouped.setdefault((finding.severity, finding.error), []).append(finding.message)
+    result = []
+    for (severity, code), messages in grouped.items():
+        shown = "; ".join(messages[:limit])
+        more = f" (+{len(messages) - limit} more)" if len(messages) > limit else ""
+        prefix = f"{len(messages)}x " if len(messages) > 1 else ""
+        level: Severity = "error" if severity == "error" else "warning"
+        result.append(Finding(level, code, f"{prefix}{shown}{more}"))
+    return result

@@ -1,0 +1,45 @@
+"""What every batch task shares: its context, its error rows, reading one input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.config import CelanturOptions
+from pipeline.io.storage import InputFile, Location
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What every batch task needs: small and picklable."""
+
+    source: Location
+    output: Location
+    options: CelanturOptions
+    work_prefix: str  # where ``auto`` parks measured rows between its two passes
+
+
+class ErrorLog(list[dict[str, Any]]):
+    """Rows for ``errors/``; every message starts with the path of the input at fault."""
+
+    def add(self, path: str, stage: str, code: str, message: str, severity: str = "error") -> None:
+        """Record a problem with an input (``severity`` error: the input is in no other table)."""
+        self.append(
+            {"path": path, "stage": stage, "error": code, "message": f"{path}: {message}",
+             "severity": severity}
+        )  # fmt: skip
+
+
+def read_input(file: InputFile, ctx: TaskContext, errors: ErrorLog) -> bytes | None:
+    """An input's bytes, or ``None`` after recording why it could not be read.
+
+    Other storage errors propagate: the task is retried and a storage that stays broken stops
+    the run (exit code 1) rather than filling ``errors/`` with every input.
+    """
+    try:
+        return ctx.source.read_bytes(file.rel)
+    except FileNotFoundError:
+        errors.add(file.rel, "read", "missing", "listed but gone before it could be read")
+    except PermissionError as exc:
+        errors.add(file.rel, "read", "unreadable", f"could not be read: {exc}")
+    return None

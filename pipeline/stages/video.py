@@ -1,0 +1,382 @@
+"""The video-metadata tasks.
+
+* :func:`process_chunk_batch` (pass 1, parallel over chunk batches): parse chunks into
+  ``detections/``, ``frames/`` and ``chunks/`` parts, check each chunk on its own.
+* :func:`track_videos` (pass 2, parallel over videos): read a video's parts back in frame order
+  (chunks were batched sorted by start frame), stream them through the gap finder, check the
+  chunks against each other, and write ``gaps/`` and the video's summary rows.
+
+Linking rule for frames seen twice (overlapping chunks, or a repeated id): the first copy, in
+chunk start order, counts; frames outside their chunk's name range are tabled but not linked.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from dataclasses import dataclass, field
+from fractions import Fraction
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.formats.metadata import MetadataError
+from pipeline.formats.video import MAX_CHUNK_FRAMES, ParsedChunk, parse_chunk, summarise_findings
+from pipeline.io.jsonio import JsonError
+from pipeline.io.parquet import write_part
+from pipeline.kernels.quantiles import ScoreHistogram
+from pipeline.kernels.tracking import Gap, GapFinder
+from pipeline.stages.common import ErrorLog, TaskContext, read_input
+from pipeline.stages.plan import Batch, TrackAssignment, VideoChunk
+from pipeline.stages.summary import BatchSummary
+from pipeline.tables import SCHEMAS, to_arrow
+
+# ---------------------------------------------------------------------------------------------
+# Pass 1: chunks -> parts
+# ---------------------------------------------------------------------------------------------
+
+
+def process_chunk_batch(batch: Batch[VideoChunk], ctx: TaskContext) -> BatchSummary:
+    """Parse a batch of chunk files and write its ``detections/``, ``frames/``, ``chunks/`` and
+    ``errors/`` parts (``part-<batch key>.parquet``). Idempotent, like every batch task."""
+    issues = ErrorLog()
+    detections: list[pa.Table] = []
+    frames: list[pa.Table] = []
+    chunk_rows: list[dict[str, Any]] = []
+    summary = BatchSummary()
+    for chunk in batch.groups:
+        data = read_input(chunk.file, ctx, issues)
+        if data is None:
+            continue
+        try:
+            parsed = parse_chunk(data, max_bytes=ctx.options.max_json_bytes)
+        except JsonError as exc:
+            issues.add(chunk.file.rel, "decode", f"json_{exc.code}", str(exc))
+            continue
+        except MetadataError as exc:
+            issues.add(chunk.file.rel, "validate", exc.code, str(exc))
+            continue
+        chunk_rows.append(_check_chunk(chunk, parsed, issues))
+        detections.append(_detection_table(chunk, parsed))
+        frames.append(_frame_table(chunk, parsed))
+        summary.landed["video_metadata"] += 1
+        summary.frames += len(parsed.frame_ids)
+        durations = [d for d in parsed.frame_durations if d is not None]
+        summary.duration_sum += sum((Fraction(d) for d in durations), Fraction(0))
+        summary.durations += len(durations)
+        summary.add_detections(
+            detections[-1].select(["type_label", "score", "is_anonymised"]).to_pylist()
+        )
+    summary.add_errors(issues)
+    outputs = {
+        "detections": pa.concat_tables(detections) if detections else None,
+        "frames": pa.concat_tables(frames) if frames else None,
+        "chunks": to_arrow("chunks", chunk_rows),
+        "errors": to_arrow("errors", issues),
+    }
+    for table, data_table in outputs.items():
+        if data_table is not None and data_table.num_rows:
+            summary.rows[table] = data_table.num_rows
+            summary.parts[table] = [
+                write_part(ctx.output, f"{table}/part-{batch.key}.parquet", data_table)
+            ]
+    return summary
+
+
+def _check_chunk(chunk: VideoChunk, parsed: ParsedChunk, issues: ErrorLog) -> dict[str, Any]:
+    """The chunk's own checks: frame count, ids within the name's range, repeats."""
+    rel = chunk.file.rel
+    ids = np.asarray(parsed.frame_ids, dtype=np.int64)
+    in_range = (ids >= chunk.start) & (ids <= chunk.end)
+    out_of_range = int((~in_range).sum())
+    missing = (chunk.end - chunk.start + 1) - int(in_range.sum())
+    for finding in summarise_findings(parsed.findings):
+        issues.add(rel, "validate", finding.error, finding.message, finding.severity)
+    if parsed.frames_in_file > MAX_CHUNK_FRAMES:
+        issues.add(rel, "validate", "too_many_frames",
+                     f"{parsed.frames_in_file} frames, more than {MAX_CHUNK_FRAMES} per chunk",
+                     "warning")  # fmt: skip
+    if out_of_range:
+        sample = ", ".join(str(i) for i in ids[~in_range][:5])
+        issues.add(rel, "validate", "frame_out_of_range",
+                     f"{out_of_range} frame ids outside {chunk.start}-{chunk.end} (e.g. {sample})",
+                     "warning")  # fmt: skip
+    return {
+        "source": rel,
+        "media": chunk.media,
+        "chunk_start": chunk.start,
+        "chunk_end": chunk.end,
+        "frames": parsed.frames_in_file,
+        "detections": parsed.detection_count,
+        "missing_frames": max(missing, 0),
+        "duplicate_frames": parsed.duplicate_frames,
+        "out_of_range_frames": out_of_range,
+    }
+
+
+def _detection_table(chunk: VideoChunk, parsed: ParsedChunk) -> pa.Table:
+    columns: dict[str, Any] = dict(parsed.detections)
+    sizes = dict(zip(parsed.frame_ids, parsed.frame_sizes, strict=True))
+    frame_sizes = [sizes[f] for f in columns["frame"]]
+    count = parsed.detection_count
+    columns.update(
+        source=[chunk.file.rel] * count,
+        media=[chunk.media] * count,
+        frame_width=[s.width if s else None for s in frame_sizes],
+        frame_height=[s.height if s else None for s in frame_sizes],
+    )
+    return pa.Table.from_pydict(
+        {name: columns[name] for name in SCHEMAS["detections"].names}, schema=SCHEMAS["detections"]
+    )
+
+
+def _frame_table(chunk: VideoChunk, parsed: ParsedChunk) -> pa.Table:
+    count = len(parsed.frame_ids)
+    sizes = parsed.frame_sizes
+    columns = {
+        "source": [chunk.file.rel] * count,
+        "media": [chunk.media] * count,
+        "frame": parsed.frame_ids,
+        "detections": parsed.frame_detections,
+        "width": [s.width if s else None for s in sizes],
+        "height": [s.height if s else None for s in sizes],
+        "size_order": [s.order if s else None for s in sizes],
+        "size_order_source": [s.source if s else None for s in sizes],
+        "duration": parsed.frame_durations,
+        "chunk_start": [chunk.start] * count,
+        "chunk_end": [chunk.end] * count,
+    }
+    return pa.Table.from_pydict(columns, schema=SCHEMAS["frames"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Pass 2: per-video linking and cross-chunk checks
+# ---------------------------------------------------------------------------------------------
+
+_FRAME_COLUMNS = ["source", "frame", "detections", "duration"]
+_DETECTION_COLUMNS = ["source", "frame", "type_label", "score", "x1", "y1", "x2", "y2"]
+
+
+@dataclass
+class _VideoStats:
+    """What one video's pass accumulates (one video at a time, so memory stays small)."""
+
+    frames: int = 0
+    frames_with_detections: int = 0
+    duplicate_frames: int = 0
+    detections: int = 0
+    labels: Counter[str] = field(default_factory=Counter)
+    label_scores: dict[str, list[Fraction]] = field(default_factory=dict)
+    scores: ScoreHistogram = field(default_factory=ScoreHistogram)
+    duration_sum: Fraction = Fraction(0)
+    durations: int = 0
+    gaps: int = 0
+
+
+def track_videos(assignment: TrackAssignment, ctx: TaskContext) -> BatchSummary:
+    """Link each assigned video's detections across frames and chunks; write ``gaps/``.
+
+    Reads only the ``frames/`` and ``detections/`` parts of the assignment's chunk batches, one
+    part at a time, in frame order. Side effects: ``gaps/part-<key>.parquet`` and
+    ``errors/part-<key>.parquet`` (chunk gaps and overlaps, as warnings). Idempotent.
+    """
+    issues = ErrorLog()
+    gap_rows: list[dict[str, Any]] = []
+    summary = BatchSummary()
+    parts = {key: _read_parts(ctx, key) for key in assignment.batch_keys}
+    for media, chunks in assignment.videos:
+        finder = GapFinder(min_iou=ctx.options.gap_iou, max_gap=ctx.options.gap_max_frames)
+        stats = _VideoStats()
+        parsed_chunks: list[VideoChunk] = []
+        for chunk in chunks:
+            frames, detections = _chunk_rows(parts, chunk)
+            if frames is None or detections is None:
+                continue  # the chunk failed to parse: already in errors/
+            parsed_chunks.append(chunk)
+            _account_frames(stats, frames, detections, finder)
+            for gap in finder.feed(
+                detections["frame"], detections["type_label"], detections["boxes"], frames["frame"]
+            ):
+                stats.gaps += 1
+                gap_rows.append(_gap_row(media, gap))
+        chunk_gaps, chunk_overlaps = _compare_chunks(media, chunks, issues)
+        span = (
+            max(c.end for c in parsed_chunks) - min(c.start for c in parsed_chunks) + 1
+            if parsed_chunks
+            else 0
+        )
+        missing = max(span - stats.frames, 0)
+        summary.video_rows.extend(_video_rows(media, stats, chunk_gaps, chunk_overlaps, missing))
+    summary.add_errors(issues)
+    for table, rows in (("gaps", gap_rows), ("errors", issues)):
+        if rows:
+            summary.rows[table] = len(rows)
+            part = f"{table}/part-{assignment.key}.parquet"
+            summary.parts[table] = [write_part(ctx.output, part, to_arrow(table, rows))]
+    return summary
+
+
+def _read_parts(ctx: TaskContext, key: str) -> dict[str, pa.Table | None]:
+    tables: dict[str, pa.Table | None] = {}
+    for table, columns in (("frames", _FRAME_COLUMNS), ("detections", _DETECTION_COLUMNS)):
+        rel = f"{table}/part-{key}.parquet"
+        try:
+            tables[table] = pq.read_table(io.BytesIO(ctx.output.read_bytes(rel)), columns=columns)
+        except FileNotFoundError:
+            tables[table] = None  # the batch wrote no rows of this table
+    return tables
+
+
+def _chunk_rows(
+    parts: dict[str, dict[str, pa.Table | None]], chunk: VideoChunk
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The chunk's frames and its in-range detections, sorted by frame (file order on ties)."""
+    for tables in parts.values():
+        frames = tables["frames"]
+        if frames is None:
+            continue
+        mine = frames.filter(pc.equal(frames["source"], chunk.file.rel))
+        if mine.num_rows == 0:
+            continue
+        frame_ids = mine["frame"].to_numpy()
+        order = np.argsort(frame_ids, kind="stable")
+        in_range = (frame_ids[order] >= chunk.start) & (frame_ids[order] <= chunk.end)
+        frame_cols = {
+            "frame": frame_ids[order][in_range],
+            "detections": mine["detections"].to_numpy()[order][in_range],
+            "duration": np.asarray(mine["duration"].to_pylist(), dtype=np.float64)[order][in_range],
+        }
+        detections = tables["detections"]
+        if detections is None:
+            return frame_cols, _no_detections()
+        rows = detections.filter(pc.equal(detections["source"], chunk.file.rel))
+        det_frames = rows["frame"].to_numpy()
+        keep = np.flatnonzero((det_frames >= chunk.start) & (det_frames <= chunk.end))
+        keep = keep[np.argsort(det_frames[keep], kind="stable")]
+        boxes = np.column_stack(
+            [np.asarray(rows[c].to_pylist(), dtype=np.float64) for c in ("x1", "y1", "x2", "y2")]
+        ).reshape(-1, 4)
+        labels = rows["type_label"].to_pylist()
+        return frame_cols, {
+            "frame": det_frames[keep],
+            "type_label": [labels[i] for i in keep],
+            "score": np.asarray(rows["score"].to_pylist(), dtype=np.float64)[keep],
+            "boxes": boxes[keep],
+        }
+    return None, None
+
+
+def _no_detections() -> dict[str, Any]:
+    return {"frame": np.zeros(0, np.int64), "type_label": [], "score": np.zeros(0),
+            "boxes": np.zeros((0, 4))}  # fmt: skip
+
+
+def _account_frames(
+    stats: _VideoStats,
+    frames: dict[str, Any],
+    detections: dict[str, Any],
+    finder: GapFinder,
+) -> None:
+    """Per-video statistics over the frames the finder has not seen yet (first copy counts)."""
+    last = finder.last_frame
+    fresh = frames["frame"] > (last if last is not None else -(2**62))
+    ids = frames["frame"][fresh]
+    fresh_unique = np.unique(ids)
+    stats.duplicate_frames += int((~fresh).sum()) + (len(ids) - len(fresh_unique))
+    stats.frames += len(fresh_unique)
+    durations = frames["duration"][fresh]
+    durations = durations[np.isfinite(durations)]
+    stats.duration_sum += sum((Fraction(float(d)) for d in durations), Fraction(0))
+    stats.durations += len(durations)
+    det_fresh = np.isin(detections["frame"], fresh_unique)
+    stats.frames_with_detections += len(np.unique(detections["frame"][det_fresh]))
+    stats.detections += int(det_fresh.sum())
+    scores = detections["score"][det_fresh]
+    stats.scores.add(scores)
+    for label, score in zip(
+        (detections["type_label"][i] for i in np.flatnonzero(det_fresh)), scores, strict=True
+    ):
+        key = str(label)
+        stats.labels[key] += 1
+        if np.isfinite(score):
+            stats.label_scores.setdefault(key, []).append(Fraction(float(score)))
+
+
+def _compare_chunks(
+    media: str, chunks: tuple[VideoChunk, ...], issues: ErrorLog
+) -> tuple[int, int]:
+    """Count (and report as warnings) gaps and overlaps between consecutive chunks' name ranges."""
+    gaps = overlaps = 0
+    for previous, current in pairwise(chunks):
+        if current.start > previous.end + 1:
+            gaps += 1
+            issues.add(
+                current.file.rel, "validate", "chunk_gap",
+                f"frames {previous.end + 1}-{current.start - 1} of video {media} are in no chunk "
+                f"(after {previous.file.rel})", "warning",
+            )  # fmt: skip
+        elif current.start <= previous.end:
+            overlaps += 1
+            issues.add(
+                current.file.rel, "validate", "chunk_overlap",
+                f"frames {current.start}-{min(previous.end, current.end)} of video {media} are "
+                f"also in {previous.file.rel}; the first copy is linked", "warning",
+            )  # fmt: skip
+    return gaps, overlaps
+
+
+def _gap_row(media: str, gap: Gap) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "media": media, "track": gap.track, "type_label": gap.label,
+        "first_missing_frame": gap.first_missing, "last_missing_frame": gap.last_missing,
+        "missing_frames": gap.last_missing - gap.first_missing + 1,
+        "frames_without_metadata": gap.unprocessed, "iou": gap.iou,
+    }  # fmt: skip
+    for side, box in (("before", gap.box_before), ("after", gap.box_after)):
+        row.update(zip((f"{side}_{c}" for c in ("x1", "y1", "x2", "y2")), box, strict=True))
+    return row
+
+
+def _mean(values: list[Fraction]) -> float | None:
+    return float(sum(values, Fraction(0)) / len(values)) if values else None
+
+
+def _video_rows(
+    media: str, stats: _VideoStats, chunk_gaps: int, chunk_overlaps: int, missing: int
+) -> list[dict[str, Any]]:
+    mean_duration = float(stats.duration_sum / stats.durations) if stats.durations else None
+    all_scores = [s for scores in stats.label_scores.values() for s in scores]
+    rows: list[dict[str, Any]] = [
+        {
+            "scope": "video",
+            "name": media,
+            "frames": stats.frames,
+            "frames_with_detections": stats.frames_with_detections,
+            "detections": stats.detections,
+            "mean_score": _mean(all_scores),
+            "score_p50": stats.scores.quantile(0.5),
+            "score_p90": stats.scores.quantile(0.9),
+            "mean_duration": mean_duration,
+            "implied_fps": 1 / mean_duration if mean_duration else None,
+            "missing_frames": missing,
+            "duplicate_frames": stats.duplicate_frames,
+            "chunk_gaps": chunk_gaps,
+            "chunk_overlaps": chunk_overlaps,
+            "anonymisation_gaps": stats.gaps,
+        }
+    ]
+    for label, count in sorted(stats.labels.items()):
+        rows.append(
+            {
+                "scope": "video_label",
+                "name": media,
+                "value": label,
+                "detections": count,
+                "mean_score": _mean(stats.label_scores.get(label, [])),
+            }
+        )
+    return rows

@@ -1,0 +1,45 @@
+"""Work items: what the graph maps over. One task function serves every step, so one pass can
+mix image batches and video batches and keep every worker busy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, cast
+
+from pipeline.formats.celantur import Encoding
+from pipeline.stages import celantur, video
+from pipeline.stages.common import TaskContext
+from pipeline.stages.plan import Batch, ImageGroup, TrackAssignment, VideoChunk
+from pipeline.stages.summary import BatchSummary
+
+Step = Literal["images", "measure", "finish", "chunks", "tracks"]
+
+
+@dataclass(frozen=True)
+class Work:
+    """One task: a step and its inputs.
+
+    ``images`` measures and finishes image batches under a known encoding; ``measure`` and
+    ``finish`` are the two passes of ``auto``; ``chunks`` parses video chunks; ``tracks`` links
+    videos whose chunks were parsed in an earlier pass.
+    """
+
+    step: Step
+    item: Batch[ImageGroup] | Batch[VideoChunk] | TrackAssignment
+    encoding: Encoding | None = None
+
+
+def run_work(work: Work, ctx: TaskContext) -> BatchSummary:
+    """Run one work item on a worker; returns its small summary."""
+    if work.step == "chunks":
+        return video.process_chunk_batch(cast(Batch[VideoChunk], work.item), ctx)
+    if work.step == "tracks":
+        return video.track_videos(cast(TrackAssignment, work.item), ctx)
+    images = cast(Batch[ImageGroup], work.item)
+    if work.step == "measure":
+        return BatchSummary(evidence=celantur.measure_and_park(images, ctx))
+    if work.encoding is None:
+        raise ValueError(f"work step {work.step!r} needs an encoding")
+    if work.step == "images":
+        return celantur.process_batch(images, ctx, work.encoding)
+    return celantur.finish_parked(images, ctx, work.encoding)
