@@ -22,7 +22,12 @@ further videos go to ``front.cam-7``, ``clip.0003-b`` and then ``extra.cam-NNN``
 Quirk ``k`` of (missing range, duplicate frame, oversized chunk, out-of-range frame, corrupt
 chunk, NaN score) goes to video ``k % videos``, so from six videos on each quirk has a video of
 its own; ``"is_anonymized"`` (instead of the product's ``"is_anonymised"``) is spelled in the
-last video. With ``folder_names=False`` every video is written to the root.
+last video. The missing range is a video's second chunk (its first one when a single video holds
+every quirk); the out-of-range frame is the last frame of the first chunk (of the last chunk when
+the first one is missing), the file name ending one frame early; the NaN score (on a detection
+of object 0) and the duplicated frame lie in the middle half of the first and the last written
+chunk; the corrupt chunk is truncated JSON named for the ``chunk_frames`` frames after the
+video's end. With ``folder_names=False`` every video is written to the root.
 
 Frames: ``{"id", "detections", "size": [height, width], "duration"}`` (``size`` in the order of
 the product's own example, so a bbox ``x2`` may exceed ``size[0]``); detections as in the product:
@@ -41,8 +46,8 @@ both are visible or within 6 frames of being visible, so greedy IoU linking cann
 Planted gaps: per video 2..4 flickers where one object is absent for 1..3 consecutive frames and
 then reappears, never at its first or last visible frame. Every video plants its first gap across
 a chunk boundary (absent in the last frame of one chunk file and the first frame of the next)
-when it has a boundary clear of quirks; with the defaults, or with two or more videos of more
-than one chunk each, at least one fleet gap straddles a boundary. No object is absent otherwise.
+when it has a boundary clear of quirks, so a fleet whose videos span more than one chunk (always
+the case with quirks) has at least one such gap. No object is absent otherwise.
 Gaps (with the frames before and after them) keep :data:`QUIRK_MARGIN` frames away from every
 quirk frame and every other gap, and never touch a missing range.
 """
@@ -413,19 +418,42 @@ def _write_video(
     tracks = _tracks(frames, width, height, rng)
 
     # Chunk layout and quirk frames.
+    # The missing chunk is the second one, or the first one in a video holding every quirk (a
+    # lone video), so that one chunk boundary stays clear of quirks for a straddling gap.
+    missing_index = None
+    if "missing" in quirks:
+        missing_index = 0 if len(quirks) == len(_QUIRKS) else 1
     oversized_index = None
     if "oversized" in quirks:
-        oversized_index = 0 if "missing" in quirks else 1
+        oversized_index = 0 if missing_index == 1 else 1
     chunks = _chunk_ranges(frames, chunk_frames, oversized_index)
     blocked: list[tuple[int, int]] = []
     missing: tuple[int, int] | None = None
-    if "missing" in quirks:
-        chunks[1] = _Chunk(chunks[1].start, chunks[1].end, written=False)
-        missing = (chunks[1].start, chunks[1].end)
+    if missing_index is not None:
+        chunk = chunks[missing_index]
+        chunks[missing_index] = _Chunk(chunk.start, chunk.end, written=False)
+        missing = (chunk.start, chunk.end)
         blocked.append(missing)
-    out_of_range = chunks[0].end if "out_of_range" in quirks else None
-    duplicate = _middle(chunks[-1].start, chunks[-1].end, rng) if "duplicate" in quirks else None
-    nan_frame = _middle(chunks[0].start, chunks[0].end, rng) if "nan" in quirks else None
+    written_chunks = [chunk for chunk in chunks if chunk.written]
+    # The out-of-range frame is the last frame of the first chunk (of the last one when the first
+    # chunk is missing): the file name's range ends one frame early.
+    out_of_range_index = None
+    if "out_of_range" in quirks:
+        out_of_range_index = len(chunks) - 1 if missing_index == 0 else 0
+    out_of_range = chunks[out_of_range_index].end if out_of_range_index is not None else None
+    # The NaN score and the duplicated frame sit in the middle half of the first and the last
+    # written chunk (the one before it when the last one is too short to keep its boundary free).
+    nan_frame = None
+    if "nan" in quirks:
+        nan_frame = _middle(written_chunks[0].start, written_chunks[0].end, rng)
+    duplicate = None
+    if "duplicate" in quirks:
+        last = written_chunks[-1]
+        if last.end - last.start + 1 < 4 * (QUIRK_MARGIN + MAX_GAP + 2):
+            last = written_chunks[-2]
+        duplicate = _middle(last.start, last.end, rng)
+        if duplicate == nan_frame:
+            duplicate += 1
     blocked += [(f, f) for f in (out_of_range, duplicate, nan_frame) if f is not None]
 
     planned = _plan_gaps(tracks, chunks, blocked, rng)
@@ -483,7 +511,7 @@ def _write_video(
             docs += [doc] * copies
             ids += [f] * copies
             detection_count += count * copies
-        name_end = chunk.end - 1 if chunk_index == 0 and out_of_range is not None else chunk.end
+        name_end = chunk.end - 1 if chunk_index == out_of_range_index else chunk.end
         file_name = f"{name}-{chunk.start}-{name_end}.json"
         (folder_path / file_name).write_bytes(_dump(docs))
         samples.append(SampleChunk(prefix + file_name, chunk.start, name_end, tuple(ids)))

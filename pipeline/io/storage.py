@@ -7,6 +7,7 @@ open filesystems; fsspec's instance cache makes rebuilding one on a worker cheap
 from __future__ import annotations
 
 import contextlib
+import functools
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -50,16 +51,22 @@ class Location:
     @property
     def fs(self) -> AbstractFileSystem:
         """The filesystem (cached by fsspec per protocol and options)."""
-        return self._resolve()[0]
+        return self._resolved[0]
 
     @property
     def root(self) -> str:
         """The folder's path inside its filesystem, without a trailing slash."""
-        return self._resolve()[1]
+        return self._resolved[1]
 
-    def _resolve(self) -> tuple[AbstractFileSystem, str]:
+    @functools.cached_property
+    def _resolved(self) -> tuple[AbstractFileSystem, str]:
+        # Parsing the URL costs more than a small read; do it once per Location instance.
         fs, path = url_to_fs(self.url, **dict(self.storage_options))
         return fs, path.rstrip("/") or "/"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Ship the URL and options only: each worker resolves its own filesystem.
+        return {"url": self.url, "storage_options": self.storage_options}
 
     def path(self, rel: str) -> str:
         """Filesystem path of ``rel`` below this location."""
