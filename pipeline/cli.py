@@ -55,8 +55,30 @@ def _add_celantur_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="P",
         help="also write masks rescaled to P percent (1..100, nearest neighbour) under scaled/",
     )
-    parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels)
-    parser.add_argument("--max-json-bytes", type=int, default=defaults.max_json_bytes)
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=defaults.max_pixels,
+        help="refuse PNGs declaring more pixels (decompression bombs)",
+    )
+    parser.add_argument(
+        "--max-json-bytes",
+        type=int,
+        default=defaults.max_json_bytes,
+        help="refuse metadata files larger than this",
+    )
+    parser.add_argument(
+        "--gap-iou",
+        type=float,
+        default=defaults.gap_iou,
+        help="video gap finder: smallest box IoU that links a detection to a track",
+    )
+    parser.add_argument(
+        "--gap-max-frames",
+        type=int,
+        default=defaults.gap_max_frames,
+        help="video gap finder: longest blink, in frames, reported as an anonymisation gap",
+    )
     parser.add_argument(
         "--storage-option",
         action="append",
@@ -114,6 +136,8 @@ def _celantur_options(args: argparse.Namespace) -> CelanturOptions:
         mask_scale=args.mask_scale,
         max_pixels=args.max_pixels,
         max_json_bytes=args.max_json_bytes,
+        gap_iou=args.gap_iou,
+        gap_max_frames=args.gap_max_frames,
         storage_options=_storage_options(args),
         execution=_execution(args),
     )
@@ -139,6 +163,16 @@ def format_summary(record: dict[str, Any], summary: list[dict[str, Any]]) -> str
                 f"{row['name']:<14}{row['segments']:>9}{row['pixels']:>12}"
                 f"{row['area_p50'] or 0:>10}{'' if detections is None else detections:>11}"
             )
+    videos = [row for row in summary if row["scope"] == "video"]
+    if videos:
+        lines.append(f"{'video':<32}{'frames':>8}{'detections':>11}{'chunk gaps':>11}{'blinks':>8}")
+        for row in videos[:20]:
+            lines.append(
+                f"{row['name'][-32:]:<32}{row['frames']:>8}{row['detections']:>11}"
+                f"{row['chunk_gaps']:>11}{row['anonymisation_gaps']:>8}"
+            )
+        if len(videos) > 20:
+            lines.append(f"... and {len(videos) - 20} more videos (summary/ has them all)")
     errors = record["errors"]
     lines.append(f"errors: {errors.get('error', 0)}, warnings: {errors.get('warning', 0)}")
     return "\n".join(lines)

@@ -24,10 +24,10 @@ chunk, NaN score) goes to video ``k % videos``, so from six videos on each quirk
 its own; ``"is_anonymized"`` (instead of the product's ``"is_anonymised"``) is spelled in the
 last video. The missing range is a video's second chunk (its first one when a single video holds
 every quirk); the out-of-range frame is the last frame of the first chunk (of the last chunk when
-the first one is missing), the file name ending one frame early; the NaN score (on a detection
-of object 0) and the duplicated frame lie in the middle half of the first and the last written
-chunk; the corrupt chunk is truncated JSON named for the ``chunk_frames`` frames after the
-video's end. With ``folder_names=False`` every video is written to the root.
+the first one is missing), the file name's range ending one frame early; the NaN score (on a
+detection of object 0) and the duplicated frame lie in the middle half of the first and the last
+written chunk; the corrupt chunk is truncated JSON named for the ``chunk_frames`` frames after
+the video's end. With ``folder_names=False`` every video is written to the root.
 
 Frames: ``{"id", "detections", "size": [height, width], "duration"}`` (``size`` in the order of
 the product's own example, so a bbox ``x2`` may exceed ``size[0]``); detections as in the product:
@@ -82,6 +82,8 @@ QUIRK_MARGIN = 8
 MAX_GAP = 3
 #: Largest speed of an object's box in pixels per frame along each axis.
 MAX_SPEED = 0.4
+#: Shortest chunk whose middle half keeps a quirk frame clear of straddling gaps at its edges.
+_MIN_TAIL = 4 * (QUIRK_MARGIN + MAX_GAP + 2)
 
 #: ``(type_label, type code)`` of the object types.
 VIDEO_TYPES: tuple[tuple[str, int], ...] = (("face", 103), ("license plate", 104), ("person", 102))
@@ -439,7 +441,11 @@ def _write_video(
     # chunk is missing): the file name's range ends one frame early.
     out_of_range_index = None
     if "out_of_range" in quirks:
-        out_of_range_index = len(chunks) - 1 if missing_index == 0 else 0
+        out_of_range_index = 0
+        if missing_index == 0:
+            out_of_range_index = len(chunks) - 1
+            if chunks[-1].end == chunks[-1].start:  # a one-frame name range cannot end early
+                out_of_range_index -= 1
     out_of_range = chunks[out_of_range_index].end if out_of_range_index is not None else None
     # The NaN score and the duplicated frame sit in the middle half of the first and the last
     # written chunk (the one before it when the last one is too short to keep its boundary free).
@@ -449,7 +455,7 @@ def _write_video(
     duplicate = None
     if "duplicate" in quirks:
         last = written_chunks[-1]
-        if last.end - last.start + 1 < 4 * (QUIRK_MARGIN + MAX_GAP + 2):
+        if last.end - last.start + 1 < _MIN_TAIL:
             last = written_chunks[-2]
         duplicate = _middle(last.start, last.end, rng)
         if duplicate == nan_frame:
@@ -586,8 +592,8 @@ def make_video_fleet(
     seed : non-negative seed; the same arguments always give byte-identical files.
     videos : number of videos (the layout of the module docstring, then ``extra.cam-NNN``).
     frames_per_video : frames of every video; the default spans three chunks of 500. With
-        ``quirks`` at least ``chunk_frames + 511``, so every video spans three chunks even with
-        the 510-frame oversized chunk; otherwise at least 100.
+        ``quirks`` at least ``chunk_frames + 562``, so every video spans three chunks even with
+        the 510-frame oversized chunk, the third of at least 52 frames; otherwise at least 100.
     chunk_frames : frames per chunk file, 10..500 (the last chunk of a video may be shorter).
     size : (width, height) of the video frames, at least (100, 80); metadata ``size`` is written
         as ``[height, width]``.
@@ -613,7 +619,7 @@ def make_video_fleet(
         raise ValueError(f"videos must be >= 0, got {videos}")
     if not 10 <= chunk_frames <= 500:
         raise ValueError(f"chunk_frames must be in 10..500, got {chunk_frames}")
-    min_frames = chunk_frames + OVERSIZED_FRAMES + 1 if quirks else 100
+    min_frames = chunk_frames + OVERSIZED_FRAMES + _MIN_TAIL if quirks else 100
     if frames_per_video < min_frames:
         raise ValueError(
             f"frames_per_video must be >= {min_frames} (quirks={quirks}, "
