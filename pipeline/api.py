@@ -16,7 +16,7 @@ import pyarrow as pa
 from pipeline.config import CelanturOptions, ExecutionOptions
 from pipeline.io.parquet import read_parts
 from pipeline.io.runrecord import read_run_record
-from pipeline.io.storage import Location
+from pipeline.io.storage import Location, storage_options_with_environment
 from pipeline.runner import RunResult
 from pipeline.runner import run_celantur as _run_celantur
 from pipeline.tables import SCHEMAS
@@ -69,7 +69,7 @@ def read_run(output: str, storage_options: Mapping[str, Any] | None = None) -> d
     FileNotFoundError
         When no run has been committed there (or the last one crashed before committing).
     """
-    location = Location(output, dict(storage_options or {}))
+    location = Location(output, storage_options_with_environment(storage_options or {}))
     record = read_run_record(location)
     if record is None:
         raise FileNotFoundError(f"no committed run under {output} (no _run.json)")
@@ -87,7 +87,8 @@ def read_table(
         raise ValueError(f"unknown table {table!r}; tables: {', '.join(SCHEMAS)}")
     record = read_run(output, storage_options)
     parts = record["tables"].get(table, {}).get("parts", [])
-    return read_parts(Location(output, dict(storage_options or {})), parts, SCHEMAS[table])
+    location = Location(output, storage_options_with_environment(storage_options or {}))
+    return read_parts(location, parts, SCHEMAS[table])
 
 
 __all__ = ["RunResult", "read_run", "read_table", "run_celantur"]

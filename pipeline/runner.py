@@ -22,7 +22,13 @@ from pipeline.formats.celantur import Encoding
 from pipeline.graph import Executor, open_executor
 from pipeline.io.parquet import write_part
 from pipeline.io.runrecord import RUN_RECORD, write_run_record
-from pipeline.io.storage import InputFile, Location, StorageError, is_inside
+from pipeline.io.storage import (
+    InputFile,
+    Location,
+    StorageError,
+    is_inside,
+    storage_options_with_environment,
+)
 from pipeline.stages.common import TaskContext
 from pipeline.stages.plan import (
     Batch,
@@ -124,8 +130,9 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
     started = datetime.now(timezone.utc)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    source = Location(options.source, options.storage_options)
-    output = Location(options.output, options.storage_options)
+    storage_options = storage_options_with_environment(options.storage_options)
+    source = Location(options.source, storage_options)
+    output = Location(options.output, storage_options)
 
     files = _list_inputs(source, output)
     groups, inventory = group_images(files)

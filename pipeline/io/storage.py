@@ -2,12 +2,21 @@
 
 A :class:`Location` is small and picklable, so Dask tasks receive locations, never clients or
 open filesystems; fsspec's instance cache makes rebuilding one on a worker cheap.
+
+Storage options come from the caller (CLI ``--storage-option``, job file, API) over the
+environment variable ``MASK_PIPELINE_STORAGE_OPTIONS`` (a JSON object); s3fs/botocore also read
+their own ``AWS_*`` variables (credentials, ``AWS_PROFILE``, ``AWS_ENDPOINT_URL``...). Nothing about
+endpoints or credentials is set in code. For ``s3://`` one default is added unless the caller sets
+``config_kwargs``: botocore's *adaptive* retry mode with at most :data:`S3_MAX_ATTEMPTS` attempts,
+which backs off on throttling (``SlowDown``, 503) and connection errors, then fails the request.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
+import os
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +29,50 @@ from fsspec.spec import AbstractFileSystem
 
 class StorageError(RuntimeError):
     """Storage that cannot be used at all (missing root, no access): the run cannot proceed."""
+
+
+#: Environment variable holding default storage options as a JSON object.
+STORAGE_OPTIONS_ENV = "MASK_PIPELINE_STORAGE_OPTIONS"
+#: Attempts per S3 request (first try included) before botocore gives up.
+S3_MAX_ATTEMPTS = 8
+
+
+def storage_options_with_environment(explicit: Mapping[str, Any]) -> dict[str, Any]:
+    """The caller's storage options over those of ``MASK_PIPELINE_STORAGE_OPTIONS``.
+
+    Raises
+    ------
+    StorageError
+        When the variable is not a JSON object.
+    """
+    return {**_environment_storage_options(), **explicit}
+
+
+def _environment_storage_options() -> dict[str, Any]:
+    """Storage options from ``MASK_PIPELINE_STORAGE_OPTIONS`` (empty when unset).
+
+    Raises
+    ------
+    StorageError
+        When the variable is not a JSON object.
+    """
+    text = os.environ.get(STORAGE_OPTIONS_ENV, "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise StorageError(f"{STORAGE_OPTIONS_ENV} is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise StorageError(f"{STORAGE_OPTIONS_ENV} must be a JSON object")
+    return value
+
+
+def _with_defaults(url: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(options)
+    if url.startswith(("s3://", "s3a://")) and "config_kwargs" not in merged:
+        merged["config_kwargs"] = {"retries": {"max_attempts": S3_MAX_ATTEMPTS, "mode": "adaptive"}}
+    return merged
 
 
 @dataclass(frozen=True)
@@ -61,7 +114,7 @@ class Location:
     @functools.cached_property
     def _resolved(self) -> tuple[AbstractFileSystem, str]:
         # Parsing the URL costs more than a small read; do it once per Location instance.
-        fs, path = url_to_fs(self.url, **dict(self.storage_options))
+        fs, path = url_to_fs(self.url, **_with_defaults(self.url, self.storage_options))
         return fs, path.rstrip("/") or "/"
 
     def __getstate__(self) -> dict[str, Any]:
@@ -111,6 +164,9 @@ class Location:
         No per-object HEAD requests: size and version come from the listing itself.
         """
         base = self.path(under)
+        # Object-store filesystems cache listings per instance; a second run in the same
+        # process (a notebook) must see what the first one wrote and deleted.
+        self.fs.invalidate_cache(base)
         try:
             entries = self.fs.find(base, detail=True, withdirs=False)
         except FileNotFoundError:

@@ -1,0 +1,198 @@
+"""The same runs on ``file://``, ``memory://`` and ``s3://`` (moto's server), with identical tables;
+runs through an external ``dask scheduler`` with two ``dask worker`` processes; storage failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+
+from pipeline import read_run, read_table
+from pipeline.sampledata import make_celantur_tree
+from pipeline.sampledata_video import make_video_fleet
+from pipeline.tables import CELANTUR_TABLES
+
+RunCli = Callable[..., tuple[int, Any]]
+ARGS = ("--mask-scale", "50", "--encoding", "v26")
+
+
+@pytest.fixture(scope="module")
+def local_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Images and videos under one root (with a corrupt chunk: exit code 3 everywhere)."""
+    root = tmp_path_factory.mktemp("storage") / "in"
+    make_celantur_tree(root / "images", seed=11, images=8)
+    make_video_fleet(root / "videos", seed=11, videos=2, frames_per_video=1100)
+    return root
+
+
+@pytest.fixture(scope="module")
+def baseline(local_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Tables and rescaled masks of a run on plain local paths."""
+    from pipeline.cli import main
+
+    out = tmp_path_factory.mktemp("baseline") / "out"
+    code = main(
+        ["celantur", str(local_tree), str(out), "--scheduler", "sync", "--no-progress", *ARGS]
+    )
+    assert code == 3
+    return _snapshot(str(out), {})
+
+
+def _snapshot(out: str, storage: dict[str, Any]) -> dict[str, Any]:
+    tables = {
+        table: sorted(
+            json.dumps(row, sort_keys=True) for row in read_table(out, table, storage).to_pylist()
+        )
+        for table in CELANTUR_TABLES
+    }
+    fs, root = fsspec.core.url_to_fs(out, **storage)
+    scaled_root = f"{root.rstrip('/')}/scaled"
+    scaled = {p[len(scaled_root) :]: fs.cat_file(p) for p in fs.find(scaled_root)}
+    return {"tables": tables, "scaled": scaled}
+
+
+def _upload(local: Path, url: str, storage: dict[str, Any]) -> None:
+    fs, root = fsspec.core.url_to_fs(url, **storage)
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            fs.pipe_file(f"{root}/{path.relative_to(local).as_posix()}", path.read_bytes())
+
+
+@pytest.fixture
+def memory_root() -> Iterator[str]:
+    root = f"memory://mask-pipeline-{uuid.uuid4().hex}"
+    yield root
+    fs = fsspec.filesystem("memory")
+    fs.rm(root.removeprefix("memory://"), recursive=True)
+
+
+def test_file_url_equals_local_paths(
+    local_tree: Path, baseline: dict[str, Any], run_cli: RunCli, tmp_path: Path
+) -> None:
+    out = f"file://{tmp_path / 'out'}"
+    code, _ = run_cli(f"file://{local_tree}", *ARGS, output=out)
+    assert code == 3
+    assert _snapshot(out, {}) == baseline
+
+
+def test_memory_equals_local_paths(
+    local_tree: Path, baseline: dict[str, Any], run_cli: RunCli, memory_root: str
+) -> None:
+    _upload(local_tree, f"{memory_root}/in", {})
+    code, _ = run_cli(f"{memory_root}/in", *ARGS, output=f"{memory_root}/out")
+    assert code == 3
+    assert _snapshot(f"{memory_root}/out", {}) == baseline
+
+
+def test_s3_equals_local_paths_and_reruns_write_nothing_new(
+    local_tree: Path,
+    baseline: dict[str, Any],
+    run_cli: RunCli,
+    s3_bucket: tuple[str, dict[str, Any]],
+) -> None:
+    bucket, storage = s3_bucket
+    _upload(local_tree, f"{bucket}/in", storage)
+    endpoint = ("--storage-option", f"endpoint_url={storage['endpoint_url']}")
+    code, _ = run_cli(f"{bucket}/in", *ARGS, *endpoint, output=f"{bucket}/out")
+    assert code == 3
+    assert _snapshot(f"{bucket}/out", storage) == baseline
+
+    fs, _ = fsspec.core.url_to_fs(bucket, **storage)
+
+    def objects() -> dict[str, str]:
+        fs.invalidate_cache()
+        found = fs.find(f"{bucket}/out", detail=True)
+        return {key: info["ETag"] for key, info in found.items() if not key.endswith("_run.json")}
+
+    before = objects()
+    code, _ = run_cli(f"{bucket}/in", *ARGS, *endpoint, output=f"{bucket}/out")
+    assert code == 3
+    assert objects() == before, "a rerun over unchanged inputs must write no new data objects"
+
+
+def test_storage_options_from_the_environment(
+    local_tree: Path,
+    run_cli: RunCli,
+    s3_bucket: tuple[str, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bucket, storage = s3_bucket
+    _upload(local_tree / "images", f"{bucket}/in", storage)
+    monkeypatch.setenv("MASK_PIPELINE_STORAGE_OPTIONS", json.dumps(storage))
+    code, _ = run_cli(f"{bucket}/in", output=f"{bucket}/out")
+    assert code == 0
+    assert read_run(f"{bucket}/out")["accounting"]["in_errors"] == 0
+
+
+def test_missing_bucket_exits_1_naming_the_url(
+    run_cli: RunCli, s3_bucket: tuple[str, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, storage = s3_bucket
+    endpoint = f"endpoint_url={storage['endpoint_url']}"
+    code, _ = run_cli(
+        "s3://no-such-bucket/in", "--storage-option", endpoint, output="s3://test-bucket/out"
+    )
+    assert code == 1
+    assert "s3://no-such-bucket/in" in capsys.readouterr().err
+    fs, _ = fsspec.core.url_to_fs("s3://test-bucket", **storage)
+    fs.invalidate_cache()
+    assert not fs.exists("test-bucket/out/_run.json")
+
+
+def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_external_scheduler_and_worker_processes_on_s3(
+    local_tree: Path,
+    baseline: dict[str, Any],
+    run_cli: RunCli,
+    s3_bucket: tuple[str, dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    """A real ``dask scheduler`` and two ``dask worker`` processes; workers read and write S3."""
+    bucket, storage = s3_bucket
+    _upload(local_tree, f"{bucket}/in", storage)
+    scheduler_file = tmp_path / "scheduler.json"
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    processes = [
+        _start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file)], env)
+    ]  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        for _ in range(2):
+            processes.append(
+                _start([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                        "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"], env)
+            )  # fmt: skip
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+        endpoint = ("--storage-option", f"endpoint_url={storage['endpoint_url']}")
+        code, _ = run_cli(
+            f"{bucket}/in", *ARGS, *endpoint, output=f"{bucket}/out", scheduler=address
+        )
+        assert code == 3
+        record = read_run(f"{bucket}/out", storage)
+        assert record["scheduler"]["kind"] == "external"
+        assert record["scheduler"]["workers"] == 2
+        assert _snapshot(f"{bucket}/out", storage) == baseline
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
