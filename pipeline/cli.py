@@ -86,6 +86,11 @@ def _add_celantur_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="fsspec/s3fs storage option, repeatable (e.g. endpoint_url=http://127.0.0.1:9000)",
     )
+    parser.add_argument(
+        "--incremental",
+        action="store_true",
+        help="process only new or changed inputs, reusing recorded results of the others",
+    )
     _add_execution_arguments(parser)
 
 
@@ -138,6 +143,7 @@ def _celantur_options(args: argparse.Namespace) -> CelanturOptions:
         max_json_bytes=args.max_json_bytes,
         gap_iou=args.gap_iou,
         gap_max_frames=args.gap_max_frames,
+        incremental=args.incremental,
         storage_options=_storage_options(args),
         execution=_execution(args),
     )

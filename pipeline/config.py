@@ -72,6 +72,8 @@ class CelanturOptions:
     max_json_bytes : metadata files larger than this are refused.
     gap_iou : smallest box IoU that links a video detection to a track (anonymisation gaps).
     gap_max_frames : longest blink, in frames, reported as an anonymisation gap.
+    incremental : reuse the recorded results of batches whose inputs and options are unchanged
+        (the ledger under ``_ledger/``); the tables equal those of a full run.
     storage_options : fsspec/s3fs options (endpoint, profile, anon...) for source and output.
     execution : scheduler and batching.
     """
@@ -84,6 +86,7 @@ class CelanturOptions:
     max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
     gap_iou: float = 0.3
     gap_max_frames: int = 3
+    incremental: bool = False
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     execution: ExecutionOptions = field(default_factory=ExecutionOptions)
 

@@ -20,7 +20,7 @@ from typing import Any, cast
 from pipeline.config import CelanturOptions
 from pipeline.formats.celantur import Encoding
 from pipeline.graph import Executor, open_executor
-from pipeline.io.parquet import write_part
+from pipeline.io.parquet import write_part_if_changed
 from pipeline.io.runrecord import RUN_RECORD, write_run_record
 from pipeline.io.storage import (
     InputFile,
@@ -30,6 +30,7 @@ from pipeline.io.storage import (
     storage_options_with_environment,
 )
 from pipeline.stages.common import TaskContext
+from pipeline.stages.ledger import LEDGER, entry_path
 from pipeline.stages.plan import (
     Batch,
     ImageGroup,
@@ -40,7 +41,7 @@ from pipeline.stages.plan import (
     order_chunks,
 )
 from pipeline.stages.summary import BatchSummary
-from pipeline.stages.work import Work, run_work
+from pipeline.stages.work import Work, ledger_name, run_work
 from pipeline.tables import CELANTUR_TABLES, empty, to_arrow
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT_ERRORS = 0, 1, 2, 3
@@ -48,7 +49,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT_ERRORS = 0, 1, 2, 3
 BATCHES_PER_THREAD = 4
 PACKAGE = "mask-pipeline"
 #: What a run writes at its output root (besides nothing else: other files are left alone).
-OUTPUT_ENTRIES = (*(f"{t}/" for t in CELANTUR_TABLES), "scaled/", "_work/", RUN_RECORD)
+OUTPUT_ENTRIES = (
+    *(f"{t}/" for t in CELANTUR_TABLES), "scaled/", "_work/", f"{LEDGER}/", RUN_RECORD,
+)  # fmt: skip
 
 
 @dataclass
@@ -156,7 +159,9 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
             ),
         )
         clock = time.perf_counter()
-        encoding, encoding_warning, summary = _execute(options, ctx, executor, plan, timings)
+        encoding, encoding_warning, summary, ledger = _execute(
+            options, ctx, executor, plan, timings
+        )
         scheduler = dict(executor.description)
     timings["execute"] = time.perf_counter() - clock
 
@@ -164,12 +169,14 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
     summary = summary.merge(_run_level_rows(output, fingerprint, encoding_warning))
     summary_table = to_arrow("summary", summary.summary_rows(encoding))
     summary.parts["summary"] = [
-        write_part(output, f"summary/part-{fingerprint}.parquet", summary_table)
+        write_part_if_changed(output, f"summary/part-{fingerprint}.parquet", summary_table)
     ]
     summary.rows["summary"] = summary_table.num_rows
     for table in CELANTUR_TABLES:
         if not summary.parts.get(table):
-            summary.parts[table] = [write_part(output, f"{table}/part-empty.parquet", empty(table))]
+            summary.parts[table] = [
+                write_part_if_changed(output, f"{table}/part-empty.parquet", empty(table))
+            ]
 
     exit_code = EXIT_INPUT_ERRORS if summary.errors.get("error") else EXIT_OK
     batches = len(plan.image_batches) + len(plan.chunk_batches)
@@ -202,12 +209,13 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
             "mask_scale": options.mask_scale,
         },
         "errors": dict(summary.errors),
+        "work": {"done": summary.work.get("done", 0), "reused": summary.work.get("reused", 0)},
         "exit_code": exit_code,
         "timings": timings,
     }
     timings["commit"] = time.perf_counter() - clock
     write_run_record(output, record)
-    _remove_orphans(output, record, files, options)
+    _remove_orphans(output, record, files, options, ledger)
     return RunResult(
         output=options.output,
         tables={
@@ -235,7 +243,7 @@ def _execute(
     executor: Executor,
     plan: Plan,
     timings: dict[str, float],
-) -> tuple[Encoding, str | None, BatchSummary]:
+) -> tuple[Encoding, str | None, BatchSummary, set[str]]:
     """Two passes over the cluster. Pass 1: image batches (measured, or finished when the
     encoding is given) and video chunk batches. Pass 2: what needs all of pass 1 — finishing
     images under the encoding ``auto`` decided, and linking each video across its chunks."""
@@ -255,8 +263,9 @@ def _execute(
         encoding = "v26"  # no instance mask to decide on, and none to type
     second = [] if given else [Work("finish", b, encoding) for b in plan.image_batches]
     second += [Work("tracks", a) for a in assign_tracking(plan.chunk_batches, plan.fingerprint)]
+    ledger = {ledger_name(work) for work in (*first, *second)}
     summary = summary.merge(_run_pass(executor, second, ctx, "pass 2", options))
-    return encoding, warning, summary
+    return encoding, warning, summary, ledger
 
 
 def _run_pass(
@@ -280,16 +289,23 @@ def _run_level_rows(output: Location, fingerprint: str, warning: str | None) -> 
         summary.add_errors(rows)
         summary.rows["errors"] = len(rows)
         summary.parts["errors"] = [
-            write_part(output, f"errors/part-run-{fingerprint}.parquet", to_arrow("errors", rows))
+            write_part_if_changed(
+                output, f"errors/part-run-{fingerprint}.parquet", to_arrow("errors", rows)
+            )
         ]
     return summary
 
 
 def _remove_orphans(
-    output: Location, record: dict[str, Any], inputs: list[InputFile], options: CelanturOptions
+    output: Location,
+    record: dict[str, Any],
+    inputs: list[InputFile],
+    options: CelanturOptions,
+    ledger: set[str],
 ) -> None:
     """After the commit, delete what no committed record lists: parts of earlier runs with other
-    inputs or options, parked rows of crashed runs, rescaled masks of removed inputs."""
+    inputs or options, parked rows of crashed runs, rescaled masks of removed inputs, ledger
+    entries of work this run did not need."""
     listed = {part for info in record["tables"].values() for part in info["parts"]}
     stale = [
         f.rel for table in CELANTUR_TABLES for f in output.list_files(table)
@@ -301,6 +317,8 @@ def _remove_orphans(
     ]  # fmt: skip
     expected_scaled = {f"scaled/{f.rel}" for f in inputs} if options.mask_scale else set()
     stale += [f.rel for f in output.list_files("scaled") if f.rel not in expected_scaled]
+    used = {entry_path(name) for name in ledger}
+    stale += [f.rel for f in output.list_files(LEDGER) if f.rel not in used]
     output.remove(stale)
     if output.exists("_work"):
         output.fs.rm(output.path("_work"), recursive=True)

@@ -23,6 +23,19 @@ def write_part(location: Location, rel: str, table: pa.Table) -> str:
     return rel
 
 
+def write_part_if_changed(location: Location, rel: str, table: pa.Table) -> str:
+    """Like :func:`write_part`, but leave an object holding the same bytes alone, so a rerun
+    over unchanged inputs rewrites nothing (for the small parts the client itself writes)."""
+    data = table_bytes(table)
+    try:
+        if location.read_bytes(rel) == data:
+            return rel
+    except FileNotFoundError:
+        pass
+    location.write_bytes(rel, data)
+    return rel
+
+
 def read_parts(location: Location, rels: list[str], schema: pa.Schema) -> pa.Table:
     """Concatenate the named parts (an empty table of ``schema`` when there are none)."""
     tables = [pq.read_table(io.BytesIO(location.read_bytes(rel))) for rel in rels]

@@ -565,7 +565,15 @@ def measure_and_park(batch: Batch, ctx: TaskContext) -> EncodingEvidence:
 
 
 def finish_parked(batch: Batch, ctx: TaskContext, encoding: Encoding) -> BatchSummary:
-    """Second pass of ``auto``: finish the parked rows under the decided encoding."""
-    summary = finish_batch(load_measured(batch.key, ctx), encoding, ctx)
+    """Second pass of ``auto``: finish the parked rows under the decided encoding.
+
+    Nothing is parked when an incremental run took this batch's evidence from the ledger but
+    the encoding then changed: the batch is measured again here.
+    """
+    try:
+        measured = load_measured(batch.key, ctx)
+    except FileNotFoundError:
+        return process_batch(batch, ctx, encoding)
+    summary = finish_batch(measured, encoding, ctx)
     remove_parked(batch.key, ctx)
     return summary

@@ -4,6 +4,7 @@ by bytes, and assign each video's chunk batches to one tracking task."""
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ class Batchable(Protocol):
     @property
     def files(self) -> tuple[InputFile, ...]: ...
 
+    @property
+    def identity(self) -> str: ...
+
 
 Item = TypeVar("Item", bound=Batchable)
 
@@ -35,6 +39,11 @@ class ImageGroup:
     instance: InputFile | None = None
     binary: InputFile | None = None
     metadata: InputFile | None = None
+
+    @property
+    def identity(self) -> str:
+        """What stays the same while the image's files change: folder and stem."""
+        return f"{self.folder}/{self.stem}"
 
     @property
     def files(self) -> tuple[InputFile, ...]:
@@ -65,6 +74,11 @@ class VideoChunk:
     def bytes(self) -> int:
         """Input bytes."""
         return self.file.size
+
+    @property
+    def identity(self) -> str:
+        """The chunk file's path."""
+        return self.file.rel
 
     @property
     def files(self) -> tuple[InputFile, ...]:
@@ -181,25 +195,36 @@ def batch_groups(
 ) -> list[Batch[Item]]:
     """Cut consecutive items into batches of about ``batch_bytes`` input bytes.
 
-    Small collections are cut into at least ``min_batches`` batches (when there are that many
-    groups) so every worker gets work; large ones into as many as their bytes need, which keeps
-    the graph near ``total bytes / batch_bytes`` tasks whatever the number of files.
-    Batch keys hash the inputs' paths, sizes and versions with the options ``fingerprint``,
-    so unchanged inputs under unchanged options map to the same part names.
+    Boundaries are content-defined: a batch ends after an item whose identity hashes to 0 modulo
+    a power of two chosen so batches average the target size (and after at most four times the
+    target, which bounds a task's input). Adding, changing or removing one input therefore
+    changes only its own batch, and an incremental run redoes only that.
+
+    Small collections aim at ``min_batches`` batches so every worker gets work; large ones at
+    ``batch_bytes`` per batch, which keeps the graph near ``total bytes / batch_bytes`` tasks
+    whatever the number of files. Batch keys hash the inputs' paths, sizes and versions with
+    the options ``fingerprint``, so unchanged inputs under unchanged options keep their part names.
     """
     if not groups:
         return []
     total = sum(g.bytes for g in groups)
     target = max(1, min(batch_bytes, -(-total // max(1, min_batches))))
+    items_per_batch = max(1.0, target / max(1.0, total / len(groups)))
+    # A power of two moves rarely as the collection grows, so boundaries stay put.
+    divisor = 2 ** max(0, round(math.log2(items_per_batch)))
     batches: list[list[Item]] = [[]]
     filled = 0
     for group in groups:
-        if batches[-1] and filled + group.bytes > target:
-            batches.append([])
-            filled = 0
         batches[-1].append(group)
         filled += group.bytes
-    return [Batch(_batch_key(chunk, fingerprint), tuple(chunk)) for chunk in batches]
+        if _boundary_hash(group.identity) % divisor == 0 or filled >= 4 * target:
+            batches.append([])
+            filled = 0
+    return [Batch(_batch_key(chunk, fingerprint), tuple(chunk)) for chunk in batches if chunk]
+
+
+def _boundary_hash(identity: str) -> int:
+    return int.from_bytes(hashlib.blake2b(identity.encode(), digest_size=8).digest(), "big")
 
 
 def _batch_key(groups: list[Item], fingerprint: str) -> str:

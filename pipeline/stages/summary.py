@@ -86,6 +86,7 @@ class BatchSummary:
     parts: dict[str, list[str]] = field(default_factory=dict)
     evidence: EncodingEvidence = field(default_factory=EncodingEvidence.empty)
     video_rows: list[dict[str, Any]] = field(default_factory=list)  # summary rows, one per video
+    work: Counter[str] = field(default_factory=Counter)  # work items done / reused from the ledger
 
     def merge(self, other: BatchSummary) -> BatchSummary:
         """The summary of both batches (associative: reduce in any grouping)."""
@@ -105,6 +106,7 @@ class BatchSummary:
             rows=self.rows + other.rows,
             parts={t: sorted(p) for t, p in parts.items()},
             evidence=self.evidence.merge(other.evidence),
+            work=self.work + other.work,
             video_rows=sorted(
                 self.video_rows + other.video_rows,
                 key=lambda r: (r["scope"], r["name"], r.get("value") or ""),
@@ -216,3 +218,90 @@ class BatchSummary:
                 }
             )
         return rows + self.video_rows
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON form, for the ledger of incremental runs (never pickle: the output root is shared storage)
+# ---------------------------------------------------------------------------------------------
+
+
+def _fraction_text(value: Fraction) -> str:
+    return f"{value.numerator}/{value.denominator}"
+
+
+def summary_to_json(summary: BatchSummary) -> dict[str, Any]:
+    """A JSON-able form of a summary; :func:`summary_from_json` inverts it exactly."""
+    return {
+        "masks": dict(summary.masks),
+        "types": {
+            name: {
+                "segments": t.segments,
+                "pixels": t.pixels,
+                "areas": {
+                    "counts": {str(k): v for k, v in t.areas.counts.items()},
+                    "minimum": t.areas.minimum,
+                    "maximum": t.areas.maximum,
+                },
+            }
+            for name, t in summary.types.items()
+        },
+        "labels": {
+            name: {
+                "detections": s.detections,
+                "anonymised": s.anonymised,
+                "score_sum": _fraction_text(s.score_sum),
+                "scored": s.scored,
+            }
+            for name, s in summary.labels.items()
+        },
+        "frames": summary.frames,
+        "duration_sum": _fraction_text(summary.duration_sum),
+        "durations": summary.durations,
+        "errors": dict(summary.errors),
+        "landed": dict(summary.landed),
+        "failed_inputs": dict(summary.failed_inputs),
+        "rows": dict(summary.rows),
+        "parts": summary.parts,
+        "evidence": {
+            "votes": summary.evidence.votes,
+            "colours_seen": summary.evidence.colours_seen,
+        },
+        "video_rows": summary.video_rows,
+    }
+
+
+def summary_from_json(data: dict[str, Any]) -> BatchSummary:
+    """The summary :func:`summary_to_json` wrote."""
+    return BatchSummary(
+        masks=Counter(data["masks"]),
+        types={
+            name: TypeStats(
+                t["segments"],
+                t["pixels"],
+                AreaSketch(
+                    {int(k): v for k, v in t["areas"]["counts"].items()},
+                    t["areas"]["minimum"],
+                    t["areas"]["maximum"],
+                ),
+            )
+            for name, t in data["types"].items()
+        },
+        labels={
+            name: LabelStats(
+                s["detections"], s["anonymised"], Fraction(s["score_sum"]), s["scored"]
+            )
+            for name, s in data["labels"].items()
+        },
+        frames=data["frames"],
+        duration_sum=Fraction(data["duration_sum"]),
+        durations=data["durations"],
+        errors=Counter(data["errors"]),
+        landed=Counter(data["landed"]),
+        failed_inputs=Counter(data["failed_inputs"]),
+        rows=Counter(data["rows"]),
+        parts={table: list(parts) for table, parts in data["parts"].items()},
+        evidence=EncodingEvidence(
+            votes=dict(data["evidence"]["votes"]), colours_seen=data["evidence"]["colours_seen"]
+        ),
+        video_rows=list(data["video_rows"]),
+    )

@@ -3,12 +3,14 @@ mix image batches and video batches and keep every worker busy."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Literal, cast
 
 from pipeline.formats.celantur import Encoding
 from pipeline.stages import celantur, video
 from pipeline.stages.common import TaskContext
+from pipeline.stages.ledger import load_entry, save_entry
 from pipeline.stages.plan import Batch, ImageGroup, TrackAssignment, VideoChunk
 from pipeline.stages.summary import BatchSummary
 
@@ -29,8 +31,34 @@ class Work:
     encoding: Encoding | None = None
 
 
+def ledger_name(work: Work) -> str:
+    """The ledger entry of a work item: typed image results depend on the encoding too."""
+    if work.step in ("images", "finish"):
+        return f"images-{work.item.key}-{work.encoding}"
+    if work.step == "measure":
+        return f"evidence-{work.item.key}"
+    return f"{work.step}-{work.item.key}"
+
+
 def run_work(work: Work, ctx: TaskContext) -> BatchSummary:
-    """Run one work item on a worker; returns its small summary."""
+    """Run one work item on a worker; returns its small summary.
+
+    With ``incremental``, a ledger entry for exactly this work (whose parts all still exist) is
+    returned instead. Either way the finished work is recorded in the ledger.
+    """
+    name = ledger_name(work)
+    if ctx.options.incremental:
+        recorded = load_entry(ctx.output, name)
+        if recorded is not None:
+            recorded.work = Counter(reused=1)
+            return recorded
+    summary = _run_step(work, ctx)
+    save_entry(ctx.output, name, summary)
+    summary.work = Counter(done=1)
+    return summary
+
+
+def _run_step(work: Work, ctx: TaskContext) -> BatchSummary:
     if work.step == "chunks":
         return video.process_chunk_batch(cast(Batch[VideoChunk], work.item), ctx)
     if work.step == "tracks":

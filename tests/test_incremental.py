@@ -1,0 +1,109 @@
+"""Incremental runs: only new or changed inputs are processed, and the tables equal a full run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from reference import read_output
+
+from pipeline.sampledata import make_celantur_tree
+from pipeline.sampledata_video import make_video_fleet
+from pipeline.tables import CELANTUR_TABLES
+
+RunCli = Callable[..., tuple[int, Any]]
+
+
+def _tables(out: Path) -> dict[str, list[str]]:
+    return {
+        table: sorted(json.dumps(row, sort_keys=True) for row in read_output(out, table))
+        for table in CELANTUR_TABLES
+    }
+
+
+def _record(out: Path) -> dict[str, Any]:
+    return json.loads((out / "_run.json").read_text())
+
+
+def _data_objects(out: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file but the run record, with its modification time and bytes."""
+    return {
+        str(p.relative_to(out)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != "_run.json"
+    }
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "in"
+    make_celantur_tree(root / "images", seed=21, images=24)
+    make_video_fleet(root / "videos", seed=21, videos=3, frames_per_video=1100, quirks=False)
+    return root
+
+
+@pytest.mark.parametrize("encoding", ["auto", "v26"])
+def test_unchanged_inputs_do_no_work_and_write_nothing(
+    encoding: str, tree: Path, run_cli: RunCli, tmp_path: Path
+) -> None:
+    args = ("--encoding", encoding, "--mask-scale", "50", "--batch-bytes", "20000")
+    _, out = run_cli(tree, *args, output=tmp_path / "out")
+    first = _record(out)
+    assert first["work"]["done"] > 4 and first["work"]["reused"] == 0
+    objects = _data_objects(out)
+    tables = _tables(out)
+
+    code, _ = run_cli(tree, *args, "--incremental", output=out)
+    assert code == 0
+    again = _record(out)
+    assert again["work"] == {"done": 0, "reused": first["work"]["done"]}
+    assert _tables(out) == tables
+    assert _data_objects(out) == objects, "no data object may be rewritten"
+
+
+@pytest.mark.parametrize("encoding", ["auto", "v26"])
+def test_changes_redo_only_their_batches_and_equal_a_full_run(
+    encoding: str, tree: Path, run_cli: RunCli, tmp_path: Path
+) -> None:
+    args = ("--encoding", encoding, "--mask-scale", "50", "--batch-bytes", "20000")
+    _, out = run_cli(tree, *args, output=tmp_path / "out")
+    batches = _record(out)["inputs"]["batches"]
+
+    # Add two images, change one mask, remove one image's files, change one video chunk.
+    extra = make_celantur_tree(tmp_path / "extra", seed=99, images=2)
+    for image in extra.images:
+        for rel in (image.instance_path, image.binary_path, image.metadata_path):
+            if rel:
+                target = tree / "images" / "added" / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(extra.root / rel, target)
+    masks = sorted((tree / "images").rglob("*_ins_ma*.png"))
+    changed, removed = masks[3], masks[10]
+    shutil.copyfile(masks[0], changed)
+    stem = removed.name.split("_ins_ma")[0]
+    for path in removed.parent.glob(f"{stem}*"):
+        path.unlink()
+    chunk = sorted((tree / "videos").rglob("*.json"))[1]
+    frames = json.loads(chunk.read_text())
+    frames[7]["detections"] = []
+    chunk.write_text(json.dumps(frames))
+
+    code, _ = run_cli(tree, *args, "--incremental", output=out)
+    assert code == 0
+    work = _record(out)["work"]
+    assert work["reused"] > 0
+    assert batches >= 15
+    # Five changes touch at most two batches each (their image or chunk batch, a track task).
+    assert work["done"] <= 8, f"{work} of {batches} batches for five changed inputs"
+
+    code, full = run_cli(tree, *args, output=tmp_path / "full")
+    assert code == 0
+    assert _tables(out) == _tables(full)
+    assert sorted(p.name for p in (out / "masks").iterdir()) == sorted(
+        p.name for p in (full / "masks").iterdir()
+    )
+    assert not (out / "scaled" / removed.relative_to(tree)).exists()
