@@ -44,8 +44,13 @@ def _grow(keys: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @numba.njit(cache=True, nogil=True)
-def _colour_stats_kernel(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """One pass over an (H, W, C>=3) uint8 image; returns (keys, table, background_pixels).
+def _colour_stats_kernel(
+    pixels: np.ndarray, skip_black: bool
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """One pass over an (H, W, C>=3) uint8 image; returns (keys, table, black_pixels).
+
+    With ``skip_black``, (0, 0, 0) is counted apart and not measured (Celantur background);
+    without, it is measured like any colour (a ClearML label value may be black).
 
     Masks are long runs of one colour, so each row is walked run by run and the accumulator is
     touched once per run; the hash lookup is skipped while the colour repeats.
@@ -72,7 +77,7 @@ def _colour_stats_kernel(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, in
                 x += 1
             run = x - start
             key = (np.int64(r) << 16) | (np.int64(g) << 8) | np.int64(b)
-            if key == 0:
+            if key == 0 and skip_black:
                 background += run
                 continue
             if key != last_key:
@@ -133,18 +138,25 @@ class ColourStats:
         return len(self.pixels)
 
     @property
+    def keys(self) -> np.ndarray:
+        """Each colour packed as ``r << 16 | g << 8 | b`` (int64)."""
+        c = self.colours.astype(np.int64)
+        return np.asarray((c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2])
+
+    @property
     def foreground_pixels(self) -> int:
         """Pixels of any non-background colour."""
         return self.width * self.height - self.background_pixels
 
 
-def colour_stats(rgb: np.ndarray) -> ColourStats:
-    """Measure every distinct non-background colour of an RGB(A) mask in one pass.
+def colour_stats(rgb: np.ndarray, *, skip_black: bool = True) -> ColourStats:
+    """Measure every distinct colour of an RGB(A) mask in one pass.
 
     Parameters
     ----------
     rgb : (H, W, C) uint8 array with C >= 3; channels beyond the third (alpha) are ignored.
-        Background is exactly (0, 0, 0).
+    skip_black : (0, 0, 0) is background, counted in ``background_pixels`` only (Celantur);
+        when false it is measured like any colour (``background_pixels`` is then 0).
 
     Returns
     -------
@@ -152,7 +164,7 @@ def colour_stats(rgb: np.ndarray) -> ColourStats:
     """
     if rgb.ndim != 3 or rgb.shape[2] < 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, >=3) uint8 array, got {rgb.shape} {rgb.dtype}")
-    keys, table, background = _colour_stats_kernel(rgb)
+    keys, table, background = _colour_stats_kernel(rgb, skip_black)
     used = keys != _EMPTY
     keys, table = keys[used], table[used]
     order = np.argsort(keys, kind="stable")
