@@ -123,11 +123,19 @@ def parse_detection(raw: Any, index: int, findings: list[Finding]) -> Detection 
     if colour is None and raw.get("color") is not None:
         findings.append(Finding("warning", "bad_color", f"{where}: color {raw['color']!r}"))
     label = raw.get("type_label")
+    if label is not None and not isinstance(label, str):
+        findings.append(Finding("warning", "bad_field", f"{where}: type_label {label!r}"))
+        label = None
+    integers = {}
+    for name in ("id", "type"):
+        integers[name] = _integer(raw.get(name))
+        if raw.get(name) is not None and integers[name] is None:
+            findings.append(Finding("warning", "bad_field", f"{where}: {name} {raw[name]!r}"))
     return Detection(
         index=index,
-        detection_id=_integer(raw.get("id")),
-        type=_integer(raw.get("type")),
-        type_label=label if isinstance(label, str) else None,
+        detection_id=integers["id"],
+        type=integers["type"],
+        type_label=label,
         score=score,
         is_anonymised=anonymised,
         bbox=(bbox[0], bbox[1], bbox[2], bbox[3]) if bbox else None,

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.config import CelanturOptions
 from pipeline.formats.metadata import MetadataError
 from pipeline.formats.video import MAX_CHUNK_FRAMES, ParsedChunk, parse_chunk, summarise_findings
 from pipeline.io.jsonio import JsonError
@@ -157,8 +158,24 @@ def _frame_table(chunk: VideoChunk, parsed: ParsedChunk) -> pa.Table:
 # Pass 2: per-video linking and cross-chunk checks
 # ---------------------------------------------------------------------------------------------
 
-_FRAME_COLUMNS = ["source", "frame", "detections", "duration"]
-_DETECTION_COLUMNS = ["source", "frame", "type_label", "score", "x1", "y1", "x2", "y2"]
+_PART_COLUMNS = {
+    "frames": ["source", "frame", "duration"],
+    "detections": ["source", "frame", "type_label", "score", "x1", "y1", "x2", "y2"],
+    "chunks": ["source", "duplicate_frames"],
+}
+
+
+@dataclass
+class _ChunkFrames:
+    """One chunk's in-range frames and detections, sorted by frame (file order on ties)."""
+
+    frames: np.ndarray  # (f,) frame ids
+    durations: np.ndarray  # (f,) seconds, NaN when unknown
+    detection_frames: np.ndarray  # (n,)
+    labels: list[str | None]
+    scores: np.ndarray  # (n,) NaN when unknown
+    boxes: np.ndarray  # (n, 4) NaN rows when unknown
+    duplicates: int  # repeats of a frame id within the chunk file (dropped in pass 1)
 
 
 @dataclass
@@ -177,32 +194,101 @@ class _VideoStats:
     gaps: int = 0
 
 
+class _VideoStream:
+    """Feeds one video's frames to the gap finder in frame order, the first copy of a frame
+    (in chunk start order) winning.
+
+    Chunks arrive sorted by start frame and only frames inside a chunk's name range are linked,
+    so once a chunk starting at ``s`` arrives no later chunk can hold a frame below ``s``: those
+    frames are final and are fed; frames at or above ``s`` wait, since an overlapping later
+    chunk may hold the ones this chunk lacks.
+    """
+
+    def __init__(self, finder: GapFinder, stats: _VideoStats) -> None:
+        self.finder = finder
+        self.stats = stats
+        self.pending: dict[int, tuple[_ChunkFrames, int, slice]] = {}
+        self.horizon: int | None = None  # every frame below was fed
+        self.gaps: list[Gap] = []
+
+    def add(self, chunk: _ChunkFrames, start: int) -> None:
+        """Take a chunk (after feeding what it makes final)."""
+        self.flush(below=start)
+        self.stats.duplicate_frames += chunk.duplicates
+        bounds = np.searchsorted(chunk.detection_frames, chunk.frames, side="left")
+        ends = np.searchsorted(chunk.detection_frames, chunk.frames, side="right")
+        for position, frame in enumerate(chunk.frames.tolist()):
+            if frame in self.pending or (self.horizon is not None and frame < self.horizon):
+                self.stats.duplicate_frames += 1
+                continue
+            self.pending[frame] = (chunk, position, slice(bounds[position], ends[position]))
+
+    def flush(self, below: int | None = None) -> None:
+        """Feed the pending frames below ``below`` (all of them when ``None``) in frame order."""
+        ready = sorted(f for f in self.pending if below is None or f < below)
+        if ready:
+            entries = [self.pending.pop(f) for f in ready]
+            frames = np.asarray(ready, dtype=np.int64)
+            det_frames = np.concatenate([c.detection_frames[s] for c, _, s in entries])
+            labels = [label for c, _, s in entries for label in c.labels[s]]
+            scores = np.concatenate([c.scores[s] for c, _, s in entries])
+            boxes = np.concatenate([c.boxes[s] for c, _, s in entries]).reshape(-1, 4)
+            durations = np.array([c.durations[p] for c, p, _ in entries], dtype=np.float64)
+            self._count(frames, det_frames, labels, scores, durations)
+            self.gaps.extend(self.finder.feed(det_frames, labels, boxes, frames))
+        if below is not None:
+            self.horizon = below if self.horizon is None else max(self.horizon, below)
+
+    def _count(
+        self,
+        frames: np.ndarray,
+        det_frames: np.ndarray,
+        labels: list[str | None],
+        scores: np.ndarray,
+        durations: np.ndarray,
+    ) -> None:
+        stats = self.stats
+        stats.frames += len(frames)
+        stats.frames_with_detections += len(np.unique(det_frames))
+        stats.detections += len(det_frames)
+        finite = durations[np.isfinite(durations)]
+        stats.duration_sum += sum((Fraction(float(d)) for d in finite), Fraction(0))
+        stats.durations += len(finite)
+        stats.scores.add(scores)
+        for label, score in zip(labels, scores.tolist(), strict=True):
+            key = str(label)
+            stats.labels[key] += 1
+            if np.isfinite(score):
+                stats.label_scores.setdefault(key, []).append(Fraction(score))
+
+
 def track_videos(assignment: TrackAssignment, ctx: TaskContext) -> BatchSummary:
     """Link each assigned video's detections across frames and chunks; write ``gaps/``.
 
-    Reads only the ``frames/`` and ``detections/`` parts of the assignment's chunk batches, one
-    part at a time, in frame order. Side effects: ``gaps/part-<key>.parquet`` and
+    Reads only the ``frames/``, ``detections/`` and ``chunks/`` parts of the assignment's chunk
+    batches, in frame order. Side effects: ``gaps/part-<key>.parquet`` and
     ``errors/part-<key>.parquet`` (chunk gaps and overlaps, as warnings). Idempotent.
     """
     issues = ErrorLog()
     gap_rows: list[dict[str, Any]] = []
     summary = BatchSummary()
     parts = {key: _read_parts(ctx, key) for key in assignment.batch_keys}
+    options = ctx.options
+    assert isinstance(options, CelanturOptions), "video tracks belong to Celantur runs"
     for media, chunks in assignment.videos:
-        finder = GapFinder(min_iou=ctx.options.gap_iou, max_gap=ctx.options.gap_max_frames)
+        finder = GapFinder(min_iou=options.gap_iou, max_gap=options.gap_max_frames)
         stats = _VideoStats()
+        stream = _VideoStream(finder, stats)
         parsed_chunks: list[VideoChunk] = []
         for chunk in chunks:
-            frames, detections = _chunk_rows(parts, chunk)
-            if frames is None or detections is None:
+            rows = _chunk_rows(parts, chunk)
+            if rows is None:
                 continue  # the chunk failed to parse: already in errors/
             parsed_chunks.append(chunk)
-            _account_frames(stats, frames, detections, finder)
-            for gap in finder.feed(
-                detections["frame"], detections["type_label"], detections["boxes"], frames["frame"]
-            ):
-                stats.gaps += 1
-                gap_rows.append(_gap_row(media, gap))
+            stream.add(rows, chunk.start)
+        stream.flush()
+        stats.gaps = len(stream.gaps)
+        gap_rows.extend(_gap_row(media, gap) for gap in stream.gaps)
         chunk_gaps, chunk_overlaps = _compare_chunks(media, chunks, issues)
         span = (
             max(c.end for c in parsed_chunks) - min(c.start for c in parsed_chunks) + 1
@@ -212,98 +298,58 @@ def track_videos(assignment: TrackAssignment, ctx: TaskContext) -> BatchSummary:
         missing = max(span - stats.frames, 0)
         summary.video_rows.extend(_video_rows(media, stats, chunk_gaps, chunk_overlaps, missing))
     summary.add_errors(issues)
-    for table, rows in (("gaps", gap_rows), ("errors", issues)):
-        if rows:
-            summary.rows[table] = len(rows)
+    for table, rows_out in (("gaps", gap_rows), ("errors", issues)):
+        if rows_out:
+            summary.rows[table] = len(rows_out)
             part = f"{table}/part-{assignment.key}.parquet"
-            summary.parts[table] = [write_part(ctx.output, part, to_arrow(table, rows))]
+            summary.parts[table] = [write_part(ctx.output, part, to_arrow(table, rows_out))]
     return summary
 
 
-def _read_parts(ctx: TaskContext, key: str) -> dict[str, pa.Table | None]:
-    tables: dict[str, pa.Table | None] = {}
-    for table, columns in (("frames", _FRAME_COLUMNS), ("detections", _DETECTION_COLUMNS)):
+def _read_parts(ctx: TaskContext, key: str) -> dict[str, pa.Table]:
+    tables: dict[str, pa.Table] = {}
+    for table, columns in _PART_COLUMNS.items():
         rel = f"{table}/part-{key}.parquet"
         try:
             tables[table] = pq.read_table(io.BytesIO(ctx.output.read_bytes(rel)), columns=columns)
         except FileNotFoundError:
-            tables[table] = None  # the batch wrote no rows of this table
+            tables[table] = SCHEMAS[table].empty_table().select(columns)  # no rows written
     return tables
 
 
-def _chunk_rows(
-    parts: dict[str, dict[str, pa.Table | None]], chunk: VideoChunk
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The chunk's frames and its in-range detections, sorted by frame (file order on ties)."""
+def _floats(column: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(column.to_pylist(), dtype=np.float64)  # nulls become NaN
+
+
+def _chunk_rows(parts: dict[str, dict[str, pa.Table]], chunk: VideoChunk) -> _ChunkFrames | None:
+    """The chunk's in-range frames and detections (``None`` when it has no ``chunks/`` row:
+    it failed to parse)."""
     for tables in parts.values():
-        frames = tables["frames"]
-        if frames is None:
-            continue
-        mine = frames.filter(pc.equal(frames["source"], chunk.file.rel))
-        if mine.num_rows == 0:
-            continue
-        frame_ids = mine["frame"].to_numpy()
-        order = np.argsort(frame_ids, kind="stable")
-        in_range = (frame_ids[order] >= chunk.start) & (frame_ids[order] <= chunk.end)
-        frame_cols = {
-            "frame": frame_ids[order][in_range],
-            "detections": mine["detections"].to_numpy()[order][in_range],
-            "duration": np.asarray(mine["duration"].to_pylist(), dtype=np.float64)[order][in_range],
+        mine = {
+            name: table.filter(pc.equal(table["source"], chunk.file.rel))
+            for name, table in tables.items()
         }
-        detections = tables["detections"]
-        if detections is None:
-            return frame_cols, _no_detections()
-        rows = detections.filter(pc.equal(detections["source"], chunk.file.rel))
-        det_frames = rows["frame"].to_numpy()
-        keep = np.flatnonzero((det_frames >= chunk.start) & (det_frames <= chunk.end))
-        keep = keep[np.argsort(det_frames[keep], kind="stable")]
-        boxes = np.column_stack(
-            [np.asarray(rows[c].to_pylist(), dtype=np.float64) for c in ("x1", "y1", "x2", "y2")]
-        ).reshape(-1, 4)
-        labels = rows["type_label"].to_pylist()
-        return frame_cols, {
-            "frame": det_frames[keep],
-            "type_label": [labels[i] for i in keep],
-            "score": np.asarray(rows["score"].to_pylist(), dtype=np.float64)[keep],
-            "boxes": boxes[keep],
-        }
-    return None, None
-
-
-def _no_detections() -> dict[str, Any]:
-    return {"frame": np.zeros(0, np.int64), "type_label": [], "score": np.zeros(0),
-            "boxes": np.zeros((0, 4))}  # fmt: skip
-
-
-def _account_frames(
-    stats: _VideoStats,
-    frames: dict[str, Any],
-    detections: dict[str, Any],
-    finder: GapFinder,
-) -> None:
-    """Per-video statistics over the frames the finder has not seen yet (first copy counts)."""
-    last = finder.last_frame
-    fresh = frames["frame"] > (last if last is not None else -(2**62))
-    ids = frames["frame"][fresh]
-    fresh_unique = np.unique(ids)
-    stats.duplicate_frames += int((~fresh).sum()) + (len(ids) - len(fresh_unique))
-    stats.frames += len(fresh_unique)
-    durations = frames["duration"][fresh]
-    durations = durations[np.isfinite(durations)]
-    stats.duration_sum += sum((Fraction(float(d)) for d in durations), Fraction(0))
-    stats.durations += len(durations)
-    det_fresh = np.isin(detections["frame"], fresh_unique)
-    stats.frames_with_detections += len(np.unique(detections["frame"][det_fresh]))
-    stats.detections += int(det_fresh.sum())
-    scores = detections["score"][det_fresh]
-    stats.scores.add(scores)
-    for label, score in zip(
-        (detections["type_label"][i] for i in np.flatnonzero(det_fresh)), scores, strict=True
-    ):
-        key = str(label)
-        stats.labels[key] += 1
-        if np.isfinite(score):
-            stats.label_scores.setdefault(key, []).append(Fraction(float(score)))
+        if mine["chunks"].num_rows == 0:
+            continue
+        frames, det = mine["frames"], mine["detections"]
+        ids = frames["frame"].to_numpy()
+        order = np.argsort(ids, kind="stable")
+        keep = order[(ids[order] >= chunk.start) & (ids[order] <= chunk.end)]
+        det_frames = det["frame"].to_numpy()
+        in_range = np.flatnonzero((det_frames >= chunk.start) & (det_frames <= chunk.end))
+        det_keep = in_range[np.argsort(det_frames[in_range], kind="stable")]
+        labels = det["type_label"].to_pylist()
+        boxes = np.column_stack([_floats(det[c]) for c in ("x1", "y1", "x2", "y2")])
+        return _ChunkFrames(
+            frames=ids[keep],
+            durations=_floats(frames["duration"])[keep],
+            detection_frames=det_frames[det_keep],
+            labels=[labels[i] for i in det_keep],
+            scores=_floats(det["score"])[det_keep],
+            boxes=boxes.reshape(-1, 4)[det_keep],
+            duplicates=int(mine["chunks"]["duplicate_frames"][0].as_py() or 0),
+        )
+    return None
 
 
 def _compare_chunks(

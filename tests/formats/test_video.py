@@ -1,0 +1,323 @@
+"""Tests of :mod:`pipeline.formats.video`: video metadata chunks as columns.
+
+The fast typed path (msgspec) and the validating path must give identical columns for every chunk
+the schema accepts; chunks it refuses go to the validating path, which reports each problem.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.formats.metadata import Finding, MetadataError, ResolvedSize
+from pipeline.formats.video import (
+    _DECODER,
+    DETECTION_COLUMNS,
+    ParsedChunk,
+    _parse_validating,
+    parse_chunk,
+    summarise_findings,
+)
+from pipeline.io.jsonio import JsonError, parse_json
+
+CAP = 1 << 20
+COMPARED = ("detections", "frame_ids", "frame_sizes", "frame_detections", "frame_durations")
+
+
+def _columns(parsed: ParsedChunk) -> dict[str, Any]:
+    return {name: getattr(parsed, name) for name in COMPARED}
+
+
+def _dumps(document: Any) -> bytes:
+    return json.dumps(document, allow_nan=True).encode()
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategies: chunks the typed schema accepts (values may still be unusable, e.g. a score of 1.5)
+# ---------------------------------------------------------------------------------------------
+
+_numbers = st.one_of(
+    st.integers(-50, 5000), st.floats(-50, 5000, allow_nan=False, allow_infinity=False)
+)
+_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=8)
+
+
+def _maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(st.none(), strategy)
+
+
+_detection = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": _maybe(st.integers(0, 10**6)),
+        "parent_image": st.integers(0, 10**6),
+        "type": _maybe(st.integers(0, 255)),
+        "type_label": _maybe(st.sampled_from(["face", "license plate", "person", ""]) | _text),
+        "score": _maybe(
+            st.floats(-0.5, 1.5, allow_nan=False, allow_infinity=False) | st.integers(0, 1)
+        ),
+        "is_anonymised": _maybe(st.booleans()),
+        "is_anonymized": _maybe(st.booleans()),
+        "bbox": _maybe(
+            st.lists(_numbers, min_size=4, max_size=4) | st.lists(_numbers, min_size=0, max_size=6)
+        ),
+        "offset": _maybe(st.lists(_numbers, min_size=1, max_size=3)),
+        "color": _maybe(st.lists(st.integers(-3, 300), min_size=2, max_size=4)),
+    },
+)
+_frame = st.fixed_dictionaries(
+    {"id": st.integers(-3, 40), "detections": st.lists(_detection, max_size=5)},
+    optional={
+        "size": _maybe(
+            st.lists(st.integers(1, 4000), min_size=2, max_size=2)
+            | st.lists(st.integers(-2, 4000), min_size=1, max_size=3)
+        ),
+        "duration": _maybe(
+            st.floats(0, 5, allow_nan=False, allow_infinity=False) | st.integers(0, 3)
+        ),
+    },
+)
+_chunk = st.lists(_frame, max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_chunk)
+def test_fast_and_validating_paths_give_identical_columns(frames: list[dict[str, Any]]) -> None:
+    data = _dumps(frames)
+    _DECODER.decode(data)  # the typed schema accepts it: parse_chunk takes the fast path
+    fast = parse_chunk(data, max_bytes=CAP)
+    slow = _parse_validating(parse_json(data))
+    assert _columns(fast) == _columns(slow)
+    assert (fast.frames_in_file, fast.duplicate_frames) == (
+        slow.frames_in_file,
+        slow.duplicate_frames,
+    )
+    assert set(fast.detections) == set(DETECTION_COLUMNS)
+    assert all(len(values) == fast.detection_count for values in fast.detections.values())
+    assert fast.frame_ids == list(dict.fromkeys(f["id"] for f in frames))
+    if len(set(f["id"] for f in frames)) == len(frames):
+        assert {f.error for f in fast.findings} == {f.error for f in slow.findings}
+
+
+@settings(max_examples=150, deadline=None)
+@given(_chunk.filter(lambda fs: any(f["detections"] for f in fs)), st.data())
+def test_a_nan_score_only_nulls_that_score(
+    frames: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    """A NaN literal forces the validating path; the columns equal the fast path's on the same
+    chunk with that score null, and the problem is reported."""
+    where = [(i, j) for i, f in enumerate(frames) for j in range(len(f["detections"]))]
+    i, j = data.draw(st.sampled_from(where))
+    with_null = json.loads(json.dumps(frames))
+    with_null[i]["detections"][j]["score"] = None
+    with_nan = json.loads(json.dumps(frames))
+    with_nan[i]["detections"][j]["score"] = float("nan")
+    parsed = parse_chunk(_dumps(with_nan), max_bytes=CAP)
+    assert _columns(parsed) == _columns(parse_chunk(_dumps(with_null), max_bytes=CAP))
+    first_copy = all(frames[k]["id"] != frames[i]["id"] for k in range(i))
+    expected = Finding(
+        "warning", "bad_score", f"frame {frames[i]['id']}: detection {j}: score nan not in 0..1"
+    )
+    assert (expected in parsed.findings) == first_copy
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs the typed schema refuses: documented rows and findings
+# ---------------------------------------------------------------------------------------------
+
+
+def _detection(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": 0, "parent_image": 7, "offset": [1, 2], "bbox": [1, 2, 11, 22], "type": 103,
+        "score": 0.5, "is_anonymised": True, "type_label": "face", "color": None,
+    }  # fmt: skip
+    base.update(fields)
+    return base
+
+
+def _frame(frame_id: Any = 7, detections: Any = None, **fields: Any) -> dict[str, Any]:
+    frame = {"id": frame_id, "detections": [_detection()] if detections is None else detections,
+             "size": [100, 200], "duration": 0.25}  # fmt: skip
+    frame.update(fields)
+    return frame
+
+
+def _refused(frames: list[Any]) -> ParsedChunk:
+    data = _dumps(frames)
+    with pytest.raises((msgspec.ValidationError, msgspec.DecodeError)):
+        _DECODER.decode(data)
+    return parse_chunk(data, max_bytes=CAP)
+
+
+def test_nan_score_is_null_with_a_finding() -> None:
+    parsed = _refused([_frame(detections=[_detection(score=float("nan")), _detection(id=1)])])
+    assert parsed.detections["score"] == [None, 0.5]
+    assert parsed.detections["detection_id"] == [0, 1]
+    assert parsed.findings == [
+        Finding("warning", "bad_score", "frame 7: detection 0: score nan not in 0..1")
+    ]
+
+
+def test_bool_score_is_null_with_a_finding() -> None:
+    parsed = _refused([_frame(detections=[_detection(score=True)])])
+    assert parsed.detections["score"] == [None]
+    assert parsed.findings == [
+        Finding("warning", "bad_score", "frame 7: detection 0: score True not in 0..1")
+    ]
+
+
+def test_integral_float_id_is_read_as_int() -> None:
+    parsed = _refused([_frame(detections=[_detection(id=3.0), _detection(id=4)])])
+    assert parsed.detections["detection_id"] == [3, 4]
+    assert all(type(v) is int for v in parsed.detections["detection_id"])
+    assert parsed.findings == []
+    # every other column as the fast path gives it for id 3
+    fast = parse_chunk(
+        _dumps([_frame(detections=[_detection(id=3), _detection(id=4)])]), max_bytes=CAP
+    )
+    assert _columns(parsed) == _columns(fast)
+
+
+@pytest.mark.parametrize("bad_id", [None, "7", True, 7.5, "missing"])
+def test_frame_without_integer_id_is_skipped(bad_id: Any) -> None:
+    middle = _frame(bad_id)
+    if bad_id == "missing":
+        del middle["id"]
+    parsed = _refused([_frame(1), middle, _frame(3)])
+    assert parsed.frame_ids == [1, 3]
+    assert parsed.detections["frame"] == [1, 3]
+    assert parsed.frames_in_file == 2
+    assert parsed.findings == [
+        Finding("warning", "bad_frame", "frame at position 1 has no integer id; skipped")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("detections", "kind"),
+    [({"a": 1}, "dict"), ("x", "str"), (None, "NoneType"), ("missing", "NoneType")],
+)
+def test_detections_not_a_list_leave_the_frame_without_detections(
+    detections: Any, kind: str
+) -> None:
+    frame = _frame(5, detections=[])
+    if detections == "missing":
+        del frame["detections"]
+    else:
+        frame["detections"] = detections
+    parsed = _refused([frame, _frame(6)])
+    assert parsed.frame_ids == [5, 6]
+    assert parsed.frame_detections == [0, 1]
+    assert parsed.detections["frame"] == [6]
+    assert parsed.findings == [
+        Finding("warning", "bad_detections", f"frame 5: 'detections' is {kind}, not a list")
+    ]
+
+
+def test_type_label_that_is_not_a_string_is_null_and_reported() -> None:
+    """The module promises that the validating path "reports each problem as a finding"."""
+    parsed = _refused([_frame(detections=[_detection(type_label=5), _detection(id=1)])])
+    assert parsed.detections["type_label"] == [None, "face"]
+    assert parsed.detections["detection_id"] == [0, 1]
+    assert any("type_label" in f.message for f in parsed.findings), parsed.findings
+
+
+def test_refused_chunk_keeps_everything_else() -> None:
+    """One bad value sends the chunk down the validating path; the other values stay."""
+    frames = [_frame(f, detections=[_detection(id=0, bbox=[f, f, 150, f + 10])]) for f in range(4)]
+    valid = parse_chunk(_dumps(frames), max_bytes=CAP)
+    frames[2]["detections"][0]["score"] = float("nan")
+    refused = _refused(frames)
+    expected = _columns(valid)
+    expected["detections"]["score"][2] = None
+    assert _columns(refused) == expected
+    assert refused.frame_sizes == [ResolvedSize(200, 100, "hw", "bbox")] * 4
+
+
+def test_top_level_object_is_a_metadata_error() -> None:
+    with pytest.raises(MetadataError) as info:
+        parse_chunk(b'{"id": 1, "detections": []}', max_bytes=CAP)
+    assert info.value.code == "bad_video_metadata"
+    assert "dict" in str(info.value)
+
+
+def test_not_json_is_a_json_error() -> None:
+    with pytest.raises(JsonError) as info:
+        parse_chunk(b'[{"id": 1, "detections": [', max_bytes=CAP)
+    assert info.value.code == "syntax"
+
+
+def test_too_large_is_a_json_error() -> None:
+    data = _dumps([_frame(f) for f in range(3)])
+    assert parse_chunk(data, max_bytes=len(data)).frame_ids == [0, 1, 2]
+    with pytest.raises(JsonError) as info:
+        parse_chunk(data, max_bytes=len(data) - 1)
+    assert info.value.code == "too_large"
+    assert str(len(data)) in str(info.value)
+
+
+def test_duplicate_frames_keep_the_first_copy() -> None:
+    frames = [_frame(1), _frame(2, detections=[]), _frame(1, detections=[]), _frame(2), _frame(3)]
+    parsed = parse_chunk(_dumps(frames), max_bytes=CAP)
+    assert parsed.frame_ids == [1, 2, 3]
+    assert parsed.frame_detections == [1, 0, 1]
+    assert parsed.detections["frame"] == [1, 3]
+    assert (parsed.frames_in_file, parsed.duplicate_frames) == (5, 2)
+    assert [f.error for f in parsed.findings] == ["duplicate_frame", "duplicate_frame"]
+    assert "frame id 1 " in parsed.findings[0].message
+
+
+def test_both_spellings_of_is_anonymised() -> None:
+    detections = [
+        {"is_anonymised": True},
+        {"is_anonymized": False},
+        {"is_anonymised": None, "is_anonymized": True},
+        {},
+    ]
+    parsed = parse_chunk(_dumps([_frame(detections=detections)]), max_bytes=CAP)
+    assert parsed.detections["is_anonymised"] == [True, False, True, None]
+
+
+def test_empty_chunk() -> None:
+    parsed = parse_chunk(b"[]", max_bytes=CAP)
+    assert parsed.frame_ids == [] and parsed.detection_count == 0 and parsed.findings == []
+
+
+# ---------------------------------------------------------------------------------------------
+# summarise_findings
+# ---------------------------------------------------------------------------------------------
+
+
+def test_summarise_findings_groups_per_severity_and_code() -> None:
+    findings = [Finding("warning", "bad_score", f"m{i}") for i in range(5)]
+    findings.insert(2, Finding("warning", "bad_bbox", "box"))
+    findings.append(Finding("error", "bad_score", "e"))
+    assert summarise_findings(findings) == [
+        Finding("warning", "bad_score", "5x m0; m1; m2 (+2 more)"),
+        Finding("warning", "bad_bbox", "box"),
+        Finding("error", "bad_score", "e"),
+    ]
+
+
+def test_summarise_findings_limit_and_exact_count() -> None:
+    findings = [Finding("warning", "x", "a"), Finding("warning", "x", "b")]
+    assert summarise_findings(findings) == [Finding("warning", "x", "2x a; b")]
+    assert summarise_findings(findings, limit=1) == [Finding("warning", "x", "2x a (+1 more)")]
+    three = [*findings, Finding("warning", "x", "c")]
+    assert summarise_findings(three) == [Finding("warning", "x", "3x a; b; c")]
+    assert summarise_findings([]) == []
+
+
+def test_nan_scores_in_many_frames_summarise_to_one_finding() -> None:
+    frames = [_frame(f, detections=[_detection(score=math.nan)]) for f in range(10)]
+    parsed = _refused(frames)
+    summary = summarise_findings(parsed.findings)
+    assert len(summary) == 1
+    assert summary[0].error == "bad_score"
+    assert summary[0].message.startswith("10x frame 0: detection 0: score nan")
+    assert summary[0].message.endswith("(+7 more)")
