@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from pipeline.api import read_run, read_table, run_celantur
-from pipeline.config import CelanturOptions, ExecutionOptions, OptionError
+from pipeline.api import read_run, read_table, run_celantur, run_clearml
+from pipeline.config import CelanturOptions, ClearmlOptions, ExecutionOptions, OptionError
 
 __all__ = [
     "CelanturOptions",
+    "ClearmlOptions",
     "ExecutionOptions",
     "OptionError",
     "read_run",
     "read_table",
     "run_celantur",
+    "run_clearml",
 ]

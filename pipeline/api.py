@@ -13,12 +13,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.config import CelanturOptions, ExecutionOptions
+from pipeline.config import CelanturOptions, ClearmlOptions, ExecutionOptions
 from pipeline.io.parquet import read_parts
 from pipeline.io.runrecord import read_run_record
 from pipeline.io.storage import Location, storage_options_with_environment
 from pipeline.runner import RunResult
 from pipeline.runner import run_celantur as _run_celantur
+from pipeline.runner import run_clearml as _run_clearml
 from pipeline.tables import SCHEMAS
 
 
@@ -61,6 +62,44 @@ def run_celantur(
     return _run_celantur(opts, client=client)
 
 
+def run_clearml(
+    frames: str | ClearmlOptions,
+    output: str | None = None,
+    *,
+    client: Any | None = None,
+    execution: ExecutionOptions | None = None,
+    **options: Any,
+) -> RunResult:
+    """Compute per-label (pixel mode) or opacity (alpha mode) tables for the masks of ClearML
+    Hyper-Dataset frames.
+
+    Parameters
+    ----------
+    frames : a frames document (JSON object, array or JSON Lines) or a folder of them, as a
+        URL; or a complete :class:`~pipeline.config.ClearmlOptions`.
+    output : output folder URL (required unless ``frames`` is an options object).
+    client : a ``dask.distributed.Client`` to run on (left open); ``None`` follows
+        ``execution.scheduler``.
+    execution : scheduler, workers, batching.
+    **options : any other :class:`~pipeline.config.ClearmlOptions` field: ``mask_labels`` (in
+        any of its forms, e.g. ``{(0, 0, 0): ["background"]}``, or a JSON file URL),
+        ``mode``, ``uri_map``, ``mask_scale``, ``storage_options``, ...
+
+    Returns
+    -------
+    RunResult, as :func:`run_celantur`. Side effects and idempotency likewise.
+    """
+    if isinstance(frames, ClearmlOptions):
+        opts = replace(frames, **options) if options else frames
+    else:
+        if output is None:
+            raise TypeError("run_clearml() needs an output folder")
+        opts = ClearmlOptions(frames=frames, output=output, **options)
+    if execution is not None:
+        opts = replace(opts, execution=execution)
+    return _run_clearml(opts, client=client)
+
+
 def read_run(output: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``_run.json`` of the last complete run under ``output``.
 
@@ -91,4 +130,4 @@ def read_table(
     return read_parts(location, parts, SCHEMAS[table])
 
 
-__all__ = ["RunResult", "read_run", "read_table", "run_celantur"]
+__all__ = ["RunResult", "read_run", "read_table", "run_celantur", "run_clearml"]

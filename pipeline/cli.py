@@ -1,4 +1,4 @@
-"""The command-line door: ``mask-pipeline celantur | demo | summary``.
+"""The command-line door: ``mask-pipeline celantur | clearml | demo | summary``.
 
 Exit codes (SPEC 4): 0 every input processed; 3 finished with inputs in ``errors/``; 2 usage
 error; 1 the run could not proceed (e.g. storage unreachable). Messages name the option or input.
@@ -7,6 +7,7 @@ error; 1 the run could not proceed (e.g. storage unreachable). Messages name the
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -15,14 +16,17 @@ from typing import Any
 
 from pipeline.config import (
     CelanturOptions,
+    ClearmlOptions,
     ExecutionOptions,
     OptionError,
+    RunOptions,
     nest_storage_options,
     parse_storage_option,
 )
 from pipeline.formats.celantur import ENCODING_CHOICES
+from pipeline.formats.clearml import MASK_MODES
 from pipeline.io.storage import StorageError
-from pipeline.runner import EXIT_FAILED, EXIT_USAGE, RunResult, run_celantur
+from pipeline.runner import EXIT_FAILED, EXIT_USAGE, RunResult, run_celantur, run_clearml
 
 
 def _add_execution_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,14 +45,19 @@ def _add_execution_arguments(parser: argparse.ArgumentParser) -> None:
     progress.add_argument("--no-progress", dest="progress", action="store_false")
 
 
-def _add_celantur_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = CelanturOptions(source="-", output="-")
+def _add_storage_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--encoding",
-        choices=ENCODING_CHOICES,
-        default=defaults.encoding,
-        help="instance-mask encoding; auto decides per dataset from evidence (default: auto)",
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fsspec/s3fs storage option, repeatable (e.g. endpoint_url=http://127.0.0.1:9000)",
     )
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of every run (the fields of RunOptions)."""
+    defaults = RunOptions(output="-")
     parser.add_argument(
         "--mask-scale",
         type=int,
@@ -59,38 +68,20 @@ def _add_celantur_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-pixels",
         type=int,
         default=defaults.max_pixels,
-        help="refuse PNGs declaring more pixels (decompression bombs)",
+        help="refuse PNGs (and video frames) declaring more pixels (decompression bombs)",
     )
     parser.add_argument(
         "--max-json-bytes",
         type=int,
         default=defaults.max_json_bytes,
-        help="refuse metadata files larger than this",
-    )
-    parser.add_argument(
-        "--gap-iou",
-        type=float,
-        default=defaults.gap_iou,
-        help="video gap finder: smallest box IoU that links a detection to a track",
-    )
-    parser.add_argument(
-        "--gap-max-frames",
-        type=int,
-        default=defaults.gap_max_frames,
-        help="video gap finder: longest blink, in frames, reported as an anonymisation gap",
-    )
-    parser.add_argument(
-        "--storage-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="fsspec/s3fs storage option, repeatable (e.g. endpoint_url=http://127.0.0.1:9000)",
+        help="refuse metadata and frames files larger than this",
     )
     parser.add_argument(
         "--incremental",
         action="store_true",
         help="process only new or changed inputs, reusing recorded results of the others",
     )
+    _add_storage_argument(parser)
     _add_execution_arguments(parser)
 
 
@@ -107,16 +98,61 @@ def build_parser() -> argparse.ArgumentParser:
     )
     celantur.add_argument("source", help="input folder: path or fsspec URL (s3://bucket/prefix)")
     celantur.add_argument("output", help="output folder: path or fsspec URL")
-    _add_celantur_arguments(celantur)
+    defaults = CelanturOptions(source="-", output="-")
+    celantur.add_argument(
+        "--encoding",
+        choices=ENCODING_CHOICES,
+        default=defaults.encoding,
+        help="instance-mask encoding; auto decides per dataset from evidence (default: auto)",
+    )
+    celantur.add_argument(
+        "--gap-iou",
+        type=float,
+        default=defaults.gap_iou,
+        help="video gap finder: smallest box IoU that links a detection to a track",
+    )
+    celantur.add_argument(
+        "--gap-max-frames",
+        type=int,
+        default=defaults.gap_max_frames,
+        help="video gap finder: longest blink, in frames, reported as an anonymisation gap",
+    )
+    _add_run_arguments(celantur)
+
+    clearml = commands.add_parser(
+        "clearml", help="statistics of the masks of ClearML Hyper-Dataset frames"
+    )
+    clearml.add_argument(
+        "frames", help="frames document (JSON, array or JSON Lines) or a folder of them"
+    )
+    clearml.add_argument("output", help="output folder: path or fsspec URL")
+    clearml.add_argument(
+        "--mask-labels", metavar="FILE", help="JSON file with the version's mask_labels"
+    )
+    clearml.add_argument(
+        "--mode",
+        choices=MASK_MODES,
+        default="auto",
+        help="pixel (values to labels), alpha (opacity), auto: pixel when mask_labels is given",
+    )
+    clearml.add_argument(
+        "--uri-map",
+        action="append",
+        default=[],
+        metavar="PREFIX=REPLACEMENT",
+        help="rewrite mask URIs, repeatable (e.g. https://host/bucket/=s3://bucket/)",
+    )
+    _add_run_arguments(clearml)
 
     demo = commands.add_parser("demo", help="make sample data and run the whole pipeline on it")
     demo.add_argument("output", nargs="?", help="folder for the sample data and results")
     demo.add_argument("--images", type=int, default=24, help="sample images to generate")
+    demo.add_argument("--videos", type=int, default=3, help="sample videos to generate")
     _add_execution_arguments(demo)
 
     summary = commands.add_parser("summary", help="print the summary of a finished run")
     summary.add_argument("output", help="output folder of a run")
-    summary.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE")
+    _add_storage_argument(summary)
     return parser
 
 
@@ -133,72 +169,112 @@ def _storage_options(args: argparse.Namespace) -> dict[str, Any]:
     return nest_storage_options([parse_storage_option(text) for text in args.storage_option])
 
 
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunOptions fields from the command line."""
+    return {
+        "output": args.output,
+        "mask_scale": args.mask_scale,
+        "max_pixels": args.max_pixels,
+        "max_json_bytes": args.max_json_bytes,
+        "incremental": args.incremental,
+        "storage_options": _storage_options(args),
+        "execution": _execution(args),
+    }
+
+
 def _celantur_options(args: argparse.Namespace) -> CelanturOptions:
     return CelanturOptions(
         source=args.source,
-        output=args.output,
         encoding=args.encoding,
-        mask_scale=args.mask_scale,
-        max_pixels=args.max_pixels,
-        max_json_bytes=args.max_json_bytes,
         gap_iou=args.gap_iou,
         gap_max_frames=args.gap_max_frames,
-        incremental=args.incremental,
-        storage_options=_storage_options(args),
-        execution=_execution(args),
+        **_run_options(args),
     )
+
+
+def _clearml_options(args: argparse.Namespace) -> ClearmlOptions:
+    return ClearmlOptions(
+        frames=args.frames,
+        mask_labels=args.mask_labels,
+        mode=args.mode,
+        uri_map=tuple(args.uri_map),
+        **_run_options(args),
+    )
+
+
+def _table(
+    rows: list[dict[str, Any]], columns: list[tuple[str, str, int]], limit: int = 20
+) -> list[str]:
+    """Fixed-width lines: (heading, key, width) per column; the first column left-aligned."""
+    if not rows:
+        return []
+    lines = ["".join(f"{h:<{w}}" if i == 0 else f"{h:>{w}}" for i, (h, _, w) in enumerate(columns))]
+    for row in rows[:limit]:
+        cells = []
+        for i, (_, key, width) in enumerate(columns):
+            value = row.get(key)
+            text = "" if value is None else str(value)[-width:]
+            cells.append(f"{text:<{width}}" if i == 0 else f"{text:>{width}}")
+        lines.append("".join(cells))
+    if len(rows) > limit:
+        lines.append(f"... and {len(rows) - limit} more (summary/ has them all)")
+    return lines
 
 
 def format_summary(record: dict[str, Any], summary: list[dict[str, Any]]) -> str:
     """A short human-readable report of a run."""
     tables = record["tables"]
     accounting = record["accounting"]
-    lines = [
-        f"encoding: {record['encoding']['used']} (chosen: {record['encoding']['choice']})",
+    lines = []
+    if "encoding" in record:
+        lines.append(
+            f"encoding: {record['encoding']['used']} (chosen: {record['encoding']['choice']})"
+        )
+    if "mode" in record:
+        lines.append(f"mode: {record['mode']['used']} (chosen: {record['mode']['choice']})")
+    lines += [
         "inputs: " + ", ".join(f"{k} {v}" for k, v in record["inputs"]["found"].items()),
         f"accounting: {accounting['found']} inputs = {accounting['in_tables']} in tables "
         f"+ {accounting['in_errors']} in errors/",
         "rows: " + ", ".join(f"{name} {info['rows']}" for name, info in tables.items()),
     ]
-    types = [row for row in summary if row["scope"] == "type" and row.get("segments")]
-    if types:
-        lines.append(f"{'type':<14}{'segments':>9}{'pixels':>12}{'area p50':>10}{'detections':>11}")
-        for row in types:
-            detections = row.get("detections")
-            lines.append(
-                f"{row['name']:<14}{row['segments']:>9}{row['pixels']:>12}"
-                f"{row['area_p50'] or 0:>10}{'' if detections is None else detections:>11}"
-            )
-    videos = [row for row in summary if row["scope"] == "video"]
-    if videos:
-        lines.append(f"{'video':<32}{'frames':>8}{'detections':>11}{'chunk gaps':>11}{'blinks':>8}")
-        for row in videos[:20]:
-            lines.append(
-                f"{row['name'][-32:]:<32}{row['frames']:>8}{row['detections']:>11}"
-                f"{row['chunk_gaps']:>11}{row['anonymisation_gaps']:>8}"
-            )
-        if len(videos) > 20:
-            lines.append(f"... and {len(videos) - 20} more videos (summary/ has them all)")
+    by_scope: dict[str, list[dict[str, Any]]] = {}
+    for row in summary:
+        by_scope.setdefault(row["scope"], []).append(row)
+    lines += _table(
+        [row for row in by_scope.get("type", []) if row.get("segments")],
+        [("type", "name", 14), ("segments", "segments", 9), ("pixels", "pixels", 12),
+         ("area p50", "area_p50", 10), ("detections", "detections", 11)],
+    )  # fmt: skip
+    lines += _table(
+        by_scope.get("video", []),
+        [("video", "name", 32), ("frames", "frames", 8), ("detections", "detections", 11),
+         ("chunk gaps", "chunk_gaps", 11), ("blinks", "anonymisation_gaps", 8)],
+    )  # fmt: skip
+    lines += _table(
+        by_scope.get("mask_label", []),
+        [("label", "name", 24), ("masks", "masks", 8), ("frames", "frames", 8),
+         ("pixels", "pixels", 12)],
+    )  # fmt: skip
     errors = record["errors"]
     lines.append(f"errors: {errors.get('error', 0)}, warnings: {errors.get('warning', 0)}")
     return "\n".join(lines)
 
 
 def _report(result: RunResult) -> None:
-    dashboard = result.scheduler.get("dashboard")
     print(format_summary(result.record, result.summary))
     print(f"output: {result.output} (exit code {result.exit_code})")
-    if dashboard:
-        print(f"dashboard was: {dashboard}", file=sys.stderr)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from pipeline.sampledata import make_celantur_tree
+    from pipeline.sampledata_video import make_video_fleet
 
     root = Path(args.output or tempfile.mkdtemp(prefix="mask-pipeline-demo-"))
     source, output = root / "celantur", root / "results"
-    tree = make_celantur_tree(source, seed=0, images=args.images)
-    print(f"sample data: {len(tree.images)} images under {source}")
+    tree = make_celantur_tree(source / "images", seed=0, images=args.images)
+    fleet = make_video_fleet(source / "videos", seed=0, videos=args.videos, quirks=False)
+    print(f"sample data: {len(tree.images)} images and {len(fleet.videos)} videos under {source}")
     options = CelanturOptions(
         source=str(source), output=str(output), mask_scale=50, execution=_execution(args)
     )
@@ -221,9 +297,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mask-pipeline`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Progress notes (such as the dashboard link) go to stderr; results to stdout.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        if args.command == "celantur":
-            result = run_celantur(_celantur_options(args))
+        if args.command in ("celantur", "clearml"):
+            if args.command == "celantur":
+                result = run_celantur(_celantur_options(args))
+            else:
+                result = run_clearml(_clearml_options(args))
             _report(result)
             return result.exit_code
         if args.command == "demo":

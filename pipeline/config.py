@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pipeline.formats.celantur import ENCODING_CHOICES, EncodingChoice
+from pipeline.formats.clearml import MASK_MODES, MaskMode, parse_uri_map
 from pipeline.io.jsonio import DEFAULT_MAX_JSON_BYTES
 
 #: Environment variable naming an existing Dask scheduler (Dask's own convention).
@@ -59,60 +60,43 @@ class ExecutionOptions:
         return self.scheduler or os.environ.get(SCHEDULER_ENV) or None
 
 
-@dataclass(frozen=True)
-class CelanturOptions:
-    """A Celantur run: masks and metadata under ``source`` to tables under ``output``.
+def _check_scale(scale: Any) -> None:
+    if scale is not None and (
+        isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= 100
+    ):
+        raise OptionError(f"option 'mask_scale' must be an integer percent 1..100, got {scale!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """What every run takes, whatever its input format.
 
     Attributes
     ----------
-    source, output : folder URLs (local path, ``file://``, ``s3://``, any fsspec URL).
-    encoding : instance-mask encoding, or ``auto`` to decide per dataset from evidence.
+    output : output folder URL (local path, ``file://``, ``s3://``, any fsspec URL).
     mask_scale : percent (1..100) for rescaled masks under ``scaled/``; ``None`` writes none.
-    max_pixels : PNGs declaring more pixels are refused before decoding (decompression bombs).
-    max_json_bytes : metadata files larger than this are refused.
-    gap_iou : smallest box IoU that links a video detection to a track (anonymisation gaps).
-    gap_max_frames : longest blink, in frames, reported as an anonymisation gap.
+    max_pixels : PNGs (and video frames) declaring more pixels are refused before decoding.
+    max_json_bytes : metadata / frames files larger than this are refused.
     incremental : reuse the recorded results of batches whose inputs and options are unchanged
         (the ledger under ``_ledger/``); the tables equal those of a full run.
-    storage_options : fsspec/s3fs options (endpoint, profile, anon...) for source and output.
+    storage_options : fsspec/s3fs options (endpoint, profile, anon...) for inputs and output.
     execution : scheduler and batching.
     """
 
-    source: str
     output: str
-    encoding: EncodingChoice = "auto"
     mask_scale: int | None = None
     max_pixels: int = 50_000_000
     max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
-    gap_iou: float = 0.3
-    gap_max_frames: int = 3
     incremental: bool = False
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     execution: ExecutionOptions = field(default_factory=ExecutionOptions)
 
     def __post_init__(self) -> None:
-        for name in ("source", "output"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise OptionError(f"option {name!r} must be a non-empty URL or path")
-        if self.encoding not in ENCODING_CHOICES:
-            raise OptionError(
-                f"option 'encoding' must be one of {', '.join(ENCODING_CHOICES)}, "
-                f"got {self.encoding!r}"
-            )
-        scale = self.mask_scale
-        if scale is not None and (
-            isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= 100
-        ):
-            raise OptionError(
-                f"option 'mask_scale' must be an integer percent 1..100, got {scale!r}"
-            )
+        if not isinstance(self.output, str) or not self.output.strip():
+            raise OptionError("option 'output' must be a non-empty URL or path")
+        _check_scale(self.mask_scale)
         _check_positive("max_pixels", self.max_pixels)
         _check_positive("max_json_bytes", self.max_json_bytes)
-        _check_positive("gap_max_frames", self.gap_max_frames)
-        iou = self.gap_iou
-        if isinstance(iou, bool) or not isinstance(iou, (int, float)) or not 0 < iou <= 1:
-            raise OptionError(f"option 'gap_iou' must be a number in (0, 1], got {iou!r}")
         if not isinstance(self.storage_options, Mapping):
             raise OptionError("option 'storage_options' must be a mapping of key=value pairs")
 
@@ -124,6 +108,82 @@ class CelanturOptions:
         data["execution"] = {
             f.name: getattr(self.execution, f.name) for f in fields(ExecutionOptions)
         }
+        return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class CelanturOptions(RunOptions):
+    """A Celantur run: masks and metadata under ``source`` to tables under ``output``.
+
+    Attributes
+    ----------
+    source : input folder URL.
+    encoding : instance-mask encoding, or ``auto`` to decide per dataset from evidence.
+    gap_iou : smallest box IoU that links a video detection to a track (anonymisation gaps).
+    gap_max_frames : longest blink, in frames, reported as an anonymisation gap.
+    (and every :class:`RunOptions` field)
+    """
+
+    source: str
+    encoding: EncodingChoice = "auto"
+    gap_iou: float = 0.3
+    gap_max_frames: int = 3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise OptionError("option 'source' must be a non-empty URL or path")
+        if self.encoding not in ENCODING_CHOICES:
+            raise OptionError(
+                f"option 'encoding' must be one of {', '.join(ENCODING_CHOICES)}, "
+                f"got {self.encoding!r}"
+            )
+        _check_positive("gap_max_frames", self.gap_max_frames)
+        iou = self.gap_iou
+        if isinstance(iou, bool) or not isinstance(iou, (int, float)) or not 0 < iou <= 1:
+            raise OptionError(f"option 'gap_iou' must be a number in (0, 1], got {iou!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClearmlOptions(RunOptions):
+    """A ClearML run: the masks of Hyper-Dataset frames to tables under ``output``.
+
+    Attributes
+    ----------
+    frames : a frames document (JSON object, array or JSON Lines) or a folder of them.
+    mask_labels : the version's ``mask_labels`` in any of its forms (list of ``{value,
+        labels}``, ``{"_all_": [...]}``, ``{(r, g, b): [labels]}``), or the URL of a JSON file
+        holding one; ``None`` for none.
+    mode : ``pixel`` (values to labels), ``alpha`` (opacity), or ``auto``: pixel when
+        ``mask_labels`` is non-empty, else alpha.
+    uri_map : ``PREFIX=REPLACEMENT`` rewrites of mask URIs (e.g. a bucket's https host to
+        ``s3://bucket/``); the longest matching prefix wins.
+    (and every :class:`RunOptions` field)
+    """
+
+    frames: str
+    mask_labels: Any = None
+    mode: MaskMode = "auto"
+    uri_map: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.frames, str) or not self.frames.strip():
+            raise OptionError("option 'frames' must be a non-empty URL or path")
+        if self.mode not in MASK_MODES:
+            raise OptionError(
+                f"option 'mode' must be one of {', '.join(MASK_MODES)}, got {self.mode!r}"
+            )
+        try:
+            parse_uri_map(list(self.uri_map))
+        except ValueError as exc:
+            raise OptionError(str(exc)) from exc
+
+    def record(self) -> dict[str, Any]:
+        """As :meth:`RunOptions.record`; an inline ``mask_labels`` is recorded by size only."""
+        data = super().record()
+        if not isinstance(self.mask_labels, (str, type(None))):
+            data["mask_labels"] = f"<inline, {len(self.mask_labels)} entries>"
         return data
 
 

@@ -7,6 +7,7 @@ summaries, which are consumed as they complete so the client holds one at a time
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config import ExecutionOptions
+
+LOG = logging.getLogger("pipeline")
 
 #: Task retries on another worker after a worker dies or a task raises (e.g. storage hiccups).
 TASK_RETRIES = 2
@@ -75,13 +78,16 @@ def _progress_bar(total: int, label: str, enabled: bool) -> Any:
 def _describe(client: Any, kind: str) -> dict[str, Any]:
     info = client.scheduler_info()
     workers = info.get("workers", {})
-    return {
+    description = {
         "kind": kind,
         "address": client.scheduler.address,
         "dashboard": client.dashboard_link if "dashboard" in info.get("services", {}) else None,
         "workers": len(workers),
         "threads": sum(w.get("nthreads", 1) for w in workers.values()),
     }
+    if description["dashboard"]:
+        LOG.info("Dask dashboard: %s", description["dashboard"])
+    return description
 
 
 @contextlib.contextmanager

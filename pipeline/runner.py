@@ -2,24 +2,40 @@
 
 The client lists inputs once and plans batches; workers do all reading, decoding and writing.
 What comes back per batch is a :class:`~pipeline.stages.summary.BatchSummary`, merged as it
-arrives, so the client's memory does not grow with the number of rows.
+arrives, so the client's memory does not grow with the number of rows. Both run kinds
+(Celantur, ClearML) end in the same commit: summary table, an empty part for every table without
+one, ``_run.json`` last, then removal of what no committed record lists.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
+import posixpath
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
-from typing import Any, cast
+from typing import Any, Literal, cast
 
-from pipeline.config import CelanturOptions
+from pipeline.config import CelanturOptions, ClearmlOptions, OptionError, RunOptions
 from pipeline.formats.celantur import Encoding
+from pipeline.formats.clearml import (
+    FramesError,
+    MaskLabels,
+    MaskLabelsError,
+    frame_masks,
+    load_frames,
+    parse_mask_labels,
+    parse_uri_map,
+    resolve_uri,
+    safe_relative_path,
+)
 from pipeline.graph import Executor, open_executor
+from pipeline.io.jsonio import JsonError, parse_json
 from pipeline.io.parquet import write_part_if_changed
 from pipeline.io.runrecord import RUN_RECORD, write_run_record
 from pipeline.io.storage import (
@@ -29,7 +45,8 @@ from pipeline.io.storage import (
     is_inside,
     storage_options_with_environment,
 )
-from pipeline.stages.common import TaskContext
+from pipeline.stages.clearml import FrameMasks
+from pipeline.stages.common import ErrorLog, TaskContext
 from pipeline.stages.ledger import LEDGER, entry_path
 from pipeline.stages.plan import (
     Batch,
@@ -42,16 +59,18 @@ from pipeline.stages.plan import (
 )
 from pipeline.stages.summary import BatchSummary
 from pipeline.stages.work import Work, ledger_name, run_work
-from pipeline.tables import CELANTUR_TABLES, empty, to_arrow
+from pipeline.tables import TABLES, empty, to_arrow
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT_ERRORS = 0, 1, 2, 3
 #: Batches per worker thread for small collections, so every worker gets work to balance.
 BATCHES_PER_THREAD = 4
 PACKAGE = "mask-pipeline"
-#: What a run writes at its output root (besides nothing else: other files are left alone).
+#: What a run writes at its output root (other files there are left alone).
 OUTPUT_ENTRIES = (
-    *(f"{t}/" for t in CELANTUR_TABLES), "scaled/", "_work/", f"{LEDGER}/", RUN_RECORD,
+    *(f"{t}/" for t in TABLES), "scaled/", "_work/", f"{LEDGER}/", RUN_RECORD,
 )  # fmt: skip
+#: Frames documents in a ClearML frames folder.
+FRAMES_SUFFIXES = (".json", ".jsonl", ".ndjson")
 
 
 @dataclass
@@ -72,17 +91,8 @@ class RunResult:
 
 
 def _versions() -> dict[str, str]:
-    names = [
-        PACKAGE,
-        "dask",
-        "distributed",
-        "numpy",
-        "numba",
-        "pyarrow",
-        "fsspec",
-        "pyspng",
-        "pillow",
-    ]
+    names = [PACKAGE, "dask", "distributed", "numpy", "numba", "pyarrow", "fsspec", "pyspng",
+             "pillow", "msgspec"]  # fmt: skip
     versions = {"python": platform.python_version()}
     for name in names:
         try:
@@ -92,16 +102,40 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _fingerprint(options: CelanturOptions) -> str:
+def _fingerprint(relevant: dict[str, Any]) -> str:
     """Hash of what changes output bytes: the version and the output-affecting options."""
-    relevant = {
-        "version": _versions()[PACKAGE],
-        "encoding": options.encoding,
-        "mask_scale": options.mask_scale,
-        "max_pixels": options.max_pixels,
-        "max_json_bytes": options.max_json_bytes,
-    }
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+    payload = {"version": _versions()[PACKAGE], **relevant}
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class _Run:
+    """What every run carries from its start to its commit."""
+
+    command: Literal["celantur", "clearml"]
+    options: RunOptions
+    output: Location
+    storage_options: dict[str, Any]
+    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    timings: dict[str, float] = field(default_factory=dict)
+    clock: float = field(default_factory=time.perf_counter)
+
+    def lap(self, name: str) -> None:
+        """Record the time since the last lap under ``name``."""
+        now = time.perf_counter()
+        self.timings[name] = now - self.clock
+        self.clock = now
+
+
+def _start(command: Literal["celantur", "clearml"], options: RunOptions) -> _Run:
+    storage_options = storage_options_with_environment(options.storage_options)
+    return _Run(command, options, Location(options.output, storage_options), storage_options)
+
+
+# ---------------------------------------------------------------------------------------------
+# Celantur
+# ---------------------------------------------------------------------------------------------
 
 
 def _list_inputs(source: Location, output: Location) -> list[InputFile]:
@@ -122,6 +156,15 @@ def _list_inputs(source: Location, output: Location) -> list[InputFile]:
     return files
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The batches of a Celantur run."""
+
+    fingerprint: str
+    image_batches: list[Batch[ImageGroup]]
+    chunk_batches: list[Batch[VideoChunk]]
+
+
 def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResult:
     """Run the Celantur pipeline (see :func:`pipeline.api.run_celantur` for the public door).
 
@@ -130,119 +173,44 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
     StorageError
         When the input cannot be listed or the output cannot be written (exit code 1).
     """
-    started = datetime.now(timezone.utc)
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-    storage_options = storage_options_with_environment(options.storage_options)
-    source = Location(options.source, storage_options)
-    output = Location(options.output, storage_options)
-
-    files = _list_inputs(source, output)
+    run = _start("celantur", options)
+    source = Location(options.source, run.storage_options)
+    files = _list_inputs(source, run.output)
     groups, inventory = group_images(files)
-    timings["list"] = time.perf_counter() - clock
-    fingerprint = _fingerprint(options)
-    ctx = TaskContext(source, output, options, work_prefix=f"_work/{fingerprint}")
-
+    run.lap("list")
+    fingerprint = _fingerprint(
+        {name: getattr(options, name) for name in ("encoding", "gap_iou", "gap_max_frames",
+                                                   "mask_scale", "max_pixels", "max_json_bytes")}
+    )  # fmt: skip
+    ctx = TaskContext(source, run.output, options, work_prefix=f"_work/{fingerprint}")
     with open_executor(options.execution, client) as executor:
-        min_batches = BATCHES_PER_THREAD * executor.total_threads
-        batch_bytes = options.execution.batch_bytes
-        plan = Plan(
-            fingerprint,
-            image_batches=batch_groups(
-                groups, batch_bytes=batch_bytes, min_batches=min_batches, fingerprint=fingerprint
-            ),
-            chunk_batches=batch_groups(
-                order_chunks(inventory.video_chunks),
-                batch_bytes=batch_bytes,
-                min_batches=min_batches,
-                fingerprint=fingerprint,
-            ),
+        cut = functools.partial(
+            batch_groups,
+            batch_bytes=options.execution.batch_bytes,
+            min_batches=BATCHES_PER_THREAD * executor.total_threads,
+            fingerprint=fingerprint,
         )
-        clock = time.perf_counter()
-        encoding, encoding_warning, summary, ledger = _execute(
-            options, ctx, executor, plan, timings
-        )
+        plan = Plan(fingerprint, cut(groups), cut(order_chunks(inventory.video_chunks)))
+        run.lap("plan")
+        encoding, warning, summary, ledger = _execute_celantur(options, ctx, executor, plan, run)
         scheduler = dict(executor.description)
-    timings["execute"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    summary = summary.merge(_run_level_rows(output, fingerprint, encoding_warning))
-    summary_table = to_arrow("summary", summary.summary_rows(encoding))
-    summary.parts["summary"] = [
-        write_part_if_changed(output, f"summary/part-{fingerprint}.parquet", summary_table)
-    ]
-    summary.rows["summary"] = summary_table.num_rows
-    for table in CELANTUR_TABLES:
-        if not summary.parts.get(table):
-            summary.parts[table] = [
-                write_part_if_changed(output, f"{table}/part-empty.parquet", empty(table))
-            ]
-
-    exit_code = EXIT_INPUT_ERRORS if summary.errors.get("error") else EXIT_OK
-    batches = len(plan.image_batches) + len(plan.chunk_batches)
-    run_id = uuid.uuid4().hex
-    found = {
-        kind: inventory.found.get(kind, 0)
-        for kind in ("instance", "binary", "metadata", "video_metadata")
-    }
-    record: dict[str, Any] = {
-        "run_id": run_id,
-        "command": "celantur",
-        "options": options.record(),
-        "versions": _versions(),
-        "started": started.isoformat(),
-        "finished": datetime.now(timezone.utc).isoformat(),
-        "scheduler": {k: v for k, v in scheduler.items() if k != "dashboard"},
-        "encoding": {"choice": options.encoding, "used": encoding, "warning": encoding_warning},
-        "inputs": {"found": found, "ignored_files": inventory.ignored, "batches": batches},
-        "accounting": {
-            "found": sum(found.values()),
-            "in_tables": summary.landed.total(),
-            "in_errors": summary.failed_inputs.total(),
-        },
-        "tables": {
-            table: {"rows": int(summary.rows.get(table, 0)), "parts": sorted(summary.parts[table])}
-            for table in CELANTUR_TABLES
-        },
-        "scaled": {
-            "folder": "scaled/" if options.mask_scale else None,
-            "mask_scale": options.mask_scale,
-        },
-        "errors": dict(summary.errors),
-        "work": {"done": summary.work.get("done", 0), "reused": summary.work.get("reused", 0)},
-        "exit_code": exit_code,
-        "timings": timings,
-    }
-    timings["commit"] = time.perf_counter() - clock
-    write_run_record(output, record)
-    _remove_orphans(output, record, files, options, ledger)
-    return RunResult(
-        output=options.output,
-        tables={
-            t: [output.url_of(p) for p in record["tables"][t]["parts"]] for t in CELANTUR_TABLES
-        },
-        summary=summary.summary_rows(encoding),
-        record=record,
-        exit_code=exit_code,
-        scheduler=scheduler,
-    )
+    client_errors = ErrorLog()
+    if warning:
+        client_errors.add(".", "validate", "encoding_ambiguous", warning, "warning")
+    found = {kind: inventory.found.get(kind, 0)
+             for kind in ("instance", "binary", "metadata", "video_metadata")}  # fmt: skip
+    expected_scaled = {f"scaled/{f.rel}" for f in files}
+    return _commit(
+        run, fingerprint, summary, client_errors, scheduler=scheduler, ledger=ledger,
+        found=found, ignored=inventory.ignored,
+        batches=len(plan.image_batches) + len(plan.chunk_batches),
+        expected_scaled=expected_scaled, summary_value=encoding,
+        extra={"encoding": {"choice": options.encoding, "used": encoding, "warning": warning}},
+    )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Plan:
-    """The batches of a run."""
-
-    fingerprint: str
-    image_batches: list[Batch[ImageGroup]]
-    chunk_batches: list[Batch[VideoChunk]]
-
-
-def _execute(
-    options: CelanturOptions,
-    ctx: TaskContext,
-    executor: Executor,
-    plan: Plan,
-    timings: dict[str, float],
+def _execute_celantur(
+    options: CelanturOptions, ctx: TaskContext, executor: Executor, plan: Plan, run: _Run
 ) -> tuple[Encoding, str | None, BatchSummary, set[str]]:
     """Two passes over the cluster. Pass 1: image batches (measured, or finished when the
     encoding is given) and video chunk batches. Pass 2: what needs all of pass 1 — finishing
@@ -250,9 +218,8 @@ def _execute(
     given = None if options.encoding == "auto" else cast(Encoding, options.encoding)
     first = [Work("images" if given else "measure", b, given) for b in plan.image_batches]
     first += [Work("chunks", b) for b in plan.chunk_batches]
-    clock = time.perf_counter()
-    summary = _run_pass(executor, first, ctx, "pass 1", options)
-    timings["pass1"] = time.perf_counter() - clock
+    summary = _run_pass(executor, first, ctx, "pass 1")
+    run.lap("pass1")
     encoding: Encoding
     warning: str | None = None
     if given:
@@ -263,59 +230,231 @@ def _execute(
         encoding = "v26"  # no instance mask to decide on, and none to type
     second = [] if given else [Work("finish", b, encoding) for b in plan.image_batches]
     second += [Work("tracks", a) for a in assign_tracking(plan.chunk_batches, plan.fingerprint)]
-    ledger = {ledger_name(work) for work in (*first, *second)}
-    summary = summary.merge(_run_pass(executor, second, ctx, "pass 2", options))
-    return encoding, warning, summary, ledger
+    summary = summary.merge(_run_pass(executor, second, ctx, "pass 2"))
+    run.lap("pass2")
+    return encoding, warning, summary, {ledger_name(work) for work in (*first, *second)}
 
 
-def _run_pass(
-    executor: Executor, work: list[Work], ctx: TaskContext, label: str, options: CelanturOptions
-) -> BatchSummary:
+def _run_pass(executor: Executor, work: list[Work], ctx: TaskContext, label: str) -> BatchSummary:
     summary = BatchSummary()
-    progress = bool(options.execution.progress)
+    progress = bool(ctx.options.execution.progress)
     for part in executor.map(run_work, work, ctx, label=label, progress=progress):
         summary = summary.merge(part)
     return summary
 
 
-def _run_level_rows(output: Location, fingerprint: str, warning: str | None) -> BatchSummary:
-    """Error rows the client itself knows: the encoding decision."""
-    rows = []
-    if warning:
-        rows.append({"path": ".", "stage": "validate", "error": "encoding_ambiguous",
-                     "message": warning, "severity": "warning"})  # fmt: skip
-    summary = BatchSummary()
-    if rows:
-        summary.add_errors(rows)
-        summary.rows["errors"] = len(rows)
-        summary.parts["errors"] = [
-            write_part_if_changed(
-                output, f"errors/part-run-{fingerprint}.parquet", to_arrow("errors", rows)
-            )
-        ]
-    return summary
+# ---------------------------------------------------------------------------------------------
+# ClearML
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_mask_labels(options: ClearmlOptions, storage_options: dict[str, Any]) -> MaskLabels:
+    raw = options.mask_labels
+    try:
+        if isinstance(raw, str):
+            folder, name = posixpath.split(raw.rstrip("/"))
+            try:
+                data = Location(folder or ".", storage_options).read_bytes(name)
+            except (OSError, ValueError) as exc:
+                raise OptionError(f"option 'mask_labels': cannot read {raw}: {exc}") from exc
+            try:
+                raw = parse_json(data, max_bytes=options.max_json_bytes)
+            except JsonError as exc:
+                raise OptionError(f"option 'mask_labels': {raw} is not JSON: {exc}") from exc
+        return parse_mask_labels(raw)
+    except MaskLabelsError as exc:
+        raise OptionError(f"option 'mask_labels': {exc}") from exc
+
+
+def _frames_documents(frames: Location) -> tuple[Location, list[InputFile]]:
+    """The folder holding the frames documents and the documents (one file, or a folder's)."""
+    try:
+        if frames.fs.isdir(frames.root):
+            documents = [f for f in frames.list_files() if f.name.lower().endswith(FRAMES_SUFFIXES)]
+            return frames, documents
+        info = frames.fs.info(frames.root)
+    except FileNotFoundError as exc:
+        raise StorageError(f"frames not found: {frames.url}") from exc
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot read frames {frames.url}: {exc}") from exc
+    folder, name = posixpath.split(frames.url.rstrip("/"))
+    parent = Location(folder or ".", frames.storage_options)
+    return parent, [InputFile(name, int(info.get("size") or 0), str(info.get("mtime", "")))]
+
+
+def _plan_frames(
+    root: Location, documents: list[InputFile], options: ClearmlOptions, errors: ErrorLog
+) -> tuple[list[FrameMasks], BatchSummary]:
+    """Parse the frames documents (on the client: they list the inputs, like a listing does)."""
+    uri_map = parse_uri_map(list(options.uri_map))
+    groups: list[FrameMasks] = []
+    landed = BatchSummary()
+    for document in documents:
+        try:
+            frames = load_frames(root.read_bytes(document.rel), max_bytes=options.max_json_bytes)
+        except JsonError as exc:
+            errors.add(document.rel, "decode", f"json_{exc.code}", str(exc))
+            continue
+        except FramesError as exc:
+            errors.add(document.rel, "validate", exc.code, str(exc))
+            continue
+        landed.landed["frames_document"] += 1
+        parsed = frame_masks(document.rel, frames)
+        for warning in parsed.warnings:
+            errors.add(document.rel, "validate", "bad_frame", warning, "warning")
+        base = root.url_of(document.folder)
+        by_frame: dict[int, list[Any]] = {}
+        for ref in parsed.masks:
+            by_frame.setdefault(ref.frame_position, []).append(ref)
+        for position, refs in sorted(by_frame.items()):
+            resolved = tuple(resolve_uri(ref.uri, uri_map, base) for ref in refs)
+            groups.append(FrameMasks(document, position, tuple(refs), resolved))
+    return groups, landed
+
+
+def run_clearml(options: ClearmlOptions, client: Any | None = None) -> RunResult:
+    """Run the ClearML pipeline (see :func:`pipeline.api.run_clearml` for the public door).
+
+    Raises
+    ------
+    OptionError
+        For an unusable ``mask_labels`` (exit code 2).
+    StorageError
+        When the frames cannot be read or the output cannot be written (exit code 1).
+    """
+    run = _start("clearml", options)
+    mask_labels = _load_mask_labels(options, run.storage_options)
+    mode: Literal["pixel", "alpha"] = (
+        options.mode if options.mode != "auto" else ("pixel" if mask_labels else "alpha")
+    )
+    root, documents = _frames_documents(Location(options.frames, run.storage_options))
+    client_errors = ErrorLog()
+    groups, landed = _plan_frames(root, documents, options, client_errors)
+    run.lap("list")
+    fingerprint = _fingerprint(
+        {"mode": mode, "mask_labels": sorted((list(k), list(v)) for k, v in mask_labels.items()),
+         "uri_map": sorted(options.uri_map), "mask_scale": options.mask_scale,
+         "max_pixels": options.max_pixels, "max_json_bytes": options.max_json_bytes}
+    )  # fmt: skip
+    ctx = TaskContext(root, run.output, options, f"_work/{fingerprint}", mask_labels, mode)
+    with open_executor(options.execution, client) as executor:
+        batches = batch_groups(
+            groups,
+            batch_bytes=options.execution.batch_bytes,
+            min_batches=BATCHES_PER_THREAD * executor.total_threads,
+            fingerprint=fingerprint,
+        )
+        run.lap("plan")
+        work = [Work("clearml", batch) for batch in batches]
+        summary = landed.merge(_run_pass(executor, work, ctx, "masks"))
+        run.lap("pass1")
+        scheduler = dict(executor.description)
+    masks = sum(len(group.masks) for group in groups)
+    expected_scaled = {f"scaled/{safe_relative_path(uri)}" for g in groups for uri in g.resolved}
+    return _commit(
+        run, fingerprint, summary, client_errors, scheduler=scheduler,
+        ledger={ledger_name(w) for w in work},
+        found={"frames_document": len(documents), "mask": masks}, ignored=0,
+        batches=len(batches), expected_scaled=expected_scaled, summary_value=mode,
+        extra={"mode": {"choice": options.mode, "used": mode},
+               "mask_labels": {"values": len(mask_labels)}},
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# The commit, shared
+# ---------------------------------------------------------------------------------------------
+
+
+def _commit(
+    run: _Run,
+    fingerprint: str,
+    summary: BatchSummary,
+    client_errors: ErrorLog,
+    *,
+    scheduler: dict[str, Any],
+    ledger: set[str],
+    found: dict[str, int],
+    ignored: int,
+    batches: int,
+    expected_scaled: set[str],
+    summary_value: str | None,
+    extra: dict[str, Any],
+) -> RunResult:
+    """Write the client's parts, then ``_run.json`` (the commit), then remove orphans."""
+    output, options = run.output, run.options
+    if client_errors:
+        summary.add_errors(client_errors, kind="frames_document")
+        summary.rows["errors"] += len(client_errors)
+        part = f"errors/part-run-{fingerprint}.parquet"
+        rows = to_arrow("errors", client_errors)
+        summary.parts.setdefault("errors", []).append(write_part_if_changed(output, part, rows))
+    summary_rows = summary.summary_rows(summary_value)
+    summary_table = to_arrow("summary", summary_rows)
+    part = f"summary/part-{fingerprint}.parquet"
+    summary.parts["summary"] = [write_part_if_changed(output, part, summary_table)]
+    summary.rows["summary"] = summary_table.num_rows
+    for table in TABLES:
+        if not summary.parts.get(table):
+            part = f"{table}/part-empty.parquet"
+            summary.parts[table] = [write_part_if_changed(output, part, empty(table))]
+    exit_code = EXIT_INPUT_ERRORS if summary.errors.get("error") else EXIT_OK
+    record: dict[str, Any] = {
+        "run_id": uuid.uuid4().hex,
+        "command": run.command,
+        "options": options.record(),
+        "versions": _versions(),
+        "started": run.started.isoformat(),
+        "finished": datetime.now(timezone.utc).isoformat(),
+        "scheduler": {k: v for k, v in scheduler.items() if k != "dashboard"},
+        **extra,
+        "inputs": {"found": found, "ignored_files": ignored, "batches": batches},
+        "accounting": {
+            "found": sum(found.values()),
+            "in_tables": summary.landed.total(),
+            "in_errors": summary.failed_inputs.total(),
+        },
+        "tables": {
+            table: {"rows": int(summary.rows.get(table, 0)), "parts": sorted(summary.parts[table])}
+            for table in TABLES
+        },
+        "scaled": {
+            "folder": "scaled/" if options.mask_scale else None,
+            "mask_scale": options.mask_scale,
+        },
+        "errors": dict(summary.errors),
+        "work": {"done": summary.work.get("done", 0), "reused": summary.work.get("reused", 0)},
+        "exit_code": exit_code,
+        "timings": run.timings,
+    }
+    run.lap("commit")
+    write_run_record(output, record)
+    _remove_orphans(output, record, expected_scaled if options.mask_scale else set(), ledger)
+    return RunResult(
+        output=options.output,
+        tables={t: [output.url_of(p) for p in record["tables"][t]["parts"]] for t in TABLES},
+        summary=summary_rows,
+        record=record,
+        exit_code=exit_code,
+        scheduler=scheduler,
+    )
 
 
 def _remove_orphans(
-    output: Location,
-    record: dict[str, Any],
-    inputs: list[InputFile],
-    options: CelanturOptions,
-    ledger: set[str],
+    output: Location, record: dict[str, Any], expected_scaled: set[str], ledger: set[str]
 ) -> None:
     """After the commit, delete what no committed record lists: parts of earlier runs with other
     inputs or options, parked rows of crashed runs, rescaled masks of removed inputs, ledger
     entries of work this run did not need."""
     listed = {part for info in record["tables"].values() for part in info["parts"]}
     stale = [
-        f.rel for table in CELANTUR_TABLES for f in output.list_files(table)
+        f.rel for table in TABLES for f in output.list_files(table)
         if f.name.startswith("part-") and f.name.endswith(".parquet") and f.rel not in listed
     ]  # fmt: skip
     stale += [
         name for name in (p.rsplit("/", 1)[-1] for p in output.fs.ls(output.root, detail=False))
         if name.startswith(f"{RUN_RECORD}.") and name.endswith(".partial")
     ]  # fmt: skip
-    expected_scaled = {f"scaled/{f.rel}" for f in inputs} if options.mask_scale else set()
     stale += [f.rel for f in output.list_files("scaled") if f.rel not in expected_scaled]
     used = {entry_path(name) for name in ledger}
     stale += [f.rel for f in output.list_files(LEDGER) if f.rel not in used]

@@ -23,7 +23,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("path", pa.string(), nullable=False),
             pa.field("stem", pa.string()),
             pa.field("folder", pa.string()),
-            pa.field("kind", pa.string()),  # instance | binary (| pixel | alpha)
+            pa.field("kind", pa.string()),  # instance | binary | pixel | alpha
             pa.field("width", pa.int32()),
             pa.field("height", pa.int32()),
             pa.field("bytes", pa.int64()),
@@ -41,6 +41,13 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("bin_mismatch_pixels", pa.int64()),
             pa.field("matched_detections", pa.int32()),
             pa.field("scaled_path", pa.string()),
+            # ClearML masks: which frame, source and mask; values without labels
+            pa.field("frame_id", pa.string()),
+            pa.field("source_id", pa.string()),
+            pa.field("mask_id", pa.string()),
+            pa.field("video_frames", pa.int32()),  # frames of a video/* mask
+            pa.field("unmapped_values", pa.int32()),
+            pa.field("unmapped_pixels", pa.int64()),
         ]
     ),
     "instances": pa.schema(
@@ -138,6 +145,35 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("iou", pa.float64()),  # overlap of the boxes that were linked
         ]
     ),
+    "labels": pa.schema(
+        [
+            pa.field("frame_id", pa.string()),
+            pa.field("source_id", pa.string()),
+            pa.field("mask_id", pa.string()),
+            pa.field("uri", pa.string(), nullable=False),
+            pa.field("frame_index", pa.int32()),  # frame of a video/* mask, null for images
+            pa.field("value", pa.list_(pa.int32())),  # [r, g, b]; grey v is [v, v, v]
+            pa.field("labels", pa.list_(pa.string())),  # empty: unmapped
+            pa.field("pixels", pa.int64()),
+            *_BBOX,
+            pa.field("centroid_x", pa.float64()),
+            pa.field("centroid_y", pa.float64()),
+        ]
+    ),
+    "alpha": pa.schema(
+        [
+            pa.field("frame_id", pa.string()),
+            pa.field("source_id", pa.string()),
+            pa.field("mask_id", pa.string()),
+            pa.field("uri", pa.string(), nullable=False),
+            pa.field("frame_index", pa.int32()),
+            pa.field("mean_opacity", pa.float64()),  # 0..1
+            pa.field("transparent_pixels", pa.int64()),
+            pa.field("opaque_pixels", pa.int64()),
+            pa.field("partial_pixels", pa.int64()),
+            *_BBOX,  # of the visible (opacity > 0) region; null when nothing is visible
+        ]
+    ),
     "errors": pa.schema(
         [
             pa.field("path", pa.string(), nullable=False),
@@ -149,7 +185,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
     "summary": pa.schema(
         [
-            pa.field("scope", pa.string(), nullable=False),  # run|kind|type|label|video|video_label
+            # run | kind | type | label | video | video_label | mask_label | unmapped
+            pa.field("scope", pa.string(), nullable=False),
             pa.field("name", pa.string()),
             pa.field("value", pa.string()),
             pa.field("masks", pa.int64()),
@@ -177,10 +214,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 
-#: Tables every Celantur run commits (each gets at least an empty part, so readers find it).
-CELANTUR_TABLES = (
-    "masks", "instances", "detections", "frames", "chunks", "gaps", "errors", "summary",
-)  # fmt: skip
+#: Tables every run commits (each gets at least an empty part, so readers always find it).
+TABLES = tuple(SCHEMAS)
 
 
 def to_arrow(table: str, rows: Iterable[Mapping[str, Any]]) -> pa.Table:

@@ -19,7 +19,7 @@ import pytest
 from pipeline import read_run, read_table
 from pipeline.sampledata import make_celantur_tree
 from pipeline.sampledata_video import make_video_fleet
-from pipeline.tables import CELANTUR_TABLES
+from pipeline.tables import TABLES
 
 RunCli = Callable[..., tuple[int, Any]]
 ARGS = ("--mask-scale", "50", "--encoding", "v26")
@@ -52,7 +52,7 @@ def _snapshot(out: str, storage: dict[str, Any]) -> dict[str, Any]:
         table: sorted(
             json.dumps(row, sort_keys=True) for row in read_table(out, table, storage).to_pylist()
         )
-        for table in CELANTUR_TABLES
+        for table in TABLES
     }
     fs, root = fsspec.core.url_to_fs(out, **storage)
     scaled_root = f"{root.rstrip('/')}/scaled"

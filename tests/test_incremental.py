@@ -13,7 +13,7 @@ from reference import read_output
 
 from pipeline.sampledata import make_celantur_tree
 from pipeline.sampledata_video import make_video_fleet
-from pipeline.tables import CELANTUR_TABLES
+from pipeline.tables import TABLES
 
 RunCli = Callable[..., tuple[int, Any]]
 
@@ -21,7 +21,7 @@ RunCli = Callable[..., tuple[int, Any]]
 def _tables(out: Path) -> dict[str, list[str]]:
     return {
         table: sorted(json.dumps(row, sort_keys=True) for row in read_output(out, table))
-        for table in CELANTUR_TABLES
+        for table in TABLES
     }
 
 

@@ -135,3 +135,69 @@ def to_rgb8(pixels: np.ndarray) -> np.ndarray:
         grey = pixels[:, :, 0]
         return np.stack([grey, grey, grey], axis=2)
     return pixels
+
+
+def grey_as_rgb(values: np.ndarray) -> np.ndarray:
+    """Pack a single-channel (H, W) mask into (H, W, 3) uint8 whose colour key equals the value:
+    8-bit v becomes (0, 0, v), 16-bit v becomes (0, v >> 8, v & 255). Lets the one-pass colour
+    kernel measure label masks of any depth."""
+    packed = np.zeros((*values.shape[:2], 3), dtype=np.uint8)
+    if values.dtype == np.uint16:
+        packed[:, :, 1] = values >> 8
+    packed[:, :, 2] = values & 255
+    return packed
+
+
+def label_values(pixels: np.ndarray) -> tuple[np.ndarray, bool]:
+    """What a pixel-segmentation mask's values are measured on, and whether they are grey.
+
+    Returns ``(rgb, grey)``: for L/LA (8 or 16 bit) the grey channel packed by
+    :func:`grey_as_rgb` (a value v means (v, v, v)); for RGB/RGBA the colour channels, alpha
+    ignored (palette masks arrive expanded to RGB).
+    """
+    if pixels.shape[2] in (1, 2):
+        return grey_as_rgb(pixels[:, :, 0]), True
+    return pixels, False
+
+
+@dataclass(frozen=True)
+class AlphaStats:
+    """Opacity of an alpha mask: mean in 0..1, pixel counts, bbox of the visible (> 0) region."""
+
+    mean_opacity: float
+    transparent_pixels: int
+    opaque_pixels: int
+    partial_pixels: int
+    visible_bbox: tuple[int, int, int, int] | None
+
+
+def opacity(pixels: np.ndarray) -> tuple[np.ndarray, int]:
+    """An alpha mask's opacity per pixel and its full-opacity value (255, or 65535 at 16 bit).
+
+    The alpha channel when there is one (LA, RGBA); else the grey value; else, for RGB, the
+    ITU-R 601-2 luma that Pillow's ``convert("L")`` computes.
+    """
+    full = 65535 if pixels.dtype == np.uint16 else 255
+    channels = pixels.shape[2]
+    if channels in (2, 4):
+        return pixels[:, :, channels - 1], full
+    if channels == 1:
+        return pixels[:, :, 0], full
+    r, g, b = (pixels[:, :, i].astype(np.uint32) for i in range(3))
+    luma = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16
+    return luma.astype(pixels.dtype), full
+
+
+def alpha_stats(pixels: np.ndarray) -> AlphaStats:
+    """Opacity statistics of an alpha mask (see :func:`opacity` for which channel counts)."""
+    alpha, full = opacity(pixels)
+    total = alpha.size
+    transparent = int(np.count_nonzero(alpha == 0))
+    opaque = int(np.count_nonzero(alpha == full))
+    return AlphaStats(
+        mean_opacity=float(alpha.sum(dtype=np.int64)) / (total * full) if total else 0.0,
+        transparent_pixels=transparent,
+        opaque_pixels=opaque,
+        partial_pixels=total - transparent - opaque,
+        visible_bbox=bbox_of(alpha > 0),
+    )

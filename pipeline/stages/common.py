@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from pipeline.config import CelanturOptions
+from pipeline.config import CelanturOptions, ClearmlOptions
+from pipeline.formats.clearml import MaskLabels
 from pipeline.io.storage import InputFile, Location
 
 
 @dataclass(frozen=True)
 class TaskContext:
-    """What every batch task needs: small and picklable."""
+    """What every batch task needs: small and picklable.
+
+    ``source`` is the input root (Celantur) or the frames location (ClearML, whose mask URIs
+    are read with the same storage options); ``mask_labels`` and ``mask_mode`` are the ClearML
+    run's normalised mapping and decided mode.
+    """
 
     source: Location
     output: Location
-    options: CelanturOptions
+    options: CelanturOptions | ClearmlOptions
     work_prefix: str  # where ``auto`` parks measured rows between its two passes
+    mask_labels: MaskLabels = field(default_factory=dict)
+    mask_mode: Literal["pixel", "alpha"] = "pixel"
 
 
 class ErrorLog(list[dict[str, Any]]):

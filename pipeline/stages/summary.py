@@ -65,6 +65,21 @@ class TypeStats:
         )
 
 
+@dataclass
+class MaskLabelStats:
+    """A ClearML label: masks and frames holding it, and its pixels."""
+
+    masks: int = 0
+    frames: int = 0
+    pixels: int = 0
+
+    def merge(self, other: MaskLabelStats) -> MaskLabelStats:
+        """Sum of both (frames are disjoint across batches: a frame is never split)."""
+        return MaskLabelStats(
+            self.masks + other.masks, self.frames + other.frames, self.pixels + other.pixels
+        )
+
+
 def _merge_maps(a: Mapping[str, Any], b: Mapping[str, Any], empty: Any) -> dict[str, Any]:
     return {key: a.get(key, empty()).merge(b.get(key, empty())) for key in sorted({*a, *b})}
 
@@ -87,6 +102,7 @@ class BatchSummary:
     evidence: EncodingEvidence = field(default_factory=EncodingEvidence.empty)
     video_rows: list[dict[str, Any]] = field(default_factory=list)  # summary rows, one per video
     work: Counter[str] = field(default_factory=Counter)  # work items done / reused from the ledger
+    mask_labels: dict[str, MaskLabelStats] = field(default_factory=dict)  # ClearML labels
 
     def merge(self, other: BatchSummary) -> BatchSummary:
         """The summary of both batches (associative: reduce in any grouping)."""
@@ -107,6 +123,7 @@ class BatchSummary:
             parts={t: sorted(p) for t, p in parts.items()},
             evidence=self.evidence.merge(other.evidence),
             work=self.work + other.work,
+            mask_labels=_merge_maps(self.mask_labels, other.mask_labels, MaskLabelStats),
             video_rows=sorted(
                 self.video_rows + other.video_rows,
                 key=lambda r: (r["scope"], r["name"], r.get("value") or ""),
@@ -153,13 +170,14 @@ class BatchSummary:
                 self.duration_sum += Fraction(row["duration"])
                 self.durations += 1
 
-    def add_errors(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Count error rows; an ``error`` row means its input is not in any table."""
+    def add_errors(self, rows: Iterable[Mapping[str, Any]], kind: str | None = None) -> None:
+        """Count error rows; an ``error`` row means its input is not in any table. The input's
+        kind is ``kind``, else read from its Celantur file name."""
         for row in rows:
             self.errors[row["severity"]] += 1
             if row["severity"] == "error":
                 named = classify_name(str(row["path"]).rsplit("/", 1)[-1])
-                self.failed_inputs[named.kind if named else "other"] += 1
+                self.failed_inputs[kind or (named.kind if named else "other")] += 1
 
     def summary_rows(self, encoding: str | None) -> list[dict[str, Any]]:
         """Rows of the ``summary/`` table."""
@@ -217,6 +235,16 @@ class BatchSummary:
                     "mean_score": stats.mean_score,
                 }
             )
+        for label, held in sorted(self.mask_labels.items()):
+            rows.append(
+                {
+                    "scope": "mask_label",
+                    "name": label,
+                    "masks": held.masks,
+                    "frames": held.frames,
+                    "pixels": held.pixels,
+                }
+            )
         return rows + self.video_rows
 
 
@@ -267,6 +295,9 @@ def summary_to_json(summary: BatchSummary) -> dict[str, Any]:
             "colours_seen": summary.evidence.colours_seen,
         },
         "video_rows": summary.video_rows,
+        "mask_labels": {
+            name: [s.masks, s.frames, s.pixels] for name, s in summary.mask_labels.items()
+        },
     }
 
 
@@ -304,4 +335,5 @@ def summary_from_json(data: dict[str, Any]) -> BatchSummary:
             votes=dict(data["evidence"]["votes"]), colours_seen=data["evidence"]["colours_seen"]
         ),
         video_rows=list(data["video_rows"]),
+        mask_labels={name: MaskLabelStats(*values) for name, values in data["mask_labels"].items()},
     )

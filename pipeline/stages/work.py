@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 from pipeline.formats.celantur import Encoding
-from pipeline.stages import celantur, video
+from pipeline.stages import celantur, clearml, video
+from pipeline.stages.clearml import FrameMasks
 from pipeline.stages.common import TaskContext
 from pipeline.stages.ledger import load_entry, save_entry
 from pipeline.stages.plan import Batch, ImageGroup, TrackAssignment, VideoChunk
 from pipeline.stages.summary import BatchSummary
 
-Step = Literal["images", "measure", "finish", "chunks", "tracks"]
+Step = Literal["images", "measure", "finish", "chunks", "tracks", "clearml"]
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Work:
     """
 
     step: Step
-    item: Batch[ImageGroup] | Batch[VideoChunk] | TrackAssignment
+    item: Batch[ImageGroup] | Batch[VideoChunk] | Batch[FrameMasks] | TrackAssignment
     encoding: Encoding | None = None
 
 
@@ -63,6 +64,8 @@ def _run_step(work: Work, ctx: TaskContext) -> BatchSummary:
         return video.process_chunk_batch(cast(Batch[VideoChunk], work.item), ctx)
     if work.step == "tracks":
         return video.track_videos(cast(TrackAssignment, work.item), ctx)
+    if work.step == "clearml":
+        return clearml.process_frames_batch(cast(Batch[FrameMasks], work.item), ctx)
     images = cast(Batch[ImageGroup], work.item)
     if work.step == "measure":
         return BatchSummary(evidence=celantur.measure_and_park(images, ctx))

@@ -1,0 +1,246 @@
+"""The ClearML batch task: the masks of a batch of frames -> ``masks/``, ``labels/``, ``alpha/``.
+
+A batch holds whole frames (all masks of a frame), so per-label frame counts summed over
+batches are exact. Each mask is read from its own URI; a missing or unreadable mask is one
+error row naming its frame, source and mask id, never a failed run.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.formats.clearml import MaskLabels, MaskRef, safe_relative_path
+from pipeline.io.parquet import write_part
+from pipeline.io.png import PngError, decode_png, encode_png, read_png_header
+from pipeline.io.storage import InputFile, Location
+from pipeline.kernels.masks import alpha_stats, label_values, rescale_nearest
+from pipeline.kernels.segments import colour_stats
+from pipeline.stages.common import ErrorLog, TaskContext
+from pipeline.stages.plan import Batch
+from pipeline.stages.summary import BatchSummary, MaskLabelStats
+from pipeline.tables import to_arrow
+
+#: Planning cannot know mask sizes without a request per mask, so batches count masks at this
+#: nominal size (a typical compressed 1080p label PNG) against ``batch_bytes``.
+NOMINAL_MASK_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class FrameMasks:
+    """The masks of one frame (the unit of batching), with their resolved URIs."""
+
+    document: InputFile  # the frames document the frame came from
+    position: int
+    masks: tuple[MaskRef, ...]
+    resolved: tuple[str, ...]  # where each mask is read from
+
+    @property
+    def identity(self) -> str:
+        """Document and position of the frame."""
+        return f"{self.document.rel}#{self.position}"
+
+    @property
+    def bytes(self) -> int:
+        """Nominal input bytes (see :data:`NOMINAL_MASK_BYTES`)."""
+        return NOMINAL_MASK_BYTES * max(1, len(self.masks))
+
+    @property
+    def files(self) -> tuple[InputFile, ...]:
+        """The frames document (its version makes part of the batch key)."""
+        return (self.document,)
+
+
+@dataclass
+class _Rows:
+    masks: list[dict[str, Any]]
+    labels: list[dict[str, Any]]
+    alpha: list[dict[str, Any]]
+    errors: ErrorLog
+
+
+def process_frames_batch(batch: Batch[FrameMasks], ctx: TaskContext) -> BatchSummary:
+    """Measure every mask of a batch of frames and write the batch's parts.
+
+    Side effects: ``masks/``, ``labels/`` (pixel mode) or ``alpha/`` (alpha mode), ``errors/``
+    parts named ``part-<batch key>.parquet``; rescaled PNG masks under ``scaled/``. Idempotent.
+    """
+    rows = _Rows([], [], [], ErrorLog())
+    summary = BatchSummary()
+    for frame in batch.groups:
+        in_frame: dict[str, MaskLabelStats] = {}
+        for ref, uri in zip(frame.masks, frame.resolved, strict=True):
+            label_pixels = _measure_mask(ref, uri, ctx, rows)
+            for label, pixels in label_pixels.items():
+                stats = in_frame.setdefault(label, MaskLabelStats(frames=1))
+                stats.masks += 1
+                stats.pixels += pixels
+        for label, stats in in_frame.items():
+            summary.mask_labels[label] = summary.mask_labels.get(label, MaskLabelStats()).merge(
+                stats
+            )
+    for row in rows.masks:
+        summary.masks[row["kind"]] += 1
+        summary.landed["mask"] += 1
+    summary.add_errors(rows.errors, kind="mask")
+    for table in ("masks", "labels", "alpha", "errors"):
+        data = to_arrow(table, getattr(rows, table))
+        if data.num_rows:
+            summary.rows[table] = data.num_rows
+            part = f"{table}/part-{batch.key}.parquet"
+            summary.parts[table] = [write_part(ctx.output, part, data)]
+    return summary
+
+
+def _measure_mask(ref: MaskRef, uri: str, ctx: TaskContext, rows: _Rows) -> dict[str, int]:
+    """Measure one mask into ``rows`` (or one error row); returns its pixels per label."""
+    where = ref.describe()
+    try:
+        data = Location(uri, ctx.source.storage_options).read_bytes("")
+    except FileNotFoundError:
+        rows.errors.add(ref.uri, "read", "missing", f"{where}: mask not found at {uri}")
+        return {}
+    except (OSError, ValueError) as exc:
+        rows.errors.add(ref.uri, "read", "unreachable", f"{where}: cannot read {uri}: {exc}")
+        return {}
+    mapping = _mapping_for(ref, ctx.mask_labels)
+    ident = {"frame_id": ref.frame_id, "source_id": ref.source_id, "mask_id": ref.mask_id,
+             "uri": ref.uri}  # fmt: skip
+    found: list[dict[str, Any]] = []  # this mask's rows, kept only if it decodes to the end
+    first: np.ndarray | None = None
+    frames = 0
+    try:
+        for index, pixels in _decoded_frames(ref, data, ctx.options.max_pixels):
+            first = pixels if first is None else first
+            frames += 1
+            if ctx.mask_mode == "alpha":
+                found.append({**ident, "frame_index": index, **_alpha_row(pixels)})
+            else:
+                found.extend(_label_rows(pixels, mapping, {**ident, "frame_index": index}))
+    except (PngError, ValueError) as exc:
+        code = exc.code if isinstance(exc, PngError) else "video"
+        rows.errors.add(ref.uri, "decode", code, f"{where}: {exc}")
+        return {}
+    pixel_mode = ctx.mask_mode == "pixel"
+    unmapped = [r for r in found if pixel_mode and not r["labels"]]
+    rows.masks.append(
+        {
+            "path": uri,
+            "stem": posixpath.splitext(posixpath.basename(uri))[0],
+            "folder": posixpath.dirname(uri),
+            "kind": ctx.mask_mode,
+            "width": int(first.shape[1]) if first is not None else None,
+            "height": int(first.shape[0]) if first is not None else None,
+            "bytes": len(data),
+            "png_mode": None if ref.is_video else read_png_header(data).mode,
+            "segments": len(found) if pixel_mode else None,
+            "unmapped_values": len(unmapped) if pixel_mode else None,
+            "unmapped_pixels": sum(r["pixels"] for r in unmapped) if pixel_mode else None,
+            "frame_id": ref.frame_id,
+            "source_id": ref.source_id,
+            "mask_id": ref.mask_id,
+            "video_frames": frames if ref.is_video else None,
+            "scaled_path": None if ref.is_video else _write_scaled(uri, data, first, ctx),
+        }
+    )
+    (rows.alpha if ctx.mask_mode == "alpha" else rows.labels).extend(found)
+    label_pixels: dict[str, int] = {}
+    for row in found if pixel_mode else []:
+        for label in row["labels"]:
+            label_pixels[label] = label_pixels.get(label, 0) + row["pixels"]
+    return label_pixels
+
+
+def _decoded_frames(
+    ref: MaskRef, data: bytes, max_pixels: int
+) -> Iterator[tuple[int | None, np.ndarray]]:
+    """(video frame index or None, pixels) of a mask: one PNG, or every frame of a video."""
+    if not ref.is_video:
+        yield None, decode_png(data, max_pixels=max_pixels)
+        return
+    yield from _video_frames(ref, data, max_pixels)
+
+
+def _video_frames(ref: MaskRef, data: bytes, max_pixels: int) -> Iterator[tuple[int, np.ndarray]]:
+    import imageio.v3 as iio
+
+    subtype = (ref.content_type or "video/mp4").split("/")[-1]
+    extension = posixpath.splitext(ref.uri)[1] or f".{subtype}"
+    try:
+        for index, frame in enumerate(iio.imiter(data, plugin="pyav", extension=extension)):
+            if frame.shape[0] * frame.shape[1] > max_pixels:
+                size = f"{frame.shape[1]}x{frame.shape[0]}"
+                raise ValueError(f"video frame of {size} pixels is over the limit")
+            yield index, np.asarray(frame)
+    except (OSError, RuntimeError, TypeError) as exc:  # PyAV reports bad streams this way
+        raise ValueError(f"video mask could not be decoded: {exc}") from exc
+
+
+def _mapping_for(ref: MaskRef, mask_labels: MaskLabels) -> MaskLabels:
+    """The version's mapping, with the labels of this mask's deprecated ROI links added."""
+    if not ref.roi_labels:
+        return mask_labels
+    mapping = dict(mask_labels)
+    for value, labels in ref.roi_labels:
+        known = mapping.get(value, ())
+        mapping[value] = known + tuple(label for label in labels if label not in known)
+    return mapping
+
+
+def _label_rows(
+    pixels: np.ndarray, mapping: MaskLabels, ident: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """One row per distinct value of a pixel-segmentation mask, with its labels."""
+    rgb, grey = label_values(pixels)
+    stats = colour_stats(rgb, skip_black=False)
+    if grey:
+        values = [(int(k), int(k), int(k)) for k in stats.keys]
+    else:
+        values = [(int(c[0]), int(c[1]), int(c[2])) for c in stats.colours]
+    found = []
+    for i, value in enumerate(values):
+        found.append(
+            {
+                **ident,
+                "value": list(value),
+                "labels": list(mapping.get(value, ())),
+                "pixels": int(stats.pixels[i]),
+                "x_min": int(stats.x_min[i]),
+                "y_min": int(stats.y_min[i]),
+                "x_max": int(stats.x_max[i]),
+                "y_max": int(stats.y_max[i]),
+                "centroid_x": float(stats.centroid_x[i]),
+                "centroid_y": float(stats.centroid_y[i]),
+            }
+        )
+    return found
+
+
+def _alpha_row(pixels: np.ndarray) -> dict[str, Any]:
+    stats = alpha_stats(pixels)
+    box = stats.visible_bbox or (None, None, None, None)
+    return {
+        "mean_opacity": stats.mean_opacity,
+        "transparent_pixels": stats.transparent_pixels,
+        "opaque_pixels": stats.opaque_pixels,
+        "partial_pixels": stats.partial_pixels,
+        "x_min": box[0],
+        "y_min": box[1],
+        "x_max": box[2],
+        "y_max": box[3],
+    }
+
+
+def _write_scaled(uri: str, data: bytes, pixels: np.ndarray | None, ctx: TaskContext) -> str | None:
+    scale = ctx.options.mask_scale
+    if scale is None or pixels is None:
+        return None
+    rel = f"scaled/{safe_relative_path(uri)}"
+    ctx.output.write_bytes(
+        rel, data if scale == 100 else encode_png(rescale_nearest(pixels, scale))
+    )
+    return rel
