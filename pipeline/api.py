@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -17,9 +18,11 @@ from pipeline.config import CelanturOptions, ClearmlOptions, ExecutionOptions
 from pipeline.io.parquet import read_parts
 from pipeline.io.runrecord import read_run_record
 from pipeline.io.storage import Location, storage_options_with_environment
+from pipeline.jobs import load_job
 from pipeline.runner import RunResult
 from pipeline.runner import run_celantur as _run_celantur
 from pipeline.runner import run_clearml as _run_clearml
+from pipeline.runner import run_options as _run_options
 from pipeline.tables import SCHEMAS
 
 
@@ -100,6 +103,14 @@ def run_clearml(
     return _run_clearml(opts, client=client)
 
 
+def run_job(job: str | os.PathLike[str], *overrides: str, client: Any | None = None) -> RunResult:
+    """Run a TOML job file (see :mod:`pipeline.jobs`), as ``mask-pipeline run`` does.
+
+    ``overrides`` are ``key=value`` strings (``execution.scheduler=sync``).
+    """
+    return _run_options(load_job(job, overrides), client=client)
+
+
 def read_run(output: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``_run.json`` of the last complete run under ``output``.
 
@@ -130,4 +141,4 @@ def read_table(
     return read_parts(location, parts, SCHEMAS[table])
 
 
-__all__ = ["RunResult", "read_run", "read_table", "run_celantur", "run_clearml"]
+__all__ = ["RunResult", "read_run", "read_table", "run_celantur", "run_clearml", "run_job"]

@@ -1,4 +1,4 @@
-"""The command-line door: ``mask-pipeline celantur | clearml | demo | summary``.
+"""The command-line door: ``mask-pipeline celantur | clearml | run | demo | summary``.
 
 Exit codes (SPEC 4): 0 every input processed; 3 finished with inputs in ``errors/``; 2 usage
 error; 1 the run could not proceed (e.g. storage unreachable). Messages name the option or input.
@@ -21,12 +21,20 @@ from pipeline.config import (
     OptionError,
     RunOptions,
     nest_storage_options,
-    parse_storage_option,
+    parse_key_value,
 )
 from pipeline.formats.celantur import ENCODING_CHOICES
 from pipeline.formats.clearml import MASK_MODES
 from pipeline.io.storage import StorageError
-from pipeline.runner import EXIT_FAILED, EXIT_USAGE, RunResult, run_celantur, run_clearml
+from pipeline.jobs import load_job
+from pipeline.runner import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    RunResult,
+    run_celantur,
+    run_clearml,
+    run_options,
+)
 
 
 def _add_execution_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,6 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_arguments(clearml)
 
+    job = commands.add_parser("run", help="run a job file (TOML; see jobs/)")
+    job.add_argument("job", help="the job file")
+    job.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a job key, repeatable; dotted for tables: execution.scheduler=sync",
+    )
+
     demo = commands.add_parser("demo", help="make sample data and run the whole pipeline on it")
     demo.add_argument("output", nargs="?", help="folder for the sample data and results")
     demo.add_argument("--images", type=int, default=24, help="sample images to generate")
@@ -166,7 +185,7 @@ def _execution(args: argparse.Namespace) -> ExecutionOptions:
 
 
 def _storage_options(args: argparse.Namespace) -> dict[str, Any]:
-    return nest_storage_options([parse_storage_option(text) for text in args.storage_option])
+    return nest_storage_options([parse_key_value(text) for text in args.storage_option])
 
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -300,11 +319,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Progress notes (such as the dashboard link) go to stderr; results to stdout.
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        if args.command in ("celantur", "clearml"):
+        if args.command in ("celantur", "clearml", "run"):
             if args.command == "celantur":
                 result = run_celantur(_celantur_options(args))
-            else:
+            elif args.command == "clearml":
                 result = run_clearml(_clearml_options(args))
+            else:
+                result = run_options(load_job(args.job, args.overrides))
             _report(result)
             return result.exit_code
         if args.command == "demo":

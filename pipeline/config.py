@@ -187,14 +187,14 @@ class ClearmlOptions(RunOptions):
         return data
 
 
-def parse_storage_option(text: str) -> tuple[str, Any]:
+def parse_key_value(text: str, option: str = "--storage-option") -> tuple[str, Any]:
     """``key=value`` from the command line; the value is read as JSON when it parses
-    (``true``, ``3``, ``{"a": 1}``), else kept as a string. Dotted keys nest:
-    ``client_kwargs.endpoint_url=http://...``."""
+    (``true``, ``3``, ``{"a": 1}``), else kept as a string. Dotted keys nest (see
+    :func:`nest_storage_options`): ``client_kwargs.endpoint_url=http://...``."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise OptionError(f"option '--storage-option' expects key=value, got {text!r}")
+        raise OptionError(f"option {option!r} expects key=value, got {text!r}")
     try:
         value: Any = json.loads(raw)
     except ValueError:

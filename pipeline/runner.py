@@ -361,6 +361,15 @@ def run_clearml(options: ClearmlOptions, client: Any | None = None) -> RunResult
     )  # fmt: skip
 
 
+def run_options(options: RunOptions, client: Any | None = None) -> RunResult:
+    """Run whichever pipeline ``options`` describe (as a job file does)."""
+    if isinstance(options, CelanturOptions):
+        return run_celantur(options, client)
+    if isinstance(options, ClearmlOptions):
+        return run_clearml(options, client)
+    raise TypeError(f"no pipeline takes {type(options).__name__}")
+
+
 # ---------------------------------------------------------------------------------------------
 # The commit, shared
 # ---------------------------------------------------------------------------------------------
