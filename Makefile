@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check bench clean
+.PHONY: install demo test check bench fuzz clean
 
 install: $(STAMP)
 
@@ -21,12 +21,18 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 check: $(STAMP)
-	$(BIN)/ruff check pipeline tests benchmarks
-	$(BIN)/ruff format --check pipeline tests benchmarks
+	$(BIN)/ruff check pipeline tests benchmarks fuzz
+	$(BIN)/ruff format --check pipeline tests benchmarks fuzz
 	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+# Coverage-guided fuzzing of the PNG and JSON doors; FUZZ_SECONDS per target (findings: crash-*).
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(BIN)/python -m fuzz png -max_total_time=$(FUZZ_SECONDS) -max_len=65536
+	$(BIN)/python -m fuzz json -max_total_time=$(FUZZ_SECONDS) -max_len=65536
+
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo-output bench-output fuzz-corpus .pytest_cache .mypy_cache .ruff_cache

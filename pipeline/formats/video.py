@@ -99,7 +99,8 @@ def parse_chunk(data: bytes, *, max_bytes: int) -> ParsedChunk:
         raise JsonError("too_large", f"JSON of {len(data)} bytes exceeds the cap of {max_bytes}")
     try:
         frames = _DECODER.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        # Not the common case: the validating path says exactly what is wrong.
         return _parse_validating(parse_json(data, max_bytes=max_bytes))
     return _parse_typed(frames)
 

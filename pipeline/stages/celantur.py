@@ -14,9 +14,7 @@ With an explicit encoding both run in one task; with ``auto`` the measured rows 
 
 from __future__ import annotations
 
-import contextlib
 import io
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -52,7 +50,7 @@ from pipeline.kernels.masks import (
 )
 from pipeline.kernels.matching import MATCH_NAMES, match_detections
 from pipeline.kernels.segments import ColourStats, colour_stats
-from pipeline.stages.common import ErrorLog, TaskContext, read_input
+from pipeline.stages.common import ErrorLog, TaskContext, guarded, read_input
 from pipeline.stages.plan import Batch, ImageGroup
 from pipeline.stages.summary import BatchSummary
 from pipeline.tables import SCHEMAS, to_arrow
@@ -118,21 +116,6 @@ def _load_png(
     return None
 
 
-@contextlib.contextmanager
-def _guarded(file: InputFile, measured: Measured) -> Iterator[None]:
-    """Turn an unexpected failure on one input into its error row, so one odd file cannot fail
-    the batch. Storage errors (OSError) still propagate: the task is retried, and a storage that
-    stays broken stops the run."""
-    try:
-        yield
-    except OSError:
-        raise
-    except Exception as exc:
-        measured.errors.add(
-            file.rel, "stats", "internal", f"unexpected {type(exc).__name__}: {exc}"
-        )
-
-
 def _mask_row(
     group: ImageGroup, file: InputFile, kind: str, pixels: np.ndarray, data: bytes
 ) -> dict[str, Any]:
@@ -172,15 +155,15 @@ def _measure_group(group: ImageGroup, ctx: TaskContext, measured: Measured) -> N
     instance: _Instance | None = None
     mask_size: tuple[int, int] | None = None
     if group.instance is not None:
-        with _guarded(group.instance, measured):
+        with guarded(group.instance.rel, measured.errors):
             instance = _measure_instance(group, group.instance, ctx, measured)
             mask_size = (instance.row["width"], instance.row["height"]) if instance else None
     if group.binary is not None:
-        with _guarded(group.binary, measured):
+        with guarded(group.binary.rel, measured.errors):
             binary_size = _measure_binary(group, group.binary, ctx, measured, instance)
             mask_size = mask_size or binary_size
     if group.metadata is not None:
-        with _guarded(group.metadata, measured):
+        with guarded(group.metadata.rel, measured.errors):
             _measure_metadata(group.stem, group.metadata, ctx, measured, mask_size, instance)
 
 

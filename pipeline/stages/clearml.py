@@ -20,7 +20,7 @@ from pipeline.io.png import PngError, decode_png, encode_png, read_png_header
 from pipeline.io.storage import InputFile, Location
 from pipeline.kernels.masks import alpha_stats, label_values, rescale_nearest
 from pipeline.kernels.segments import colour_stats
-from pipeline.stages.common import ErrorLog, TaskContext
+from pipeline.stages.common import ErrorLog, TaskContext, guarded
 from pipeline.stages.plan import Batch
 from pipeline.stages.summary import BatchSummary, MaskLabelStats
 from pipeline.tables import to_arrow
@@ -74,7 +74,9 @@ def process_frames_batch(batch: Batch[FrameMasks], ctx: TaskContext) -> BatchSum
     for frame in batch.groups:
         in_frame: dict[str, MaskLabelStats] = {}
         for ref, uri in zip(frame.masks, frame.resolved, strict=True):
-            label_pixels = _measure_mask(ref, uri, ctx, rows)
+            label_pixels: dict[str, int] = {}
+            with guarded(ref.uri, rows.errors):
+                label_pixels = _measure_mask(ref, uri, ctx, rows)
             for label, pixels in label_pixels.items():
                 stats = in_frame.setdefault(label, MaskLabelStats(frames=1))
                 stats.masks += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -51,3 +53,17 @@ def read_input(file: InputFile, ctx: TaskContext, errors: ErrorLog) -> bytes | N
     except PermissionError as exc:
         errors.add(file.rel, "read", "unreadable", f"could not be read: {exc}")
     return None
+
+
+@contextlib.contextmanager
+def guarded(path: str, errors: ErrorLog) -> Iterator[None]:
+    """Turn an unexpected failure on one input into its error row, so one odd file cannot fail
+    its batch. Storage errors (OSError) still propagate: the task is retried, and a storage that
+    stays broken stops the run. Callers append an input's rows only once all are built, so a
+    failure never leaves half an input in the tables."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as exc:
+        errors.add(path, "stats", "internal", f"unexpected {type(exc).__name__}: {exc}")

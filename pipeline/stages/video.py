@@ -31,7 +31,7 @@ from pipeline.io.jsonio import JsonError
 from pipeline.io.parquet import write_part
 from pipeline.kernels.quantiles import ScoreHistogram
 from pipeline.kernels.tracking import Gap, GapFinder
-from pipeline.stages.common import ErrorLog, TaskContext, read_input
+from pipeline.stages.common import ErrorLog, TaskContext, guarded, read_input
 from pipeline.stages.plan import Batch, TrackAssignment, VideoChunk
 from pipeline.stages.summary import BatchSummary
 from pipeline.tables import SCHEMAS, to_arrow
@@ -50,28 +50,25 @@ def process_chunk_batch(batch: Batch[VideoChunk], ctx: TaskContext) -> BatchSumm
     chunk_rows: list[dict[str, Any]] = []
     summary = BatchSummary()
     for chunk in batch.groups:
-        data = read_input(chunk.file, ctx, issues)
-        if data is None:
-            continue
-        try:
-            parsed = parse_chunk(data, max_bytes=ctx.options.max_json_bytes)
-        except JsonError as exc:
-            issues.add(chunk.file.rel, "decode", f"json_{exc.code}", str(exc))
-            continue
-        except MetadataError as exc:
-            issues.add(chunk.file.rel, "validate", exc.code, str(exc))
-            continue
-        chunk_rows.append(_check_chunk(chunk, parsed, issues))
-        detections.append(_detection_table(chunk, parsed))
-        frames.append(_frame_table(chunk, parsed))
-        summary.landed["video_metadata"] += 1
-        summary.frames += len(parsed.frame_ids)
-        durations = [d for d in parsed.frame_durations if d is not None]
-        summary.duration_sum += sum((Fraction(d) for d in durations), Fraction(0))
-        summary.durations += len(durations)
-        summary.add_detections(
-            detections[-1].select(["type_label", "score", "is_anonymised"]).to_pylist()
-        )
+        with guarded(chunk.file.rel, issues):
+            parsed = _parse(chunk, ctx, issues)
+            if parsed is None:
+                continue
+            found = ErrorLog()
+            tables = (_check_chunk(chunk, parsed, found), _detection_table(chunk, parsed),
+                      _frame_table(chunk, parsed))  # fmt: skip
+            issues.extend(found)
+            chunk_rows.append(tables[0])
+            detections.append(tables[1])
+            frames.append(tables[2])
+            summary.landed["video_metadata"] += 1
+            summary.frames += len(parsed.frame_ids)
+            durations = [d for d in parsed.frame_durations if d is not None]
+            summary.duration_sum += sum((Fraction(d) for d in durations), Fraction(0))
+            summary.durations += len(durations)
+            summary.add_detections(
+                tables[1].select(["type_label", "score", "is_anonymised"]).to_pylist()
+            )
     summary.add_errors(issues)
     outputs = {
         "detections": pa.concat_tables(detections) if detections else None,
@@ -86,6 +83,19 @@ def process_chunk_batch(batch: Batch[VideoChunk], ctx: TaskContext) -> BatchSumm
                 write_part(ctx.output, f"{table}/part-{batch.key}.parquet", data_table)
             ]
     return summary
+
+
+def _parse(chunk: VideoChunk, ctx: TaskContext, issues: ErrorLog) -> ParsedChunk | None:
+    data = read_input(chunk.file, ctx, issues)
+    if data is None:
+        return None
+    try:
+        return parse_chunk(data, max_bytes=ctx.options.max_json_bytes)
+    except JsonError as exc:
+        issues.add(chunk.file.rel, "decode", f"json_{exc.code}", str(exc))
+    except MetadataError as exc:
+        issues.add(chunk.file.rel, "validate", exc.code, str(exc))
+    return None
 
 
 def _check_chunk(chunk: VideoChunk, parsed: ParsedChunk, issues: ErrorLog) -> dict[str, Any]:
