@@ -1,4 +1,4 @@
-"""The command-line door: ``mask-pipeline celantur | clearml | run | demo | summary``.
+"""The command-line door: ``mask-pipeline celantur | clearml | run | demo | schema | summary``.
 
 Exit codes (SPEC 4): 0 every input processed; 3 finished with inputs in ``errors/``; 2 usage
 error; 1 the run could not proceed (e.g. storage unreachable). Messages name the option or input.
@@ -35,6 +35,7 @@ from pipeline.runner import (
     run_clearml,
     run_options,
 )
+from pipeline.tables import schema_markdown
 
 
 def _add_execution_arguments(parser: argparse.ArgumentParser) -> None:
@@ -168,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--images", type=int, default=24, help="sample images to generate")
     demo.add_argument("--videos", type=int, default=3, help="sample videos to generate")
     _add_execution_arguments(demo)
+
+    commands.add_parser("schema", help="print the output tables' columns (Markdown)")
 
     summary = commands.add_parser("summary", help="print the summary of a finished run")
     summary.add_argument("output", help="output folder of a run")
@@ -330,6 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return result.exit_code
         if args.command == "demo":
             return _run_demo(args)
+        if args.command == "schema":
+            print(schema_markdown(), end="")
+            return 0
         return _print_summary(args)
     except OptionError as exc:
         print(f"mask-pipeline: error: {exc}", file=sys.stderr)

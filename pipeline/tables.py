@@ -214,6 +214,39 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 
+#: What one row of each table is (for the generated schema documentation).
+ROW_MEANING: dict[str, str] = {
+    "masks": "mask file (Celantur instance or binary mask, ClearML pixel or alpha mask)",
+    "instances": "distinct non-background colour (segment) of a Celantur instance mask",
+    "detections": "detection of a Celantur image metadata file or video frame",
+    "frames": "Celantur metadata image or video frame",
+    "chunks": "Celantur video metadata chunk file",
+    "gaps": "anonymisation gap: a tracked object absent for 1..K frames, then back",
+    "labels": "(ClearML mask, value[, video frame]) of a pixel-segmentation mask",
+    "alpha": "ClearML alpha mask[, video frame]",
+    "errors": "bad or doubtful input (severity error: the input is in no other table)",
+    "summary": "aggregate (scope: run, kind, type, label, video, video_label, mask_label)",
+}
+
+
+def schema_markdown() -> str:
+    """The tables' columns as Markdown, generated from :data:`SCHEMAS` (``docs/tables.md``)."""
+    lines = [
+        "# Output tables",
+        "",
+        "Generated from `pipeline/tables.py` by `mask-pipeline schema`; a test keeps this file",
+        "equal to the code. Bounding boxes: `x_min, y_min` inclusive, `x_max, y_max` exclusive.",
+        "Every column may be null unless marked *required*.",
+    ]
+    for name, schema in SCHEMAS.items():
+        lines += ["", f"## `{name}/`", "", f"One row per {ROW_MEANING[name]}.", ""]
+        lines += ["| column | type |", "|---|---|"]
+        for column in schema:
+            required = "" if column.nullable else " (*required*)"
+            lines.append(f"| `{column.name}` | `{column.type}`{required} |")
+    return "\n".join(lines) + "\n"
+
+
 #: Tables every run commits (each gets at least an empty part, so readers always find it).
 TABLES = tuple(SCHEMAS)
 
