@@ -26,14 +26,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from benchmarks.timing import BenchmarkError, format_ms, format_ratio, print_table, ratio, seconds
 from pipeline.api import run_celantur
 from pipeline.config import SCHEDULER_ENV, ExecutionOptions
 from pipeline.io.png import decode_png, encode_png
-from pipeline.kernels.masks import anonymised_area, instance_foreground, rescale_nearest, to_rgb8
-from pipeline.kernels.segments import colour_stats
+from pipeline.kernels.masks import rescale_nearest, to_rgb8
+from pipeline.kernels.segments import binary_stats, colour_stats
 from pipeline.runner import RunResult
 from pipeline.sampledata import make_celantur_tree
 
@@ -115,8 +113,7 @@ def _parts(
     decoded = dict(zip(pngs, (decode_png(data) for data in files), strict=True))
     instances = {_stem_key(rel): to_rgb8(p) for rel, p in decoded.items() if "_ins_" in rel}
     binaries = {_stem_key(rel): p for rel, p in decoded.items() if rel.endswith("_bin_mask.png")}
-    pairs = [(instances[k], anonymised_area(b)) for k, b in binaries.items() if k in instances]
-    pairs = [(rgb, area) for rgb, area in pairs if rgb.shape[:2] == area.shape]
+    pairs = [(b, instances[k]) for k, b in binaries.items() if k in instances]
     scaled = [encode_png(rescale_nearest(p, mask_scale)) for p in decoded.values()]
     folders = iter(range(1_000_000))
 
@@ -136,9 +133,8 @@ def _parts(
     return {
         "decode_png (ours)": loop(decode_png, files),
         "colour_stats (instance masks)": loop(colour_stats, list(instances.values())),
-        "anonymised_area (binary masks)": loop(anonymised_area, list(binaries.values())),
-        "instance_foreground + mismatch (pairs)": loop(
-            lambda pair: np.count_nonzero(pair[1] != instance_foreground(pair[0])), pairs
+        "binary_stats (binary masks with their instance mask)": loop(
+            lambda pair: binary_stats(*pair), pairs
         ),
         "rescale + encode_png level 1": loop(
             lambda p: encode_png(rescale_nearest(p, mask_scale)), list(decoded.values())

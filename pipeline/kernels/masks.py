@@ -6,9 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Grey value from which a binary-mask pixel counts as anonymised (resampled masks have grey edges).
-BINARY_THRESHOLD = 128
-
 
 @dataclass(frozen=True)
 class TypedTotals:
@@ -50,33 +47,6 @@ def typed_totals(pixels: np.ndarray, flags: np.ndarray, type_count: int = 4) -> 
         invalid_pixels=int(pixels[~valid].sum()),
         invalid_segments=int((~valid).sum()),
     )
-
-
-def grey_levels(pixels: np.ndarray) -> np.ndarray:
-    """Grey value of each pixel of an (H, W) or (H, W, C) mask: the brightest colour channel.
-
-    Alpha (the 2nd channel of LA, the 4th of RGBA) is ignored.
-    """
-    if pixels.ndim == 2:
-        return pixels
-    if pixels.shape[2] in (1, 2):
-        return pixels[:, :, 0]
-    # Chained elementwise maxima: ~14x faster than .max(axis=2) over a short last axis.
-    return np.maximum(np.maximum(pixels[:, :, 0], pixels[:, :, 1]), pixels[:, :, 2])
-
-
-def anonymised_area(pixels: np.ndarray) -> np.ndarray:
-    """Boolean (H, W) map of a binary mask's anonymised pixels (grey >= 128)."""
-    levels = grey_levels(pixels)
-    if levels.dtype == np.uint16:
-        return levels >= BINARY_THRESHOLD * 257
-    return levels >= BINARY_THRESHOLD
-
-
-def instance_foreground(rgb: np.ndarray) -> np.ndarray:
-    """Boolean (H, W) map of an instance mask's non-background pixels (alpha ignored)."""
-    # (r | g | b) != 0 is ~7x faster than .any(axis=2) over a short last axis.
-    return np.asarray((rgb[:, :, 0] | rgb[:, :, 1] | rgb[:, :, 2]) != 0)
 
 
 def bbox_of(area: np.ndarray) -> tuple[int, int, int, int] | None:

@@ -187,3 +187,42 @@ def colour_stats(rgb: np.ndarray, *, skip_black: bool = True) -> ColourStats:
         height=int(rgb.shape[0]),
         background_pixels=int(background),
     )
+
+
+@numba.njit(cache=True, nogil=True)
+def _binary_kernel(
+    binary: np.ndarray, threshold: int, instance: np.ndarray, compare: bool
+) -> tuple[int, int]:
+    height, width, channels = binary.shape
+    colour = channels >= 3
+    anonymised = 0
+    mismatch = 0
+    for y in range(height):
+        for x in range(width):
+            level = binary[y, x, 0]
+            if colour:
+                level = max(level, binary[y, x, 1], binary[y, x, 2])
+            hidden = level >= threshold
+            anonymised += hidden
+            if compare:
+                foreground = (instance[y, x, 0] | instance[y, x, 1] | instance[y, x, 2]) != 0
+                mismatch += hidden != foreground
+    return anonymised, mismatch
+
+
+def binary_stats(binary: np.ndarray, instance: np.ndarray | None = None) -> tuple[int, int | None]:
+    """One pass over a binary mask: anonymised pixels (grey >= 128, the brightest colour channel
+    for RGB; alpha ignored) and, given the instance mask of the same image and size, how many
+    pixels disagree with its non-background pixels.
+
+    Returns ``(anonymised, mismatch)``; ``mismatch`` is ``None`` without a comparable instance
+    mask.
+    """
+    if binary.ndim == 2:
+        binary = binary[:, :, np.newaxis]
+    # Resampled binary masks have grey edges: from mid-grey on, a pixel counts as anonymised.
+    threshold = 128 * 257 if binary.dtype == np.uint16 else 128
+    compare = instance is not None and instance.shape[:2] == binary.shape[:2]
+    other = instance if compare and instance is not None else np.zeros((1, 1, 3), np.uint8)
+    anonymised, mismatch = _binary_kernel(binary, threshold, other, compare)
+    return int(anonymised), int(mismatch) if compare else None

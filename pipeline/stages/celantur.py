@@ -42,14 +42,12 @@ from pipeline.io.parquet import table_bytes, write_part
 from pipeline.io.png import PngError, decode_png, encode_png, read_png_header
 from pipeline.io.storage import InputFile
 from pipeline.kernels.masks import (
-    anonymised_area,
-    instance_foreground,
     rescale_nearest,
     to_rgb8,
     typed_totals,
 )
 from pipeline.kernels.matching import MATCH_NAMES, match_detections
-from pipeline.kernels.segments import ColourStats, colour_stats
+from pipeline.kernels.segments import ColourStats, binary_stats, colour_stats
 from pipeline.stages.common import ErrorLog, TaskContext, guarded, read_input
 from pipeline.stages.plan import Batch, ImageGroup
 from pipeline.stages.summary import BatchSummary
@@ -201,18 +199,17 @@ def _measure_binary(
     if loaded is None:
         return None
     data, pixels = loaded
-    anonymised = anonymised_area(pixels)
+    anonymised, mismatch = binary_stats(pixels, instance.rgb if instance else None)
     row = _mask_row(group, file, "binary", pixels, data)
-    row["foreground_pixels"] = int(np.count_nonzero(anonymised))
+    row["foreground_pixels"] = anonymised
     row["scaled_path"] = _write_scaled(file, data, pixels, ctx)
     if instance is not None:
-        if anonymised.shape == instance.rgb.shape[:2]:
-            mismatch = int(np.count_nonzero(anonymised != instance_foreground(instance.rgb)))
+        if mismatch is not None:
             row["bin_mismatch_pixels"] = instance.row["bin_mismatch_pixels"] = mismatch
         else:
             measured.errors.add(
                 file.rel, "validate", "size_mismatch",
-                f"binary mask {anonymised.shape[1]}x{anonymised.shape[0]} differs from instance "
+                f"binary mask {pixels.shape[1]}x{pixels.shape[0]} differs from instance "
                 f"mask {instance.rgb.shape[1]}x{instance.rgb.shape[0]}: mismatch not counted",
                 "warning",
             )  # fmt: skip

@@ -18,15 +18,13 @@ from hypothesis.extra import numpy as hnp
 from pipeline.formats.celantur import classify_colours
 from pipeline.kernels.masks import (
     TypedTotals,
-    anonymised_area,
     bbox_of,
-    instance_foreground,
     nearest_indices,
     rescale_nearest,
     scaled_size,
     typed_totals,
 )
-from pipeline.kernels.segments import colour_stats
+from pipeline.kernels.segments import binary_stats, colour_stats
 
 # ---------------------------------------------------------------------------------------------
 # SPEC 2.1, written out: which types one pixel colour carries under each encoding
@@ -213,60 +211,74 @@ def test_typed_totals_dense_generated_masks(encoding):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_anonymised_area_threshold_grey():
+def _anonymised(binary):
+    return binary_stats(binary)[0]
+
+
+def test_binary_threshold_grey():
     grey = np.array([[0, 1, 127, 128, 129, 254, 255]], dtype=np.uint8)
-    expected = [[False, False, False, True, True, True, True]]
-    assert anonymised_area(grey).tolist() == expected
-    assert anonymised_area(grey[:, :, None]).tolist() == expected
+    assert _anonymised(grey) == 4
+    assert _anonymised(grey[:, :, None]) == 4
 
 
-def test_anonymised_area_la_ignores_alpha():
+def test_binary_la_ignores_alpha():
     la = np.array([[[127, 255], [128, 0], [0, 255], [255, 0]]], dtype=np.uint8)
-    assert anonymised_area(la).tolist() == [[False, True, False, True]]
+    assert _anonymised(la) == 2
 
 
-def test_anonymised_area_rgb_and_rgba():
+def test_binary_rgb_and_rgba_use_the_brightest_channel():
     greys = [0, 127, 128, 255]
     rgb = np.array([[[v, v, v] for v in greys]], dtype=np.uint8)
-    assert anonymised_area(rgb).tolist() == [[False, False, True, True]]
+    assert _anonymised(rgb) == 2
     rgba = np.array([[[v, v, v, 255 - v] for v in greys]], dtype=np.uint8)
-    assert anonymised_area(rgba).tolist() == [[False, False, True, True]]
+    assert _anonymised(rgba) == 2
     transparent = rgba.copy()
     transparent[:, :, 3] = 0
-    assert anonymised_area(transparent).tolist() == [[False, False, True, True]]
+    assert _anonymised(transparent) == 2
     opaque_black = np.zeros((1, 2, 4), dtype=np.uint8)
     opaque_black[:, :, 3] = 255
-    assert not anonymised_area(opaque_black).any()
+    assert _anonymised(opaque_black) == 0
+    one_bright_channel = np.array([[[0, 200, 0], [127, 0, 127]]], dtype=np.uint8)
+    assert _anonymised(one_bright_channel) == 1
 
 
-def test_anonymised_area_sixteen_bit():
+def test_binary_sixteen_bit():
     grey = np.array([[0, 32895, 32896, 65535]], dtype=np.uint16)
-    assert anonymised_area(grey).tolist() == [[False, False, True, True]]
+    assert _anonymised(grey) == 2
 
 
 @settings(max_examples=60, deadline=None)
 @given(
-    hnp.arrays(
-        np.uint8,
-        st.tuples(st.integers(1, 30), st.integers(1, 30), st.sampled_from([3, 4])),
-        elements=st.sampled_from([0, 0, 0, 1, 127, 128, 255]),
+    st.integers(1, 30).flatmap(
+        lambda h: st.integers(1, 30).flatmap(
+            lambda w: st.tuples(
+                hnp.arrays(np.uint8, (h, w, 3), elements=st.sampled_from([0, 0, 0, 1, 128, 255])),
+                hnp.arrays(np.uint8, (h, w, 1), elements=st.sampled_from([0, 127, 128, 255])),
+            )
+        )
     )
 )
-def test_instance_foreground_matches_per_pixel_rule(pixels):
-    expected = np.array(
-        [[any(px[:3]) for px in row] for row in pixels.tolist()], dtype=bool
-    ).reshape(pixels.shape[:2])
-    got = instance_foreground(pixels)
-    assert got.dtype == bool
-    np.testing.assert_array_equal(got, expected)
-    assert int(got.sum()) == colour_stats(pixels).foreground_pixels
+def test_binary_mismatch_matches_per_pixel_rule(masks):
+    instance, binary = masks
+    foreground = [[any(px) for px in row] for row in instance.tolist()]
+    hidden = [[px[0] >= 128 for px in row] for row in binary.tolist()]
+    pairs = zip(
+        (f for row in foreground for f in row), (h for row in hidden for h in row), strict=True
+    )
+    expected = sum(f != h for f, h in pairs)
+    anonymised, mismatch = binary_stats(binary, instance)
+    assert mismatch == expected
+    assert anonymised == sum(map(sum, hidden))
 
 
-def test_instance_foreground_ignores_alpha():
+def test_binary_mismatch_ignores_instance_alpha_and_needs_equal_sizes():
     rgba = np.zeros((2, 2, 4), dtype=np.uint8)
     rgba[:, :, 3] = 255
     rgba[1, 1] = (0, 3, 0, 0)
-    assert instance_foreground(rgba).tolist() == [[False, False], [False, True]]
+    binary = np.zeros((2, 2, 1), dtype=np.uint8)
+    assert binary_stats(binary, rgba) == (0, 1)
+    assert binary_stats(np.zeros((3, 2, 1), np.uint8), rgba) == (0, None)
+    assert binary_stats(binary) == (0, None)
 
 
 @settings(max_examples=100, deadline=None)
