@@ -284,20 +284,40 @@ def parse_uri_map(pairs: list[str]) -> tuple[tuple[str, str], ...]:
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 dot-segment removal: ``.`` and ``..`` go, empty segments (``//``) stay."""
+    kept: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if kept:
+                kept.pop()
+        elif segment != ".":
+            kept.append(segment)
+    return "/".join(kept)
+
+
 def resolve_uri(uri: str, uri_map: tuple[tuple[str, str], ...], base: str) -> str:
-    """Where to read a mask: the first matching prefix mapped, relative URIs under ``base``
-    (the frames document's folder)."""
+    """Where to read a mask: the first matching prefix mapped; a relative URI joined to ``base``
+    (the frames document's folder).
+
+    An absolute URL is read exactly as written (``a//b`` and ``x/../y`` are literal object keys
+    on S3); a relative one joined to a URL base has its ``.`` and ``..`` segments resolved, as
+    a browser resolves a relative link; local paths are normalised.
+    """
     for prefix, replacement in uri_map:
         if uri.startswith(prefix):
             uri = replacement + uri[len(prefix) :]
             break
-    if _SCHEME.match(uri):
-        return uri
-    if not uri.startswith("/") and base:
-        if _SCHEME.match(base):
-            return posixpath.join(base.rstrip("/"), uri)
-        uri = posixpath.join(base, uri)
-    return posixpath.normpath(uri)  # local paths only: normpath would fold a URL's "//"
+    if _SCHEME.match(uri) or uri.startswith("/"):
+        return uri if _SCHEME.match(uri) else posixpath.normpath(uri)
+    if not base:
+        return posixpath.normpath(uri)
+    scheme = _SCHEME.match(base)
+    if scheme is None:
+        return posixpath.normpath(posixpath.join(base, uri))
+    host, _, base_path = base[scheme.end() :].partition("/")
+    joined = _remove_dot_segments(f"{base_path.rstrip('/')}/{uri}".lstrip("/"))
+    return f"{scheme.group(0)}{host}/{joined}"
 
 
 def safe_relative_path(uri: str) -> str:

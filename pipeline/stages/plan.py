@@ -230,6 +230,8 @@ def _boundary_hash(identity: str) -> int:
 def _batch_key(groups: list[Item], fingerprint: str) -> str:
     digest = hashlib.sha256(fingerprint.encode())
     for group in groups:
+        # The identity too: many ClearML frames share one file (their frames document).
+        digest.update(f"\0\0{group.identity}".encode())
         for file in group.files:
             digest.update(f"\0{file.rel}\0{file.size}\0{file.version}".encode())
     return digest.hexdigest()[:20]
