@@ -25,6 +25,7 @@ from pipeline.config import (
 )
 from pipeline.formats.celantur import ENCODING_CHOICES
 from pipeline.formats.clearml import MASK_MODES
+from pipeline.graph import SchedulerError
 from pipeline.io.storage import StorageError
 from pipeline.jobs import load_job
 from pipeline.runner import (
@@ -340,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OptionError as exc:
         print(f"mask-pipeline: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (StorageError, FileNotFoundError, PermissionError) as exc:
+    except (StorageError, SchedulerError, FileNotFoundError, PermissionError) as exc:
         print(f"mask-pipeline: cannot proceed: {exc}", file=sys.stderr)
         return EXIT_FAILED
 

@@ -14,9 +14,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.config import ExecutionOptions
+from pipeline.config import SCHEDULER_ENV, ExecutionOptions
 
 LOG = logging.getLogger("pipeline")
+
+
+class SchedulerError(RuntimeError):
+    """The Dask scheduler named by the options or the environment cannot be reached."""
+
 
 #: Task retries on another worker after a worker dies or a task raises (e.g. storage hiccups).
 TASK_RETRIES = 2
@@ -112,7 +117,14 @@ def open_executor(execution: ExecutionOptions, client: Any | None = None) -> Ite
     from distributed import Client, LocalCluster
 
     if scheduler:
-        with Client(scheduler) as remote:
+        try:
+            remote = Client(scheduler)
+        except (OSError, TimeoutError, ValueError) as exc:
+            source = "option 'scheduler'" if execution.scheduler else SCHEDULER_ENV
+            raise SchedulerError(
+                f"cannot reach the Dask scheduler at {scheduler} (from {source}): {exc}"
+            ) from exc
+        with remote:
             yield Executor(remote, _describe(remote, "external"))
         return
     workers = execution.workers or os.cpu_count() or 1

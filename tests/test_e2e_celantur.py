@@ -397,3 +397,19 @@ def test_copy_of_tree_gives_same_part_names(run_cli: RunCli, tmp_path: Path) -> 
     assert sorted(p.name for p in (first / "masks").iterdir()) == sorted(
         p.name for p in (second / "masks").iterdir()
     )
+
+
+def test_unreachable_scheduler_exits_1_naming_it(
+    run_cli: RunCli,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "1s")
+    tree = make_celantur_tree(tmp_path / "in", seed=4, images=1)
+    code, out = run_cli(tree.root, scheduler="tcp://127.0.0.1:9")
+    assert code == 1
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9 (from option 'scheduler')" in (
+        capsys.readouterr().err
+    )
+    assert not (out / "_run.json").exists()
