@@ -258,8 +258,15 @@ def encode_png(pixels: np.ndarray, *, compress_level: int = 1) -> bytes:
     filtered[:, 0] = 2  # UP
     filtered[0, 1:] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8 arithmetic wraps mod 256
+    return encode_filtered_png(filtered, width, channels, depth, compress_level=compress_level)
+
+
+def encode_filtered_png(
+    filtered: np.ndarray, width: int, channels: int, depth: int = 8, *, compress_level: int = 1
+) -> bytes:
+    """A PNG from ready scanlines: (H, 1 + row bytes) uint8, each row led by its filter type."""
     header = struct.pack(
-        ">IIBBBBB", width, height, depth, _COLOUR_TYPE_OF_CHANNELS[channels], 0, 0, 0
+        ">IIBBBBB", width, filtered.shape[0], depth, _COLOUR_TYPE_OF_CHANNELS[channels], 0, 0, 0
     )
     return (
         PNG_SIGNATURE

@@ -71,16 +71,19 @@ def nearest_indices(source: int, target: int) -> np.ndarray:
     return np.minimum(positions.astype(np.int64), source - 1)
 
 
+def nearest_grid(width: int, height: int, percent: int) -> tuple[np.ndarray, np.ndarray]:
+    """The source rows and columns a ``percent`` nearest-neighbour rescale samples."""
+    new_width, new_height = scaled_size(width, height, percent)
+    return nearest_indices(height, new_height), nearest_indices(width, new_width)
+
+
 def rescale_nearest(pixels: np.ndarray, percent: int) -> np.ndarray:
     """Nearest-neighbour rescale of a mask to ``percent`` of its size.
 
     Every output pixel is a copy of one input pixel, so no colour or label value can appear that
     the input does not hold. Works for (H, W) and (H, W, C) arrays of any dtype.
     """
-    height, width = pixels.shape[:2]
-    new_width, new_height = scaled_size(width, height, percent)
-    rows = nearest_indices(height, new_height)
-    cols = nearest_indices(width, new_width)
+    rows, cols = nearest_grid(pixels.shape[1], pixels.shape[0], percent)
     # np.take per axis is ~3.5x faster than chained fancy indexing on masks.
     return np.take(np.take(pixels, rows, axis=0), cols, axis=1)
 

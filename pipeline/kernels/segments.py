@@ -226,3 +226,27 @@ def binary_stats(binary: np.ndarray, instance: np.ndarray | None = None) -> tupl
     other = instance if compare and instance is not None else np.zeros((1, 1, 3), np.uint8)
     anonymised, mismatch = _binary_kernel(binary, threshold, other, compare)
     return int(anonymised), int(mismatch) if compare else None
+
+
+@numba.njit(cache=True, nogil=True)
+def _nearest_up_filtered(pixels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    channels = pixels.shape[2]
+    out = np.empty((rows.shape[0], cols.shape[0] * channels + 1), dtype=np.uint8)
+    for r in range(rows.shape[0]):
+        out[r, 0] = 2  # PNG filter type UP
+        y = rows[r]
+        above = rows[r - 1] if r > 0 else -1
+        for c in range(cols.shape[0]):
+            x = cols[c]
+            for k in range(channels):
+                value = pixels[y, x, k]
+                if above >= 0:
+                    value = value - pixels[above, x, k]  # uint8 arithmetic wraps mod 256
+                out[r, 1 + c * channels + k] = value
+    return out
+
+
+def nearest_up_filtered(pixels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """PNG scanlines (UP filter) of the nearest-neighbour sample ``pixels[rows][:, cols]`` of an
+    (H, W, C) uint8 mask, in one pass: rescaling and filtering without the sampled copy."""
+    return _nearest_up_filtered(pixels, rows.astype(np.int64), cols.astype(np.int64))

@@ -39,16 +39,15 @@ from pipeline.formats.metadata import (
 )
 from pipeline.io.jsonio import JsonError, parse_json
 from pipeline.io.parquet import table_bytes, write_part
-from pipeline.io.png import PngError, decode_png, encode_png, read_png_header
+from pipeline.io.png import PngError, decode_png, read_png_header
 from pipeline.io.storage import InputFile
 from pipeline.kernels.masks import (
-    rescale_nearest,
     to_rgb8,
     typed_totals,
 )
 from pipeline.kernels.matching import MATCH_NAMES, match_detections
 from pipeline.kernels.segments import ColourStats, binary_stats, colour_stats
-from pipeline.stages.common import ErrorLog, TaskContext, guarded, read_input
+from pipeline.stages.common import ErrorLog, TaskContext, guarded, read_input, write_scaled
 from pipeline.stages.plan import Batch, ImageGroup
 from pipeline.stages.summary import BatchSummary
 from pipeline.tables import SCHEMAS, to_arrow
@@ -134,9 +133,7 @@ def _write_scaled(file: InputFile, data: bytes, pixels: np.ndarray, ctx: TaskCon
     if scale is None:
         return None
     rel = f"scaled/{file.rel}"
-    # 100 % is a byte copy: re-encoding could only change the file, never improve it.
-    payload = data if scale == 100 else encode_png(rescale_nearest(pixels, scale))
-    ctx.output.write_bytes(rel, payload)
+    write_scaled(ctx, rel, data, pixels, scale)
     return rel
 
 

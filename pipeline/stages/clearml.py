@@ -16,11 +16,11 @@ import numpy as np
 
 from pipeline.formats.clearml import MaskLabels, MaskRef, safe_relative_path
 from pipeline.io.parquet import write_part
-from pipeline.io.png import PngError, decode_png, encode_png, read_png_header
+from pipeline.io.png import PngError, decode_png, read_png_header
 from pipeline.io.storage import InputFile, Location
-from pipeline.kernels.masks import alpha_stats, label_values, rescale_nearest
+from pipeline.kernels.masks import alpha_stats, label_values
 from pipeline.kernels.segments import colour_stats
-from pipeline.stages.common import ErrorLog, TaskContext, guarded
+from pipeline.stages.common import ErrorLog, TaskContext, guarded, write_scaled
 from pipeline.stages.plan import Batch
 from pipeline.stages.summary import BatchSummary, MaskLabelStats
 from pipeline.tables import to_arrow
@@ -242,7 +242,5 @@ def _write_scaled(uri: str, data: bytes, pixels: np.ndarray | None, ctx: TaskCon
     if scale is None or pixels is None:
         return None
     rel = f"scaled/{safe_relative_path(uri)}"
-    ctx.output.write_bytes(
-        rel, data if scale == 100 else encode_png(rescale_nearest(pixels, scale))
-    )
+    write_scaled(ctx, rel, data, pixels, scale)
     return rel

@@ -7,9 +7,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from pipeline.config import CelanturOptions, ClearmlOptions
 from pipeline.formats.clearml import MaskLabels
+from pipeline.io.png import encode_filtered_png, encode_png
 from pipeline.io.storage import InputFile, Location
+from pipeline.kernels.masks import nearest_grid, rescale_nearest
+from pipeline.kernels.segments import nearest_up_filtered
 
 
 @dataclass(frozen=True)
@@ -67,3 +72,21 @@ def guarded(path: str, errors: ErrorLog) -> Iterator[None]:
         raise
     except Exception as exc:
         errors.add(path, "stats", "internal", f"unexpected {type(exc).__name__}: {exc}")
+
+
+def write_scaled(ctx: TaskContext, rel: str, data: bytes, pixels: np.ndarray, percent: int) -> None:
+    """Write a mask rescaled to ``percent`` (nearest neighbour) under the output root.
+
+    100 % is a byte copy: re-encoding could only change the file, never improve it. 8-bit masks
+    are sampled straight into PNG scanlines (no rescaled copy in between).
+    """
+    if percent == 100:
+        payload = data
+    elif pixels.dtype == np.uint8:
+        rows, cols = nearest_grid(pixels.shape[1], pixels.shape[0], percent)
+        payload = encode_filtered_png(
+            nearest_up_filtered(pixels, rows, cols), len(cols), pixels.shape[2]
+        )
+    else:
+        payload = encode_png(rescale_nearest(pixels, percent))
+    ctx.output.write_bytes(rel, payload)

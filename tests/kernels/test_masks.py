@@ -417,3 +417,22 @@ def test_rescale_non_contiguous_input():
     out = rescale_nearest(view, 30)
     np.testing.assert_array_equal(out, rescale_nearest(np.ascontiguousarray(view), 30))
     assert _colour_set(out) <= _colour_set(view)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hnp.arrays(
+        np.uint8,
+        st.tuples(st.integers(1, 40), st.integers(1, 40), st.sampled_from([1, 2, 3, 4])),
+        elements=st.sampled_from([0, 1, 7, 128, 200, 255]),
+    ),
+    st.integers(1, 100),
+)
+def test_fused_rescale_encode_equals_rescale_then_encode(pixels, percent):
+    from pipeline.io.png import decode_png, encode_filtered_png
+    from pipeline.kernels.masks import nearest_grid
+    from pipeline.kernels.segments import nearest_up_filtered
+
+    rows, cols = nearest_grid(pixels.shape[1], pixels.shape[0], percent)
+    png = encode_filtered_png(nearest_up_filtered(pixels, rows, cols), len(cols), pixels.shape[2])
+    np.testing.assert_array_equal(decode_png(png), rescale_nearest(pixels, percent))
