@@ -10,9 +10,10 @@ Decoding is PNG-only and checked before any pixel buffer is allocated:
 3. animated PNGs (``acTL``) are refused: a mask is one image.
 
 Plain 8-bit, non-interlaced grey / RGB / RGBA images go to libspng (pyspng), about twice as fast
-as Pillow; the other flavours (palette, low bit depths, 16-bit grey, grey+alpha, interlaced) go
-through Pillow, whose handling of those modes is exact. 16-bit colour PNGs are refused: neither
-decoder returns them exactly.
+as Pillow, and so are 16-bit RGB/RGBA, which libspng returns exactly; the other flavours
+(palette, low bit depths, 16-bit grey, grey+alpha, interlaced) go through Pillow, whose handling
+of those modes is exact once the image data is checked to hold every row (Pillow would fill a
+short stream with zeros). 16-bit grey+alpha is refused: neither decoder returns it exactly.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def decode_png(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
 
     Returns
     -------
-    (H, W, C) ``uint8`` array, or ``uint16`` for 16-bit grey; C is 1 (grey), 2 (grey+alpha),
+    (H, W, C) ``uint8`` array, or ``uint16`` for 16-bit PNGs; C is 1 (grey), 2 (grey+alpha),
     3 (RGB, also palette expanded) or 4 (RGBA, also palette with transparency). Bit depths
     below 8 are scaled to 0..255 as Pillow does for ``L``.
 
@@ -175,9 +176,9 @@ def decode_png(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
         For anything but a complete, valid, single-image PNG within the pixel limit.
     """
     header = read_png_header(data)
-    if header.bit_depth == 16 and header.colour_type != 0:
-        # Pillow reduces these to 8 bits and libspng mis-shapes them: refuse rather than guess.
-        raise PngError("unsupported", f"16-bit {_COLOUR_TYPES[header.colour_type]} PNG")
+    if header.bit_depth == 16 and header.colour_type == 4:
+        # Pillow reduces it to 8 bits and libspng cannot decode it: refuse rather than guess.
+        raise PngError("unsupported", "16-bit grey+alpha PNG")
     if header.pixels > max_pixels:
         raise PngError(
             "too_large",
@@ -186,9 +187,14 @@ def decode_png(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
         )
     check_png_structure(data)
     try:
-        if header.bit_depth == 8 and header.colour_type in (0, 2, 6) and not header.interlaced:
+        if header.bit_depth == 16 and header.colour_type in (2, 6):
+            # libspng is exact at 16 bits but adds an opaque alpha channel to RGB.
+            pixels = _decode_spng(data)[:, :, : header.channels]
+        elif header.bit_depth == 8 and header.colour_type in (0, 2, 6) and not header.interlaced:
             pixels = _decode_spng(data)
         else:
+            # Pillow fills rows missing from a short image-data stream with zeros: check first.
+            _check_image_data_length(data, header)
             pixels = _decode_pillow(data, header)
     except PngError:
         raise
@@ -199,6 +205,44 @@ def decode_png(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
     if pixels.shape[:2] != (header.height, header.width):
         raise PngError("corrupt", f"decoded size {pixels.shape[1]}x{pixels.shape[0]} != header")
     return pixels
+
+
+_SAMPLES_PER_PIXEL = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+#: Adam7 passes: (x offset, y offset, x step, y step).
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2))  # fmt: skip
+
+
+def _image_data_size(header: PngHeader) -> int:
+    """Bytes the inflated image data must hold: every scanline with its filter byte."""
+    bits = _SAMPLES_PER_PIXEL[header.colour_type] * header.bit_depth
+
+    def rows_bytes(width: int, height: int) -> int:
+        return 0 if width == 0 or height == 0 else height * (1 + (width * bits + 7) // 8)
+
+    if not header.interlaced:
+        return rows_bytes(header.width, header.height)
+    return sum(
+        rows_bytes(-(-(header.width - x) // dx), -(-(header.height - y) // dy))
+        for x, y, dx, dy in _ADAM7
+    )
+
+
+def _check_image_data_length(data: bytes, header: PngHeader) -> None:
+    """Refuse image data that inflates to fewer bytes than the header's rows need."""
+    position, stream = 8, []
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        if kind == b"IDAT":
+            stream.append(data[position + 8 : position + 8 + length])
+        position += 12 + length
+    expected = _image_data_size(header)
+    try:
+        inflated = zlib.decompressobj().decompress(b"".join(stream), expected + 1)
+    except zlib.error as exc:
+        raise PngError("corrupt", f"PNG image data could not be decoded: {exc}") from exc
+    if len(inflated) < expected:
+        raise PngError("corrupt", f"PNG image data too short: {len(inflated)} of {expected} bytes")
 
 
 def _decode_spng(data: bytes) -> np.ndarray:
@@ -235,7 +279,7 @@ _COLOUR_TYPE_OF_CHANNELS = {1: 0, 2: 4, 3: 2, 4: 6}
 
 
 def encode_png(pixels: np.ndarray, *, compress_level: int = 1) -> bytes:
-    """Encode an (H, W) or (H, W, 1|2|3|4) array (uint8, or uint16 grey) as PNG.
+    """Encode an (H, W) or (H, W, 1|2|3|4) uint8 or uint16 array as PNG.
 
     Every row uses the UP filter (the difference to the row above) and zlib deflates at level
     1: masks are mostly the row above again, so UP turns them into zeros that level 1 packs as
@@ -247,9 +291,8 @@ def encode_png(pixels: np.ndarray, *, compress_level: int = 1) -> bytes:
     if channels not in _COLOUR_TYPE_OF_CHANNELS:
         raise ValueError(f"cannot encode {channels} channels as PNG")
     if array.dtype == np.uint16:
-        if channels != 1:
-            raise ValueError("only 16-bit grey is encoded at 16 bits")
-        depth, rows = 16, array.astype(">u2").view(np.uint8).reshape(height, width * 2)
+        big_endian = array.astype(">u2").view(np.uint8)
+        depth, rows = 16, big_endian.reshape(height, width * channels * 2)
     elif array.dtype == np.uint8:
         depth, rows = 8, array.reshape(height, width * channels)
     else:

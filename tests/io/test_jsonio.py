@@ -64,8 +64,11 @@ def test_size_cap_is_checked_before_parsing() -> None:
     assert json_error(b"[" * 1000, max_bytes=999).code == "too_large"
 
 
-def test_default_cap_is_64_mib() -> None:
-    assert DEFAULT_MAX_JSON_BYTES == 64 * 1024 * 1024
+def test_default_cap_is_16_mib_and_the_options_default() -> None:
+    from pipeline.config import RunOptions
+
+    assert DEFAULT_MAX_JSON_BYTES == 16 * 1024 * 1024
+    assert RunOptions(output="-").max_json_bytes == DEFAULT_MAX_JSON_BYTES
 
 
 @pytest.mark.parametrize(

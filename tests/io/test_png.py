@@ -480,14 +480,20 @@ def test_non_png_bytes_are_not_png_with_a_description(data: bytes, looks_like: s
     assert str(error) == f"not a PNG file ({looks_like})"
 
 
-@pytest.mark.parametrize(
-    ("colour_type", "name"), [(RGB, "rgb"), (GREY_ALPHA, "grey+alpha"), (RGBA, "rgba")]
-)
-def test_16_bit_colour_is_unsupported(colour_type: int, name: str) -> None:
-    samples = RNG.integers(0, 65536, (2, 3, SAMPLES[colour_type]))
-    error = decode_error(make_png(samples, colour_type, 16))
+def test_16_bit_grey_alpha_is_unsupported() -> None:
+    samples = RNG.integers(0, 65536, (2, 3, SAMPLES[GREY_ALPHA]))
+    error = decode_error(make_png(samples, GREY_ALPHA, 16))
     assert error.code == "unsupported"
-    assert str(error) == f"16-bit {name} PNG"
+    assert str(error) == "16-bit grey+alpha PNG"
+
+
+@pytest.mark.parametrize("colour_type", [RGB, RGBA])
+def test_16_bit_colour_decodes_exactly(colour_type: int) -> None:
+    samples = RNG.integers(0, 65536, (4, 5, SAMPLES[colour_type])).astype(np.uint16)
+    pixels = decode_png(make_png(samples, colour_type, 16))
+    assert pixels.dtype == np.uint16
+    np.testing.assert_array_equal(pixels, samples)
+    np.testing.assert_array_equal(decode_png(encode_png(pixels)), samples)
 
 
 # ---------------------------------------------------------------------------------------------
