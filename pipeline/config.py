@@ -88,7 +88,8 @@ class RunOptions:
     max_pixels: int = 50_000_000
     max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
     incremental: bool = False
-    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    # Never in repr (worker logs print task arguments): the options may hold credentials.
+    storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
     execution: ExecutionOptions = field(default_factory=ExecutionOptions)
 
     def __post_init__(self) -> None:

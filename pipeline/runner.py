@@ -36,7 +36,7 @@ from pipeline.formats.clearml import (
 )
 from pipeline.graph import Executor, open_executor
 from pipeline.io.jsonio import JsonError, parse_json
-from pipeline.io.parquet import write_part_if_changed
+from pipeline.io.parquet import write_content_part
 from pipeline.io.runrecord import RUN_RECORD, write_run_record
 from pipeline.io.storage import (
     InputFile,
@@ -201,7 +201,7 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
              for kind in ("instance", "binary", "metadata", "video_metadata")}  # fmt: skip
     expected_scaled = {f"scaled/{f.rel}" for f in files}
     return _commit(
-        run, fingerprint, summary, client_errors, scheduler=scheduler, ledger=ledger,
+        run, summary, client_errors, scheduler=scheduler, ledger=ledger,
         found=found, ignored=inventory.ignored,
         batches=len(plan.image_batches) + len(plan.chunk_batches),
         expected_scaled=expected_scaled, summary_value=encoding,
@@ -352,7 +352,7 @@ def run_clearml(options: ClearmlOptions, client: Any | None = None) -> RunResult
     masks = sum(len(group.masks) for group in groups)
     expected_scaled = {f"scaled/{safe_relative_path(uri)}" for g in groups for uri in g.resolved}
     return _commit(
-        run, fingerprint, summary, client_errors, scheduler=scheduler,
+        run, summary, client_errors, scheduler=scheduler,
         ledger={ledger_name(w) for w in work},
         found={"frames_document": len(documents), "mask": masks}, ignored=0,
         batches=len(batches), expected_scaled=expected_scaled, summary_value=mode,
@@ -377,7 +377,6 @@ def run_options(options: RunOptions, client: Any | None = None) -> RunResult:
 
 def _commit(
     run: _Run,
-    fingerprint: str,
     summary: BatchSummary,
     client_errors: ErrorLog,
     *,
@@ -395,18 +394,15 @@ def _commit(
     if client_errors:
         summary.add_errors(client_errors, kind="frames_document")
         summary.rows["errors"] += len(client_errors)
-        part = f"errors/part-run-{fingerprint}.parquet"
         rows = to_arrow("errors", client_errors)
-        summary.parts.setdefault("errors", []).append(write_part_if_changed(output, part, rows))
+        summary.parts.setdefault("errors", []).append(write_content_part(output, "errors", rows))
     summary_rows = summary.summary_rows(summary_value)
     summary_table = to_arrow("summary", summary_rows)
-    part = f"summary/part-{fingerprint}.parquet"
-    summary.parts["summary"] = [write_part_if_changed(output, part, summary_table)]
+    summary.parts["summary"] = [write_content_part(output, "summary", summary_table)]
     summary.rows["summary"] = summary_table.num_rows
     for table in TABLES:
         if not summary.parts.get(table):
-            part = f"{table}/part-empty.parquet"
-            summary.parts[table] = [write_part_if_changed(output, part, empty(table))]
+            summary.parts[table] = [write_content_part(output, table, empty(table))]
     exit_code = EXIT_INPUT_ERRORS if summary.errors.get("error") else EXIT_OK
     record: dict[str, Any] = {
         "run_id": uuid.uuid4().hex,

@@ -138,6 +138,11 @@ class MaskRef:
         """Whether the mask holds one mask per video frame."""
         return bool(self.content_type and self.content_type.lower().startswith("video/"))
 
+    @property
+    def shown_uri(self) -> str:
+        """The URI as tables and messages show it (no query string: it may hold secrets)."""
+        return redact_uri(self.uri)
+
     def describe(self) -> str:
         """How error messages name the mask."""
         return f"frame {self.frame_id!r}, source {self.source_id!r}, mask {self.mask_id!r}"
@@ -320,9 +325,23 @@ def resolve_uri(uri: str, uri_map: tuple[tuple[str, str], ...], base: str) -> st
     return f"{scheme.group(0)}{host}/{joined}"
 
 
+def redact_uri(uri: str) -> str:
+    """A URI fit for tables, messages and logs: its query string (where presigned URLs carry
+    signatures and credentials) and fragment replaced by a marker."""
+    base, query, _ = uri.partition("?")
+    base, fragment, _ = base.partition("#")
+    return f"{base}?<redacted>" if query or fragment else base
+
+
+def protocol_of(url: str) -> str:
+    """The fsspec protocol of a URL (``file`` for plain paths)."""
+    match = _SCHEME.match(url)
+    return match.group(0)[:-3].lower() if match else "file"
+
+
 def safe_relative_path(uri: str) -> str:
     """A path below an output folder that names ``uri`` and cannot leave that folder
     (scheme and host become folders; empty, ``.`` and ``..`` parts are dropped)."""
-    without_scheme = _SCHEME.sub(lambda m: m.group(0)[:-3] + "/", uri)
+    without_scheme = _SCHEME.sub(lambda m: m.group(0)[:-3] + "/", redact_uri(uri).split("?")[0])
     parts = [p for p in re.split(r"[/\\]+", without_scheme) if p not in ("", ".", "..")]
     return "/".join(parts) or "mask"

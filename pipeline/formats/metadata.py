@@ -78,14 +78,31 @@ def finite_number(value: Any) -> float | None:
     return number if number is not None and math.isfinite(number) else None
 
 
+_INT64 = 2**63
+
+
 def _integer(value: Any) -> int | None:
+    """A JSON integer (or integral float) that a 64-bit column can hold, else ``None``."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
+        value = int(value)
+    if isinstance(value, int) and -_INT64 <= value < _INT64:
+        return value
     return None
+
+
+def _text(value: Any, where: str, findings: list[Finding]) -> str | None:
+    """A JSON string as storable text: lone surrogates (escaped in JSON, invalid in UTF-8)
+    are kept as visible escapes, with a finding."""
+    if not isinstance(value, str):
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        findings.append(Finding("warning", "bad_text", f"{where}: text is not valid Unicode"))
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def _coords(value: Any, length: int) -> tuple[float, ...] | None:
@@ -125,7 +142,7 @@ def parse_detection(raw: Any, index: int, findings: list[Finding]) -> Detection 
     label = raw.get("type_label")
     if label is not None and not isinstance(label, str):
         findings.append(Finding("warning", "bad_field", f"{where}: type_label {label!r}"))
-        label = None
+    label = _text(label, f"{where}: type_label", findings)
     integers = {}
     for name in ("id", "type"):
         integers[name] = _integer(raw.get(name))
@@ -158,7 +175,8 @@ def parse_size(raw: Any, findings: list[Finding]) -> tuple[int, int] | None:
         return None
     if isinstance(raw, (list, tuple)) and len(raw) == 2:
         values = [_integer(v) for v in raw]
-        if all(v is not None and v > 0 for v in values):
+        # Sizes become 32-bit columns; no image is 2**31 pixels wide.
+        if all(v is not None and 0 < v < 2**31 for v in values):
             return (int(values[0] or 0), int(values[1] or 0))
     findings.append(Finding("warning", "bad_size", f"size {raw!r} is not two positive integers"))
     return None
@@ -183,11 +201,12 @@ def parse_image_metadata(document: Any) -> ImageMetadata:
     duration = finite_number(document.get("duration"))
     if document.get("duration") is not None and duration is None:
         findings.append(Finding("warning", "bad_field", "duration is not a finite number"))
-    text = {k: document.get(k) for k in ("id", "filename", "folder")}
+    raw_id = document.get("id")
     return ImageMetadata(
-        image_id=str(text["id"]) if text["id"] is not None else None,
-        filename=text["filename"] if isinstance(text["filename"], str) else None,
-        folder=text["folder"] if isinstance(text["folder"], str) else None,
+        image_id=_text(raw_id if isinstance(raw_id, str) else None, "id", findings)
+        or (str(raw_id) if raw_id is not None and not isinstance(raw_id, str) else None),
+        filename=_text(document.get("filename"), "filename", findings),
+        folder=_text(document.get("folder"), "folder", findings),
         size=parse_size(document.get("size"), findings),
         duration=duration,
         detections=detections,

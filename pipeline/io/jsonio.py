@@ -7,8 +7,10 @@ from typing import Any
 
 import orjson
 
-#: Default cap on a metadata file's size; a 500-frame chunk with 50 detections a frame is ~10 MB.
-DEFAULT_MAX_JSON_BYTES = 64 * 1024 * 1024
+#: Default cap on a metadata file's size. A 500-frame chunk with 20 detections a frame is ~8 MB
+#: of indented JSON; parsing a file costs up to ~10x its size in memory, so 16 MiB keeps a
+#: worker well under 256 MiB per input (measured by the bad-input tests).
+DEFAULT_MAX_JSON_BYTES = 16 * 1024 * 1024
 
 
 class JsonError(ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import pyarrow as pa
@@ -23,16 +24,18 @@ def write_part(location: Location, rel: str, table: pa.Table) -> str:
     return rel
 
 
-def write_part_if_changed(location: Location, rel: str, table: pa.Table) -> str:
-    """Like :func:`write_part`, but leave an object holding the same bytes alone, so a rerun
-    over unchanged inputs rewrites nothing (for the small parts the client itself writes)."""
+def write_content_part(location: Location, folder: str, table: pa.Table) -> str:
+    """Write ``table`` under ``folder`` named by a hash of its bytes; returns the part's path.
+
+    For the parts the client writes at commit time (summary, run-level errors, empty parts):
+    a run that dies before its ``_run.json`` can never overwrite a part the previous committed
+    run lists, and a rerun with the same content finds the part already there and writes
+    nothing.
+    """
     data = table_bytes(table)
-    try:
-        if location.read_bytes(rel) == data:
-            return rel
-    except FileNotFoundError:
-        pass
-    location.write_bytes(rel, data)
+    rel = f"{folder}/part-{hashlib.sha256(data).hexdigest()[:20]}.parquet"
+    if not location.exists(rel):
+        location.write_bytes(rel, data)
     return rel
 
 

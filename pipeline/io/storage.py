@@ -99,7 +99,8 @@ class Location:
     """A folder in any fsspec filesystem (local path, ``file://``, ``s3://``, ``memory://``...)."""
 
     url: str
-    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    # Never in repr: task arguments are printed in worker logs, and options hold credentials.
+    storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def fs(self) -> AbstractFileSystem:

@@ -120,13 +120,11 @@ class GapFinder:
         taken_detections: set[int] = set()
         if tracks:
             iou = box_iou(np.stack([t.box for t in tracks]), boxes[indices])
-            pairs = [
-                (-iou[ti, di], tracks[ti].track_id, di, ti)
-                for ti in range(len(tracks))
-                for di in range(len(indices))
-                if iou[ti, di] >= self.min_iou and iou[ti, di] > 0
-            ]
-            for _, _, di, ti in sorted(pairs):
+            ids = np.array([t.track_id for t in tracks])
+            # Candidate pairs found and ordered in numpy: a crowded frame has thousands.
+            tis, dis = np.nonzero((iou >= self.min_iou) & (iou > 0))
+            order = np.lexsort((dis, ids[tis], -iou[tis, dis]))
+            for ti, di in zip(tis[order].tolist(), dis[order].tolist(), strict=True):
                 if ti in taken_tracks or di in taken_detections:
                     continue
                 taken_tracks.add(ti)

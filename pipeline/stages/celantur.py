@@ -15,6 +15,7 @@ With an explicit encoding both run in one task; with ``auto`` the measured rows 
 from __future__ import annotations
 
 import io
+import posixpath
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -120,6 +121,7 @@ def _mask_row(
         "path": file.rel,
         "stem": group.stem,
         "folder": group.folder,
+        "metadata_path": group.metadata.rel if group.metadata else None,
         "kind": kind,
         "width": int(pixels.shape[1]),
         "height": int(pixels.shape[0]),
@@ -242,28 +244,32 @@ def _measure_metadata(
     except MetadataError as exc:
         measured.errors.add(file.rel, "validate", exc.code, str(exc))
         return
-    for finding in metadata.findings:
-        measured.errors.add(file.rel, "validate", finding.error, finding.message, finding.severity)
-
     boxes = [d.bbox for d in metadata.detections if d.bbox is not None]
     resolved = (
         resolve_size_order(metadata.size, boxes, mask_size) if metadata.size is not None else None
     )
-    media = metadata.filename or metadata.image_id or stem
-    measured.frames.append(
-        {
-            "source": file.rel,
-            "media": media,
-            "detections": len(metadata.detections),
-            "width": resolved.width if resolved else None,
-            "height": resolved.height if resolved else None,
-            "size_order": resolved.order if resolved else None,
-            "size_order_source": resolved.source if resolved else None,
-            "duration": metadata.duration,
-        }
-    )
+    # Folder-qualified, as video names are: image names repeat across folders.
+    media = posixpath.join(file.folder, metadata.filename or metadata.image_id or stem)
+    frame = {
+        "source": file.rel,
+        "media": media,
+        "detections": len(metadata.detections),
+        "width": resolved.width if resolved else None,
+        "height": resolved.height if resolved else None,
+        "size_order": resolved.order if resolved else None,
+        "size_order_source": resolved.source if resolved else None,
+        "duration": metadata.duration,
+    }
+    rows = [_detection_row(file.rel, media, None, d, resolved) for d in metadata.detections]
+    # Converted once here, inside the input's guard: a value no column can hold becomes this
+    # file's error row instead of failing the batch's tables later.
+    to_arrow("frames", [frame])
+    to_arrow("detections", rows)
+    for finding in metadata.findings:
+        measured.errors.add(file.rel, "validate", finding.error, finding.message, finding.severity)
+    measured.frames.append(frame)
+    measured.detections.extend(rows)
     for detection in metadata.detections:
-        measured.detections.append(_detection_row(file.rel, media, None, detection, resolved))
         measured.evidence.add_detection(detection.colour, detection.type_label)
     if instance is not None:
         _add_candidates(measured, instance.index, metadata.detections, resolved, instance.row)
@@ -416,8 +422,12 @@ def finish_batch(measured: Measured, encoding: Encoding, ctx: TaskContext) -> Ba
     paths = np.array([row["path"] for row in rows_masks], dtype=object)
     stems = np.array([row["stem"] for row in rows_masks], dtype=object)
     folders = np.array([row["folder"] for row in rows_masks], dtype=object)
+    metadata = np.array([row["metadata_path"] for row in rows_masks], dtype=object)
     instance_columns.update(
-        path=paths[mask_index], stem=stems[mask_index], folder=folders[mask_index]
+        path=paths[mask_index],
+        stem=stems[mask_index],
+        folder=folders[mask_index],
+        metadata_path=metadata[mask_index],
     )
     instances = pa.Table.from_pydict(
         {name: instance_columns.get(name) for name in SCHEMAS["instances"].names},

@@ -8,13 +8,21 @@ error row naming its frame, source and mask id, never a failed run.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from pipeline.formats.clearml import MaskLabels, MaskRef, safe_relative_path
+from pipeline.config import ClearmlOptions
+from pipeline.formats.clearml import (
+    MaskLabels,
+    MaskRef,
+    parse_uri_map,
+    protocol_of,
+    redact_uri,
+    safe_relative_path,
+)
 from pipeline.io.parquet import write_part
 from pipeline.io.png import PngError, decode_png, read_png_header
 from pipeline.io.storage import InputFile, Location
@@ -75,7 +83,7 @@ def process_frames_batch(batch: Batch[FrameMasks], ctx: TaskContext) -> BatchSum
         in_frame: dict[str, MaskLabelStats] = {}
         for ref, uri in zip(frame.masks, frame.resolved, strict=True):
             label_pixels: dict[str, int] = {}
-            with guarded(ref.uri, rows.errors):
+            with guarded(ref.shown_uri, rows.errors):
                 label_pixels = _measure_mask(ref, uri, ctx, rows)
             for label, pixels in label_pixels.items():
                 stats = in_frame.setdefault(label, MaskLabelStats(frames=1))
@@ -100,18 +108,20 @@ def process_frames_batch(batch: Batch[FrameMasks], ctx: TaskContext) -> BatchSum
 
 def _measure_mask(ref: MaskRef, uri: str, ctx: TaskContext, rows: _Rows) -> dict[str, int]:
     """Measure one mask into ``rows`` (or one error row); returns its pixels per label."""
-    where = ref.describe()
+    where, shown, path = ref.describe(), redact_uri(uri), redact_uri(uri).split("?")[0]
     try:
-        data = Location(uri, ctx.source.storage_options).read_bytes("")
+        data = Location(uri, _storage_options_for(uri, ctx)).read_bytes("")
     except FileNotFoundError:
-        rows.errors.add(ref.uri, "read", "missing", f"{where}: mask not found at {uri}")
+        rows.errors.add(ref.shown_uri, "read", "missing", f"{where}: mask not found at {shown}")
         return {}
-    except (OSError, ValueError) as exc:
-        rows.errors.add(ref.uri, "read", "unreachable", f"{where}: cannot read {uri}: {exc}")
+    except (OSError, ValueError, TypeError) as exc:
+        reason = str(exc).replace(uri, shown)
+        message = f"{where}: cannot read {shown}: {reason}"
+        rows.errors.add(ref.shown_uri, "read", "unreachable", message)
         return {}
     mapping = _mapping_for(ref, ctx.mask_labels)
     ident = {"frame_id": ref.frame_id, "source_id": ref.source_id, "mask_id": ref.mask_id,
-             "uri": ref.uri}  # fmt: skip
+             "uri": ref.shown_uri}  # fmt: skip
     found: list[dict[str, Any]] = []  # this mask's rows, kept only if it decodes to the end
     first: np.ndarray | None = None
     frames = 0
@@ -125,15 +135,15 @@ def _measure_mask(ref: MaskRef, uri: str, ctx: TaskContext, rows: _Rows) -> dict
                 found.extend(_label_rows(pixels, mapping, {**ident, "frame_index": index}))
     except (PngError, ValueError) as exc:
         code = exc.code if isinstance(exc, PngError) else "video"
-        rows.errors.add(ref.uri, "decode", code, f"{where}: {exc}")
+        rows.errors.add(ref.shown_uri, "decode", code, f"{where}: {exc}")
         return {}
     pixel_mode = ctx.mask_mode == "pixel"
     unmapped = [r for r in found if pixel_mode and not r["labels"]]
     rows.masks.append(
         {
-            "path": uri,
-            "stem": posixpath.splitext(posixpath.basename(uri))[0],
-            "folder": posixpath.dirname(uri),
+            "path": shown,
+            "stem": posixpath.splitext(posixpath.basename(path))[0],
+            "folder": posixpath.dirname(path),
             "kind": ctx.mask_mode,
             "width": int(first.shape[1]) if first is not None else None,
             "height": int(first.shape[0]) if first is not None else None,
@@ -157,6 +167,17 @@ def _measure_mask(ref: MaskRef, uri: str, ctx: TaskContext, rows: _Rows) -> dict
     return label_pixels
 
 
+def _storage_options_for(uri: str, ctx: TaskContext) -> Mapping[str, Any]:
+    """The run's storage options are for the protocols it was given for — the frames', the
+    output's and the ``--uri-map`` targets' — not for, say, public https masks (an HTTP
+    filesystem refuses s3fs's options)."""
+    options = ctx.options
+    targets = parse_uri_map(list(options.uri_map)) if isinstance(options, ClearmlOptions) else ()
+    meant_for = {protocol_of(ctx.source.url), protocol_of(ctx.output.url)}
+    meant_for |= {protocol_of(target) for _, target in targets}
+    return ctx.source.storage_options if protocol_of(uri) in meant_for else {}
+
+
 def _decoded_frames(
     ref: MaskRef, data: bytes, max_pixels: int
 ) -> Iterator[tuple[int | None, np.ndarray]]:
@@ -171,7 +192,7 @@ def _video_frames(ref: MaskRef, data: bytes, max_pixels: int) -> Iterator[tuple[
     import imageio.v3 as iio
 
     subtype = (ref.content_type or "video/mp4").split("/")[-1]
-    extension = posixpath.splitext(ref.uri)[1] or f".{subtype}"
+    extension = posixpath.splitext(redact_uri(ref.uri).split("?")[0])[1] or f".{subtype}"
     try:
         for index, frame in enumerate(iio.imiter(data, plugin="pyav", extension=extension)):
             if frame.shape[0] * frame.shape[1] > max_pixels:
