@@ -40,6 +40,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("invalid_pixels", pa.int64()),
             pa.field("bin_mismatch_pixels", pa.int64()),
             pa.field("matched_detections", pa.int32()),
+            pa.field("metadata_path", pa.string()),  # the image's metadata file, if any
             pa.field("scaled_path", pa.string()),
             # ClearML masks: which frame, source and mask; values without labels
             pa.field("frame_id", pa.string()),
@@ -67,6 +68,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             *_BBOX,
             pa.field("centroid_x", pa.float64()),
             pa.field("centroid_y", pa.float64()),
+            pa.field("metadata_path", pa.string()),  # joins detections/ on source
             pa.field("detection_index", pa.int32()),  # position in the metadata list (unique)
             pa.field("detection_id", pa.int64()),  # as written; real files repeat ids
             pa.field("score", pa.float64()),

@@ -252,17 +252,20 @@ def test_errors_exit_code_and_accounting(fleet: VideoFleet, fleet_run: tuple[int
 
 
 def _unlinked_frame_blinks(fleet: VideoFleet, video: SampleVideo) -> list[tuple[Any, ...]]:
-    """Blinks the out-of-range quirk causes: its frame lies in no chunk's name range, so it is
-    not linked, and every object seen in the frames around it blinks there for one frame."""
-    covered = {f for c in video.chunks for f in range(c.start, c.end + 1)}
+    """Blinks an out-of-range frame causes when it is not linked: only when its first copy sits
+    in a chunk that starts after it (README's rule); every object seen around it then blinks
+    there for one frame."""
+    docs = _docs(fleet, video)
+    first_chunk: dict[int, Any] = {}
     merged: dict[int, dict[str, Any]] = {}
-    for frames in _docs(fleet, video).values():
-        for frame in frames:
+    for chunk in sorted((c for c in video.chunks if not c.corrupt), key=lambda c: c.start):
+        for frame in docs[chunk.path]:
+            first_chunk.setdefault(frame["id"], chunk)
             merged.setdefault(frame["id"], frame)
     blinks = []
     for f in video.out_of_range_frames:
-        if f in covered:
-            continue
+        if f >= first_chunk[f].start:
+            continue  # linked
         for before in merged[f - 1]["detections"]:
             after = [
                 d
@@ -334,11 +337,10 @@ def test_video_summary_rows_equal_the_ground_truth(
     for video in fleet.videos:
         docs = _docs(fleet, video)
         readable = [c for c in video.chunks if not c.corrupt]
-        linked: dict[int, dict[str, Any]] = {}  # first in-range copy of each frame
+        linked: dict[int, dict[str, Any]] = {}  # first copy of each frame: it counts
         for chunk in sorted(readable, key=lambda c: c.start):
             for frame in docs[chunk.path]:
-                if chunk.start <= frame["id"] <= chunk.end:
-                    linked.setdefault(frame["id"], frame)
+                linked.setdefault(frame["id"], frame)
         span = max(c.end for c in readable) - min(c.start for c in readable) + 1
         ordered = sorted(video.chunks, key=lambda c: c.start)
         expected[_media(video)] = {

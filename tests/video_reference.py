@@ -6,13 +6,13 @@ linking rule is written out as one sequential pass over each whole video:
 
 * a video's chunks are ordered by the start frame of their name (then end frame, then path);
 * the first copy of a frame counts (earlier chunk, then earlier position in the file);
-* frames outside their chunk's name range are not linked;
+* a frame is linked when its counted copy sits in a chunk whose name starts at or before it;
 * at each frame, per ``type_label``, the tracks last seen at most ``max_gap + 1`` frames earlier
   are paired greedily with the frame's detections by box IoU, best first, ties by older track,
   then by detection position; a pair needs ``IoU >= min_iou`` and ``IoU > 0``; detections left
   over start new tracks; detections without four finite bbox numbers are never linked;
 * a track linked again after 1..max_gap frames without it is a gap; ``unprocessed`` counts the
-  gap's frames that no chunk (in range) holds.
+  gap's frames that are not linked.
 """
 
 from __future__ import annotations
@@ -156,11 +156,12 @@ def load_json(path: Path) -> Any | None:
 def video_frames(
     root: Path, chunks: Sequence[RefChunk]
 ) -> list[tuple[int, list[dict[str, Any]], RefChunk]]:
-    """A video's linkable frames in frame order: first copy wins, out-of-range frames dropped.
+    """A video's linkable frames in frame order: the first copy counts, and it is linked when
+    its chunk starts at or before it.
 
     Each entry is ``(frame id, raw detections, chunk)``; a frame whose ``detections`` is not a
     list has metadata but no detections."""
-    chosen: dict[int, tuple[list[dict[str, Any]], RefChunk]] = {}
+    chosen: dict[int, tuple[list[dict[str, Any]], RefChunk, bool]] = {}
     for chunk in sorted(chunks, key=lambda c: (c.start, c.end, c.path)):
         document = load_json(root / chunk.path)
         if not isinstance(document, list):
@@ -169,11 +170,12 @@ def video_frames(
             frame = raw.get("id") if isinstance(raw, dict) else None
             if not isinstance(frame, int) or isinstance(frame, bool):
                 continue
-            if not chunk.start <= frame <= chunk.end or frame in chosen:
+            if frame in chosen:
                 continue
             detections = raw.get("detections")
-            chosen[frame] = (detections if isinstance(detections, list) else [], chunk)
-    return [(frame, dets, chunk) for frame, (dets, chunk) in sorted(chosen.items())]
+            dets = detections if isinstance(detections, list) else []
+            chosen[frame] = (dets, chunk, frame >= chunk.start)
+    return [(f, dets, chunk) for f, (dets, chunk, linked) in sorted(chosen.items()) if linked]
 
 
 def fleet_chunks(root: Path) -> dict[str, list[RefChunk]]:

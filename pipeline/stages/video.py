@@ -6,12 +6,13 @@
   (chunks were batched sorted by start frame), stream them through the gap finder, check the
   chunks against each other, and write ``gaps/`` and the video's summary rows.
 
-Linking rule for frames seen twice (overlapping chunks, or a repeated id): the first copy, in
-chunk start order, counts; frames outside their chunk's name range are tabled but not linked.
+Linking rule (see :class:`_VideoStream`): the first copy of a frame, in chunk start order,
+counts; it is linked when its chunk's name starts at or before it.
 """
 
 from __future__ import annotations
 
+import bisect
 import io
 from collections import Counter
 from dataclasses import dataclass, field
@@ -177,7 +178,7 @@ _PART_COLUMNS = {
 
 @dataclass
 class _ChunkFrames:
-    """One chunk's in-range frames and detections, sorted by frame (file order on ties)."""
+    """One chunk's frames and detections, sorted by frame (file order on ties)."""
 
     frames: np.ndarray  # (f,) frame ids
     durations: np.ndarray  # (f,) seconds, NaN when unknown
@@ -205,13 +206,14 @@ class _VideoStats:
 
 
 class _VideoStream:
-    """Feeds one video's frames to the gap finder in frame order, the first copy of a frame
-    (in chunk start order) winning.
+    """Feeds one video's frames to the gap finder in frame order.
 
-    Chunks arrive sorted by start frame and only frames inside a chunk's name range are linked,
-    so once a chunk starting at ``s`` arrives no later chunk can hold a frame below ``s``: those
-    frames are final and are fed; frames at or above ``s`` wait, since an overlapping later
-    chunk may hold the ones this chunk lacks.
+    The rule, over the whole video: the first copy of a frame (chunks in start order, then file
+    order) counts; it is linked when its chunk's name starts at or before it. Streaming follows
+    from it: once a chunk starting at ``s`` arrives, no frame below ``s`` can still be linked,
+    so those are fed; frames at or above ``s`` wait, since a later, overlapping chunk may hold
+    the ones this chunk lacks. A first copy below its own chunk's start (named out of range)
+    is counted in the statistics but not linked: frames after it were linked already.
     """
 
     def __init__(self, finder: GapFinder, stats: _VideoStats) -> None:
@@ -219,7 +221,13 @@ class _VideoStream:
         self.stats = stats
         self.pending: dict[int, tuple[_ChunkFrames, int, slice]] = {}
         self.horizon: int | None = None  # every frame below was fed
+        self.linked: list[tuple[int, int]] = []  # runs of fed frame ids, for duplicate checks
+        self.late: set[int] = set()  # first copies below their chunk's start (rare)
         self.gaps: list[Gap] = []
+
+    def _was_linked(self, frame: int) -> bool:
+        index = bisect.bisect_right(self.linked, (frame, 2**63)) - 1
+        return index >= 0 and self.linked[index][0] <= frame <= self.linked[index][1]
 
     def add(self, chunk: _ChunkFrames, start: int) -> None:
         """Take a chunk (after feeding what it makes final)."""
@@ -228,26 +236,44 @@ class _VideoStream:
         bounds = np.searchsorted(chunk.detection_frames, chunk.frames, side="left")
         ends = np.searchsorted(chunk.detection_frames, chunk.frames, side="right")
         for position, frame in enumerate(chunk.frames.tolist()):
-            if frame in self.pending or (self.horizon is not None and frame < self.horizon):
+            span = slice(bounds[position], ends[position])
+            if frame in self.pending or frame in self.late or self._was_linked(frame):
                 self.stats.duplicate_frames += 1
-                continue
-            self.pending[frame] = (chunk, position, slice(bounds[position], ends[position]))
+            elif self.horizon is not None and frame < self.horizon:
+                self.late.add(frame)
+                self._count(*self._gather([frame], [(chunk, position, span)]))
+            else:
+                self.pending[frame] = (chunk, position, span)
 
     def flush(self, below: int | None = None) -> None:
         """Feed the pending frames below ``below`` (all of them when ``None``) in frame order."""
         ready = sorted(f for f in self.pending if below is None or f < below)
         if ready:
-            entries = [self.pending.pop(f) for f in ready]
-            frames = np.asarray(ready, dtype=np.int64)
-            det_frames = np.concatenate([c.detection_frames[s] for c, _, s in entries])
-            labels = [label for c, _, s in entries for label in c.labels[s]]
-            scores = np.concatenate([c.scores[s] for c, _, s in entries])
-            boxes = np.concatenate([c.boxes[s] for c, _, s in entries]).reshape(-1, 4)
-            durations = np.array([c.durations[p] for c, p, _ in entries], dtype=np.float64)
-            self._count(frames, det_frames, labels, scores, durations)
+            frames, det_frames, labels, scores, boxes, durations = self._gather(
+                ready, [self.pending.pop(f) for f in ready]
+            )
+            self._count(frames, det_frames, labels, scores, boxes, durations)
             self.gaps.extend(self.finder.feed(det_frames, labels, boxes, frames))
+            for frame in ready:
+                if self.linked and self.linked[-1][1] == frame - 1:
+                    self.linked[-1] = (self.linked[-1][0], frame)
+                else:
+                    self.linked.append((frame, frame))
         if below is not None:
             self.horizon = below if self.horizon is None else max(self.horizon, below)
+
+    @staticmethod
+    def _gather(
+        frame_ids: list[int], entries: list[tuple[_ChunkFrames, int, slice]]
+    ) -> tuple[np.ndarray, np.ndarray, list[str | None], np.ndarray, np.ndarray, np.ndarray]:
+        """Columns of the given frames, in the order given."""
+        det_frames = np.concatenate([c.detection_frames[s] for c, _, s in entries])
+        labels = [label for c, _, s in entries for label in c.labels[s]]
+        scores = np.concatenate([c.scores[s] for c, _, s in entries])
+        boxes = np.concatenate([c.boxes[s] for c, _, s in entries]).reshape(-1, 4)
+        durations = np.array([c.durations[p] for c, p, _ in entries], dtype=np.float64)
+        frames = np.asarray(frame_ids, dtype=np.int64)
+        return frames, det_frames, labels, scores, boxes, durations
 
     def _count(
         self,
@@ -255,6 +281,7 @@ class _VideoStream:
         det_frames: np.ndarray,
         labels: list[str | None],
         scores: np.ndarray,
+        boxes: np.ndarray,
         durations: np.ndarray,
     ) -> None:
         stats = self.stats
@@ -332,8 +359,8 @@ def _floats(column: pa.ChunkedArray) -> np.ndarray:
 
 
 def _chunk_rows(parts: dict[str, dict[str, pa.Table]], chunk: VideoChunk) -> _ChunkFrames | None:
-    """The chunk's in-range frames and detections (``None`` when it has no ``chunks/`` row:
-    it failed to parse)."""
+    """The chunk's frames and detections, sorted by frame (``None`` when it has no ``chunks/``
+    row: it failed to parse)."""
     for tables in parts.values():
         mine = {
             name: table.filter(pc.equal(table["source"], chunk.file.rel))
@@ -343,11 +370,9 @@ def _chunk_rows(parts: dict[str, dict[str, pa.Table]], chunk: VideoChunk) -> _Ch
             continue
         frames, det = mine["frames"], mine["detections"]
         ids = frames["frame"].to_numpy()
-        order = np.argsort(ids, kind="stable")
-        keep = order[(ids[order] >= chunk.start) & (ids[order] <= chunk.end)]
+        keep = np.argsort(ids, kind="stable")
         det_frames = det["frame"].to_numpy()
-        in_range = np.flatnonzero((det_frames >= chunk.start) & (det_frames <= chunk.end))
-        det_keep = in_range[np.argsort(det_frames[in_range], kind="stable")]
+        det_keep = np.argsort(det_frames, kind="stable")
         labels = det["type_label"].to_pylist()
         boxes = np.column_stack([_floats(det[c]) for c in ("x1", "y1", "x2", "y2")])
         return _ChunkFrames(
