@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 PACKAGES = ("mask-pipeline", "numpy", "numba", "pyspng", "pillow", "scikit-image", "imageio",
-            "dask", "distributed", "pyarrow")  # fmt: skip
+            "dask", "distributed", "pyarrow", "msgspec", "orjson", "pandas")  # fmt: skip
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks import decode, encode, endtoend, kernels
+    from benchmarks import decode, encode, endtoend, kernels, video
     from benchmarks.data import celantur_scene
     from pipeline.io.png import encode_png
 
@@ -118,6 +118,7 @@ def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
             "full-hd": {**dict.fromkeys(kernels.CONTENDERS, 1), "colour_stats (ours)": 5}
         }
         decode_repeats, encode_repeats, run_repeats, images = {"full-hd": 3}, 3, 1, 24
+        video_chunks, video_repeats = 2, 2
     else:
         kernel_repeats = {
             "full-hd": {"colour_stats (ours)": 50, "per-colour numpy loop": 3,
@@ -127,6 +128,7 @@ def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
         }  # fmt: skip
         decode_repeats, encode_repeats, run_repeats = {"full-hd": 30, "18mp": 5}, 20, 3
         images = args.images
+        video_chunks, video_repeats = 12, 5
 
     figures: dict[str, Any] = {}
     figures["kernel"] = kernels.run(masks, kernel_repeats)
@@ -137,6 +139,9 @@ def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
         scratch, images=images, seed=args.seed, mask_scale=50, repeats=run_repeats
     )
     figures["encode"] = encode.run(masks["full-hd"], 50, encode_repeats)
+    figures["video"] = video.run(
+        scratch, chunks=video_chunks, seed=args.seed, repeats=video_repeats
+    )
     return figures
 
 
