@@ -7,6 +7,7 @@ cluster run must give the very bytes of an in-process run).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -153,13 +154,32 @@ class BatchSummary:
 
     def add_detections(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Add detection rows, per raw ``type_label``."""
-        for row in rows:
-            stats = self.labels.setdefault(str(row.get("type_label")), LabelStats())
-            stats.detections += 1
-            stats.anonymised += bool(row.get("is_anonymised"))
-            if row.get("score") is not None:
-                stats.score_sum += Fraction(row["score"])
-                stats.scored += 1
+        rows = list(rows)
+        self.add_detection_columns(
+            [row.get("type_label") for row in rows],
+            [row.get("score") for row in rows],
+            [row.get("is_anonymised") for row in rows],
+        )
+
+    def add_detection_columns(
+        self, labels: list[Any], scores: list[float | None], anonymised: list[bool | None]
+    ) -> None:
+        """Add detections given as columns, per raw ``type_label``.
+
+        A label's scores are summed with ``math.fsum`` (exactly rounded) and kept as the exact
+        value of that sum: batches are fixed by the plan, so the total is the same whichever
+        worker ran which batch, in whatever order.
+        """
+        grouped: dict[str, list[int]] = {}
+        for position, label in enumerate(labels):
+            grouped.setdefault(str(label), []).append(position)
+        for label, positions in grouped.items():
+            stats = self.labels.setdefault(label, LabelStats())
+            finite = [s for s in (scores[p] for p in positions) if s is not None]
+            stats.detections += len(positions)
+            stats.anonymised += sum(1 for p in positions if anonymised[p])
+            stats.score_sum += Fraction(math.fsum(finite))
+            stats.scored += len(finite)
 
     def add_frames(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Add the frame rows of image metadata (one per metadata file, which thereby landed)."""

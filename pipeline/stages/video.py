@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -65,10 +66,11 @@ def process_chunk_batch(batch: Batch[VideoChunk], ctx: TaskContext) -> BatchSumm
             summary.landed["video_metadata"] += 1
             summary.frames += len(parsed.frame_ids)
             durations = [d for d in parsed.frame_durations if d is not None]
-            summary.duration_sum += sum((Fraction(d) for d in durations), Fraction(0))
+            summary.duration_sum += Fraction(math.fsum(durations))
             summary.durations += len(durations)
-            summary.add_detections(
-                tables[1].select(["type_label", "score", "is_anonymised"]).to_pylist()
+            columns = parsed.detections
+            summary.add_detection_columns(
+                columns["type_label"], columns["score"], columns["is_anonymised"]
             )
     summary.add_errors(issues)
     outputs = {
@@ -198,9 +200,11 @@ class _VideoStats:
     duplicate_frames: int = 0
     detections: int = 0
     labels: Counter[str] = field(default_factory=Counter)
-    label_scores: dict[str, list[Fraction]] = field(default_factory=dict)
+    # Plain float sums: one video's frames are always added in the same (frame) order.
+    label_score_sum: Counter[str] = field(default_factory=Counter)
+    label_scored: Counter[str] = field(default_factory=Counter)
     scores: ScoreHistogram = field(default_factory=ScoreHistogram)
-    duration_sum: Fraction = Fraction(0)
+    duration_sum: float = 0.0
     durations: int = 0
     gaps: int = 0
 
@@ -289,14 +293,15 @@ class _VideoStream:
         stats.frames_with_detections += len(np.unique(det_frames))
         stats.detections += len(det_frames)
         finite = durations[np.isfinite(durations)]
-        stats.duration_sum += sum((Fraction(float(d)) for d in finite), Fraction(0))
+        stats.duration_sum += float(finite.sum())
         stats.durations += len(finite)
         stats.scores.add(scores)
         for label, score in zip(labels, scores.tolist(), strict=True):
             key = str(label)
             stats.labels[key] += 1
             if np.isfinite(score):
-                stats.label_scores.setdefault(key, []).append(Fraction(score))
+                stats.label_score_sum[key] += score
+                stats.label_scored[key] += 1
 
 
 def track_videos(assignment: TrackAssignment, ctx: TaskContext) -> BatchSummary:
@@ -422,15 +427,12 @@ def _gap_row(media: str, gap: Gap) -> dict[str, Any]:
     return row
 
 
-def _mean(values: list[Fraction]) -> float | None:
-    return float(sum(values, Fraction(0)) / len(values)) if values else None
-
-
 def _video_rows(
     media: str, stats: _VideoStats, chunk_gaps: int, chunk_overlaps: int, missing: int
 ) -> list[dict[str, Any]]:
     mean_duration = float(stats.duration_sum / stats.durations) if stats.durations else None
-    all_scores = [s for scores in stats.label_scores.values() for s in scores]
+    scored = sum(stats.label_scored.values())
+    mean_score = sum(stats.label_score_sum.values()) / scored if scored else None
     rows: list[dict[str, Any]] = [
         {
             "scope": "video",
@@ -438,7 +440,7 @@ def _video_rows(
             "frames": stats.frames,
             "frames_with_detections": stats.frames_with_detections,
             "detections": stats.detections,
-            "mean_score": _mean(all_scores),
+            "mean_score": mean_score,
             "score_p50": stats.scores.quantile(0.5),
             "score_p90": stats.scores.quantile(0.9),
             "mean_duration": mean_duration,
@@ -457,7 +459,9 @@ def _video_rows(
                 "name": media,
                 "value": label,
                 "detections": count,
-                "mean_score": _mean(stats.label_scores.get(label, [])),
+                "mean_score": stats.label_score_sum[label] / stats.label_scored[label]
+                if stats.label_scored[label]
+                else None,
             }
         )
     return rows
