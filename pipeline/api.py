@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -54,15 +54,30 @@ def run_celantur(
     Side effects: writes the tables, ``scaled/`` and ``_run.json`` under ``output``; rerunning
     over the same inputs and options rewrites identical parts and adds no duplicates.
     """
-    if isinstance(source, CelanturOptions):
-        opts = replace(source, **options) if options else source
-    else:
-        if output is None:
-            raise TypeError("run_celantur() needs an output folder")
-        opts = CelanturOptions(source=source, output=output, **options)
-    if execution is not None:
-        opts = replace(opts, execution=execution)
+    opts = _options(CelanturOptions, "source", source, output, execution, options)
     return _run_celantur(opts, client=client)
+
+
+OptionsType = TypeVar("OptionsType", CelanturOptions, ClearmlOptions)
+
+
+def _options(
+    kind: type[OptionsType],
+    first_name: str,
+    first: Any,
+    output: str | None,
+    execution: ExecutionOptions | None,
+    options: dict[str, Any],
+) -> OptionsType:
+    """The options a run function was called with: a complete options object (with
+    ``options`` replacing some of its fields) or its input and output URLs plus fields."""
+    if isinstance(first, kind):
+        opts = replace(first, **options) if options else first
+    elif output is None:
+        raise TypeError(f"{kind.__name__} needs an output folder")
+    else:
+        opts = kind(**{first_name: first, "output": output, **options})
+    return replace(opts, execution=execution) if execution is not None else opts
 
 
 def run_clearml(
@@ -92,14 +107,7 @@ def run_clearml(
     -------
     RunResult, as :func:`run_celantur`. Side effects and idempotency likewise.
     """
-    if isinstance(frames, ClearmlOptions):
-        opts = replace(frames, **options) if options else frames
-    else:
-        if output is None:
-            raise TypeError("run_clearml() needs an output folder")
-        opts = ClearmlOptions(frames=frames, output=output, **options)
-    if execution is not None:
-        opts = replace(opts, execution=execution)
+    opts = _options(ClearmlOptions, "frames", frames, output, execution, options)
     return _run_clearml(opts, client=client)
 
 

@@ -46,14 +46,19 @@ def reference_segments(png: bytes) -> dict[tuple[int, int, int], dict[str, Any]]
         key = (int(colour[0]), int(colour[1]), int(colour[2]))
         if key == (0, 0, 0):
             continue
-        ys, xs = np.nonzero(np.all(rgb == colour, axis=2))
-        result[key] = {
-            "pixels": len(xs),
-            "x_min": int(xs.min()),
-            "y_min": int(ys.min()),
-            "x_max": int(xs.max()) + 1,
-            "y_max": int(ys.max()) + 1,
-            "centroid_x": float(xs.mean()),
-            "centroid_y": float(ys.mean()),
-        }
+        result[key] = region_stats(np.all(rgb == colour, axis=2))
     return result
+
+
+def region_stats(area: np.ndarray) -> dict[str, Any]:
+    """Pixels, bbox (max exclusive) and centroid of a boolean (H, W) region, by brute force."""
+    ys, xs = np.nonzero(area)
+    return {
+        "pixels": len(xs),
+        "x_min": int(xs.min()),
+        "y_min": int(ys.min()),
+        "x_max": int(xs.max()) + 1,
+        "y_max": int(ys.max()) + 1,
+        "centroid_x": float(xs.mean()),
+        "centroid_y": float(ys.mean()),
+    }

@@ -25,6 +25,7 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
+from reference import region_stats
 
 from pipeline import read_run, read_table
 from pipeline.api import run_clearml
@@ -112,18 +113,9 @@ def reference_label_rows(
     result = {}
     for key, count in zip(distinct.tolist(), counts.tolist(), strict=True):
         value = (key, key, key) if grey else (key >> 16, (key >> 8) & 255, key & 255)
-        ys, xs = np.nonzero(keys == key)
-        assert len(xs) == count
-        result[value] = {
-            "labels": list(mapping.get(value, [])),
-            "pixels": count,
-            "x_min": int(xs.min()),
-            "y_min": int(ys.min()),
-            "x_max": int(xs.max()) + 1,
-            "y_max": int(ys.max()) + 1,
-            "centroid_x": float(xs.mean()),
-            "centroid_y": float(ys.mean()),
-        }
+        stats = region_stats(keys == key)
+        assert stats["pixels"] == count
+        result[value] = {"labels": list(mapping.get(value, [])), **stats}
     return result
 
 
