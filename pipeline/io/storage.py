@@ -135,12 +135,22 @@ class Location:
         return bytes(self.fs.cat_file(self.path(rel)))
 
     def write_bytes(self, rel: str, data: bytes) -> None:
-        """Write one file (one PUT on object stores), creating parent folders where needed."""
+        """Write one file (one PUT on object stores), creating parent folders where needed.
+
+        Raises
+        ------
+        StorageError
+            When the storage refuses the write (no access, no bucket, ...) after the client's
+            own retries: the output is unusable, so the run stops, naming the object.
+        """
         fs, target = self.fs, self.path(rel)
         parent = posixpath.dirname(target)
-        if parent and not _is_object_store(fs):
-            fs.makedirs(parent, exist_ok=True)
-        fs.pipe_file(target, data)
+        try:
+            if parent and not _is_object_store(fs):
+                fs.makedirs(parent, exist_ok=True)
+            fs.pipe_file(target, data)
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.url_of(rel)}: {exc}") from exc
 
     def exists(self, rel: str = "") -> bool:
         """Whether ``rel`` (or the location itself) exists."""

@@ -12,7 +12,7 @@ import numpy as np
 from pipeline.config import CelanturOptions, ClearmlOptions
 from pipeline.formats.clearml import MaskLabels
 from pipeline.io.png import encode_filtered_png, encode_png
-from pipeline.io.storage import InputFile, Location
+from pipeline.io.storage import InputFile, Location, StorageError
 from pipeline.kernels.masks import nearest_grid, rescale_nearest
 from pipeline.kernels.segments import nearest_up_filtered
 
@@ -68,7 +68,7 @@ def guarded(path: str, errors: ErrorLog) -> Iterator[None]:
     failure never leaves half an input in the tables."""
     try:
         yield
-    except OSError:
+    except (OSError, StorageError):
         raise
     except Exception as exc:
         errors.add(path, "stats", "internal", f"unexpected {type(exc).__name__}: {exc}")

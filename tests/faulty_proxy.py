@@ -1,0 +1,316 @@
+"""Fault injectors for the resilience tests (``tests/test_faults.py``).
+
+* :class:`FaultyProxy`: a threaded HTTP reverse proxy on 127.0.0.1 in front of an S3 endpoint
+  (moto's server) that answers a seeded fraction of requests with an S3 ``503 SlowDown`` error,
+  drops the connection without an answer (before or after forwarding the request) or halfway
+  through the answer's body, or refuses with ``403 AccessDenied``; it counts what it injected.
+* :class:`KillWorkerOnce`: a Dask worker plugin that kills its worker process (``os._exit``) the
+  first time a chosen task finishes after a number of others, once per test (a marker file
+  survives the Nanny's restart of the worker).
+
+Both live here, not in the test module, so worker processes can import them by name.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import random
+import socket
+import struct
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+#: ``slowdown``: 503 SlowDown, the request not forwarded; ``reset``: the connection dropped (TCP
+#: RST) before forwarding; ``lost_answer``: the request forwarded and applied, then the connection
+#: dropped without the answer (a write that happened but the client cannot know it did);
+#: ``truncated``: the request forwarded, the answer's status and headers sent, then the
+#: connection dropped halfway through its body; ``denied``: 403 AccessDenied.
+FaultKind = Literal["slowdown", "reset", "lost_answer", "truncated", "denied"]
+FAULT_KINDS: tuple[FaultKind, ...] = ("slowdown", "reset", "lost_answer", "truncated", "denied")
+#: Seconds any socket of the proxy may wait (client side and upstream): nothing hangs a test.
+SOCKET_TIMEOUT = 30.0
+#: Headers that belong to one hop, never forwarded (RFC 9110 7.6.1), plus the body framing we
+#: recompute.
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+     "transfer-encoding", "upgrade", "proxy-connection", "content-length", "expect"}
+)  # fmt: skip
+
+_ERRORS: dict[str, tuple[int, str, str]] = {
+    "slowdown": (503, "SlowDown", "Please reduce your request rate."),
+    "denied": (403, "AccessDenied", "Access Denied"),
+}
+
+
+def s3_error_body(code: str, message: str, resource: str) -> bytes:
+    """An S3 REST error document, as AWS sends it."""
+    request_id = uuid.uuid4().hex[:16].upper()
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message>"
+        f"<Resource>{resource}</Resource><RequestId>{request_id}</RequestId></Error>"
+    ).encode()
+
+
+@dataclass
+class FaultPlan:
+    """Which requests fail and how: a fraction ``rate`` of requests, drawn with a seeded RNG,
+    gets one of ``kinds`` (chosen with the same RNG). ``rate=1, kinds=("denied",)`` refuses all.
+    With ``prefixes``, only requests whose path (``/bucket/key...``) starts with one of them
+    can fail.
+    """
+
+    rate: float = 0.3
+    kinds: Sequence[FaultKind] = ("slowdown", "reset")
+    seed: int = 0
+    prefixes: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"rate must be in 0..1, got {self.rate}")
+        unknown = set(self.kinds) - set(FAULT_KINDS)
+        if unknown or not self.kinds:
+            raise ValueError(f"kinds must be a non-empty subset of {FAULT_KINDS}, got {self.kinds}")
+
+
+@dataclass
+class FaultCounters:
+    """What the proxy saw: requests, forwarded answers, injected faults by kind and by request
+    (``"<METHOD> <kind>"``, e.g. ``"PUT reset"``)."""
+
+    requests: int = 0
+    forwarded: int = 0
+    injected: Counter[str] = field(default_factory=Counter)
+    by_method: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def faults(self) -> int:
+        """Faults injected, all kinds."""
+        return sum(self.injected.values())
+
+
+class FaultyProxy:
+    """A reverse proxy on 127.0.0.1 (free port) in front of ``upstream`` (``http://host:port``)
+    injecting the faults of ``plan``. Use as a context manager, or :meth:`start` / :meth:`stop`.
+
+    The fault decision is drawn per request, under a lock, from ``random.Random(plan.seed)``:
+    the sequence of decisions is reproducible, which request meets which one depends on thread
+    timing. Faults can be switched off and on (:attr:`enabled`) without restarting.
+    """
+
+    def __init__(self, upstream: str, plan: FaultPlan | None = None) -> None:
+        parts = urlsplit(upstream)
+        if parts.scheme != "http" or not parts.hostname or parts.hostname not in (
+            "127.0.0.1", "localhost",
+        ):  # fmt: skip
+            raise ValueError(f"upstream must be a loopback http:// URL, got {upstream!r}")
+        self.upstream_host = parts.hostname
+        self.upstream_port = parts.port or 80
+        self.plan = plan or FaultPlan()
+        self.counters = FaultCounters()
+        self.enabled = True
+        self._rng = random.Random(self.plan.seed)
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- life -----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The proxy's endpoint URL (what ``endpoint_url`` should point at)."""
+        if self._server is None:
+            raise RuntimeError("proxy not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FaultyProxy:
+        """Listen on a free loopback port and serve in a daemon thread."""
+        handler = type("Handler", (_Handler,), {"proxy": self})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True,
+            name="faulty-proxy",
+        )  # fmt: skip
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the listening socket (open keep-alive threads are daemons
+        and end with their client's connection or :data:`SOCKET_TIMEOUT`)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=SOCKET_TIMEOUT)
+        self._server = self._thread = None
+
+    def __enter__(self) -> FaultyProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- decisions --------------------------------------------------------------------------
+
+    def decide(self, method: str, path: str) -> FaultKind | None:
+        """The fault for the next request (``None``: forward it), counted."""
+        with self._lock:
+            self.counters.requests += 1
+            if not self.enabled:
+                return None
+            if self.plan.prefixes and not path.startswith(tuple(self.plan.prefixes)):
+                return None
+            if self._rng.random() >= self.plan.rate:
+                return None
+            kind = self._rng.choice(list(self.plan.kinds))
+            self.counters.injected[kind] += 1
+            self.counters.by_method[f"{method} {kind}"] += 1
+            return kind
+
+    def count_forwarded(self) -> None:
+        with self._lock:
+            self.counters.forwarded += 1
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One client connection; HTTP/1.1 keep-alive, as botocore's pool uses it."""
+
+    proxy: FaultyProxy
+    protocol_version = "HTTP/1.1"
+    timeout = SOCKET_TIMEOUT
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # quiet: the counters are the log
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _reset(self) -> None:
+        """Drop the connection: SO_LINGER 0 makes close() send a TCP RST."""
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+
+    def _hang_up(self) -> None:
+        """End the connection in order (FIN): what was written arrives, then end of stream."""
+        self.close_connection = True
+        self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_RDWR)
+        self.connection.close()
+
+    def _error(self, kind: str) -> None:
+        status, code, message = _ERRORS[kind]
+        body = s3_error_body(code, message, self.path.split("?", 1)[0])
+        self.send_response(status)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("x-amz-request-id", "FAULTYPROXY")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _forward(self, body: bytes, answer: Literal["full", "none", "half"] = "full") -> None:
+        """Send the request upstream; then pass the answer on whole, not at all (reset), or
+        its first half — status line, headers and body as one byte string, so an answer
+        without a body is cut inside its headers — followed by an orderly hang-up."""
+        upstream = http.client.HTTPConnection(
+            self.proxy.upstream_host, self.proxy.upstream_port, timeout=SOCKET_TIMEOUT
+        )
+        try:
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            if body or self.command in ("PUT", "POST"):
+                headers["Content-Length"] = str(len(body))
+            upstream.request(self.command, self.path, body=body or None, headers=headers)
+            response = upstream.getresponse()
+            payload = b"" if self.command == "HEAD" else response.read()
+            kept = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP]
+            # A HEAD answer announces the object's length but carries no body.
+            length = response.getheader("Content-Length") if self.command == "HEAD" else None
+            kept.append(("Content-Length", length if length is not None else str(len(payload))))
+        finally:
+            upstream.close()
+        if answer == "none":
+            self._reset()
+            return
+        lines = [f"HTTP/1.1 {response.status} {response.reason}", *(f"{k}: {v}" for k, v in kept)]
+        raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+        if answer == "half":
+            self.wfile.write(raw[: len(raw) // 2])
+            self._hang_up()
+            return
+        self.wfile.write(raw)
+        self.proxy.count_forwarded()
+
+    def _handle(self) -> None:
+        body = self._read_body()
+        kind = self.proxy.decide(self.command, self.path)
+        if kind == "reset":
+            self._reset()
+        elif kind == "lost_answer":
+            self._forward(body, answer="none")
+        elif kind == "truncated":
+            self._forward(body, answer="half")
+        elif kind is not None:
+            self._error(kind)
+        else:
+            self._forward(body)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+
+class KillWorkerOnce(WorkerPlugin):
+    """A ``distributed`` worker plugin: on the worker named ``worker_name``, the moment the
+    ``after``-th task whose key starts with ``prefix`` reaches memory (its result computed, its
+    outputs written, the scheduler not yet told), the process exits with status 1 — once:
+    ``marker`` is created first, and a worker that finds it does nothing (the Nanny restarts the
+    worker under the same name, and the scheduler installs this plugin on it again).
+    """
+
+    name = "kill-worker-once"
+
+    def __init__(self, worker_name: Any, prefix: str, after: int, marker: str) -> None:
+        self.worker_name, self.prefix, self.after, self.marker = worker_name, prefix, after, marker
+        self._armed = False
+        self._finished = 0
+
+    def setup(self, worker: Any) -> None:
+        self._armed = worker.name == self.worker_name and not os.path.exists(self.marker)
+        self._finished = 0
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if not self._armed or finish != "memory" or not str(key).startswith(self.prefix):
+            return
+        self._finished += 1
+        if self._finished < self.after:
+            return
+        self._armed = False
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.write(fd, f"{key}\n".encode())
+        os.close(fd)
+        os._exit(1)
