@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from reference import region_stats
+from storage_helpers import upload_tree
 
 from pipeline import read_run, read_table
 from pipeline.api import run_clearml
@@ -666,15 +667,6 @@ def _normalised(table: str, table_rows: list[dict[str, Any]], prefixes: tuple[st
     return canonical(result)
 
 
-def _upload(local: Path, url: str, storage: dict[str, Any]) -> None:
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(url, **storage)
-    for path in sorted(local.rglob("*")):
-        if path.is_file():
-            fs.pipe_file(f"{root}/{path.relative_to(local).as_posix()}", path.read_bytes())
-
-
 def test_uri_map_to_s3_equals_local(
     s3_bucket: tuple[str, dict[str, Any]], pixel_out: Path, dataset: ClearmlDataset,
     tmp_path: Path,
@@ -683,7 +675,7 @@ def test_uri_map_to_s3_equals_local(
     remote = make_clearml_dataset(tmp_path / "remote", seed=SEED, frames=FRAMES, form="object",
                                   mask_uri_prefix=BUCKET_HOST)  # fmt: skip
     assert all(m.uri.startswith(BUCKET_HOST) for m in remote.masks)
-    _upload(remote.root / "masks", f"{bucket}/masks", storage)
+    upload_tree(remote.root / "masks", f"{bucket}/masks", storage)
     out = tmp_path / "out"
     code = run(remote.frames_path, out, "--mask-labels", str(remote.mask_labels_path),
                "--uri-map", f"{BUCKET_HOST}={bucket}/",
@@ -705,8 +697,8 @@ def test_frames_documents_in_s3_with_relative_uris(
     """Frames documents stored next to their masks in a bucket, with the generator's relative
     URIs (``../masks/...``), read like the same tree on a local disk."""
     bucket, storage = s3_bucket
-    _upload(dataset.root / "masks", f"{bucket}/data/masks", storage)
-    _upload(dataset.root / "frames-object", f"{bucket}/data/frames-object", storage)
+    upload_tree(dataset.root / "masks", f"{bucket}/data/masks", storage)
+    upload_tree(dataset.root / "frames-object", f"{bucket}/data/frames-object", storage)
     out = tmp_path / "out"
     code = run(f"{bucket}/data/frames-object", out,
                "--mask-labels", str(dataset.mask_labels_path),

@@ -15,6 +15,7 @@ from typing import Any
 
 import fsspec
 import pytest
+from storage_helpers import upload_tree
 
 from pipeline import read_run, read_table
 from pipeline.sampledata import make_celantur_tree
@@ -60,13 +61,6 @@ def _snapshot(out: str, storage: dict[str, Any]) -> dict[str, Any]:
     return {"tables": tables, "scaled": scaled}
 
 
-def _upload(local: Path, url: str, storage: dict[str, Any]) -> None:
-    fs, root = fsspec.core.url_to_fs(url, **storage)
-    for path in sorted(local.rglob("*")):
-        if path.is_file():
-            fs.pipe_file(f"{root}/{path.relative_to(local).as_posix()}", path.read_bytes())
-
-
 @pytest.fixture
 def memory_root() -> Iterator[str]:
     root = f"memory://mask-pipeline-{uuid.uuid4().hex}"
@@ -87,7 +81,7 @@ def test_file_url_equals_local_paths(
 def test_memory_equals_local_paths(
     local_tree: Path, baseline: dict[str, Any], run_cli: RunCli, memory_root: str
 ) -> None:
-    _upload(local_tree, f"{memory_root}/in", {})
+    upload_tree(local_tree, f"{memory_root}/in", {})
     code, _ = run_cli(f"{memory_root}/in", *ARGS, output=f"{memory_root}/out")
     assert code == 3
     assert _snapshot(f"{memory_root}/out", {}) == baseline
@@ -100,7 +94,7 @@ def test_s3_equals_local_paths_and_reruns_write_nothing_new(
     s3_bucket: tuple[str, dict[str, Any]],
 ) -> None:
     bucket, storage = s3_bucket
-    _upload(local_tree, f"{bucket}/in", storage)
+    upload_tree(local_tree, f"{bucket}/in", storage)
     endpoint = ("--storage-option", f"endpoint_url={storage['endpoint_url']}")
     code, _ = run_cli(f"{bucket}/in", *ARGS, *endpoint, output=f"{bucket}/out")
     assert code == 3
@@ -126,7 +120,7 @@ def test_storage_options_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     bucket, storage = s3_bucket
-    _upload(local_tree / "images", f"{bucket}/in", storage)
+    upload_tree(local_tree / "images", f"{bucket}/in", storage)
     monkeypatch.setenv("MASK_PIPELINE_STORAGE_OPTIONS", json.dumps(storage))
     code, _ = run_cli(f"{bucket}/in", output=f"{bucket}/out")
     assert code == 0
@@ -161,7 +155,7 @@ def test_external_scheduler_and_worker_processes_on_s3(
 ) -> None:
     """A real ``dask scheduler`` and two ``dask worker`` processes; workers read and write S3."""
     bucket, storage = s3_bucket
-    _upload(local_tree, f"{bucket}/in", storage)
+    upload_tree(local_tree, f"{bucket}/in", storage)
     scheduler_file = tmp_path / "scheduler.json"
     env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
     processes = [

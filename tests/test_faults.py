@@ -19,6 +19,7 @@ import fsspec
 import pytest
 from faulty_proxy import FaultPlan, FaultyProxy, KillWorkerOnce
 from reference import read_output
+from storage_helpers import upload_tree
 
 from pipeline import read_run, read_table
 from pipeline.sampledata import make_celantur_tree
@@ -211,13 +212,6 @@ def faulty_proxy(s3_endpoint: str) -> Iterator[Callable[[FaultPlan], FaultyProxy
         proxy.stop()
 
 
-def _upload(local: Path, url: str, storage: dict[str, Any]) -> None:
-    fs, root = fsspec.core.url_to_fs(url, **storage)
-    for path in sorted(local.rglob("*")):
-        if path.is_file():
-            fs.pipe_file(f"{root}/{path.relative_to(local).as_posix()}", path.read_bytes())
-
-
 def _describe(counters: Any) -> str:
     return (
         f"{counters.faults} faults in {counters.requests} requests "
@@ -248,7 +242,7 @@ def test_s3_faults_change_nothing(
     ``503 SlowDown``, a dropped connection (the request applied or not) or a cut-off answer;
     botocore's adaptive retries (and s3fs's own, for bodies) must absorb them."""
     bucket, storage = s3_bucket
-    _upload(s3_tree, f"{bucket}/in", storage)
+    upload_tree(s3_tree, f"{bucket}/in", storage)
     proxy = faulty_proxy(FaultPlan(rate=0.3, kinds=TRANSIENT, seed=11))
     where = ("--scheduler", "sync") if scheduler == "sync" else ("--workers", "2")
     args = (*ARGS, "--encoding", encoding)
@@ -291,7 +285,7 @@ def test_access_denied_exits_1(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     bucket, storage = s3_bucket
-    _upload(s3_tree / "images", f"{bucket}/in", storage)
+    upload_tree(s3_tree / "images", f"{bucket}/in", storage)
     proxy = faulty_proxy(FaultPlan(rate=1.0, kinds=("denied",)))
     code, _ = run_cli(
         f"{bucket}/in", "--storage-option", f"endpoint_url={proxy.url}", output=f"{bucket}/out"
@@ -313,7 +307,7 @@ def test_output_access_denied_exits_1_naming_the_output(
 ) -> None:
     """Inputs readable, every request under the output refused: exit 1, the output named."""
     bucket, storage = s3_bucket
-    _upload(s3_tree / "images", f"{bucket}/in", storage)
+    upload_tree(s3_tree / "images", f"{bucket}/in", storage)
     output = f"{bucket}/out"
     refuse = "/" + output.removeprefix("s3://")
     proxy = faulty_proxy(FaultPlan(rate=1.0, kinds=("denied",), prefixes=(refuse,)))

@@ -24,6 +24,7 @@ from typing import Any
 import fsspec
 import pyarrow.parquet as pq
 import pytest
+from storage_helpers import upload_tree
 
 from pipeline.cli import main
 from pipeline.sampledata import make_celantur_tree
@@ -63,13 +64,6 @@ def _object_texts(url: str, storage: dict[str, Any]) -> dict[str, str]:
     return texts
 
 
-def _upload(local: Path, url: str, storage: dict[str, Any]) -> None:
-    fs, root = fsspec.core.url_to_fs(url, **storage)
-    for path in sorted(local.rglob("*")):
-        if path.is_file():
-            fs.pipe_file(f"{root}/{path.relative_to(local).as_posix()}", path.read_bytes())
-
-
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Images, one video (with its corrupt chunk) and bad files, so errors/ has rows."""
@@ -104,7 +98,7 @@ def test_credentials_reach_no_output_object_and_no_log(
     credentials: str, tree: Path, s3_bucket: tuple[str, dict[str, Any]]
 ) -> None:
     bucket, storage = s3_bucket
-    _upload(tree, f"{bucket}/in", storage)
+    upload_tree(tree, f"{bucket}/in", storage)
     endpoint = storage["endpoint_url"]
     options = _options(endpoint, credentials == "options")
     code, log = _cli("celantur", f"{bucket}/in", f"{bucket}/out", "--scheduler", "sync",
@@ -138,7 +132,7 @@ def test_a_missing_bucket_fails_without_printing_credentials(
     where: str, scheduler: tuple[str, str], tree: Path, s3_bucket: tuple[str, dict[str, Any]]
 ) -> None:
     bucket, storage = s3_bucket
-    _upload(tree, f"{bucket}/in", storage)
+    upload_tree(tree, f"{bucket}/in", storage)
     source = "s3://no-such-bucket/in" if where == "input" else f"{bucket}/in"
     output = "s3://no-such-bucket/out" if where == "output" else f"{bucket}/out"
     endpoint = storage["endpoint_url"]
