@@ -316,12 +316,23 @@ def _print_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+class _StderrHandler(logging.Handler):
+    """Prints log messages to whatever ``sys.stderr`` is when they are emitted."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mask-pipeline`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    # Progress notes (such as the dashboard link) go to stderr; results to stdout.
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # Our progress notes (such as the dashboard link) go to stderr, results to stdout; Dask's own
+    # loggers keep their configuration (their INFO lines are noise to a user).
+    log = logging.getLogger("pipeline")
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        log.addHandler(_StderrHandler())
+        log.setLevel(logging.INFO)
     try:
         if args.command in ("celantur", "clearml", "run"):
             if args.command == "celantur":

@@ -413,3 +413,14 @@ def test_unreachable_scheduler_exits_1_naming_it(
         capsys.readouterr().err
     )
     assert not (out / "_run.json").exists()
+
+
+def test_dashboard_link_is_printed_when_the_cluster_starts(
+    run_cli: RunCli, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = make_celantur_tree(tmp_path / "in", seed=4, images=2)
+    code, _ = run_cli(tree.root, "--workers", "1", scheduler=None)
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "Dask dashboard: http://127.0.0.1:" in captured.err
+    assert "Dask dashboard" not in captured.out
