@@ -16,13 +16,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 PACKAGES = ("mask-pipeline", "numpy", "numba", "pyspng", "pillow", "scikit-image", "imageio",
-            "dask", "distributed", "pyarrow", "msgspec", "orjson", "pandas")  # fmt: skip
+            "dask", "distributed", "pyarrow", "msgspec", "orjson", "pandas", "pycocotools",
+            "dask-image", "scipy")  # fmt: skip
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -33,6 +35,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: small tree, few repeats, no 18 MP mask"
     )
+    parser.add_argument(
+        "--scale-masks", type=int, default=None,
+        help="tiny masks in the scale section (default 100,000; 10,000 with --quick)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks import decode, encode, endtoend, kernels, video
+    from benchmarks import decode, encode, endtoend, fullhd, kernels, memory, peers, scale, video
     from benchmarks.data import celantur_scene
     from pipeline.io.png import encode_png
 
@@ -117,8 +123,12 @@ def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
         kernel_repeats = {
             "full-hd": {**dict.fromkeys(kernels.CONTENDERS, 1), "colour_stats (ours)": 5}
         }
+        peer_repeats = {"full-hd": {peers.OURS: 5, peers.COCO: 1, peers.DASK: 1}}
+        peer_decode_repeats = {"full-hd": 3}
         decode_repeats, encode_repeats, run_repeats, images = {"full-hd": 3}, 3, 1, 24
         video_chunks, video_repeats = 2, 2
+        fullhd_images, fullhd_repeats, memory_mask, memory_images = 8, 1, "full-hd", 2
+        scale_masks, scale_chunks = 10_000, 1
     else:
         kernel_repeats = {
             "full-hd": {"colour_stats (ours)": 50, "per-colour numpy loop": 3,
@@ -126,22 +136,50 @@ def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
             "18mp": {"colour_stats (ours)": 10, "per-colour numpy loop": 1,
                      "skimage regionprops_table": 2},
         }  # fmt: skip
+        peer_repeats = {
+            "full-hd": {peers.OURS: 20, peers.COCO: 3, peers.COCO_PREP: 3, peers.DASK: 3,
+                        peers.DASK_PREP: 3},
+            "18mp": {peers.OURS: 5, peers.COCO: 1, peers.DASK: 1},
+        }  # fmt: skip
+        peer_decode_repeats = {"full-hd": 10, "18mp": 3}
         decode_repeats, encode_repeats, run_repeats = {"full-hd": 30, "18mp": 5}, 20, 3
         images = args.images
         video_chunks, video_repeats = 12, 5
+        fullhd_images, fullhd_repeats, memory_mask, memory_images = 40, 3, "18mp", 3
+        scale_masks, scale_chunks = 100_000, 3
+    if args.scale_masks is not None:
+        scale_masks = args.scale_masks
 
-    figures: dict[str, Any] = {}
-    figures["kernel"] = kernels.run(masks, kernel_repeats)
     # Encoded as the sample data is: Pillow's PNG writer at its default level (6).
     encoded = {name: encode_png(rgb, compress_level=6) for name, rgb in masks.items()}
-    figures["decode"] = decode.run(encoded, masks, decode_repeats)
-    figures["end_to_end"] = endtoend.run(
-        scratch, images=images, seed=args.seed, mask_scale=50, repeats=run_repeats
-    )
-    figures["encode"] = encode.run(masks["full-hd"], 50, encode_repeats)
-    figures["video"] = video.run(
-        scratch, chunks=video_chunks, seed=args.seed, repeats=video_repeats
-    )
+    sections: dict[str, Callable[[], Any]] = {
+        "kernel": lambda: kernels.run(masks, kernel_repeats),
+        "kernel_peers": lambda: peers.run(masks, encoded, peer_repeats, peer_decode_repeats),
+        "decode": lambda: decode.run(encoded, masks, decode_repeats),
+        "end_to_end": lambda: endtoend.run(
+            scratch, images=images, seed=args.seed, mask_scale=50, repeats=run_repeats
+        ),
+        "encode": lambda: encode.run(masks["full-hd"], 50, encode_repeats),
+        "video": lambda: video.run(
+            scratch, chunks=video_chunks, seed=args.seed, repeats=video_repeats
+        ),
+        "full_hd_targets": lambda: fullhd.run(
+            scratch, images=fullhd_images, seed=args.seed, repeats=fullhd_repeats
+        ),
+        "worker_memory": lambda: memory.run(
+            scratch,
+            name=memory_mask,
+            rgb=masks[memory_mask],
+            png=encoded[memory_mask],
+            images=memory_images,
+        ),
+        "scale": lambda: scale.run(scratch, masks=scale_masks, seed=args.seed, chunks=scale_chunks),
+    }
+    figures: dict[str, Any] = {"section_s": {}}
+    for name, section in sections.items():
+        start = time.perf_counter()
+        figures[name] = section()
+        figures["section_s"][name] = time.perf_counter() - start
     return figures
 
 

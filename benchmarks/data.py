@@ -11,7 +11,9 @@ out in relative coordinates, so every resolution shows the same picture.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -119,3 +121,69 @@ def distinct_colours(rgb: np.ndarray) -> int:
     flat = rgb.reshape(-1, rgb.shape[-1]).astype(np.int64)
     keys = np.unique((flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2])
     return int(np.count_nonzero(keys))
+
+
+#: Metadata ``type`` code and ``type_label`` of each v26 own-colour flag, as the product writes;
+#: in the order an instance's type is read from its flags (objects drawn on top first).
+_DETECTION_TYPES = {32: (103, "face"), 64: (104, "license plate"), 128: (102, "person"),
+                    16: (105, "vehicle")}  # fmt: skip
+
+
+def scene_detections(rgb: np.ndarray, stem: str) -> list[dict[str, object]]:
+    """Metadata detections of a :func:`celantur_scene` mask, one per instance (G value).
+
+    An instance's type is read from the smallest B value among its pixels (its own flag, plus
+    the flags of what it covers when all its pixels overlap: faces and plates, drawn on top, win),
+    its ``color`` is the own colour ``(0, G, flag)`` and its ``bbox`` the box of its visible
+    pixels in mask pixels (the image is the mask's size), ``offset`` the box's corner.
+    """
+    height, width = rgb.shape[:2]
+    g = rgb[..., 1].ravel()
+    lowest = np.full(256, 255, dtype=np.uint8)
+    np.minimum.at(lowest, g, rgb[..., 2].ravel())
+    in_row = np.zeros((height, 256), dtype=bool)
+    in_row[np.repeat(np.arange(height), width), g] = True
+    in_col = np.zeros((width, 256), dtype=bool)
+    in_col[np.tile(np.arange(width), height), g] = True
+    detections: list[dict[str, object]] = []
+    for instance in np.flatnonzero(in_row.any(axis=0)):
+        if instance == 0:
+            continue
+        rows, cols = np.flatnonzero(in_row[:, instance]), np.flatnonzero(in_col[:, instance])
+        box = [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
+        flag = next(f for f in _DETECTION_TYPES if int(lowest[instance]) & f)
+        code, label = _DETECTION_TYPES[flag]
+        detections.append({
+            "id": len(detections), "parent_image": f"{stem}.jpg", "offset": box[:2], "bbox": box,
+            "type": code, "score": 0.5 + (int(instance) % 50) / 100, "is_anonymised": True,
+            "type_label": label, "color": [0, int(instance), flag],
+        })  # fmt: skip
+    return detections
+
+
+def write_scene_files(
+    root: Path, rel_stem: str, rgb: np.ndarray, instance_png: bytes | None = None
+) -> list[str]:
+    """Write one image's Celantur files under ``root``: ``<rel_stem>_ins_maks.png`` (``rgb``, or
+    the given PNG bytes of it), ``<rel_stem>_bin_mask.png`` (grey, 255 where any instance) and
+    ``<rel_stem>.json`` (:func:`scene_detections`, ``size`` as [height, width]). PNGs at level 6,
+    as section 2's inputs. Returns the written paths relative to ``root``.
+    """
+    from pipeline.io.png import encode_png
+
+    stem = rel_stem.rsplit("/", 1)[-1]
+    (root / rel_stem).parent.mkdir(parents=True, exist_ok=True)
+    binary = np.where(rgb[..., 1] != 0, 255, 0).astype(np.uint8)
+    document = {
+        "id": f"{stem}.jpg", "detections": scene_detections(rgb, stem),
+        "size": [int(rgb.shape[0]), int(rgb.shape[1])], "duration": 0.25,
+        "filename": f"{stem}.jpg", "folder": None,
+    }  # fmt: skip
+    files = {
+        f"{rel_stem}_ins_maks.png": instance_png or encode_png(rgb, compress_level=6),
+        f"{rel_stem}_bin_mask.png": encode_png(binary, compress_level=6),
+        f"{rel_stem}.json": (json.dumps(document, indent=2) + "\n").encode(),
+    }
+    for rel, payload in files.items():
+        (root / rel).write_bytes(payload)
+    return list(files)

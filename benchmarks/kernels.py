@@ -71,16 +71,22 @@ def loop_over_colours(rgb: np.ndarray, colours: np.ndarray) -> Stats:
     return result
 
 
-def regionprops(rgb: np.ndarray) -> Stats:
-    """``regionprops_table`` on a label image built from the colours (label 0 = background)."""
-    from skimage.measure import regionprops_table
-
+def label_image(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The label image a user builds from the colours: ``(keys, labels)``, where ``labels`` is
+    (H, W) and ``keys[label]`` the 24-bit colour of a label; label 0 is the background."""
     flat = rgb.reshape(-1, 3).astype(np.int32)
     keys, inverse = np.unique((flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2],
                               return_inverse=True)  # fmt: skip
     if keys[0] != 0:  # no background pixel: keep label 0 free
         keys, inverse = np.concatenate([[0], keys]), inverse + 1
-    labels = inverse.reshape(rgb.shape[:2])
+    return keys, inverse.reshape(rgb.shape[:2])
+
+
+def regionprops(rgb: np.ndarray) -> Stats:
+    """``regionprops_table`` on a label image built from the colours (label 0 = background)."""
+    from skimage.measure import regionprops_table
+
+    keys, labels = label_image(rgb)
     table = regionprops_table(labels, properties=("label", "area", "bbox", "centroid"))
     result: Stats = {}
     for i, label in enumerate(table["label"]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import statistics
 import time
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -120,3 +121,45 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]
     print("  ".join("-" * w for w in widths))
     for row in rows:
         print(line(row))
+
+
+def stream_figures(stream: list[dict[str, Any]], wall_s: float, workers: int) -> dict[str, Any]:
+    """Per-worker task time of one run of ``wall_s`` seconds on ``workers`` workers, from the
+    records of ``distributed.get_task_stream``: tasks, their total time, the busiest worker's and
+    the mean worker's task time, the longest task, and the run's time outside the busiest
+    worker's tasks (listing, planning, scheduling, commit)."""
+    busy: dict[str, float] = defaultdict(float)
+    longest = 0.0
+    for task in stream:
+        for step in task.get("startstops", ()):
+            if step.get("action") == "compute":
+                span = step["stop"] - step["start"]
+                busy[str(task.get("worker"))] += span
+                longest = max(longest, span)
+    total = sum(busy.values())
+    busiest = max(busy.values(), default=0.0)
+    return {
+        "tasks": len(stream),
+        "task_s": total,
+        "busiest_worker_s": busiest,
+        "mean_worker_s": total / workers,
+        "longest_task_s": longest,
+        "outside_tasks_s": wall_s - busiest,
+        "workers_used": len(busy),
+    }
+
+
+def speedup_split(one: Mapping[str, Any], two: Mapping[str, Any]) -> dict[str, float]:
+    """Why a 2-worker run misses half the 1-worker run's time: ``wall2 - wall1 / 2``, from the
+    two runs' :func:`stream_figures`, split into the time outside tasks that does not shrink
+    (``outside2 - outside1 / 2``), the imbalance between the workers (busiest minus mean) and the
+    inflation of the task time itself (``(tasks2 - tasks1) / 2``: cores shared by the workers,
+    the client and the scheduler). The three add up to ``wall2 - wall1 / 2``."""
+    s1, s2 = one, two
+    return {
+        "time outside tasks (list, plan, schedule, commit)":
+            s2["outside_tasks_s"] - s1["outside_tasks_s"] / 2,
+        "imbalance between the workers": s2["busiest_worker_s"] - s2["mean_worker_s"],
+        "task time inflation (cores shared with client and scheduler)":
+            (s2["task_s"] - s1["task_s"]) / 2,
+    }  # fmt: skip
