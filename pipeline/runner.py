@@ -63,7 +63,7 @@ from pipeline.tables import TABLES, empty, to_arrow
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT_ERRORS = 0, 1, 2, 3
 #: Batches per worker thread for small collections, so every worker gets work to balance.
-BATCHES_PER_THREAD = 4
+BATCHES_PER_THREAD = 8
 PACKAGE = "mask-pipeline"
 #: What a run writes at its output root (other files there are left alone).
 OUTPUT_ENTRIES = (
