@@ -1,5 +1,5 @@
-import sys
+"""``python -m pipeline``: the same door as the ``mask-pipeline`` console script."""
 
-from pipeline.cli import main
+from pipeline.cli import entry
 
-sys.exit(main())
+entry()

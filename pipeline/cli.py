@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -357,5 +358,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def entry() -> None:
+    """The ``mask-pipeline`` console script and ``python -m pipeline``: run, flush, and leave
+    without interpreter teardown. After a complete run, native threads of the storage stack
+    (fsspec's IO loop, Arrow's pools) have aborted the process during finalisation
+    ("terminate called without an active exception", exit -6), turning exit code 0/3 into a
+    crash for the scheduler that launched it. Everything is durable before ``main`` returns:
+    parts and ``_run.json`` are written synchronously and any cluster was closed."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
