@@ -29,6 +29,7 @@ from typing import Any
 from benchmarks.timing import BenchmarkError, format_ms, format_ratio, print_table, ratio, seconds
 from pipeline.api import run_celantur
 from pipeline.config import SCHEDULER_ENV, ExecutionOptions
+from pipeline.graph import open_executor
 from pipeline.io.png import decode_png, encode_png
 from pipeline.kernels.masks import rescale_nearest, to_rgb8
 from pipeline.kernels.segments import binary_stats, colour_stats
@@ -41,20 +42,9 @@ SYNC = "sync, encoding=auto"
 
 @contextmanager
 def _local_client(workers: int) -> Iterator[Any]:
-    """A LocalCluster shaped like the one a run starts itself (single-threaded processes)."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address="127.0.0.1:0",
-            host="127.0.0.1",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+    """The LocalCluster a run starts itself (the product's own executor), kept open for reuse."""
+    with open_executor(ExecutionOptions(workers=workers)) as executor:
+        yield executor.client
 
 
 class _Runner:
