@@ -36,3 +36,5 @@ fuzz: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo-output bench-output fuzz-corpus .pytest_cache .mypy_cache .ruff_cache
+	# numba's on-disk cache is not invalidated when a kernel's callee in another module changes.
+	find pipeline -name '*.nbi' -delete -o -name '*.nbc' -delete

@@ -220,7 +220,11 @@ def _png_cases(c: Corpus, plain: bytes, rgb: np.ndarray, jpeg: bytes) -> None:
     bomb = zlib.compress(b"\x00" * (64 << 20), 9)  # 64 MiB of text in a 64 KB zTXt chunk
     fail("ztxt-bomb_ins_maks.png",
          encode(rgb, RGB, before_idat=[chunk(b"zTXt", b"Comment\x00\x00" + bomb)]),
-         Row("decode", "corrupt", says="could not be decoded"))  # fmt: skip
+         Row("decode", "too_large", says="zTXt chunk at offset 33 inflates"))  # fmt: skip
+    fail("itxt-bomb_bin_mask.png",
+         encode(rgb[:, :, 0], GREY, before_idat=[
+             chunk(b"iTXt", b"Comment\x00\x01\x00en\x00Kommentar\x00" + bomb)]),
+         Row("decode", "too_large", says="iTXt chunk at offset 33 inflates"))  # fmt: skip
     fail("apng_ins_maks.png", apng([rgb, rgb[::-1].copy()]),
          Row("decode", "animated", says="animated PNG"))  # fmt: skip
     grey = rgb[:, :, 1].astype(np.uint16) * 256  # 16-bit values that are no widened 8-bit values

@@ -17,6 +17,8 @@ import numpy as np
 _COUNT, _XMIN, _XMAX, _YMIN, _YMAX, _SUMX, _SUMY = range(7)
 _FIELDS = 7
 _EMPTY = -1
+# Slots of the accumulator's row-to-row state.
+_USED, _BACKGROUND, _LAST_KEY, _LAST_SLOT = range(4)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -44,73 +46,86 @@ def _grow(keys: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @numba.njit(cache=True, nogil=True)
-def _colour_stats_kernel(
-    pixels: np.ndarray, skip_black: bool
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """One pass over an (H, W, C>=3) uint8 image; returns (keys, table, black_pixels).
+def _measure_row(
+    row: np.ndarray,
+    y: int,
+    skip_black: bool,
+    keys: np.ndarray,
+    table: np.ndarray,
+    state: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Add one (W, C>=3) row of pixels to the accumulator; returns it (it may have grown).
 
-    With ``skip_black``, (0, 0, 0) is counted apart and not measured (Celantur background);
-    without, it is measured like any colour (a ClearML label value may be black).
+    ``state`` holds what carries from row to row: colours used, background pixels, and the last
+    colour seen with its slot. With ``skip_black``, (0, 0, 0) is counted apart and not measured
+    (Celantur background); without, it is measured like any colour (a ClearML label value may be
+    black).
 
-    Masks are long runs of one colour, so each row is walked run by run and the accumulator is
+    Masks are long runs of one colour, so the row is walked run by run and the accumulator is
     touched once per run; the hash lookup is skipped while the colour repeats.
     """
-    height, width = pixels.shape[0], pixels.shape[1]
-    capacity = 1024
-    keys = np.full(capacity, _EMPTY, dtype=np.int64)
-    table = np.zeros((capacity, _FIELDS), dtype=np.int64)
-    used = 0
-    background = 0
-    last_key: Any = _EMPTY
-    last_slot = 0
-    for y in range(height):
-        x = 0
-        while x < width:
-            r = pixels[y, x, 0]
-            g = pixels[y, x, 1]
-            b = pixels[y, x, 2]
-            start = x
+    width = row.shape[0]
+    capacity = keys.shape[0]
+    used = state[_USED]
+    last_key = state[_LAST_KEY]
+    last_slot = state[_LAST_SLOT]
+    x = 0
+    while x < width:
+        r = row[x, 0]
+        g = row[x, 1]
+        b = row[x, 2]
+        start = x
+        x += 1
+        while x < width and row[x, 0] == r and row[x, 1] == g and row[x, 2] == b:
             x += 1
-            while (
-                x < width and pixels[y, x, 0] == r and pixels[y, x, 1] == g and pixels[y, x, 2] == b
-            ):
-                x += 1
-            run = x - start
-            key = (np.int64(r) << 16) | (np.int64(g) << 8) | np.int64(b)
-            if key == 0 and skip_black:
-                background += run
-                continue
-            if key != last_key:
-                mask = capacity - 1
-                slot = _hash_slot(key, mask)
-                while keys[slot] != key and keys[slot] != _EMPTY:
-                    slot = (slot + 1) & mask
-                if keys[slot] == _EMPTY:
-                    if (used + 1) * 2 > capacity:
-                        keys, table = _grow(keys, table)
-                        capacity = keys.shape[0]
-                        mask = capacity - 1
-                        slot = _hash_slot(key, mask)
-                        while keys[slot] != _EMPTY:
-                            slot = (slot + 1) & mask
-                    keys[slot] = key
-                    table[slot, _XMIN] = start
-                    table[slot, _XMAX] = x - 1
-                    table[slot, _YMIN] = y
-                    used += 1
-                last_key = key
-                last_slot = slot
-            table[last_slot, _COUNT] += run
-            if start < table[last_slot, _XMIN]:
-                table[last_slot, _XMIN] = start
-            if x - 1 > table[last_slot, _XMAX]:
-                table[last_slot, _XMAX] = x - 1
-            # Rows are visited in order, so y only grows: the first visit set y_min.
-            table[last_slot, _YMAX] = y
-            # Sum of start..x-1; run * (first + last) is always even.
-            table[last_slot, _SUMX] += run * (start + x - 1) // 2
-            table[last_slot, _SUMY] += run * y
-    return keys, table, background
+        run = x - start
+        key = (np.int64(r) << 16) | (np.int64(g) << 8) | np.int64(b)
+        if key == 0 and skip_black:
+            state[_BACKGROUND] += run
+            continue
+        if key != last_key:
+            mask = capacity - 1
+            slot = _hash_slot(key, mask)
+            while keys[slot] != key and keys[slot] != _EMPTY:
+                slot = (slot + 1) & mask
+            if keys[slot] == _EMPTY:
+                if (used + 1) * 2 > capacity:
+                    keys, table = _grow(keys, table)
+                    capacity = keys.shape[0]
+                    mask = capacity - 1
+                    slot = _hash_slot(key, mask)
+                    while keys[slot] != _EMPTY:
+                        slot = (slot + 1) & mask
+                keys[slot] = key
+                table[slot, _XMIN] = start
+                table[slot, _XMAX] = x - 1
+                table[slot, _YMIN] = y
+                used += 1
+            last_key = key
+            last_slot = slot
+        table[last_slot, _COUNT] += run
+        if start < table[last_slot, _XMIN]:
+            table[last_slot, _XMIN] = start
+        if x - 1 > table[last_slot, _XMAX]:
+            table[last_slot, _XMAX] = x - 1
+        # Rows are visited in order, so y only grows: the first visit set y_min.
+        table[last_slot, _YMAX] = y
+        # Sum of start..x-1; run * (first + last) is always even.
+        table[last_slot, _SUMX] += run * (start + x - 1) // 2
+        table[last_slot, _SUMY] += run * y
+    state[_USED] = used
+    state[_LAST_KEY] = last_key
+    state[_LAST_SLOT] = last_slot
+    return keys, table
+
+
+@numba.njit(cache=True, nogil=True)
+def _colour_stats_kernel(
+    pixels: np.ndarray, skip_black: bool, keys: np.ndarray, table: np.ndarray, state: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    for y in range(pixels.shape[0]):
+        keys, table = _measure_row(pixels[y], y, skip_black, keys, table, state)
+    return keys, table
 
 
 @dataclass(frozen=True)
@@ -164,85 +179,231 @@ def colour_stats(rgb: np.ndarray, *, skip_black: bool = True) -> ColourStats:
     """
     if rgb.ndim != 3 or rgb.shape[2] < 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, >=3) uint8 array, got {rgb.shape} {rgb.dtype}")
-    keys, table, background = _colour_stats_kernel(rgb, skip_black)
-    used = keys != _EMPTY
-    keys, table = keys[used], table[used]
-    order = np.argsort(keys, kind="stable")
-    keys, table = keys[order], table[order]
-    colours = np.stack([(keys >> 16) & 255, (keys >> 8) & 255, keys & 255], axis=1).astype(np.uint8)
-    counts = table[:, _COUNT]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        centroid_x = table[:, _SUMX] / counts
-        centroid_y = table[:, _SUMY] / counts
-    return ColourStats(
-        colours=colours,
-        pixels=counts,
-        x_min=table[:, _XMIN],
-        y_min=table[:, _YMIN],
-        x_max=table[:, _XMAX] + 1,
-        y_max=table[:, _YMAX] + 1,
-        centroid_x=centroid_x,
-        centroid_y=centroid_y,
-        width=int(rgb.shape[1]),
-        height=int(rgb.shape[0]),
-        background_pixels=int(background),
+    accumulator = ColourAccumulator(skip_black)
+    accumulator.keys, accumulator.table = _colour_stats_kernel(
+        rgb, skip_black, accumulator.keys, accumulator.table, accumulator.state
     )
+    return accumulator.result(int(rgb.shape[1]), int(rgb.shape[0]))
+
+
+class ColourAccumulator:
+    """The per-colour accumulator of :func:`colour_stats`, for kernels that feed it row by row
+    (``_measure_row``) as rows arrive, e.g. while a PNG is being inflated."""
+
+    def __init__(self, skip_black: bool) -> None:
+        self.skip_black = skip_black
+        self.keys = np.full(1024, _EMPTY, dtype=np.int64)
+        self.table = np.zeros((1024, _FIELDS), dtype=np.int64)
+        self.state = np.array([0, 0, _EMPTY, 0], dtype=np.int64)
+
+    def result(self, width: int, height: int) -> ColourStats:
+        """The statistics of the rows measured so far, sorted by colour."""
+        used = self.keys != _EMPTY
+        keys, table = self.keys[used], self.table[used]
+        order = np.argsort(keys, kind="stable")
+        keys, table = keys[order], table[order]
+        colours = np.stack([(keys >> 16) & 255, (keys >> 8) & 255, keys & 255], axis=1)
+        counts = table[:, _COUNT]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            centroid_x = table[:, _SUMX] / counts
+            centroid_y = table[:, _SUMY] / counts
+        return ColourStats(
+            colours=colours.astype(np.uint8),
+            pixels=counts,
+            x_min=table[:, _XMIN],
+            y_min=table[:, _YMIN],
+            x_max=table[:, _XMAX] + 1,
+            y_max=table[:, _YMAX] + 1,
+            centroid_x=centroid_x,
+            centroid_y=centroid_y,
+            width=width,
+            height=height,
+            background_pixels=int(self.state[_BACKGROUND]),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Foreground of an instance mask, as runs per row: what a binary mask is compared with
+# ---------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def _append_foreground(
+    row: np.ndarray, y: int, bounds: np.ndarray, row_ends: np.ndarray
+) -> np.ndarray:
+    """Append the row's runs of non-black pixels (first three channels) to ``bounds``
+    ((capacity, 2) int32 of [start, end)); ``row_ends[y]`` becomes the run count after row y.
+    Returns ``bounds`` (it may have grown)."""
+    count = row_ends[y - 1] if y > 0 else 0
+    width = row.shape[0]
+    # Room for the most runs a row can hold, made before the pixel loop: growing inside it
+    # makes the loop ~14x slower.
+    needed = count + (width + 1) // 2
+    if needed > bounds.shape[0]:
+        grown = np.empty((max(needed, bounds.shape[0] * 2), 2), dtype=np.int32)
+        grown[:count] = bounds[:count]
+        bounds = grown
+    x = 0
+    while x < width:
+        if (row[x, 0] | row[x, 1] | row[x, 2]) == 0:
+            x += 1
+            continue
+        start = x
+        while x < width and (row[x, 0] | row[x, 1] | row[x, 2]) != 0:
+            x += 1
+        bounds[count, 0] = start
+        bounds[count, 1] = x
+        count += 1
+    row_ends[y] = count
+    return bounds
+
+
+@numba.njit(cache=True, nogil=True)
+def _foreground_kernel(pixels: np.ndarray, bounds: np.ndarray, row_ends: np.ndarray) -> np.ndarray:
+    for y in range(pixels.shape[0]):
+        bounds = _append_foreground(pixels[y], y, bounds, row_ends)
+    return bounds
+
+
+@dataclass(frozen=True)
+class ForegroundRuns:
+    """Where an instance mask is not background, as runs per row: ``bounds[i]`` is one run's
+    [start, end) column span; the runs of row y are ``bounds[row_ends[y-1]:row_ends[y]]``.
+    Masks are long runs, so this is a few KiB where the mask itself is megabytes."""
+
+    bounds: np.ndarray  # (n, 2) int32
+    row_ends: np.ndarray  # (height,) int64
+    width: int
+    height: int
+
+    @classmethod
+    def empty_buffers(cls, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """Buffers for ``_append_foreground`` to fill (bounds grow as needed)."""
+        return np.empty((256, 2), dtype=np.int32), np.zeros(height, dtype=np.int64)
+
+    @classmethod
+    def from_buffers(cls, bounds: np.ndarray, row_ends: np.ndarray, width: int) -> ForegroundRuns:
+        """The runs once every row was appended."""
+        count = int(row_ends[-1]) if len(row_ends) else 0
+        return cls(bounds[:count].copy(), row_ends, width, len(row_ends))
+
+
+def foreground_runs(rgb: np.ndarray) -> ForegroundRuns:
+    """The non-background runs of an (H, W, C>=3) instance mask (alpha ignored)."""
+    bounds, row_ends = ForegroundRuns.empty_buffers(rgb.shape[0])
+    bounds = _foreground_kernel(rgb, bounds, row_ends)
+    return ForegroundRuns.from_buffers(bounds, row_ends, int(rgb.shape[1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Binary masks
+# ---------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def _binary_row(
+    row: np.ndarray,
+    y: int,
+    threshold: int,
+    bounds: np.ndarray,
+    row_ends: np.ndarray,
+    foreground: np.ndarray,
+    compare: bool,
+) -> tuple[int, int]:
+    """Anonymised pixels of one (W, C) binary-mask row and, with ``compare``, how many disagree
+    with the instance foreground runs of the same row (``foreground`` is a W-byte scratch row)."""
+    width, channels = row.shape
+    colour = channels >= 3
+    if compare:
+        foreground[:] = 0
+        for i in range(row_ends[y - 1] if y > 0 else 0, row_ends[y]):
+            foreground[bounds[i, 0] : bounds[i, 1]] = 1
+    anonymised = 0
+    mismatch = 0
+    for x in range(width):
+        level = row[x, 0]
+        if colour:
+            level = max(level, row[x, 1], row[x, 2])
+        hidden = level >= threshold
+        anonymised += hidden
+        if compare:
+            mismatch += hidden != (foreground[x] != 0)
+    return anonymised, mismatch
 
 
 @numba.njit(cache=True, nogil=True)
 def _binary_kernel(
-    binary: np.ndarray, threshold: int, instance: np.ndarray, compare: bool
+    binary: np.ndarray, threshold: int, bounds: np.ndarray, row_ends: np.ndarray, compare: bool
 ) -> tuple[int, int]:
-    height, width, channels = binary.shape
-    colour = channels >= 3
+    foreground = np.zeros(binary.shape[1], dtype=np.uint8)
     anonymised = 0
     mismatch = 0
-    for y in range(height):
-        for x in range(width):
-            level = binary[y, x, 0]
-            if colour:
-                level = max(level, binary[y, x, 1], binary[y, x, 2])
-            hidden = level >= threshold
-            anonymised += hidden
-            if compare:
-                foreground = (instance[y, x, 0] | instance[y, x, 1] | instance[y, x, 2]) != 0
-                mismatch += hidden != foreground
+    for y in range(binary.shape[0]):
+        hidden, differ = _binary_row(binary[y], y, threshold, bounds, row_ends, foreground, compare)
+        anonymised += hidden
+        mismatch += differ
     return anonymised, mismatch
 
 
-def binary_stats(binary: np.ndarray, instance: np.ndarray | None = None) -> tuple[int, int | None]:
+def binary_threshold(dtype: np.dtype) -> int:
+    """The level from which a binary-mask pixel counts as anonymised: mid-grey, because
+    resampled binary masks have grey edges."""
+    return 128 * 257 if dtype == np.uint16 else 128
+
+
+def binary_stats(
+    binary: np.ndarray, foreground: ForegroundRuns | None = None
+) -> tuple[int, int | None]:
     """One pass over a binary mask: anonymised pixels (grey >= 128, the brightest colour channel
-    for RGB; alpha ignored) and, given the instance mask of the same image and size, how many
-    pixels disagree with its non-background pixels.
+    for RGB; alpha ignored) and, given the foreground of the instance mask of the same image and
+    size (:func:`foreground_runs`), how many pixels disagree with it.
 
     Returns ``(anonymised, mismatch)``; ``mismatch`` is ``None`` without a comparable instance
     mask.
     """
     if binary.ndim == 2:
         binary = binary[:, :, np.newaxis]
-    # Resampled binary masks have grey edges: from mid-grey on, a pixel counts as anonymised.
-    threshold = 128 * 257 if binary.dtype == np.uint16 else 128
-    compare = instance is not None and instance.shape[:2] == binary.shape[:2]
-    other = instance if compare and instance is not None else np.zeros((1, 1, 3), np.uint8)
-    anonymised, mismatch = _binary_kernel(binary, threshold, other, compare)
+    compare = foreground is not None and (foreground.height, foreground.width) == binary.shape[:2]
+    bounds, row_ends = (
+        (foreground.bounds, foreground.row_ends)
+        if compare and foreground is not None
+        else ForegroundRuns.empty_buffers(binary.shape[0])
+    )
+    anonymised, mismatch = _binary_kernel(
+        binary, binary_threshold(binary.dtype), bounds, row_ends, compare
+    )
     return int(anonymised), int(mismatch) if compare else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Rescaled masks, sampled straight into PNG scanlines
+# ---------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def _sample_row(
+    row: np.ndarray, cols: np.ndarray, above: np.ndarray, first: bool, out_row: np.ndarray
+) -> None:
+    """One UP-filtered scanline of the nearest-neighbour sample ``row[cols]`` of a (W, C) row;
+    ``above`` holds the previous sampled row (unfiltered) and becomes this one."""
+    channels = row.shape[1]
+    out_row[0] = 2  # PNG filter type UP
+    for c in range(cols.shape[0]):
+        x = cols[c]
+        for k in range(channels):
+            value = row[x, k]
+            i = c * channels + k
+            out_row[1 + i] = value if first else value - above[i]  # uint8 wraps mod 256
+            above[i] = value
 
 
 @numba.njit(cache=True, nogil=True)
 def _nearest_up_filtered(pixels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     channels = pixels.shape[2]
     out = np.empty((rows.shape[0], cols.shape[0] * channels + 1), dtype=np.uint8)
+    above = np.empty(cols.shape[0] * channels, dtype=np.uint8)
     for r in range(rows.shape[0]):
-        out[r, 0] = 2  # PNG filter type UP
-        y = rows[r]
-        above = rows[r - 1] if r > 0 else -1
-        for c in range(cols.shape[0]):
-            x = cols[c]
-            for k in range(channels):
-                value = pixels[y, x, k]
-                if above >= 0:
-                    value = value - pixels[above, x, k]  # uint8 arithmetic wraps mod 256
-                out[r, 1 + c * channels + k] = value
+        _sample_row(pixels[rows[r]], cols, above, r == 0, out[r])
     return out
 
 

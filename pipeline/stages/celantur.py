@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import io
 import posixpath
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -40,18 +41,18 @@ from pipeline.formats.metadata import (
 )
 from pipeline.io.jsonio import JsonError, parse_json
 from pipeline.io.parquet import table_bytes, write_part
-from pipeline.io.png import PngError, decode_png, read_png_header
+from pipeline.io.png import PngError, PngHeader
 from pipeline.io.storage import InputFile
-from pipeline.kernels.masks import (
-    to_rgb8,
-    typed_totals,
-)
+from pipeline.kernels.masks import typed_totals
 from pipeline.kernels.matching import MATCH_NAMES, match_detections
-from pipeline.kernels.segments import ColourStats, binary_stats, colour_stats
-from pipeline.stages.common import ErrorLog, TaskContext, guarded, read_input, write_scaled
+from pipeline.kernels.segments import ColourStats, ForegroundRuns
+from pipeline.stages.common import ErrorLog, TaskContext, guarded, read_input
+from pipeline.stages.measure import measure_binary, measure_instance
 from pipeline.stages.plan import Batch, ImageGroup
 from pipeline.stages.summary import BatchSummary
 from pipeline.tables import SCHEMAS, to_arrow
+
+Result = TypeVar("Result")
 
 _SEGMENT_COLUMNS = (
     "mask_index", "r", "g", "b", "pixels", "x_min", "y_min", "x_max", "y_max",
@@ -100,22 +101,25 @@ def measure_batch(batch: Batch, ctx: TaskContext) -> Measured:
     return measured
 
 
-def _load_png(
-    file: InputFile, ctx: TaskContext, measured: Measured
-) -> tuple[bytes, np.ndarray] | None:
-    """The file's bytes and decoded pixels, or ``None`` after recording why not."""
+def _measured_png(
+    file: InputFile,
+    ctx: TaskContext,
+    measured: Measured,
+    measure: Callable[[bytes], Result],
+) -> tuple[bytes, Result] | None:
+    """The file's bytes and ``measure``'s result, or ``None`` after recording why not."""
     data = read_input(file, ctx, measured.errors)
     if data is None:
         return None
     try:
-        return data, decode_png(data, max_pixels=ctx.options.max_pixels)
+        return data, measure(data)
     except PngError as exc:
         measured.errors.add(file.rel, "decode", exc.code, str(exc))
     return None
 
 
 def _mask_row(
-    group: ImageGroup, file: InputFile, kind: str, pixels: np.ndarray, data: bytes
+    group: ImageGroup, file: InputFile, kind: str, header: PngHeader, data: bytes
 ) -> dict[str, Any]:
     return {
         "path": file.rel,
@@ -123,19 +127,18 @@ def _mask_row(
         "folder": group.folder,
         "metadata_path": group.metadata.rel if group.metadata else None,
         "kind": kind,
-        "width": int(pixels.shape[1]),
-        "height": int(pixels.shape[0]),
+        "width": header.width,
+        "height": header.height,
         "bytes": len(data),
-        "png_mode": read_png_header(data).mode,
+        "png_mode": header.mode,
     }
 
 
-def _write_scaled(file: InputFile, data: bytes, pixels: np.ndarray, ctx: TaskContext) -> str | None:
-    scale = ctx.options.mask_scale
-    if scale is None:
+def _write_scaled(file: InputFile, scaled: bytes | None, ctx: TaskContext) -> str | None:
+    if scaled is None:
         return None
     rel = f"scaled/{file.rel}"
-    write_scaled(ctx, rel, data, pixels, scale)
+    ctx.output.write_bytes(rel, scaled)
     return rel
 
 
@@ -145,7 +148,7 @@ class _Instance:
 
     index: int  # position in Measured.masks
     row: dict[str, Any]
-    rgb: np.ndarray
+    foreground: ForegroundRuns
 
 
 def _measure_group(group: ImageGroup, ctx: TaskContext, measured: Measured) -> None:
@@ -167,20 +170,21 @@ def _measure_group(group: ImageGroup, ctx: TaskContext, measured: Measured) -> N
 def _measure_instance(
     group: ImageGroup, file: InputFile, ctx: TaskContext, measured: Measured
 ) -> _Instance | None:
-    loaded = _load_png(file, ctx, measured)
+    options = ctx.options
+    loaded = _measured_png(
+        file, ctx, measured,
+        lambda data: measure_instance(
+            data, max_pixels=options.max_pixels, scale=options.mask_scale
+        ),
+    )  # fmt: skip
     if loaded is None:
         return None
-    data, pixels = loaded
-    try:
-        rgb = to_rgb8(pixels)
-    except ValueError as exc:
-        measured.errors.add(file.rel, "decode", "unsupported", str(exc))
-        return None
-    stats = colour_stats(rgb)
-    row = _mask_row(group, file, "instance", pixels, data)
+    data, result = loaded
+    stats = result.stats
+    row = _mask_row(group, file, "instance", result.header, data)
     row["foreground_pixels"] = stats.foreground_pixels
-    row["scaled_path"] = _write_scaled(file, data, pixels, ctx)
-    instance = _Instance(len(measured.masks), row, rgb)
+    row["scaled_path"] = _write_scaled(file, result.scaled, ctx)
+    instance = _Instance(len(measured.masks), row, result.foreground)
     _add_segments(measured, instance.index, stats)
     measured.evidence.add_colours(stats.colours)
     measured.masks.append(row)
@@ -194,22 +198,28 @@ def _measure_binary(
     measured: Measured,
     instance: _Instance | None,
 ) -> tuple[int, int] | None:
-    loaded = _load_png(file, ctx, measured)
+    options = ctx.options
+    loaded = _measured_png(
+        file, ctx, measured,
+        lambda data: measure_binary(
+            data, max_pixels=options.max_pixels, scale=options.mask_scale,
+            foreground=instance.foreground if instance else None,
+        ),
+    )  # fmt: skip
     if loaded is None:
         return None
-    data, pixels = loaded
-    anonymised, mismatch = binary_stats(pixels, instance.rgb if instance else None)
-    row = _mask_row(group, file, "binary", pixels, data)
-    row["foreground_pixels"] = anonymised
-    row["scaled_path"] = _write_scaled(file, data, pixels, ctx)
+    data, result = loaded
+    row = _mask_row(group, file, "binary", result.header, data)
+    row["foreground_pixels"] = result.anonymised
+    row["scaled_path"] = _write_scaled(file, result.scaled, ctx)
     if instance is not None:
-        if mismatch is not None:
-            row["bin_mismatch_pixels"] = instance.row["bin_mismatch_pixels"] = mismatch
+        if result.mismatch is not None:
+            row["bin_mismatch_pixels"] = instance.row["bin_mismatch_pixels"] = result.mismatch
         else:
             measured.errors.add(
                 file.rel, "validate", "size_mismatch",
-                f"binary mask {pixels.shape[1]}x{pixels.shape[0]} differs from instance "
-                f"mask {instance.rgb.shape[1]}x{instance.rgb.shape[0]}: mismatch not counted",
+                f"binary mask {row['width']}x{row['height']} differs from instance "
+                f"mask {instance.row['width']}x{instance.row['height']}: mismatch not counted",
                 "warning",
             )  # fmt: skip
     measured.masks.append(row)

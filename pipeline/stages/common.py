@@ -75,18 +75,22 @@ def guarded(path: str, errors: ErrorLog) -> Iterator[None]:
 
 
 def write_scaled(ctx: TaskContext, rel: str, data: bytes, pixels: np.ndarray, percent: int) -> None:
-    """Write a mask rescaled to ``percent`` (nearest neighbour) under the output root.
+    """Write a mask rescaled to ``percent`` (:func:`scaled_png`) under the output root."""
+    ctx.output.write_bytes(rel, scaled_png(data, pixels, percent))
+
+
+def scaled_png(data: bytes, pixels: np.ndarray, percent: int) -> bytes:
+    """The PNG of a mask (file ``data``, decoded ``pixels``) rescaled to ``percent``, nearest
+    neighbour.
 
     100 % is a byte copy: re-encoding could only change the file, never improve it. 8-bit masks
     are sampled straight into PNG scanlines (no rescaled copy in between).
     """
     if percent == 100:
-        payload = data
-    elif pixels.dtype == np.uint8:
+        return data
+    if pixels.dtype == np.uint8:
         rows, cols = nearest_grid(pixels.shape[1], pixels.shape[0], percent)
-        payload = encode_filtered_png(
+        return encode_filtered_png(
             nearest_up_filtered(pixels, rows, cols), len(cols), pixels.shape[2]
         )
-    else:
-        payload = encode_png(rescale_nearest(pixels, percent))
-    ctx.output.write_bytes(rel, payload)
+    return encode_png(rescale_nearest(pixels, percent))

@@ -24,7 +24,7 @@ from pipeline.kernels.masks import (
     scaled_size,
     typed_totals,
 )
-from pipeline.kernels.segments import binary_stats, colour_stats
+from pipeline.kernels.segments import binary_stats, colour_stats, foreground_runs
 
 # ---------------------------------------------------------------------------------------------
 # SPEC 2.1, written out: which types one pixel colour carries under each encoding
@@ -266,7 +266,7 @@ def test_binary_mismatch_matches_per_pixel_rule(masks):
         (f for row in foreground for f in row), (h for row in hidden for h in row), strict=True
     )
     expected = sum(f != h for f, h in pairs)
-    anonymised, mismatch = binary_stats(binary, instance)
+    anonymised, mismatch = binary_stats(binary, foreground_runs(instance))
     assert mismatch == expected
     assert anonymised == sum(map(sum, hidden))
 
@@ -276,8 +276,8 @@ def test_binary_mismatch_ignores_instance_alpha_and_needs_equal_sizes():
     rgba[:, :, 3] = 255
     rgba[1, 1] = (0, 3, 0, 0)
     binary = np.zeros((2, 2, 1), dtype=np.uint8)
-    assert binary_stats(binary, rgba) == (0, 1)
-    assert binary_stats(np.zeros((3, 2, 1), np.uint8), rgba) == (0, None)
+    assert binary_stats(binary, foreground_runs(rgba)) == (0, 1)
+    assert binary_stats(np.zeros((3, 2, 1), np.uint8), foreground_runs(rgba)) == (0, None)
     assert binary_stats(binary) == (0, None)
 
 

@@ -1,0 +1,291 @@
+"""The fused decode path (:mod:`pipeline.stages.measure`) gives exactly what decode + kernels give.
+
+Every mask a test writes is measured both ways (``fused=True`` / ``False``): the generated
+Celantur trees of every encoding, every PNG of the bad-input corpus (same result or the same
+error code), and hypothesis masks written by an independent encoder here that uses every PNG
+filter type per row and splits the image data over several IDAT chunks. The standard path is
+itself checked against brute-force references elsewhere (tests/kernels, tests/test_celantur*).
+"""
+
+from __future__ import annotations
+
+import itertools
+import tracemalloc
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from corpus import GREY, GREY_ALPHA, RGB, RGBA, SIGNATURE, chunk, ihdr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from test_bad_inputs import build_corpus
+
+from pipeline.io.png import PngError, checked_header, decode_png, inflate_scanlines
+from pipeline.kernels.segments import ForegroundRuns, foreground_runs
+from pipeline.sampledata import make_celantur_tree
+from pipeline.stages.measure import (
+    BinaryMeasure,
+    InstanceMeasure,
+    measure_binary,
+    measure_instance,
+)
+
+LIMIT = 10**9
+CHANNELS = {GREY: 1, GREY_ALPHA: 2, RGB: 3, RGBA: 4}
+
+# ---------------------------------------------------------------------------------------------
+# An independent PNG writer with every filter type (PNG spec, section 9)
+# ---------------------------------------------------------------------------------------------
+
+
+def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    p = a + b - c
+    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+
+
+def filter_row(kind: int, row: np.ndarray, above: np.ndarray, bpp: int) -> bytes:
+    """One scanline (filter byte first) of ``row`` under filter ``kind``; int arithmetic mod
+    256, neighbours left of the row and above the first row are 0."""
+    x = row.astype(np.int64)
+    b = above.astype(np.int64)
+    a = np.concatenate([np.zeros(bpp, np.int64), x[:-bpp]])
+    c = np.concatenate([np.zeros(bpp, np.int64), b[:-bpp]])
+    predictor = {
+        0: np.zeros_like(x),
+        1: a,
+        2: b,
+        3: (a + b) // 2,
+        4: _paeth(a, b, c),
+    }[kind]
+    return bytes([kind]) + ((x - predictor) % 256).astype(np.uint8).tobytes()
+
+
+def write_png(samples: np.ndarray, colour_type: int, filters: list[int], parts: int = 1) -> bytes:
+    """An 8-bit PNG of (h, w, c) ``samples`` with ``filters[y % len]`` on row y, its deflate
+    stream cut into ``parts`` IDAT chunks (some may be empty)."""
+    height, width, channels = samples.shape
+    rows = samples.reshape(height, width * channels)
+    above = np.zeros(width * channels, np.uint8)
+    raw = b""
+    for y in range(height):
+        raw += filter_row(filters[y % len(filters)], rows[y], above, channels)
+        above = rows[y]
+    stream = zlib.compress(raw, 9)
+    cuts = np.linspace(0, len(stream), parts + 1).astype(int)
+    idats = [chunk(b"IDAT", stream[s:e]) for s, e in itertools.pairwise(cuts)]
+    header = ihdr(width, height, 8, colour_type, False)
+    return SIGNATURE + header + b"".join(idats) + chunk(b"IEND", b"")
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing the two paths
+# ---------------------------------------------------------------------------------------------
+
+
+def assert_same_instance(fused: InstanceMeasure, standard: InstanceMeasure) -> None:
+    assert fused.header == standard.header
+    for name in ("colours", "pixels", "x_min", "y_min", "x_max", "y_max"):
+        np.testing.assert_array_equal(getattr(fused.stats, name), getattr(standard.stats, name))
+    np.testing.assert_array_equal(fused.stats.centroid_x, standard.stats.centroid_x)
+    np.testing.assert_array_equal(fused.stats.centroid_y, standard.stats.centroid_y)
+    assert fused.stats.background_pixels == standard.stats.background_pixels
+    np.testing.assert_array_equal(fused.foreground.bounds, standard.foreground.bounds)
+    np.testing.assert_array_equal(fused.foreground.row_ends, standard.foreground.row_ends)
+    assert fused.scaled == standard.scaled
+
+
+def both_instance(data: bytes, scale: int | None) -> InstanceMeasure:
+    fused = measure_instance(data, max_pixels=LIMIT, scale=scale)
+    standard = measure_instance(data, max_pixels=LIMIT, scale=scale, fused=False)
+    assert_same_instance(fused, standard)
+    return fused
+
+
+def both_binary(data: bytes, scale: int | None, foreground: ForegroundRuns | None) -> BinaryMeasure:
+    fused = measure_binary(data, max_pixels=LIMIT, scale=scale, foreground=foreground)
+    standard = measure_binary(
+        data, max_pixels=LIMIT, scale=scale, foreground=foreground, fused=False
+    )
+    assert fused == standard
+    return fused
+
+
+masks = st.integers(1, 24).flatmap(
+    lambda h: st.integers(1, 24).flatmap(
+        lambda w: st.tuples(
+            st.sampled_from([RGB, RGBA]),
+            # Few values, so rows have runs (as masks do) and colours repeat across rows.
+            hnp.arrays(np.uint8, (h, w, 4), elements=st.sampled_from([0, 0, 0, 1, 128, 254, 255])),
+            hnp.arrays(np.uint8, (h, w, 2), elements=st.sampled_from([0, 0, 127, 128, 255])),
+        )
+    )
+)
+filters = st.lists(st.integers(0, 4), min_size=1, max_size=6)
+scales = st.sampled_from([None, 100, 50, 33, 1, 99])
+
+
+@settings(max_examples=150, deadline=None)
+@given(masks, filters, st.integers(1, 4), scales, st.sampled_from([GREY, GREY_ALPHA, RGB, RGBA]))
+def test_random_masks_with_every_filter_type_measure_identically(
+    mask, row_filters, parts, scale, binary_type
+):
+    instance_type, pixels, grey = mask
+    instance = pixels[:, :, : CHANNELS[instance_type]]
+    result = both_instance(write_png(instance, instance_type, row_filters, parts), scale)
+    binary = (
+        grey[:, :, : CHANNELS[binary_type]]
+        if binary_type in (GREY, GREY_ALPHA)
+        else pixels[:, :, : CHANNELS[binary_type]]
+    )
+    data = write_png(binary, binary_type, row_filters[::-1], parts)
+    compared = both_binary(data, scale, result.foreground)
+    assert compared.mismatch is not None
+    assert both_binary(data, scale, None).mismatch is None
+
+
+def test_strips_cross_row_and_chunk_boundaries():
+    """A mask several strips long, every filter type, the stream cut into many IDATs: strips
+    end mid-chunk and chunks end mid-row."""
+    rng = np.random.default_rng(7)
+    palette = rng.integers(0, 256, (40, 3), dtype=np.uint8)
+    labels = np.repeat(rng.integers(0, 40, (300, 30)), 10, axis=1)  # runs of 10 pixels
+    rgb = palette[labels]
+    data = write_png(rgb, RGB, [0, 1, 2, 3, 4, 4, 2], parts=37)
+    header = checked_header(data)
+    stride = 1 + 300 * 3
+    strips = list(inflate_scanlines(data, header, strip_bytes=5 * stride + 17))
+    next_row = 0
+    for first, raw in strips:  # contiguous whole rows, never more than the strip holds
+        rows, rest = divmod(len(raw), stride)
+        assert (first, rest) == (next_row, 0) and 1 <= rows <= 5
+        next_row += rows
+    assert next_row == 300
+    whole = zlib.decompress(b"".join(_idat_payloads(data)))
+    assert b"".join(raw.tobytes() for _, raw in strips) == whole
+    assert len(list(inflate_scanlines(data, header))) > 1  # the default strip splits it too
+    result = both_instance(data, 50)
+    assert len(result.stats) == len(np.unique(labels))
+
+
+def _idat_payloads(data: bytes) -> list[bytes]:
+    out, position = [], 8
+    while position < len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        if data[position + 4 : position + 8] == b"IDAT":
+            out.append(data[position + 8 : position + 8 + length])
+        position += 12 + length
+    return out
+
+
+@pytest.mark.parametrize("encoding", ["v26", "legacy", "legacy-red"])
+def test_every_sample_tree_mask_measures_identically(tmp_path: Path, encoding):
+    make_celantur_tree(tmp_path, seed=5, images=12, encoding=encoding, mask_scale=40)
+    instances = sorted(tmp_path.rglob("*_ins_maks.png")) + sorted(tmp_path.rglob("*_ins_mask.png"))
+    assert instances
+    for path in instances:
+        result = both_instance(path.read_bytes(), 50)
+        binary = path.with_name(path.name.replace("_ins_mask", "_bin_mask").replace(
+            "_ins_maks", "_bin_mask"))  # fmt: skip
+        if binary.exists():
+            assert both_binary(binary.read_bytes(), 50, result.foreground).mismatch is not None
+
+
+def test_every_corpus_png_gives_the_same_outcome_both_ways(tmp_path: Path):
+    """Good or bad, every PNG of the bad-input corpus: equal results or the same error code."""
+    corpus = build_corpus(tmp_path)
+    pngs = sorted(corpus.mixed.rglob("*.png"))
+    assert len(pngs) > 30
+    outcomes = set()
+    for path in pngs:
+        data = path.read_bytes()
+        for measure in (_instance_outcome, _binary_outcome):
+            fused, standard = measure(data, True), measure(data, False)
+            assert fused == standard, path.name
+            outcomes.add(fused if isinstance(fused, str) else "ok")
+    assert {"ok", "corrupt", "truncated", "not_png"} <= outcomes
+
+
+def _instance_outcome(data: bytes, fused: bool) -> object:
+    try:
+        result = measure_instance(data, max_pixels=LIMIT, scale=50, fused=fused)
+    except PngError as exc:
+        return exc.code
+    stats = result.stats
+    return (
+        stats.colours.tobytes(), stats.pixels.tobytes(), stats.x_min.tobytes(),
+        stats.y_max.tobytes(), stats.centroid_x.tobytes(), result.foreground.bounds.tobytes(),
+        result.scaled,
+    )  # fmt: skip
+
+
+def _binary_outcome(data: bytes, fused: bool) -> object:
+    try:
+        return measure_binary(data, max_pixels=LIMIT, scale=50, foreground=None, fused=fused)
+    except PngError as exc:
+        return exc.code
+
+
+def test_undefined_filter_type_is_corrupt_naming_the_row():
+    rgb = np.zeros((4, 3, 3), np.uint8)
+    data = write_png(rgb, RGB, [0])
+    raw = bytearray(zlib.decompress(_idat_payloads(data)[0]))
+    raw[2 * (1 + 9)] = 5  # row 2's filter byte
+    bad = SIGNATURE + ihdr(3, 4, 8, RGB, False) + chunk(b"IDAT", zlib.compress(bytes(raw)))
+    bad += chunk(b"IEND", b"")
+    with pytest.raises(PngError, match="invalid scanline filter in row 2") as caught:
+        measure_instance(bad, max_pixels=LIMIT, scale=None)
+    assert caught.value.code == "corrupt"
+
+
+def test_short_and_broken_streams_are_corrupt():
+    rgb = np.full((4, 3, 3), 9, np.uint8)
+    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(4))
+    head = SIGNATURE + ihdr(3, 4, 8, RGB, False)
+    short = head + chunk(b"IDAT", zlib.compress(raw[:-1])) + chunk(b"IEND", b"")
+    with pytest.raises(PngError, match=r"stream too short \(39 of 40 bytes\)"):
+        measure_instance(short, max_pixels=LIMIT, scale=None)
+    broken = head + chunk(b"IDAT", b"\x78\x9c\xff\xff\xff") + chunk(b"IEND", b"")
+    with pytest.raises(PngError, match="could not be decoded") as caught:
+        measure_instance(broken, max_pixels=LIMIT, scale=None)
+    assert caught.value.code == "corrupt"
+
+
+def _peak_traced(function) -> int:
+    function()  # compile and warm outside the measurement
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_fused_path_builds_no_full_size_image():
+    """Peak traced memory while measuring a 2000x1500 RGB mask (9 MB decoded): a strip and two
+    rows (plus, with a rescale, the rescaled scanlines). numpy's buffers are traced (shown on a
+    copy of the decoded image); libspng's are not, so the standard path is no comparison."""
+    rgb = np.zeros((1500, 2000, 3), np.uint8)
+    rgb[200:1300, 300:1700] = (0, 10, 128)
+    rgb[400:600, 500:900] = (0, 11, 32)
+    data = write_png(rgb, RGB, [2])
+    decoded_copy = _peak_traced(lambda: decode_png(data).copy())
+    fused = _peak_traced(lambda: measure_instance(data, max_pixels=LIMIT, scale=None))
+    rescaled = _peak_traced(lambda: measure_instance(data, max_pixels=LIMIT, scale=50))
+    assert decoded_copy >= rgb.nbytes
+    assert fused < 1 << 20  # a 256 KiB strip, its zero rows, the accumulators
+    scanlines = 750 * (1 + 1000 * 3)
+    assert rescaled < scanlines + (1 << 20)
+
+
+def test_foreground_runs_match_the_mask():
+    rgb = np.zeros((3, 6, 4), np.uint8)
+    rgb[0, 1:3, 0] = 5
+    rgb[0, 4, 2] = 1
+    rgb[2, :, 1] = 7
+    rgb[1, 2, 3] = 255  # alpha alone is background
+    runs = foreground_runs(rgb)
+    assert runs.bounds.tolist() == [[1, 3], [4, 5], [0, 6]]
+    assert runs.row_ends.tolist() == [2, 2, 3]
