@@ -16,6 +16,13 @@ from typing import Any
 
 from pipeline.config import SCHEDULER_ENV, ExecutionOptions
 
+#: glibc malloc settings for the worker processes we start. Dask sets MALLOC_TRIM_THRESHOLD_
+#: for its workers, which also freezes glibc's mmap threshold at 128 KiB: every inflate strip
+#: and rescaled mask buffer would then be a fresh mmap, page-faulted in and unmapped again
+#: (a 1080p mask measured 46% slower). Up to 8 MiB, buffers are reused from the heap instead,
+#: which Dask's trim threshold still returns to the system when freed at its top.
+WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(8 << 20)}
+
 LOG = logging.getLogger("pipeline")
 
 
@@ -95,6 +102,15 @@ def _describe(client: Any, kind: str) -> dict[str, Any]:
     return description
 
 
+def worker_malloc_settings() -> contextlib.AbstractContextManager[Any]:
+    """Dask configuration under which a ``LocalCluster`` spawns its workers with
+    :data:`WORKER_MALLOC_ENV` (values the user configured take precedence)."""
+    import dask
+
+    key = "distributed.nanny.pre-spawn-environ"
+    return dask.config.set({key: {**WORKER_MALLOC_ENV, **dask.config.get(key, default={})}})
+
+
 @contextlib.contextmanager
 def open_executor(execution: ExecutionOptions, client: Any | None = None) -> Iterator[Executor]:
     """The executor a run uses.
@@ -131,6 +147,7 @@ def open_executor(execution: ExecutionOptions, client: Any | None = None) -> Ite
     # One thread per worker: decoding and the kernels hold the GIL part of the time, and
     # processes keep one bad input from stalling the others.
     with (
+        worker_malloc_settings(),
         LocalCluster(
             n_workers=workers,
             threads_per_worker=1,

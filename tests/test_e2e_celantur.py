@@ -424,3 +424,24 @@ def test_dashboard_link_is_printed_when_the_cluster_starts(
     captured = capsys.readouterr()
     assert "Dask dashboard: http://127.0.0.1:" in captured.err
     assert "Dask dashboard" not in captured.out
+
+
+def _malloc_environment() -> dict[str, str | None]:
+    import os
+
+    return {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+
+
+def test_started_workers_get_the_malloc_settings():
+    """Workers of the LocalCluster a run starts have WORKER_MALLOC_ENV in their environment
+    (Dask's own MALLOC_TRIM_THRESHOLD_ stays)."""
+    from pipeline.config import ExecutionOptions
+    from pipeline.graph import WORKER_MALLOC_ENV, open_executor
+
+    with open_executor(ExecutionOptions(workers=1, progress=False)) as executor:
+        assert executor.client is not None
+        seen = executor.client.run(_malloc_environment)
+    assert list(seen.values()) == [
+        {"MALLOC_MMAP_THRESHOLD_": WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"],
+         "MALLOC_TRIM_THRESHOLD_": "65536"}
+    ]  # fmt: skip
