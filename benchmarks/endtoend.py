@@ -11,7 +11,7 @@ Runs (each into a fresh output folder, rescaled masks written at ``mask_scale``)
 
 The standalone parts are timed over the same files, in this process, one file after the other:
 reading the bytes, measuring every mask as a run does (the fused path: inflate, unfilter,
-statistics, rescaled scanlines, level-1 encode) and writing each rescaled mask to a new file;
+statistics, rescaled scanlines, zlib-ng encode) and writing each rescaled mask to a new file;
 and, for comparison, the standard path (``decode_png`` + whole-image kernels + rescale) and
 ``pyspng.load`` as the reference decode. Their sum against the ``sync`` run's time shows what the
 pipeline adds around them (metadata, matching, Parquet parts, run record, fsspec).

@@ -1,8 +1,9 @@
-"""The Celantur batch task: read -> decode -> kernels -> rows -> Parquet parts.
+"""The Celantur batch task: read -> measure (:mod:`pipeline.stages.measure`) -> rows -> parts.
 
 A batch is processed in two steps so that ``encoding = auto`` can decide per dataset:
 
-* :func:`measure_batch` decodes every mask once and measures every colour (encoding-agnostic),
+* :func:`measure_batch` measures every mask once, every colour (encoding-agnostic; fused with
+  the inflate where the PNG allows it, else decode + kernels),
   parses metadata and writes the rescaled masks; it returns a :class:`Measured` with the rows and
   the encoding evidence.
 * :func:`finish_batch` types the colours under the decided encoding, matches detections and
