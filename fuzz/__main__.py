@@ -12,8 +12,9 @@ from pathlib import Path
 
 import atheris
 
-# The numba kernel is compiled from its bytecode: instrumented bytecode would not compile.
-with atheris.instrument_imports(include=["pipeline"], exclude=["pipeline.kernels.segments"]):
+# The numba kernels are compiled from their bytecode: instrumented bytecode would not compile.
+NUMBA_MODULES = ["pipeline.kernels.segments", "pipeline.kernels.scanlines"]
+with atheris.instrument_imports(include=["pipeline"], exclude=NUMBA_MODULES):
     from fuzz.seeds import write_seeds
     from fuzz.targets import TARGETS
 

@@ -10,9 +10,8 @@ from pipeline.formats.clearml import FramesError, frame_masks, load_frames
 from pipeline.formats.metadata import MetadataError, parse_image_metadata
 from pipeline.formats.video import parse_chunk
 from pipeline.io.jsonio import JsonError, parse_json
-from pipeline.io.png import PngError, decode_png
-from pipeline.kernels.masks import to_rgb8
-from pipeline.kernels.segments import colour_stats
+from pipeline.io.png import PngError
+from pipeline.stages.measure import measure_binary, measure_instance
 
 #: Small limits keep each input cheap, so the fuzzer explores rather than allocates.
 MAX_PIXELS = 1 << 20
@@ -20,16 +19,13 @@ MAX_JSON_BYTES = 1 << 20
 
 
 def png_target(data: bytes) -> None:
-    """Decode a PNG and measure it as an instance mask, as the Celantur stage does."""
-    try:
-        pixels = decode_png(data, max_pixels=MAX_PIXELS)
-    except PngError:
-        return
-    try:
-        rgb = to_rgb8(pixels)
-    except ValueError:
-        return  # 16-bit values that are not widened 8-bit values: a declared refusal
-    colour_stats(rgb)
+    """Measure a PNG as an instance and as a binary mask, as the Celantur stage does: fused where
+    the PNG allows it, else decode + kernels; then the standard path alone."""
+    with contextlib.suppress(PngError):
+        instance = measure_instance(data, max_pixels=MAX_PIXELS, scale=50)
+        measure_binary(data, max_pixels=MAX_PIXELS, scale=50, foreground=instance.foreground)
+    with contextlib.suppress(PngError):
+        measure_instance(data, max_pixels=MAX_PIXELS, scale=50, fused=False)
 
 
 def json_target(data: bytes) -> None:
