@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import struct
 import zlib
@@ -426,10 +427,7 @@ def test_dashboard_link_is_printed_when_the_cluster_starts(
     assert "Dask dashboard" not in captured.out
 
 
-def _malloc_environment() -> dict[str, str | None]:
-    import os
-
-    return {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+MALLOC_KEYS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
 def test_started_workers_get_the_malloc_settings():
@@ -440,7 +438,8 @@ def test_started_workers_get_the_malloc_settings():
 
     with open_executor(ExecutionOptions(workers=1, progress=False)) as executor:
         assert executor.client is not None
-        seen = executor.client.run(_malloc_environment)
+        # A lambda travels by value: a worker cannot import this test module by name.
+        seen = executor.client.run(lambda: {k: os.environ.get(k) for k in MALLOC_KEYS})
     assert list(seen.values()) == [
         {"MALLOC_MMAP_THRESHOLD_": WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"],
          "MALLOC_TRIM_THRESHOLD_": "65536"}
