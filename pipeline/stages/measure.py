@@ -133,10 +133,9 @@ class _Rescaled:
     def __init__(self, header: PngHeader, scale: int | None) -> None:
         channels = header.channels
         # 100 % is a byte copy of the file (see scaled_png): nothing to sample.
-        sampling = scale is not None and scale != 100
         rows, cols = (
             nearest_grid(header.width, header.height, scale)
-            if sampling and scale is not None
+            if scale is not None and scale != 100
             else (np.empty(0, np.int64), np.empty(0, np.int64))
         )
         self.scale = scale
