@@ -239,7 +239,12 @@ def decode_png(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
     PngError
         For anything but a complete, valid, single-image PNG within the pixel limit.
     """
-    header = checked_header(data, max_pixels=max_pixels)
+    return decode_checked_png(data, checked_header(data, max_pixels=max_pixels))
+
+
+def decode_checked_png(data: bytes, header: PngHeader) -> np.ndarray:
+    """:func:`decode_png` of a file whose ``header`` came from :func:`checked_header` (the
+    checks are not repeated)."""
     try:
         if header.bit_depth == 16 and header.colour_type in (2, 6):
             # libspng is exact at 16 bits but adds an opaque alpha channel to RGB.

@@ -5,9 +5,9 @@ unfiltered (:mod:`pipeline.kernels.scanlines`): the decoded image is never built
 zlib-ng inflating, the whole measurement takes less time than decoding the file with libspng.
 It takes the common flavours — 8-bit, non-interlaced RGB/RGBA instance masks and grey / grey+alpha
 / RGB / RGBA binary masks — and every other PNG (palette, 16-bit, low bit depths, interlaced)
-goes through :func:`~pipeline.io.png.decode_png` and the whole-image kernels. Both paths give
-identical results (``tests/test_fused.py`` proves it on every test mask and on random ones with
-every PNG filter type).
+goes through :func:`~pipeline.io.png.decode_checked_png` and the whole-image kernels. Both paths
+give identical results (``tests/test_fused.py`` proves it on every test mask and on random ones
+with every PNG filter type).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pipeline.io.png import (
     PngError,
     PngHeader,
     checked_header,
-    decode_png,
+    decode_checked_png,
     encode_filtered_png,
     inflate_scanlines,
 )
@@ -86,7 +86,7 @@ def measure_instance(
     header = checked_header(data, max_pixels=max_pixels)
     if fused and _fusable(header, _FUSED_INSTANCE_TYPES):
         return _fused_instance(data, header, scale)
-    pixels = decode_png(data, max_pixels=max_pixels)
+    pixels = decode_checked_png(data, header)
     try:
         rgb = to_rgb8(pixels)
     except ValueError as exc:
@@ -114,7 +114,7 @@ def measure_binary(
         foreground = None
     if fused and _fusable(header, _FUSED_BINARY_TYPES):
         return _fused_binary(data, header, scale, foreground)
-    pixels = decode_png(data, max_pixels=max_pixels)
+    pixels = decode_checked_png(data, header)
     anonymised, mismatch = binary_stats(pixels, foreground)
     return BinaryMeasure(header, anonymised, mismatch, _scaled(data, pixels, scale))
 
