@@ -33,7 +33,7 @@ from pipeline.config import SCHEDULER_ENV, ExecutionOptions
 from pipeline.graph import open_executor
 from pipeline.io.png import DEFAULT_MAX_PIXELS, decode_png
 from pipeline.runner import RunResult
-from pipeline.sampledata import make_celantur_tree
+from pipeline.sampledata.celantur import make_celantur_tree
 from pipeline.stages.common import scaled_png
 from pipeline.stages.measure import measure_binary, measure_instance
 

@@ -291,8 +291,8 @@ def _report(result: RunResult) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from pipeline.sampledata import make_celantur_tree
-    from pipeline.sampledata_video import make_video_fleet
+    from pipeline.sampledata.celantur import make_celantur_tree
+    from pipeline.sampledata.video import make_video_fleet
 
     root = Path(args.output or tempfile.mkdtemp(prefix="mask-pipeline-demo-"))
     source, output = root / "celantur", root / "results"

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from pipeline.cli import main
-from pipeline.sampledata import SampleTree, make_celantur_tree
+from pipeline.sampledata.celantur import SampleTree, make_celantur_tree
 
 # Keep tests independent of any cluster the developer's shell points at.
 os.environ.pop("DASK_SCHEDULER_ADDRESS", None)

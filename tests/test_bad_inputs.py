@@ -50,8 +50,8 @@ from reference import read_output, reference_segments
 
 from pipeline.cli import main
 from pipeline.config import RunOptions
-from pipeline.sampledata import make_celantur_tree
-from pipeline.sampledata_video import make_video_fleet
+from pipeline.sampledata.celantur import make_celantur_tree
+from pipeline.sampledata.video import make_video_fleet
 
 #: A small JSON cap, so "just over the cap" and "just under it" stay cheap.
 JSON_CAP = 2_000_000

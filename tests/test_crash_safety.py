@@ -24,8 +24,8 @@ from reference import read_output
 
 from pipeline import read_run, read_table
 from pipeline.cli import main
-from pipeline.sampledata import make_celantur_tree
-from pipeline.sampledata_video import make_video_fleet
+from pipeline.sampledata.celantur import make_celantur_tree
+from pipeline.sampledata.video import make_video_fleet
 from pipeline.tables import TABLES
 
 #: auto encoding: the first pass parks measured rows under _work/ for the second.

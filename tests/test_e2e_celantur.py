@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from reference import read_output, reference_segments, reference_types
 
-from pipeline.sampledata import SampleTree, make_celantur_tree
+from pipeline.sampledata.celantur import SampleTree, make_celantur_tree
 
 RunCli = Callable[..., tuple[int, Path]]
 TYPES = ("person", "license_plate", "face", "vehicle")

@@ -1,5 +1,5 @@
 """End-to-end runs of ``mask-pipeline clearml`` on generated ClearML datasets
-(:mod:`pipeline.sampledata_clearml`), checked against an independent reference.
+(:mod:`pipeline.sampledata.clearml`), checked against an independent reference.
 
 The reference decodes every mask with Pillow (videos with PyAV directly) and measures it by brute
 force with numpy: per value ``np.unique(..., return_counts=True)`` and ``np.nonzero`` for boxes
@@ -33,7 +33,7 @@ from pipeline.api import run_clearml
 from pipeline.cli import main
 from pipeline.config import ExecutionOptions
 from pipeline.kernels.masks import scaled_size
-from pipeline.sampledata_clearml import ClearmlDataset, ClearmlMask, make_clearml_dataset
+from pipeline.sampledata.clearml import ClearmlDataset, ClearmlMask, make_clearml_dataset
 
 SEED = 5
 FRAMES = 10

@@ -18,8 +18,8 @@ import pytest
 from storage_helpers import upload_tree
 
 from pipeline import read_run, read_table
-from pipeline.sampledata import make_celantur_tree
-from pipeline.sampledata_video import make_video_fleet
+from pipeline.sampledata.celantur import make_celantur_tree
+from pipeline.sampledata.video import make_video_fleet
 from pipeline.tables import TABLES
 
 RunCli = Callable[..., tuple[int, Any]]

@@ -1,5 +1,5 @@
 """End-to-end runs of ``mask-pipeline celantur`` on video metadata fleets, checked against the
-fleets' ground truth (:mod:`pipeline.sampledata_video`), the chunk files themselves (read with
+fleets' ground truth (:mod:`pipeline.sampledata.video`), the chunk files themselves (read with
 ``json.loads``) and an independent whole-video reference of the linking rule
 (``tests/video_reference.py``)."""
 
@@ -28,8 +28,8 @@ from video_reference import (
 )
 
 from pipeline.cli import main
-from pipeline.sampledata import make_celantur_tree
-from pipeline.sampledata_video import SampleVideo, VideoFleet, make_video_fleet
+from pipeline.sampledata.celantur import make_celantur_tree
+from pipeline.sampledata.video import SampleVideo, VideoFleet, make_video_fleet
 
 RunCli = Callable[..., tuple[int, Path]]
 FLEET_VIDEOS = 6

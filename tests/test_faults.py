@@ -22,8 +22,8 @@ from reference import read_output
 from storage_helpers import upload_tree
 
 from pipeline import read_run, read_table
-from pipeline.sampledata import make_celantur_tree
-from pipeline.sampledata_video import make_video_fleet
+from pipeline.sampledata.celantur import make_celantur_tree
+from pipeline.sampledata.video import make_video_fleet
 from pipeline.tables import TABLES
 
 pytestmark = pytest.mark.timeout(150)

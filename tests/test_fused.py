@@ -24,7 +24,7 @@ from test_bad_inputs import build_corpus
 
 from pipeline.io.png import PngError, checked_header, decode_png, inflate_scanlines
 from pipeline.kernels.segments import ForegroundRuns, foreground_runs
-from pipeline.sampledata import make_celantur_tree
+from pipeline.sampledata.celantur import make_celantur_tree
 from pipeline.stages.measure import (
     BinaryMeasure,
     InstanceMeasure,

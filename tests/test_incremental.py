@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from reference import read_output
 
-from pipeline.sampledata import make_celantur_tree
-from pipeline.sampledata_video import make_video_fleet
+from pipeline.sampledata.celantur import make_celantur_tree
+from pipeline.sampledata.video import make_video_fleet
 from pipeline.tables import TABLES
 
 RunCli = Callable[..., tuple[int, Any]]

@@ -104,7 +104,7 @@ def test_bad_jobs_name_the_key(
 
 def test_cli_run_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from pipeline.cli import main
-    from pipeline.sampledata import make_celantur_tree
+    from pipeline.sampledata.celantur import make_celantur_tree
 
     tree = make_celantur_tree(tmp_path / "in", seed=1, images=3)
     job = _write(

@@ -1,4 +1,4 @@
-"""Tests of the sample Celantur tree generator (:mod:`pipeline.sampledata`)."""
+"""Tests of the sample Celantur tree generator (:mod:`pipeline.sampledata.celantur`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pipeline.formats.celantur import ENCODINGS, Encoding, classify_colours, classify_name
-from pipeline.sampledata import SampleTree, SizeOrder, make_celantur_tree
+from pipeline.sampledata.celantur import SampleTree, SizeOrder, make_celantur_tree
 
 TYPE_CODES = {"person": 102, "face": 103, "license_plate": 104, "vehicle": 105}
 

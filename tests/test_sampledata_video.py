@@ -1,4 +1,4 @@
-"""Tests of the sample video metadata generator (:mod:`pipeline.sampledata_video`)."""
+"""Tests of the sample video metadata generator (:mod:`pipeline.sampledata.video`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pipeline.formats.celantur import classify_name
-from pipeline.sampledata_video import (
+from pipeline.sampledata.video import (
     OVERSIZED_FRAMES,
     QUIRK_MARGIN,
     PlantedGap,

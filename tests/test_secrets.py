@@ -27,8 +27,8 @@ import pytest
 from storage_helpers import upload_tree
 
 from pipeline.cli import main
-from pipeline.sampledata import make_celantur_tree
-from pipeline.sampledata_video import make_video_fleet
+from pipeline.sampledata.celantur import make_celantur_tree
+from pipeline.sampledata.video import make_video_fleet
 
 OPTION_KEY = "AKIAMASKPIPELINEOPTION"
 OPTION_SECRET = "sEcReT-mask-pipeline-option"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pipeline.cli import main
-from pipeline.sampledata import make_celantur_tree
+from pipeline.sampledata.celantur import make_celantur_tree
 from pipeline.tables import ROW_MEANING, SCHEMAS, TABLES, schema_markdown
 
 DOCS = Path(__file__).parent.parent / "docs" / "tables.md"
