@@ -120,13 +120,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--gap-iou",
         type=float,
         default=defaults.gap_iou,
-        help="video gap finder: smallest box IoU that links a detection to a track",
+        help="video gap tracker: smallest IoU of a track's predicted box and a detection that "
+        "links them (default: %(default)s)",
     )
     celantur.add_argument(
         "--gap-max-frames",
         type=int,
         default=defaults.gap_max_frames,
-        help="video gap finder: longest blink, in frames, reported as an anonymisation gap",
+        help="video gap tracker: longest gap, in frames, reported as an anonymisation gap "
+        "(default: %(default)s)",
+    )
+    celantur.add_argument(
+        "--gap-min-hits",
+        type=int,
+        default=defaults.gap_min_hits,
+        help="video gap tracker: detections in consecutive frames that confirm a track "
+        "(default: %(default)s)",
+    )
+    celantur.add_argument(
+        "--gap-high-score",
+        type=float,
+        default=defaults.gap_high_score,
+        help="video gap tracker: detections scoring below it only extend tracks "
+        "(default: %(default)s)",
     )
     _add_run_arguments(celantur)
 
@@ -212,6 +228,8 @@ def _celantur_options(args: argparse.Namespace) -> CelanturOptions:
         encoding=args.encoding,
         gap_iou=args.gap_iou,
         gap_max_frames=args.gap_max_frames,
+        gap_min_hits=args.gap_min_hits,
+        gap_high_score=args.gap_high_score,
         **_run_options(args),
     )
 

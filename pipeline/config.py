@@ -120,8 +120,12 @@ class CelanturOptions(RunOptions):
     ----------
     source : input folder URL.
     encoding : instance-mask encoding, or ``auto`` to decide per dataset from evidence.
-    gap_iou : smallest box IoU that links a video detection to a track (anonymisation gaps).
-    gap_max_frames : longest blink, in frames, reported as an anonymisation gap.
+    gap_iou : smallest IoU between a track's predicted box and a video detection that links
+        them (anonymisation-gap tracker).
+    gap_max_frames : longest gap, in frames, bridged and reported as an anonymisation gap.
+    gap_min_hits : detections in consecutive frames that confirm a track; only confirmed tracks
+        report gaps.
+    gap_high_score : detections scoring below it only extend tracks (ByteTrack's second round).
     (and every :class:`RunOptions` field)
     """
 
@@ -129,6 +133,8 @@ class CelanturOptions(RunOptions):
     encoding: EncodingChoice = "auto"
     gap_iou: float = 0.3
     gap_max_frames: int = 3
+    gap_min_hits: int = 3
+    gap_high_score: float = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -140,9 +146,17 @@ class CelanturOptions(RunOptions):
                 f"got {self.encoding!r}"
             )
         _check_positive("gap_max_frames", self.gap_max_frames)
-        iou = self.gap_iou
-        if isinstance(iou, bool) or not isinstance(iou, (int, float)) or not 0 < iou <= 1:
-            raise OptionError(f"option 'gap_iou' must be a number in (0, 1], got {iou!r}")
+        _check_positive("gap_min_hits", self.gap_min_hits)
+        for name, low in (("gap_iou", 0.0), ("gap_high_score", -1.0)):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not low < value <= 1
+            ):
+                raise OptionError(
+                    f"option {name!r} must be a number in ({low:g}, 1], got {value!r}"
+                )
 
 
 @dataclass(frozen=True, kw_only=True)

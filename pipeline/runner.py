@@ -180,6 +180,7 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
     run.lap("list")
     fingerprint = _fingerprint(
         {name: getattr(options, name) for name in ("encoding", "gap_iou", "gap_max_frames",
+                                                   "gap_min_hits", "gap_high_score",
                                                    "mask_scale", "max_pixels", "max_json_bytes")}
     )  # fmt: skip
     ctx = TaskContext(source, run.output, options, work_prefix=f"_work/{fingerprint}")

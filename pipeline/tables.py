@@ -144,7 +144,14 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("after_y1", pa.float64()),
             pa.field("after_x2", pa.float64()),
             pa.field("after_y2", pa.float64()),
-            pa.field("iou", pa.float64()),  # overlap of the boxes that were linked
+            pa.field("iou", pa.float64()),  # overlap of the return with the track's prediction
+            # Predicted box of each missing frame, first_missing_frame first (where to look).
+            pa.field("predicted_x1", pa.list_(pa.float64())),
+            pa.field("predicted_y1", pa.list_(pa.float64())),
+            pa.field("predicted_x2", pa.list_(pa.float64())),
+            pa.field("predicted_y2", pa.list_(pa.float64())),
+            pa.field("track_frames", pa.int64()),  # frames the track was detected in, return incl.
+            pa.field("confidence", pa.float64()),  # 0..1: fit x track evidence x gap length
         ]
     ),
     "labels": pa.schema(
@@ -223,7 +230,7 @@ ROW_MEANING: dict[str, str] = {
     "detections": "detection of a Celantur image metadata file or video frame",
     "frames": "Celantur metadata image or video frame",
     "chunks": "Celantur video metadata chunk file",
-    "gaps": "anonymisation gap: a tracked object absent for 1..K frames, then back",
+    "gaps": "anonymisation gap: a confirmed track undetected 1..K frames while in view, then back",
     "labels": "(ClearML mask, value[, video frame]) of a pixel-segmentation mask",
     "alpha": "ClearML alpha mask[, video frame]",
     "errors": "bad or doubtful input (severity error: the input is in no other table)",

@@ -569,7 +569,7 @@ def _straddles(root: Path, gaps: dict[str, list[RefGap]]) -> int:
     """Reference gaps whose frames before and after lie in different chunk files."""
     count = 0
     for media, chunks in fleet_chunks(root).items():
-        chunk_at = {frame: chunk.path for frame, _, chunk in video_frames(root, chunks)}
+        chunk_at = {frame: chunk.path for frame, _, chunk, _ in video_frames(root, chunks)}
         count += sum(
             1 for g in gaps.get(media, []) if chunk_at[g.first - 1] != chunk_at[g.last + 1]
         )
@@ -577,15 +577,34 @@ def _straddles(root: Path, gaps: dict[str, list[RefGap]]) -> int:
 
 
 @pytest.mark.parametrize(
-    ("min_iou", "max_gap"), [(0.3, 1), (0.3, 3), (0.3, 5), (0.6, 1), (0.6, 3), (0.6, 5)]
+    ("min_iou", "max_gap", "min_hits", "high_score"),
+    [(0.3, 1, 3, 0.5), (0.3, 3, 3, 0.5), (0.3, 5, 1, 0.8), (0.6, 3, 2, 0.5), (0.1, 5, 3, 0.7)],
 )
 def test_gaps_equal_one_sequential_pass(
-    perturbed_root: Path, tmp_path: Path, min_iou: float, max_gap: int
+    perturbed_root: Path,
+    tmp_path: Path,
+    min_iou: float,
+    max_gap: int,
+    min_hits: int,
+    high_score: float,
 ) -> None:
     out = tmp_path / "out"
-    args = ("--gap-iou", str(min_iou), "--gap-max-frames", str(max_gap), "--batch-bytes", "60000")
+    args = (
+        "--gap-iou",
+        str(min_iou),
+        "--gap-max-frames",
+        str(max_gap),
+        "--batch-bytes",
+        "60000",
+        "--gap-min-hits",
+        str(min_hits),
+        "--gap-high-score",
+        str(high_score),
+    )
     assert _run(perturbed_root, out, *args) == 3  # the planted fleet's corrupt chunk
-    reference = reference_gaps(perturbed_root, min_iou=min_iou, max_gap=max_gap)
+    reference = reference_gaps(
+        perturbed_root, min_iou=min_iou, max_gap=max_gap, min_hits=min_hits, high_score=high_score
+    )
     rows = read_output(out, "gaps")
     expected = sorted((gap_key(m, g) for m, gaps in reference.items() for g in gaps), key=repr)
     assert sorted(map(row_key, rows), key=repr) == expected
@@ -616,7 +635,7 @@ def test_a_frame_only_a_later_overlapping_chunk_holds_is_linked(
     (source / "v-10-29.json").write_text(json.dumps([frame(f) for f in range(10, 30)]))
     code, out = run_cli(source)
     assert code == 0
-    assert reference_gaps(source, min_iou=0.3, max_gap=3) == {"v": []}
+    assert reference_gaps(source) == {"v": []}
     video = next(r for r in read_output(out, "summary") if r["scope"] == "video")
     got = {k: video[k] for k in ("frames", "missing_frames", "duplicate_frames")}
     got["gaps"] = [row_key(row) for row in read_output(out, "gaps")]

@@ -1,18 +1,18 @@
-"""An independent, whole-video reference for the video metadata tables and the gap finder.
+"""A whole-video reference for the video metadata tables and the gap tracker.
 
-Nothing here calls the product: chunk files are read with :func:`json.loads` (which accepts the
-``NaN`` literals Python writes), file names are split with a regex of their own, and the README's
-linking rule is written out as one sequential pass over each whole video:
+Chunk files are read with :func:`json.loads` (which accepts the ``NaN`` literals Python writes),
+file names are split with a regex of their own, and the README's frame rule is written out over
+each whole video:
 
 * a video's chunks are ordered by the start frame of their name (then end frame, then path);
 * the first copy of a frame counts (earlier chunk, then earlier position in the file);
 * a frame is linked when its counted copy sits in a chunk whose name starts at or before it;
-* at each frame, per ``type_label``, the tracks last seen at most ``max_gap + 1`` frames earlier
-  are paired greedily with the frame's detections by box IoU, best first, ties by older track,
-  then by detection position; a pair needs ``IoU >= min_iou`` and ``IoU > 0``; detections left
-  over start new tracks; detections without four finite bbox numbers are never linked;
-* a track linked again after 1..max_gap frames without it is a gap; ``unprocessed`` counts the
-  gap's frames that are not linked.
+* detections without four finite bbox numbers are never linked.
+
+The linked frames then go through the product's tracker in **one** feed (:func:`link`): what
+the pipeline streams chunk by chunk, batch by batch, must equal one sequential pass. The
+tracker's own behaviour is tested in ``tests/kernels/test_tracking.py`` and on real ground
+truth in ``tests/test_gap_tracker_mot.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from pipeline.formats.metadata import resolve_size_order
+from pipeline.kernels.tracking import GapFinder
+
 Box = tuple[float, float, float, float]
 
 CHUNK_NAME = re.compile(r"^(.+)-(\d+)-(\d+)\.json$")
@@ -32,7 +37,7 @@ CHUNK_NAME = re.compile(r"^(.+)-(\d+)-(\d+)\.json$")
 
 @dataclass(frozen=True)
 class RefGap:
-    """One expected row of ``gaps/`` (``track`` is the reference's own numbering)."""
+    """One expected row of ``gaps/`` (``track`` as the one-pass tracker numbers it)."""
 
     track: int
     label: str | None
@@ -42,6 +47,9 @@ class RefGap:
     box_before: Box
     box_after: Box
     iou: float
+    predicted: tuple[Box, ...]
+    track_frames: int
+    confidence: float
 
 
 @dataclass(frozen=True)
@@ -84,55 +92,48 @@ def label_of(detection: Any) -> str | None:
 
 
 def link(
-    frames: Iterable[tuple[int, Sequence[tuple[str | None, Box | None]]]],
-    *,
-    min_iou: float,
-    max_gap: int,
+    frames: Iterable[tuple[int, Sequence[tuple[str | None, Box | None, float]]]],
+    sizes: Sequence[tuple[float, float]] | None = None,
+    **params: Any,
 ) -> list[RefGap]:
-    """One sequential pass: ``frames`` are ``(frame id, [(label, box or None), ...])`` with
-    strictly increasing ids (every frame that has metadata, with or without detections)."""
-    tracks: list[dict[str, Any]] = []  # id, label, last, box; ids ascend = age
-    processed: set[int] = set()
-    gaps: list[RefGap] = []
-    previous: int | None = None
+    """One sequential pass: ``frames`` are ``(frame id, [(label, box or None, score), ...])``
+    with strictly increasing ids (every frame that has metadata, with or without detections);
+    ``sizes`` the (width, height) of each; ``params`` those of the tracker."""
+    det_frames, labels, boxes, scores, ids = [], [], [], [], []
     for frame, detections in frames:
-        assert previous is None or frame > previous, "frames must ascend strictly"
-        previous = frame
-        processed.add(frame)
-        labels: list[str | None] = []
-        for label, box in detections:
-            if box is not None and label not in labels:
-                labels.append(label)
-        new_tracks: list[tuple[int, str | None, Box]] = []
-        for label in labels:
-            dets = [(pos, box) for pos, (lab, box) in enumerate(detections)
-                    if lab == label and box is not None]  # fmt: skip
-            live = [t for t in tracks if t["label"] == label and t["last"] >= frame - max_gap - 1]
-            pairs = []
-            for t in live:
-                for pos, box in dets:
-                    value = iou(t["box"], box)
-                    if value >= min_iou and value > 0:
-                        pairs.append((-value, t["id"], pos, t, box))
-            pairs.sort(key=lambda p: (p[0], p[1], p[2]))
-            used_tracks: set[int] = set()
-            used_dets: set[int] = set()
-            for negative, track_id, pos, t, box in pairs:
-                if track_id in used_tracks or pos in used_dets:
-                    continue
-                used_tracks.add(track_id)
-                used_dets.add(pos)
-                if frame - t["last"] > 1:
-                    first, last = t["last"] + 1, frame - 1
-                    unprocessed = sum(1 for f in range(first, last + 1) if f not in processed)
-                    gaps.append(
-                        RefGap(track_id, label, first, last, unprocessed, t["box"], box, -negative)
-                    )
-                t["last"], t["box"] = frame, box
-            new_tracks += [(pos, label, box) for pos, box in dets if pos not in used_dets]
-        for _, label, box in sorted(new_tracks, key=lambda n: n[0]):
-            tracks.append({"id": len(tracks), "label": label, "last": frame, "box": box})
-    return gaps
+        assert not ids or frame > ids[-1], "frames must ascend strictly"
+        ids.append(frame)
+        for label, box, score in detections:
+            det_frames.append(frame)
+            labels.append(label)
+            boxes.append((math.nan,) * 4 if box is None else box)
+            scores.append(score)
+    linked = GapFinder(**params).feed(
+        np.asarray(det_frames, dtype=np.int64), labels,
+        np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(ids, dtype=np.int64),
+        np.asarray(scores, dtype=np.float64), None if sizes is None else np.asarray(sizes),
+    )  # fmt: skip
+    return [
+        RefGap(g.track, g.label, g.first_missing, g.last_missing, g.unprocessed, g.box_before,
+               g.box_after, g.iou, g.predicted, g.track_frames, g.confidence)
+        for g in linked.gaps
+    ]  # fmt: skip
+
+
+def score_of(detection: Any) -> float:
+    """The detection's score when it is a finite number, else NaN (taken as high)."""
+    score = detection.get("score") if isinstance(detection, dict) else None
+    return float(score) if _finite(score) else math.nan
+
+
+def size_of(raw: Any, detections: list[Any]) -> tuple[float, float]:
+    """(width, height) of a frame as the product resolves ``size`` (NaN when absent)."""
+    size = raw.get("size") if isinstance(raw, dict) else None
+    if not isinstance(size, list) or len(size) != 2 or not all(map(_finite, size)):
+        return (math.nan, math.nan)
+    boxes = [b for b in map(usable_box, detections) if b is not None]
+    resolved = resolve_size_order((int(size[0]), int(size[1])), boxes)
+    return (float(resolved.width), float(resolved.height))
 
 
 def chunk_of(rel: str) -> RefChunk | None:
@@ -155,13 +156,13 @@ def load_json(path: Path) -> Any | None:
 
 def video_frames(
     root: Path, chunks: Sequence[RefChunk]
-) -> list[tuple[int, list[dict[str, Any]], RefChunk]]:
+) -> list[tuple[int, list[dict[str, Any]], RefChunk, tuple[float, float]]]:
     """A video's linkable frames in frame order: the first copy counts, and it is linked when
     its chunk starts at or before it.
 
-    Each entry is ``(frame id, raw detections, chunk)``; a frame whose ``detections`` is not a
-    list has metadata but no detections."""
-    chosen: dict[int, tuple[list[dict[str, Any]], RefChunk, bool]] = {}
+    Each entry is ``(frame id, raw detections, chunk, (width, height))``; a frame whose
+    ``detections`` is not a list has metadata but no detections."""
+    chosen: dict[int, tuple[list[dict[str, Any]], RefChunk, bool, tuple[float, float]]] = {}
     for chunk in sorted(chunks, key=lambda c: (c.start, c.end, c.path)):
         document = load_json(root / chunk.path)
         if not isinstance(document, list):
@@ -174,8 +175,12 @@ def video_frames(
                 continue
             detections = raw.get("detections")
             dets = detections if isinstance(detections, list) else []
-            chosen[frame] = (dets, chunk, frame >= chunk.start)
-    return [(f, dets, chunk) for f, (dets, chunk, linked) in sorted(chosen.items()) if linked]
+            chosen[frame] = (dets, chunk, frame >= chunk.start, size_of(raw, dets))
+    return [
+        (f, dets, chunk, size)
+        for f, (dets, chunk, linked, size) in sorted(chosen.items())
+        if linked
+    ]
 
 
 def fleet_chunks(root: Path) -> dict[str, list[RefChunk]]:
@@ -188,22 +193,23 @@ def fleet_chunks(root: Path) -> dict[str, list[RefChunk]]:
     return videos
 
 
-def reference_gaps(root: Path, *, min_iou: float, max_gap: int) -> dict[str, list[RefGap]]:
+def reference_gaps(root: Path, **params: Any) -> dict[str, list[RefGap]]:
     """Per media, the gaps one sequential pass over the whole video finds."""
     result = {}
     for media, chunks in fleet_chunks(root).items():
+        chosen = video_frames(root, chunks)
         frames = [
-            (frame, [(label_of(d), usable_box(d)) for d in detections])
-            for frame, detections, _ in video_frames(root, chunks)
+            (frame, [(label_of(d), usable_box(d), score_of(d)) for d in detections])
+            for frame, detections, _, _ in chosen
         ]
-        result[media] = link(frames, min_iou=min_iou, max_gap=max_gap)
+        result[media] = link(frames, [size for *_, size in chosen], **params)
     return result
 
 
 def gap_key(media: str, gap: RefGap) -> tuple[Any, ...]:
     """A gap without its track number, comparable with :func:`row_key` of a ``gaps/`` row."""
     return (media, gap.label, gap.first, gap.last, gap.unprocessed, gap.box_before,
-            gap.box_after, gap.iou)  # fmt: skip
+            gap.box_after, gap.iou, gap.predicted, gap.track_frames, gap.confidence)  # fmt: skip
 
 
 def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -214,4 +220,7 @@ def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
         tuple(row[f"before_{c}"] for c in ("x1", "y1", "x2", "y2")),
         tuple(row[f"after_{c}"] for c in ("x1", "y1", "x2", "y2")),
         row["iou"],
+        tuple(zip(*(row[f"predicted_{c}"] for c in ("x1", "y1", "x2", "y2")), strict=True)),
+        row["track_frames"],
+        row["confidence"],
     )  # fmt: skip

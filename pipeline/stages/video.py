@@ -3,8 +3,9 @@
 * :func:`process_chunk_batch` (pass 1, parallel over chunk batches): parse chunks into
   ``detections/``, ``frames/`` and ``chunks/`` parts, check each chunk on its own.
 * :func:`track_videos` (pass 2, parallel over videos): read a video's parts back in frame order
-  (chunks were batched sorted by start frame), stream them through the gap finder, check the
-  chunks against each other, and write ``gaps/`` and the video's summary rows.
+  (chunks were batched sorted by start frame), stream them through the gap tracker
+  (:class:`~pipeline.kernels.tracking.GapFinder`), check the chunks against each other, and
+  write ``gaps/`` and the video's summary rows.
 
 Linking rule (see :class:`_VideoStream`): the first copy of a frame, in chunk start order,
 counts; it is linked when its chunk's name starts at or before it.
@@ -172,7 +173,7 @@ def _frame_table(chunk: VideoChunk, parsed: ParsedChunk) -> pa.Table:
 # ---------------------------------------------------------------------------------------------
 
 _PART_COLUMNS = {
-    "frames": ["source", "frame", "duration"],
+    "frames": ["source", "frame", "duration", "width", "height"],
     "detections": ["source", "frame", "type_label", "score", "x1", "y1", "x2", "y2"],
     "chunks": ["source", "duplicate_frames"],
 }
@@ -184,6 +185,7 @@ class _ChunkFrames:
 
     frames: np.ndarray  # (f,) frame ids
     durations: np.ndarray  # (f,) seconds, NaN when unknown
+    sizes: np.ndarray  # (f, 2) width and height, NaN when unknown
     detection_frames: np.ndarray  # (n,)
     labels: list[str | None]
     scores: np.ndarray  # (n,) NaN when unknown
@@ -253,11 +255,12 @@ class _VideoStream:
         """Feed the pending frames below ``below`` (all of them when ``None``) in frame order."""
         ready = sorted(f for f in self.pending if below is None or f < below)
         if ready:
-            frames, det_frames, labels, scores, boxes, durations = self._gather(
-                ready, [self.pending.pop(f) for f in ready]
-            )
+            entries = [self.pending.pop(f) for f in ready]
+            frames, det_frames, labels, scores, boxes, durations = self._gather(ready, entries)
             self._count(frames, det_frames, labels, scores, boxes, durations)
-            self.gaps.extend(self.finder.feed(det_frames, labels, boxes, frames))
+            sizes = np.array([c.sizes[p] for c, p, _ in entries], dtype=np.float64)
+            linked = self.finder.feed(det_frames, labels, boxes, frames, scores, sizes)
+            self.gaps.extend(linked.gaps)
             for frame in ready:
                 if self.linked and self.linked[-1][1] == frame - 1:
                     self.linked[-1] = (self.linked[-1][0], frame)
@@ -318,7 +321,12 @@ def track_videos(assignment: TrackAssignment, ctx: TaskContext) -> BatchSummary:
     options = ctx.options
     assert isinstance(options, CelanturOptions), "video tracks belong to Celantur runs"
     for media, chunks in assignment.videos:
-        finder = GapFinder(min_iou=options.gap_iou, max_gap=options.gap_max_frames)
+        finder = GapFinder(
+            min_iou=options.gap_iou,
+            max_gap=options.gap_max_frames,
+            min_hits=options.gap_min_hits,
+            high_score=options.gap_high_score,
+        )
         stats = _VideoStats()
         stream = _VideoStream(finder, stats)
         parsed_chunks: list[VideoChunk] = []
@@ -383,6 +391,7 @@ def _chunk_rows(parts: dict[str, dict[str, pa.Table]], chunk: VideoChunk) -> _Ch
         return _ChunkFrames(
             frames=ids[keep],
             durations=_floats(frames["duration"])[keep],
+            sizes=np.column_stack([_floats(frames["width"]), _floats(frames["height"])])[keep],
             detection_frames=det_frames[det_keep],
             labels=[labels[i] for i in det_keep],
             scores=_floats(det["score"])[det_keep],
@@ -421,9 +430,14 @@ def _gap_row(media: str, gap: Gap) -> dict[str, Any]:
         "first_missing_frame": gap.first_missing, "last_missing_frame": gap.last_missing,
         "missing_frames": gap.last_missing - gap.first_missing + 1,
         "frames_without_metadata": gap.unprocessed, "iou": gap.iou,
+        "track_frames": gap.track_frames, "confidence": gap.confidence,
     }  # fmt: skip
     for side, box in (("before", gap.box_before), ("after", gap.box_after)):
         row.update(zip((f"{side}_{c}" for c in ("x1", "y1", "x2", "y2")), box, strict=True))
+    for axis, values in zip(
+        ("x1", "y1", "x2", "y2"), zip(*gap.predicted, strict=True), strict=True
+    ):
+        row[f"predicted_{axis}"] = list(values)
     return row
 
 
