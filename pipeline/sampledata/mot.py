@@ -6,8 +6,10 @@ both 640x480 at 25 fps. :func:`planted_video` turns one into what Celantur would
 each ground-truth box a ``person`` detection, resampled to another frame rate, with detector
 misses planted at random inside visible tracks (1..K consecutive detections of one person
 removed while the person stays in view, never in a track's first ``LEAD`` frames nor its last),
-so the true gaps are known exactly. :func:`write_chunks` writes it as video metadata chunks and
-:func:`score_gaps` compares found gaps with the planted ones. Nothing is copied from the wheel.
+so the true gaps are known exactly. :func:`write_chunks` writes it as video metadata chunks,
+:func:`track` runs the gap tracker over it, :func:`score_gaps` compares found gaps with the
+planted ones and :func:`identity_metrics` scores the tracks (IDF1, MOTA). Nothing is copied from
+the wheel.
 """
 
 from __future__ import annotations
@@ -17,10 +19,23 @@ from dataclasses import dataclass
 from importlib.resources import files
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["LEAD", "MOT_SEQUENCES", "PlantedVideo", "planted_video", "score_gaps", "write_chunks"]
+from pipeline.kernels.matching import box_iou
+from pipeline.kernels.tracking import GapFinder, Linked
+
+__all__ = [
+    "LEAD",
+    "MOT_SEQUENCES",
+    "PlantedVideo",
+    "identity_metrics",
+    "planted_video",
+    "score_gaps",
+    "track",
+    "write_chunks",
+]
 
 #: The sequences with ground truth in ``motmetrics/data``.
 MOT_SEQUENCES = ("TUD-Campus", "TUD-Stadtmitte")
@@ -150,3 +165,33 @@ def score_gaps(video: PlantedVideo, gaps: list[tuple[int, int, Box]]) -> tuple[i
     planted = set(video.planted)
     found = {(returns.get((last + 1, tuple(box)), -1), first, last) for first, last, box in gaps}
     return len(found & planted), len(gaps), len(planted)
+
+
+def track(video: PlantedVideo, **params: Any) -> Linked:
+    """One pass of the gap tracker (:class:`~pipeline.kernels.tracking.GapFinder` with
+    ``params``) over the whole video."""
+    rows = video.detections
+    sizes = np.tile(np.asarray(FRAME_SIZE, dtype=np.float64), (len(video.frames), 1))
+    finder = GapFinder(**params)
+    return finder.feed(rows[:, 0].astype(np.int64), ["person"] * len(rows), rows[:, 2:],
+                       video.frames, None, sizes)  # fmt: skip
+
+
+def identity_metrics(video: PlantedVideo, tracks: np.ndarray) -> dict[str, float]:
+    """IDF1 and MOTA (motmetrics, IoU >= 0.5) of the tracks given to ``video.detections``,
+    against the ground truth before planting (the planted misses count as missed)."""
+    import motmetrics  # a test dependency, as the data
+
+    accumulator = motmetrics.MOTAccumulator(auto_id=False)
+    for frame in video.frames.tolist():
+        truth = video.truth[video.truth[:, 0] == frame]
+        mine = video.detections[:, 0] == frame
+        hyp, hyp_ids = video.detections[mine], tracks[mine]
+        hyp, hyp_ids = hyp[hyp_ids >= 0], hyp_ids[hyp_ids >= 0]
+        # motmetrics' own iou_matrix uses np.asfarray, gone in NumPy 2: same distances here
+        overlap = box_iou(truth[:, 2:], hyp[:, 2:])
+        distances = np.where(overlap >= 0.5, 1 - overlap, np.nan)
+        accumulator.update(truth[:, 1].astype(int).tolist(), hyp_ids.tolist(), distances, frame)
+    host = motmetrics.metrics.create()
+    summary = host.compute(accumulator, metrics=["idf1", "mota"], name="video")
+    return {"idf1": float(summary["idf1"].iloc[0]), "mota": float(summary["mota"].iloc[0])}
