@@ -112,7 +112,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks import decode, encode, endtoend, fullhd, kernels, memory, peers, scale, video
+    from benchmarks import (
+        decode,
+        encode,
+        endtoend,
+        fullhd,
+        gaps,
+        kernels,
+        memory,
+        peers,
+        scale,
+        video,  # fmt: skip
+    )
     from benchmarks.data import celantur_scene
     from pipeline.io.png import encode_png
 
@@ -163,6 +174,7 @@ def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
         "video": lambda: video.run(
             scratch, chunks=video_chunks, seed=args.seed, repeats=video_repeats
         ),
+        "gaps": lambda: gaps.run(seeds=2 if args.quick else 6, repeats=2 if args.quick else 5),
         "full_hd_targets": lambda: fullhd.run(
             scratch, images=fullhd_images, seed=args.seed, repeats=fullhd_repeats
         ),
