@@ -44,7 +44,8 @@ two different objects (of any type) have IoU < 0.1 in every pair of frames at mo
 both are visible or within 6 frames of being visible, so greedy IoU linking cannot confuse them.
 
 Planted gaps: per video 2..4 flickers where one object is absent for 1..3 consecutive frames and
-then reappears, never at its first or last visible frame. Every video plants its first gap across
+then reappears, after the object's first ``SEEN_BEFORE_GAP`` visible frames (a tracker confirms
+a track first) and never at its last visible frame. Every video plants its first gap across
 a chunk boundary (absent in the last frame of one chunk file and the first frame of the next)
 when it has a boundary clear of quirks, so a fleet whose videos span more than one chunk (always
 the case with quirks) has at least one such gap. No object is absent otherwise.
@@ -66,6 +67,7 @@ import numpy.typing as npt
 __all__ = [
     "OVERSIZED_FRAMES",
     "QUIRK_MARGIN",
+    "SEEN_BEFORE_GAP",
     "PlantedGap",
     "SampleChunk",
     "SampleVideo",
@@ -80,6 +82,8 @@ OVERSIZED_FRAMES = 510
 QUIRK_MARGIN = 8
 #: Longest planted gap in frames.
 MAX_GAP = 3
+#: Frames an object is visible before any gap of it (the gap tracker's default ``min_hits``).
+SEEN_BEFORE_GAP = 3
 #: Largest speed of an object's box in pixels per frame along each axis.
 MAX_SPEED = 0.4
 #: Shortest chunk whose middle half keeps a quirk frame clear of straddling gaps at its edges.
@@ -348,7 +352,7 @@ class _GapPlanner:
 
     def fits(self, track: int, first: int, last: int) -> bool:
         obj = self.tracks[track]
-        if first <= obj.first or last >= obj.last:
+        if first < obj.first + SEEN_BEFORE_GAP or last >= obj.last:
             return False
         lo, hi = first - 1 - QUIRK_MARGIN, last + 1 + QUIRK_MARGIN
         spans = self.blocked + [(f - 1, m + 1) for _, f, m in self.gaps]
