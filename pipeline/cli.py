@@ -1,12 +1,14 @@
 """The command-line door: ``mask-pipeline celantur | clearml | run | demo | schema | summary``.
 
 Exit codes (SPEC 4): 0 every input processed; 3 finished with inputs in ``errors/``; 2 usage
-error; 1 the run could not proceed (e.g. storage unreachable). Messages name the option or input.
+error; 1 the run could not proceed (e.g. storage unreachable, no input found). Messages name the
+option or input. Results go to stdout; log lines (``--log-level``, ``--log-format``) to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -29,31 +31,67 @@ from pipeline.formats.clearml import MASK_MODES
 from pipeline.graph import SchedulerError
 from pipeline.io.storage import StorageError
 from pipeline.jobs import load_job
+from pipeline.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from pipeline.runner import (
     EXIT_FAILED,
     EXIT_USAGE,
     RunResult,
     run_celantur,
-    run_clearml,
     run_options,
 )
 from pipeline.tables import schema_markdown
 
 
-def _add_execution_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_log_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--log-level`` and ``--log-format`` (every subcommand; unset: the job file's or the
+    defaults, ``info`` and ``text``)."""
+    defaults = ExecutionOptions()
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        help=f"least severe log line written to stderr (default: {defaults.log_level})",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text: timestamped lines; json: one JSON object per line, for log collectors "
+        f"(default: {defaults.log_format})",
+    )
+
+
+def _add_execution_arguments(parser: argparse.ArgumentParser, *, job: bool = False) -> None:
+    """The fields of ExecutionOptions; for ``run`` (``job``) no defaults: only the flags given
+    override the job file."""
     defaults = ExecutionOptions()
     parser.add_argument(
         "--scheduler",
         help="'sync' (in-process), a scheduler address (tcp://host:8786), or unset for "
         "$DASK_SCHEDULER_ADDRESS, else a local cluster sized to the machine",
     )
-    parser.add_argument("--workers", type=int, help="worker processes of the local cluster")
     parser.add_argument(
-        "--batch-bytes", type=int, default=defaults.batch_bytes, help="input bytes per task"
+        "--workers",
+        type=int,
+        help="worker processes of the local cluster (default: one per core; not with --scheduler)",
+    )
+    parser.add_argument(
+        "--batch-bytes",
+        type=int,
+        default=None if job else defaults.batch_bytes,
+        help=f"input bytes per task (default: {defaults.batch_bytes})",
     )
     progress = parser.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_true", default=None)
-    progress.add_argument("--no-progress", dest="progress", action="store_false")
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="draw a progress bar on stderr (default: when stderr is a terminal; otherwise "
+        "progress is logged every ~10 s or 10%% of the batches)",
+    )
+    progress.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bar"
+    )
+    _add_log_arguments(parser)
 
 
 def _add_storage_argument(parser: argparse.ArgumentParser) -> None:
@@ -91,6 +129,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--incremental",
         action="store_true",
         help="process only new or changed inputs, reusing recorded results of the others",
+    )
+    parser.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="commit empty tables when no input is found (default: exit 1 naming the URL)",
     )
     _add_storage_argument(parser)
     _add_execution_arguments(parser)
@@ -181,28 +224,56 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a job key, repeatable; dotted for tables: execution.scheduler=sync",
     )
+    _add_execution_arguments(job, job=True)
 
     demo = commands.add_parser("demo", help="make sample data and run the whole pipeline on it")
-    demo.add_argument("output", nargs="?", help="folder for the sample data and results")
+    demo.add_argument(
+        "output",
+        nargs="?",
+        help="folder of the run (sample data under its input/; `summary` reads it) "
+        "(default: a new temporary folder)",
+    )
     demo.add_argument("--images", type=int, default=24, help="sample images to generate")
     demo.add_argument("--videos", type=int, default=3, help="sample videos to generate")
     _add_execution_arguments(demo)
 
-    commands.add_parser("schema", help="print the output tables' columns (Markdown)")
+    schema = commands.add_parser("schema", help="print the output tables' columns (Markdown)")
+    _add_log_arguments(schema)
 
     summary = commands.add_parser("summary", help="print the summary of a finished run")
     summary.add_argument("output", help="output folder of a run")
     _add_storage_argument(summary)
+    _add_log_arguments(summary)
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; an unknown flag is reported with its subcommand's usage (argparse would
+    print the top-level one)."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        subparsers.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
+#: Execution flags and their job keys (what ``run`` turns into ``--set`` overrides).
+_EXECUTION_FLAGS = ("scheduler", "workers", "batch_bytes", "progress", "log_level", "log_format")
+
+
 def _execution(args: argparse.Namespace) -> ExecutionOptions:
-    return ExecutionOptions(
-        scheduler=args.scheduler,
-        workers=args.workers,
-        batch_bytes=args.batch_bytes,
-        progress=sys.stderr.isatty() if args.progress is None else args.progress,
-    )
+    given = {name: getattr(args, name) for name in _EXECUTION_FLAGS}
+    return ExecutionOptions(**{name: value for name, value in given.items() if value is not None})
+
+
+def _job_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` overrides, then the execution flags given to ``run`` (they win)."""
+    flags = [
+        f"execution.{name}={json.dumps(value) if not isinstance(value, str) else value}"
+        for name in _EXECUTION_FLAGS
+        if (value := getattr(args, name)) is not None
+    ]
+    return [*args.overrides, *flags]
 
 
 def _storage_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -217,6 +288,7 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         "max_pixels": args.max_pixels,
         "max_json_bytes": args.max_json_bytes,
         "incremental": args.incremental,
+        "allow_empty": args.allow_empty,
         "storage_options": _storage_options(args),
         "execution": _execution(args),
     }
@@ -263,10 +335,14 @@ def _table(
     return lines
 
 
-def format_summary(record: dict[str, Any], summary: list[dict[str, Any]]) -> str:
-    """A short human-readable report of a run."""
+def format_summary(record: dict[str, Any], summary: list[dict[str, Any]], output: str) -> str:
+    """A short human-readable report of the run at ``output``: inputs, accounting, work done
+    and reused, rows of the tables that have any, the summary's tables, and the first failed
+    inputs with where the rest are."""
     tables = record["tables"]
     accounting = record["accounting"]
+    work = record.get("work", {})
+    filled = {name: info["rows"] for name, info in tables.items() if info["rows"]}
     lines = []
     if "encoding" in record:
         lines.append(
@@ -278,7 +354,10 @@ def format_summary(record: dict[str, Any], summary: list[dict[str, Any]]) -> str
         "inputs: " + ", ".join(f"{k} {v}" for k, v in record["inputs"]["found"].items()),
         f"accounting: {accounting['found']} inputs = {accounting['in_tables']} in tables "
         f"+ {accounting['in_errors']} in errors/",
-        "rows: " + ", ".join(f"{name} {info['rows']}" for name, info in tables.items()),
+        f"work: {work.get('done', 0)} batches done, {work.get('reused', 0)} reused (incremental)",
+        "rows: "
+        + (", ".join(f"{name} {rows}" for name, rows in filled.items()) or "none")
+        + (f" (empty: {', '.join(t for t in tables if t not in filled)})" if filled else ""),
     ]
     by_scope: dict[str, list[dict[str, Any]]] = {}
     for row in summary:
@@ -300,11 +379,19 @@ def format_summary(record: dict[str, Any], summary: list[dict[str, Any]]) -> str
     )  # fmt: skip
     errors = record["errors"]
     lines.append(f"errors: {errors.get('error', 0)}, warnings: {errors.get('warning', 0)}")
+    failed = record.get("first_failed", [])
+    if failed:
+        lines.append("failed inputs (first by path):")
+        lines += [f"  {f['path']}: {f['error']}" for f in failed]
+    if errors.get("error") or errors.get("warning"):
+        where = f"{output.rstrip('/')}/errors/"
+        more = "all of them" if errors.get("error", 0) > len(failed) else "messages"
+        lines.append(f"{more} and warnings: {where} (e.g. read_table(OUT, 'errors'))")
     return "\n".join(lines)
 
 
 def _report(result: RunResult) -> None:
-    print(format_summary(result.record, result.summary))
+    print(format_summary(result.record, result.summary, result.output))
     print(f"output: {result.output} (exit code {result.exit_code})")
 
 
@@ -313,7 +400,9 @@ def _run_demo(args: argparse.Namespace) -> int:
     from pipeline.sampledata.video import make_video_fleet
 
     root = Path(args.output or tempfile.mkdtemp(prefix="mask-pipeline-demo-"))
-    source, output = root / "celantur", root / "results"
+    # The run's tables at the root, so `mask-pipeline summary ROOT` reads it; the sample data
+    # beside them (never inside an output: it would not be read as input).
+    source, output = root / "input", root
     tree = make_celantur_tree(source / "images", seed=0, images=args.images)
     fleet = make_video_fleet(source / "videos", seed=0, videos=args.videos, quirks=False)
     print(f"sample data: {len(tree.images)} images and {len(fleet.videos)} videos under {source}")
@@ -322,6 +411,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     )
     result = run_celantur(options)
     _report(result)
+    print(f"again: mask-pipeline summary {output}")
     return result.exit_code
 
 
@@ -331,35 +421,27 @@ def _print_summary(args: argparse.Namespace) -> int:
     storage = _storage_options(args)
     record = read_run(args.output, storage)
     summary = read_table(args.output, "summary", storage).to_pylist()
-    print(format_summary(record, summary))
+    print(format_summary(record, summary, args.output))
     return 0
-
-
-class _StderrHandler(logging.Handler):
-    """Prints log messages to whatever ``sys.stderr`` is when they are emitted."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        print(self.format(record), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mask-pipeline`` console script; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    # Our progress notes (such as the dashboard link) go to stderr, results to stdout; Dask's own
-    # loggers keep their configuration (their INFO lines are noise to a user).
-    log = logging.getLogger("pipeline")
-    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
-        log.addHandler(_StderrHandler())
-        log.setLevel(logging.INFO)
+    args = _parse(parser, argv)
+    # Our log lines go to stderr, results to stdout; Dask's own loggers keep their
+    # configuration (their INFO lines are noise to a user).
+    configure_logging(args.log_level or "info", args.log_format or "text")
     try:
         if args.command in ("celantur", "clearml", "run"):
             if args.command == "celantur":
-                result = run_celantur(_celantur_options(args))
+                options: RunOptions = _celantur_options(args)
             elif args.command == "clearml":
-                result = run_clearml(_clearml_options(args))
+                options = _clearml_options(args)
             else:
-                result = run_options(load_job(args.job, args.overrides))
+                options = load_job(args.job, _job_overrides(args))
+                configure_logging(options.execution.log_level, options.execution.log_format)
+            result = run_options(options)
             _report(result)
             return result.exit_code
         if args.command == "demo":

@@ -15,6 +15,7 @@ from typing import Any
 from pipeline.formats.celantur import ENCODING_CHOICES, EncodingChoice
 from pipeline.formats.clearml import MASK_MODES, MaskMode, parse_uri_map
 from pipeline.io.jsonio import DEFAULT_MAX_JSON_BYTES
+from pipeline.logs import LOG_FORMATS, LOG_LEVELS, LogFormat, LogLevel
 
 #: Environment variable naming an existing Dask scheduler (Dask's own convention).
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
@@ -38,19 +39,37 @@ class ExecutionOptions:
     scheduler : ``None`` (the ``DASK_SCHEDULER_ADDRESS`` environment variable, else a
         ``LocalCluster`` sized to the machine), ``"sync"`` (in-process, for debugging) or a
         scheduler address such as ``tcp://10.0.0.5:8786``.
-    workers : worker processes of the embedded ``LocalCluster`` (default: one per core).
+    workers : worker processes of the embedded ``LocalCluster`` (default: one per core); with
+        another scheduler it is ignored with a warning (a job file sized for a local cluster
+        stays usable with ``--set execution.scheduler=sync``).
     batch_bytes : input bytes per task; small files are batched so the graph stays small.
-    progress : show a progress bar (default: when the terminal is interactive).
+    progress : show a progress bar on stderr (default: when stderr is a terminal); without
+        one, progress is logged every ~10 s or 10 % of the batches.
+    log_level : ``debug``, ``info``, ``warning`` or ``error``: the least severe log line the
+        console script writes to stderr (API users configure :mod:`logging` themselves).
+    log_format : ``text`` (timestamped lines) or ``json`` (one object per line, for cloud log
+        collectors); console script only, as ``log_level``.
     """
 
     scheduler: str | None = None
     workers: int | None = None
     batch_bytes: int = 32 * 1024 * 1024
     progress: bool | None = None
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "text"
 
     def __post_init__(self) -> None:
         if self.workers is not None:
             _check_positive("workers", self.workers)
+        if self.log_level not in LOG_LEVELS:
+            raise OptionError(
+                f"option 'log_level' must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise OptionError(
+                f"option 'log_format' must be one of {', '.join(LOG_FORMATS)}, "
+                f"got {self.log_format!r}"
+            )
         _check_positive("batch_bytes", self.batch_bytes)
         if self.scheduler is not None and not str(self.scheduler).strip():
             raise OptionError("option 'scheduler' must not be empty")
@@ -79,6 +98,8 @@ class RunOptions:
     max_json_bytes : metadata / frames files larger than this are refused.
     incremental : reuse the recorded results of batches whose inputs and options are unchanged
         (the ledger under ``_ledger/``); the tables equal those of a full run.
+    allow_empty : commit empty tables when no input is found; by default an empty input (a
+        mistyped prefix) stops the run with exit code 1 naming the URL.
     storage_options : fsspec/s3fs options (endpoint, profile, anon...) for inputs and output.
     execution : scheduler and batching.
     """
@@ -88,6 +109,7 @@ class RunOptions:
     max_pixels: int = 50_000_000
     max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
     incremental: bool = False
+    allow_empty: bool = False
     # Never in repr (worker logs print task arguments): the options may hold credentials.
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
     execution: ExecutionOptions = field(default_factory=ExecutionOptions)
@@ -103,8 +125,12 @@ class RunOptions:
 
     def record(self) -> dict[str, Any]:
         """The options as plain JSON-able data for ``_run.json`` (storage option values hidden:
-        they may hold credentials)."""
+        they may hold credentials; local paths made absolute, so the record is usable from any
+        working directory)."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "execution"}
+        for name in ("output", "source", "frames", "mask_labels"):
+            if isinstance(data.get(name), str):
+                data[name] = _absolute(data[name])
         data["storage_options"] = {key: "***" for key in self.storage_options}
         data["execution"] = {
             f.name: getattr(self.execution, f.name) for f in fields(ExecutionOptions)
@@ -200,6 +226,11 @@ class ClearmlOptions(RunOptions):
         if not isinstance(self.mask_labels, (str, type(None))):
             data["mask_labels"] = f"<inline, {len(self.mask_labels)} entries>"
         return data
+
+
+def _absolute(url: str) -> str:
+    """A local path made absolute and normalised; URLs (``scheme://``) as they are."""
+    return url if "://" in url else os.path.abspath(url)
 
 
 def parse_key_value(text: str, option: str = "--storage-option") -> tuple[str, Any]:

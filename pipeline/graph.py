@@ -9,11 +9,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline import logs
 from pipeline.config import SCHEDULER_ENV, ExecutionOptions
 
 #: glibc malloc settings for the worker processes we start. Dask sets MALLOC_TRIM_THRESHOLD_
@@ -23,7 +23,7 @@ from pipeline.config import SCHEDULER_ENV, ExecutionOptions
 #: which Dask's trim threshold still returns to the system when freed at its top.
 WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(8 << 20)}
 
-LOG = logging.getLogger("pipeline")
+LOG = logging.getLogger(__name__)
 
 
 class SchedulerError(RuntimeError):
@@ -57,9 +57,10 @@ class Executor:
         """Yield ``function(item, *args)`` for every item, in completion order.
 
         On a cluster each item is one task (retried up to :data:`TASK_RETRIES` times); results
-        are released as soon as they are yielded.
+        are released as soon as they are yielded. ``progress`` draws a bar; without one,
+        progress lines are logged (see :func:`pipeline.logs.progress`).
         """
-        bar = _progress_bar(len(items), label, progress)
+        bar = logs.progress(len(items), label, bar=progress)
         try:
             if self.client is None:
                 for item in items:
@@ -79,12 +80,6 @@ class Executor:
                 bar.update(1)
         finally:
             bar.close()
-
-
-def _progress_bar(total: int, label: str, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=label, unit="batch", disable=not enabled, file=sys.stderr)
 
 
 def _describe(client: Any, kind: str) -> dict[str, Any]:
@@ -127,6 +122,9 @@ def open_executor(execution: ExecutionOptions, client: Any | None = None) -> Ite
         yield Executor(client, _describe(client, "client"))
         return
     scheduler = execution.resolved_scheduler()
+    if scheduler and execution.workers is not None:
+        LOG.warning("option 'workers' (%d) is ignored: scheduler %r starts no local cluster",
+                    execution.workers, scheduler)  # fmt: skip
     if scheduler == "sync":
         yield Executor(None, {"kind": "sync", "address": None, "workers": 1, "threads": 1})
         return

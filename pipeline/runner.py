@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import platform
 import posixpath
 import time
@@ -45,6 +46,7 @@ from pipeline.io.storage import (
     is_inside,
     storage_options_with_environment,
 )
+from pipeline.logs import fields, show_bar
 from pipeline.stages.clearml import FrameMasks
 from pipeline.stages.common import ErrorLog, TaskContext
 from pipeline.stages.ledger import LEDGER, entry_path
@@ -71,6 +73,16 @@ OUTPUT_ENTRIES = (
 )  # fmt: skip
 #: Frames documents in a ClearML frames folder.
 FRAMES_SUFFIXES = (".json", ".jsonl", ".ndjson")
+#: Failed inputs named in the log, ``_run.json`` and the printed summary (errors/ has them all).
+FAILED_EXAMPLES = 5
+#: Per-batch warning lines of a pass; further failures are counted in the pass's last line.
+WARNING_LINES = 20
+
+LOG = logging.getLogger(__name__)
+
+
+class EmptyInputError(StorageError):
+    """No input was found (a mistyped prefix?) and ``allow_empty`` is off: exit code 1."""
 
 
 @dataclass
@@ -120,6 +132,7 @@ class _Run:
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     timings: dict[str, float] = field(default_factory=dict)
     clock: float = field(default_factory=time.perf_counter)
+    started_clock: float = field(default_factory=time.perf_counter)
 
     def lap(self, name: str) -> None:
         """Record the time since the last lap under ``name``."""
@@ -130,12 +143,95 @@ class _Run:
 
 def _start(command: Literal["celantur", "clearml"], options: RunOptions) -> _Run:
     storage_options = storage_options_with_environment(options.storage_options)
-    return _Run(command, options, Location(options.output, storage_options), storage_options)
+    run = _Run(command, options, Location(options.output, storage_options), storage_options)
+    LOG.info("%s run to %s", command, run.output.url, extra=fields(output=run.output.url))
+    return run
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{kind} {count}" for kind, count in counts.items())
+
+
+def _log_phase(run: _Run, phase: str, message: str, *args: Any, **values: Any) -> None:
+    """An INFO line for a finished phase, with its duration (the last lap)."""
+    seconds = run.timings[phase]
+    LOG.info(
+        f"{phase.replace('pass', 'pass ')}: {message}, %.1f s", *args, seconds,
+        extra=fields(phase=phase, seconds=round(seconds, 3), **values),
+    )  # fmt: skip
+
+
+def _log_plan(run: _Run, executor: Executor, **batches: int) -> None:
+    where = executor.description
+    _log_phase(
+        run, "plan", "%s batches on the %s scheduler (workers %s, threads %s)",
+        _counts(batches), where.get("kind"), where.get("workers"), where.get("threads"),
+        batches=batches, scheduler=where.get("kind"),
+    )  # fmt: skip
+
+
+def _earlier_output_rows(folders: list[str]) -> ErrorLog:
+    """Warning rows in ``errors/`` for the earlier runs' outputs the listing left out."""
+    rows = ErrorLog()
+    for folder in folders:
+        rows.add(folder or ".", "list", "earlier_output",
+                 "the output of an earlier run; its files are not inputs and were not read",
+                 "warning")  # fmt: skip
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
 # Celantur
 # ---------------------------------------------------------------------------------------------
+
+
+def earlier_outputs(files: list[InputFile]) -> list[str]:
+    """Folders among ``files`` that are outputs of earlier runs (relative; ``""`` for the
+    root): a folder holding ``_run.json``, ``_ledger/`` or ``_work/``, or a Delta table's
+    folder (holding ``_delta_log/``), whose run folder is its parent when it is named as one
+    of our tables."""
+    roots: set[str] = set()
+    for file in files:
+        parts = file.rel.split("/")
+        if parts[-1] == RUN_RECORD:
+            roots.add("/".join(parts[:-1]))
+        for depth, part in enumerate(parts[:-1]):
+            if part in (LEDGER, "_work"):
+                roots.add("/".join(parts[:depth]))
+            elif part == "_delta_log":
+                table = depth - 1 if depth and parts[depth - 1] in TABLES else depth
+                roots.add("/".join(parts[:table]))
+    # the outermost folders only: a run root inside another one is already excluded
+    return sorted(
+        r for r in roots if not any(o != r and (o == "" or r.startswith(f"{o}/")) for o in roots)
+    )
+
+
+def _without_earlier_outputs(
+    files: list[InputFile], location: Location
+) -> tuple[list[InputFile], list[str], int]:
+    """``files`` minus those of earlier runs' outputs (warned about: never read as inputs);
+    returns the kept files, the output folders and how many files they held."""
+    roots = earlier_outputs(files)
+    if not roots:
+        return files, [], 0
+    kept = [f for f in files if not any(r == "" or f.rel.startswith(f"{r}/") for r in roots)]
+    skipped = len(files) - len(kept)
+    named = ", ".join(location.url_of(r) if r else location.url for r in roots[:FAILED_EXAMPLES])
+    LOG.warning(
+        "list: %d files in %d output folders of earlier runs are ignored, never read as inputs: %s",
+        skipped, len(roots), named, extra=fields(phase="list", ignored=skipped, folders=roots),
+    )  # fmt: skip
+    return kept, roots, skipped
+
+
+def _refuse_empty(options: RunOptions, url: str, what: str) -> None:
+    if not options.allow_empty:
+        raise EmptyInputError(
+            f"no inputs found in {url} ({what}); check the URL, or pass --allow-empty "
+            "(job key allow_empty) to commit empty tables"
+        )
+    LOG.warning("list: no inputs found in %s (%s); committing empty tables", url, what)
 
 
 def _list_inputs(source: Location, output: Location) -> list[InputFile]:
@@ -175,9 +271,18 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
     """
     run = _start("celantur", options)
     source = Location(options.source, run.storage_options)
-    files = _list_inputs(source, run.output)
+    files, earlier, skipped = _without_earlier_outputs(_list_inputs(source, run.output), source)
     groups, inventory = group_images(files)
+    found = {kind: inventory.found.get(kind, 0)
+             for kind in ("instance", "binary", "metadata", "video_metadata")}  # fmt: skip
+    if not sum(found.values()):
+        _refuse_empty(options, source.url, f"{len(files)} other files")
     run.lap("list")
+    _log_phase(
+        run, "list", "%d inputs in %s (%s), %d other files ignored",
+        sum(found.values()), source.url, _counts(found), inventory.ignored,
+        inputs=found, ignored=inventory.ignored,
+    )  # fmt: skip
     fingerprint = _fingerprint(
         {name: getattr(options, name) for name in ("encoding", "gap_iou", "gap_max_frames",
                                                    "gap_min_hits", "gap_high_score",
@@ -193,17 +298,17 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
         )
         plan = Plan(fingerprint, cut(groups), cut(order_chunks(inventory.video_chunks)))
         run.lap("plan")
+        _log_plan(run, executor, image=len(plan.image_batches), chunk=len(plan.chunk_batches))
         encoding, warning, summary, ledger = _execute_celantur(options, ctx, executor, plan, run)
         scheduler = dict(executor.description)
-    client_errors = ErrorLog()
+    client_errors = _earlier_output_rows(earlier)
     if warning:
+        LOG.warning("encoding: %s", warning)
         client_errors.add(".", "validate", "encoding_ambiguous", warning, "warning")
-    found = {kind: inventory.found.get(kind, 0)
-             for kind in ("instance", "binary", "metadata", "video_metadata")}  # fmt: skip
     expected_scaled = {f"scaled/{f.rel}" for f in files}
     return _commit(
         run, summary, client_errors, scheduler=scheduler, ledger=ledger,
-        found=found, ignored=inventory.ignored,
+        found=found, ignored=inventory.ignored + skipped,
         batches=len(plan.image_batches) + len(plan.chunk_batches),
         expected_scaled=expected_scaled, summary_value=encoding,
         extra={"encoding": {"choice": options.encoding, "used": encoding, "warning": warning}},
@@ -221,6 +326,7 @@ def _execute_celantur(
     first += [Work("chunks", b) for b in plan.chunk_batches]
     summary = _run_pass(executor, first, ctx, "pass 1")
     run.lap("pass1")
+    _log_pass(run, "pass1", summary)
     encoding: Encoding
     warning: str | None = None
     if given:
@@ -231,17 +337,41 @@ def _execute_celantur(
         encoding = "v26"  # no instance mask to decide on, and none to type
     second = [] if given else [Work("finish", b, encoding) for b in plan.image_batches]
     second += [Work("tracks", a) for a in assign_tracking(plan.chunk_batches, plan.fingerprint)]
-    summary = summary.merge(_run_pass(executor, second, ctx, "pass 2"))
+    second_summary = _run_pass(executor, second, ctx, "pass 2")
     run.lap("pass2")
+    _log_pass(run, "pass2", second_summary)
+    summary = summary.merge(second_summary)
     return encoding, warning, summary, {ledger_name(work) for work in (*first, *second)}
 
 
 def _run_pass(executor: Executor, work: list[Work], ctx: TaskContext, label: str) -> BatchSummary:
+    """Map the work items over the executor, merging their summaries as they arrive; a batch
+    with failed inputs is logged at once (the first :data:`WARNING_LINES` of the pass)."""
     summary = BatchSummary()
-    progress = bool(ctx.options.execution.progress)
-    for part in executor.map(run_work, work, ctx, label=label, progress=progress):
+    bar = show_bar(ctx.options.execution.progress)
+    LOG.info("%s: %d batches", label, len(work), extra=fields(phase=label, batches=len(work)))
+    warned = 0
+    for part in executor.map(run_work, work, ctx, label=label, progress=bar):
         summary = summary.merge(part)
+        if part.failed and warned < WARNING_LINES:
+            warned += 1
+            LOG.warning(
+                "%s: %d inputs failed, e.g. %s (%s)%s", label, part.failed_inputs.total(),
+                part.failed[0][0], part.failed[0][1],
+                "; further failures are only counted" if warned == WARNING_LINES else "",
+                extra=fields(phase=label, failed=part.failed),
+            )  # fmt: skip
     return summary
+
+
+def _log_pass(run: _Run, phase: str, summary: BatchSummary) -> None:
+    _log_phase(
+        run, phase, "%d inputs in tables, %d in errors/, work items done %d, reused %d",
+        summary.landed.total(), summary.failed_inputs.total(),
+        summary.work.get("done", 0), summary.work.get("reused", 0),
+        in_tables=summary.landed.total(), in_errors=summary.failed_inputs.total(),
+        work=dict(summary.work),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,12 +397,14 @@ def _load_mask_labels(options: ClearmlOptions, storage_options: dict[str, Any]) 
         raise OptionError(f"option 'mask_labels': {exc}") from exc
 
 
-def _frames_documents(frames: Location) -> tuple[Location, list[InputFile]]:
-    """The folder holding the frames documents and the documents (one file, or a folder's)."""
+def _frames_documents(frames: Location) -> tuple[Location, list[InputFile], list[str]]:
+    """The folder holding the frames documents, the documents (one file, or a folder's) and
+    the output folders of earlier runs found among them (not read)."""
     try:
         if frames.fs.isdir(frames.root):
-            documents = [f for f in frames.list_files() if f.name.lower().endswith(FRAMES_SUFFIXES)]
-            return frames, documents
+            files, earlier, _ = _without_earlier_outputs(frames.list_files(), frames)
+            documents = [f for f in files if f.name.lower().endswith(FRAMES_SUFFIXES)]
+            return frames, documents, earlier
         info = frames.fs.info(frames.root)
     except FileNotFoundError as exc:
         raise StorageError(f"frames not found: {frames.url}") from exc
@@ -280,7 +412,7 @@ def _frames_documents(frames: Location) -> tuple[Location, list[InputFile]]:
         raise StorageError(f"cannot read frames {frames.url}: {exc}") from exc
     folder, name = posixpath.split(frames.url.rstrip("/"))
     parent = Location(folder or ".", frames.storage_options)
-    return parent, [InputFile(name, int(info.get("size") or 0), str(info.get("mtime", "")))]
+    return parent, [InputFile(name, int(info.get("size") or 0), str(info.get("mtime", "")))], []
 
 
 def _plan_frames(
@@ -328,10 +460,20 @@ def run_clearml(options: ClearmlOptions, client: Any | None = None) -> RunResult
     mode: Literal["pixel", "alpha"] = (
         options.mode if options.mode != "auto" else ("pixel" if mask_labels else "alpha")
     )
-    root, documents = _frames_documents(Location(options.frames, run.storage_options))
+    frames = Location(options.frames, run.storage_options)
+    root, documents, earlier = _frames_documents(frames)
     client_errors = ErrorLog()
     groups, landed = _plan_frames(root, documents, options, client_errors)
+    masks = sum(len(group.masks) for group in groups)
+    if not masks and not client_errors:
+        _refuse_empty(options, frames.url, f"{len(documents)} frames documents, no mask")
+    client_errors.extend(_earlier_output_rows(earlier))
     run.lap("list")
+    _log_phase(
+        run, "list", "%d masks in %d frames documents of %s (%d unreadable)",
+        masks, len(documents), frames.url, len(documents) - landed.landed["frames_document"],
+        inputs={"frames_document": len(documents), "mask": masks},
+    )  # fmt: skip
     fingerprint = _fingerprint(
         {"mode": mode, "mask_labels": sorted((list(k), list(v)) for k, v in mask_labels.items()),
          "uri_map": sorted(options.uri_map), "mask_scale": options.mask_scale,
@@ -346,11 +488,13 @@ def run_clearml(options: ClearmlOptions, client: Any | None = None) -> RunResult
             fingerprint=fingerprint,
         )
         run.lap("plan")
+        _log_plan(run, executor, mask=len(batches))
         work = [Work("clearml", batch) for batch in batches]
-        summary = landed.merge(_run_pass(executor, work, ctx, "masks"))
+        masks_summary = _run_pass(executor, work, ctx, "pass 1")
         run.lap("pass1")
+        _log_pass(run, "pass1", masks_summary)
+        summary = landed.merge(masks_summary)
         scheduler = dict(executor.description)
-    masks = sum(len(group.masks) for group in groups)
     expected_scaled = {f"scaled/{safe_relative_path(uri)}" for g in groups for uri in g.resolved}
     return _commit(
         run, summary, client_errors, scheduler=scheduler,
@@ -429,6 +573,7 @@ def _commit(
             "mask_scale": options.mask_scale,
         },
         "errors": dict(summary.errors),
+        "first_failed": [{"path": path, "error": error} for path, error in summary.failed],
         "work": {"done": summary.work.get("done", 0), "reused": summary.work.get("reused", 0)},
         "exit_code": exit_code,
         "timings": run.timings,
@@ -436,6 +581,12 @@ def _commit(
     run.lap("commit")
     write_run_record(output, record)
     _remove_orphans(output, record, expected_scaled if options.mask_scale else set(), ledger)
+    _log_phase(
+        run, "commit", "%s rows, _run.json written", _counts(
+            {t: info["rows"] for t, info in record["tables"].items() if info["rows"]}),
+        rows={t: info["rows"] for t, info in record["tables"].items()},
+    )  # fmt: skip
+    _log_finish(output, record, time.perf_counter() - run.started_clock)
     return RunResult(
         output=options.output,
         tables={t: [output.url_of(p) for p in record["tables"][t]["parts"]] for t in TABLES},
@@ -444,6 +595,27 @@ def _commit(
         exit_code=exit_code,
         scheduler=scheduler,
     )
+
+
+def _log_finish(output: Location, record: dict[str, Any], seconds: float) -> None:
+    """The run's last line: exit code, accounting, work done and reused, where errors are."""
+    accounting, failed = record["accounting"], record["first_failed"]
+    message = (
+        f"finished with exit code {record['exit_code']} in {seconds:.1f} s: "
+        f"{accounting['found']} inputs = {accounting['in_tables']} in tables + "
+        f"{accounting['in_errors']} in errors/; work items done {record['work']['done']}, "
+        f"reused {record['work']['reused']}"
+    )
+    values = fields(
+        phase="finish", exit_code=record["exit_code"], seconds=round(seconds, 3),
+        accounting=accounting, work=record["work"], first_failed=failed,
+    )  # fmt: skip
+    if failed:
+        named = ", ".join(f"{f['path']} ({f['error']})" for f in failed)
+        LOG.warning("%s; failed: %s; all in %s", message, named, output.url_of("errors"),
+                    extra=values)  # fmt: skip
+    else:
+        LOG.info(message, extra=values)
 
 
 def _remove_orphans(

@@ -385,7 +385,9 @@ def test_demo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["demo", str(tmp_path / "demo"), "--scheduler", "sync", "--images", "6"]) == 0
     printed = capsys.readouterr().out
     assert "accounting:" in printed and "person" in printed
-    assert (tmp_path / "demo" / "results" / "_run.json").exists()
+    assert (tmp_path / "demo" / "_run.json").exists()
+    assert main(["summary", str(tmp_path / "demo")]) == 0
+    assert "accounting:" in capsys.readouterr().out
 
 
 def test_copy_of_tree_gives_same_part_names(run_cli: RunCli, tmp_path: Path) -> None:

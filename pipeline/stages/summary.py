@@ -24,6 +24,9 @@ from pipeline.formats.celantur import (
 )
 from pipeline.kernels.quantiles import AreaSketch
 
+#: Failed inputs a summary names (the first by path; ``errors/`` has them all).
+FAILED_NAMED = 5
+
 
 @dataclass
 class LabelStats:
@@ -104,6 +107,8 @@ class BatchSummary:
     video_rows: list[dict[str, Any]] = field(default_factory=list)  # summary rows, one per video
     work: Counter[str] = field(default_factory=Counter)  # work items done / reused from the ledger
     mask_labels: dict[str, MaskLabelStats] = field(default_factory=dict)  # ClearML labels
+    #: the first :data:`FAILED_NAMED` failed inputs by path, as ``[path, error]``
+    failed: list[list[str]] = field(default_factory=list)
 
     def merge(self, other: BatchSummary) -> BatchSummary:
         """The summary of both batches (associative: reduce in any grouping)."""
@@ -125,6 +130,7 @@ class BatchSummary:
             evidence=self.evidence.merge(other.evidence),
             work=self.work + other.work,
             mask_labels=_merge_maps(self.mask_labels, other.mask_labels, MaskLabelStats),
+            failed=sorted(self.failed + other.failed)[:FAILED_NAMED],
             video_rows=sorted(
                 self.video_rows + other.video_rows,
                 key=lambda r: (r["scope"], r["name"], r.get("value") or ""),
@@ -198,6 +204,8 @@ class BatchSummary:
             if row["severity"] == "error":
                 named = classify_name(str(row["path"]).rsplit("/", 1)[-1])
                 self.failed_inputs[kind or (named.kind if named else "other")] += 1
+                self.failed.append([str(row["path"]), str(row["error"])])
+        self.failed = sorted(self.failed)[:FAILED_NAMED]
 
     def summary_rows(self, encoding: str | None) -> list[dict[str, Any]]:
         """Rows of the ``summary/`` table."""
@@ -318,6 +326,7 @@ def summary_to_json(summary: BatchSummary) -> dict[str, Any]:
         "mask_labels": {
             name: [s.masks, s.frames, s.pixels] for name, s in summary.mask_labels.items()
         },
+        "failed": summary.failed,
     }
 
 
@@ -356,4 +365,5 @@ def summary_from_json(data: dict[str, Any]) -> BatchSummary:
         ),
         video_rows=list(data["video_rows"]),
         mask_labels={name: MaskLabelStats(*values) for name, values in data["mask_labels"].items()},
+        failed=[list(pair) for pair in data.get("failed", [])],  # absent in older ledgers
     )
