@@ -141,7 +141,8 @@ def _solo_rows(source: str, **changes: Any) -> tuple[dict[str, Any], list[dict[s
         detections.append(
             {"source": source, "media": media, "frame": None, "detection_index": index,
              "detection_id": det["id"], "type": det["type"], "type_label": det["type_label"],
-             "score": det["score"], "is_anonymised": det["is_anonymised"],
+             "type_name": det["type_label"], "score": det["score"],
+             "is_anonymised": det["is_anonymised"],
              "x1": x1, "y1": y1, "x2": x2, "y2": y2, "offset_x": x1, "offset_y": y1,
              "color": det["color"], "frame_width": 640, "frame_height": 240}
         )  # fmt: skip
@@ -614,7 +615,7 @@ def test_unusable_metadata_values_become_nulls(runs: Runs) -> None:
             "det1_frame_width": None, "det1_frame_height": None,
         },
         "bad/json/missing-fields.json": {
-            "det1_type": None, "det1_type_label": None,
+            "det1_type": None, "det1_type_label": None, "det1_type_name": None,
             "det1_score": None, "det1_is_anonymised": None, "det1_x1": None, "det1_y1": None,
             "det1_x2": None, "det1_y2": None, "det1_offset_x": None, "det1_offset_y": None,
             "det1_color": None,

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 
 from pipeline.cli import main
 from pipeline.sampledata.celantur import make_celantur_tree
-from pipeline.tables import ROW_MEANING, SCHEMAS, TABLES, schema_markdown
+from pipeline.tables import COLUMN_MEANINGS, ROW_MEANING, SCHEMAS, TABLES, schema_markdown
 
 DOCS = Path(__file__).parent.parent / "docs" / "tables.md"
 
@@ -19,6 +19,12 @@ def test_docs_equal_the_generated_schemas() -> None:
 
 def test_every_table_is_described() -> None:
     assert set(ROW_MEANING) == set(SCHEMAS) == set(TABLES)
+
+
+def test_every_column_has_a_meaning() -> None:
+    for table, schema in SCHEMAS.items():
+        assert list(COLUMN_MEANINGS[table]) == schema.names, table
+        assert all(meaning.strip() for meaning in COLUMN_MEANINGS[table].values()), table
 
 
 def test_written_parts_carry_exactly_the_documented_schema(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ with no type at all (type channel 0) is invalid too, since it cannot be typed.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -121,6 +122,21 @@ def normalise_type_label(label: object) -> str | None:
         return None
     key = re.sub(r"[\s\-]+", "_", label.strip().lower())
     return _LABEL_ALIASES.get(key)
+
+
+#: The canonical type of a metadata label that names none of :data:`TYPE_NAMES`.
+OTHER_TYPE = "other"
+
+
+@functools.lru_cache(maxsize=4096)
+def type_name(label: str | None) -> str | None:
+    """The canonical type of a metadata ``type_label``: one of :data:`TYPE_NAMES` (the names of
+    the instance masks' type flags and the ``summary/`` types), :data:`OTHER_TYPE` for any other
+    label, ``None`` without a label. Cached: real files repeat a handful of labels millions of
+    times."""
+    if label is None:
+        return None
+    return normalise_type_label(label) or OTHER_TYPE
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from pipeline.formats.celantur import (
     classify_colours,
     flag_names,
     normalise_type_label,
+    type_name,
 )
 from pipeline.formats.metadata import (
     Detection,
@@ -299,6 +300,7 @@ def _detection_row(
         "detection_id": detection.detection_id,
         "type": detection.type,
         "type_label": detection.type_label,
+        "type_name": type_name(detection.type_label),
         "score": detection.score,
         "is_anonymised": detection.is_anonymised,
         "x1": bbox[0], "y1": bbox[1], "x2": bbox[2], "y2": bbox[3],
@@ -502,6 +504,7 @@ def _match_all(
         "detection_id": np.full(n, None, dtype=object),
         "score": np.full(n, None, dtype=object),
         "type_label": np.full(n, None, dtype=object),
+        "type_name": np.full(n, None, dtype=object),
         "match": np.full(n, None, dtype=object),
         "bbox_iou": np.full(n, None, dtype=object),
     }
@@ -539,6 +542,7 @@ def _match_all(
             columns["detection_id"][segment] = candidate["detection_id"]
             columns["score"][segment] = candidate["score"]
             columns["type_label"][segment] = candidate["type_label"]
+            columns["type_name"][segment] = type_name(candidate["type_label"])
             columns["match"][segment] = MATCH_NAMES[int(result.kind[local])]
             iou = float(result.iou[local])
             columns["bbox_iou"][segment] = None if np.isnan(iou) else iou

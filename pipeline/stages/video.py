@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import CelanturOptions
+from pipeline.formats.celantur import type_name
 from pipeline.formats.metadata import MetadataError
 from pipeline.formats.video import MAX_CHUNK_FRAMES, ParsedChunk, parse_chunk, summarise_findings
 from pipeline.io.jsonio import JsonError
@@ -141,6 +142,7 @@ def _detection_table(chunk: VideoChunk, parsed: ParsedChunk) -> pa.Table:
     columns.update(
         source=[chunk.file.rel] * count,
         media=[chunk.media] * count,
+        type_name=[type_name(label) for label in columns["type_label"]],
         frame_width=[s.width if s else None for s in frame_sizes],
         frame_height=[s.height if s else None for s in frame_sizes],
     )
