@@ -25,6 +25,7 @@ from test_bad_inputs import build_corpus
 from pipeline.io.png import PngError, checked_header, decode_png, inflate_scanlines
 from pipeline.kernels.segments import ForegroundRuns, foreground_runs
 from pipeline.sampledata.celantur import make_celantur_tree
+from pipeline.sampledata.styles import ENCODERS, STYLES, encode_as, style_mask
 from pipeline.stages.measure import (
     BinaryMeasure,
     InstanceMeasure,
@@ -289,3 +290,23 @@ def test_foreground_runs_match_the_mask():
     runs = foreground_runs(rgb)
     assert runs.bounds.tolist() == [[1, 3], [4, 5], [0, 6]]
     assert runs.row_ends.tolist() == [2, 2, 3]
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_every_mask_style_and_encoder_measures_identically(style):
+    """Masks in every style of the benchmark's spread, written by every encoder it times
+    (Pillow default and optimize, libpng's adaptive filters at level 1, each filter forced):
+    both paths agree, with and without a rescale, binary masks against the instance foreground."""
+    mask = style_mask(style, seed=3, size=(331, 187))
+    foreground = None
+    if style == "binary":
+        instance = style_mask("street", seed=3, size=(331, 187))
+        foreground = both_instance(encode_as(instance, "pillow"), None).foreground
+    for encoder in ENCODERS:
+        data = encode_as(mask, encoder)
+        for scale in (None, 50):
+            if style == "binary":
+                assert both_binary(data, scale, foreground).mismatch is not None
+            else:
+                result = both_instance(data, scale)
+                assert result.stats.background_pixels < mask.shape[0] * mask.shape[1]

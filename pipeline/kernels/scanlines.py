@@ -1,10 +1,12 @@
 """Measuring masks from their PNG scanlines as they are inflated: the fused decode path.
 
 A strip kernel takes a run of filtered scanlines (each led by its filter type byte), unfilters
-every row into one of two row buffers (the row and the one above, alternating by row parity) and
-hands the row straight to the measuring code the whole-image kernels use
-(:mod:`pipeline.kernels.segments`). The decoded image never exists: memory is two rows, the
-strip, the accumulators and the rescaled output.
+every row into one of two row buffers (the row and the one above, alternating by row parity; each
+padded with zeros to whole 8-byte words) and measures it with the accumulators the whole-image
+kernels use (:mod:`pipeline.kernels.segments`). Background and the inside of regions are crossed
+8 bytes per step (``_run_end``), so a mask costs by its edges more than by its pixels. The
+decoded image never exists: memory is two rows, the strip, the accumulators and the rescaled
+output.
 
 Only 8-bit, non-interlaced images come here, so a pixel is ``channels`` bytes and the PNG
 filters' "bytes per pixel" is ``channels``.
@@ -17,7 +19,13 @@ from typing import Any
 import numba
 import numpy as np
 
-from pipeline.kernels.segments import _append_foreground, _binary_row, _measure_row, _sample_row
+from pipeline.kernels.segments import (
+    _add_run,
+    _binary_row,
+    _grow,
+    _room_for_one_more,
+    _sample_row,
+)
 
 #: Returned by a strip kernel when every row was good.
 ROWS_OK = -1
@@ -43,36 +51,166 @@ def _unfilter(
 ) -> bool:
     """Undo the PNG filter of the scanline at ``raw[start:start+stride]`` (filter byte first)
     into ``row``, given the unfiltered row ``above`` (zeros for the first row).
-    False for a filter type PNG does not define."""
+    False for a filter type PNG does not define.
+
+    None and Up are a copy and a byte-wise add, which the compiler vectorises. Sub, Average and
+    Paeth depend on the byte one pixel to the left, so each channel is walked on its own with
+    its left neighbour (and for Paeth the above-left one) kept in a register: no store has to
+    reach the next load, which is what bounds the plain byte loop.
+    """
     kind = raw[start]
     data = start + 1
     length = stride - 1
     if kind == 0:
-        for i in range(length):
-            row[i] = raw[data + i]
-    elif kind == 1:
-        for i in range(bpp):
-            row[i] = raw[data + i]
-        for i in range(bpp, length):
-            row[i] = raw[data + i] + row[i - bpp]
+        row[:length] = raw[data : data + length]
     elif kind == 2:
         for i in range(length):
             row[i] = raw[data + i] + above[i]
+    elif kind == 1:
+        for k in range(bpp):
+            left = np.int64(0)
+            for i in range(k, length, bpp):
+                left = (raw[data + i] + left) & 255
+                row[i] = left
     elif kind == 3:
-        for i in range(bpp):
-            row[i] = raw[data + i] + (above[i] >> 1)
-        for i in range(bpp, length):
-            row[i] = raw[data + i] + ((np.int64(row[i - bpp]) + np.int64(above[i])) >> 1)
+        for k in range(bpp):
+            left = np.int64(0)
+            for i in range(k, length, bpp):
+                left = (raw[data + i] + ((left + above[i]) >> 1)) & 255
+                row[i] = left
     elif kind == 4:
-        for i in range(bpp):
-            row[i] = raw[data + i] + above[i]  # Paeth with a = c = 0 picks b
-        for i in range(bpp, length):
+        for k in range(bpp):
             # int64, not int(): numba's int() of a uint8 is unsigned and a + b - c would wrap.
-            left, up, up_left = np.int64(row[i - bpp]), np.int64(above[i]), np.int64(above[i - bpp])
-            row[i] = raw[data + i] + _paeth(left, up, up_left)
+            left = np.int64(0)
+            up_left = np.int64(0)
+            for i in range(k, length, bpp):
+                up = np.int64(above[i])
+                # Where above equals above-left (inside any region of a mask), p = left, so
+                # Paeth predicts the left byte without its three distances.
+                predicted = left if up == up_left else _paeth(left, up, up_left)
+                left = (raw[data + i] + predicted) & 255
+                row[i] = left
+                up_left = up
     else:
         return False
     return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _pattern(values: np.ndarray, channels: int, pattern: np.ndarray) -> None:
+    """Fill ``pattern`` with the three 8-byte words a row made only of the pixel ``values``
+    (its first ``channels`` samples) has at bytes 8m..8m+7 (m = 0, 1, 2): word w of such a row
+    is ``pattern[w % 3]`` whatever the pixel size (1-4 bytes), since 24 bytes are a whole number
+    of pixels."""
+    k = 0
+    for m in range(3):
+        word = np.uint64(0)
+        for t in range(8):
+            word |= np.uint64(values[k]) << np.uint64(8 * t)
+            k = 0 if k == channels - 1 else k + 1
+        pattern[m] = word
+
+
+@numba.njit(cache=True, nogil=True)
+def _pixel_of(byte: int, channels: int) -> int:
+    """``byte // channels`` for the pixel sizes of instance masks, without a hardware divide
+    (tens of cycles, paid twice per run otherwise)."""
+    if channels == 4:
+        return byte >> 2
+    if channels == 3 and byte < 1 << 32:
+        return (byte * 0xAAAAAAAB) >> 33
+    return byte // channels
+
+
+@numba.njit(cache=True, nogil=True)
+def _run_end(
+    row: np.ndarray, words: np.ndarray, start: int, width: int, channels: int, pattern: np.ndarray
+) -> int:
+    """The first pixel after ``start`` whose colour (first three samples) differs from pixel
+    ``start``'s, or ``width``. ``words`` is the row as 8-byte words and ``pattern`` is
+    ``_pattern`` of pixel ``start``: the run is followed a word (8 bytes) per step, and pixel by
+    pixel only inside the word where something changes (or where only alpha does)."""
+    base = start * channels
+    r, g, b = row[base], row[base + 1], row[base + 2]
+    x = start + 1
+    w = (x * channels) >> 3
+    whole = (width * channels) >> 3  # words entirely inside the row
+    m = w - 3 * _pixel_of(w, 3)  # w % 3
+    while True:
+        while m != 0 and w < whole and words[w] == pattern[m]:
+            w += 1
+            m = 0 if m == 2 else m + 1
+        if m == 0:  # 24 bytes per step
+            p0, p1, p2 = pattern[0], pattern[1], pattern[2]
+            while (
+                w + 3 <= whole
+                and ((words[w] ^ p0) | (words[w + 1] ^ p1) | (words[w + 2] ^ p2)) == 0
+            ):
+                w += 3
+            while w < whole and words[w] == pattern[m]:
+                w += 1
+                m = 0 if m == 2 else m + 1
+        # Word w differs (or is the row's partial last word): the pixels that overlap it.
+        x = max(x, _pixel_of(8 * w, channels))
+        stop = min(width, _pixel_of(8 * w + 7, channels) + 1)
+        while x < stop:
+            j = x * channels
+            if row[j] != r or row[j + 1] != g or row[j + 2] != b:
+                return x
+            x += 1
+        if stop == width:
+            return width
+        w += 1
+        m = 0 if m == 2 else m + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _instance_row(
+    row: np.ndarray,
+    width: int,
+    channels: int,
+    y: int,
+    keys: np.ndarray,
+    table: np.ndarray,
+    state: np.ndarray,
+    bounds: np.ndarray,
+    row_ends: np.ndarray,
+    pattern: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Measure one unfiltered instance-mask row (``channels`` bytes a pixel, black is
+    background; ``row`` is padded with zeros to whole 8-byte words): each run of one colour
+    (``_run_end``) is added to the colour accumulator (``_add_run``) and its non-black runs to
+    the foreground runs (as ``_append_foreground`` would). ``pattern`` is 3 words of scratch.
+    Returns ``keys``, ``table`` and ``bounds`` (they may have grown)."""
+    words = row.view(np.uint64)
+    count = row_ends[y - 1] if y > 0 else 0
+    first = count
+    # Room for the most runs a row can hold, made before the pixel loop (see
+    # _append_foreground).
+    needed = count + (width + 1) // 2
+    if needed > bounds.shape[0]:
+        grown = np.empty((max(needed, bounds.shape[0] * 2), 2), dtype=np.int32)
+        grown[:count] = bounds[:count]
+        bounds = grown
+    x = 0
+    while x < width:
+        j = x * channels
+        key = (np.int64(row[j]) << 16) | (np.int64(row[j + 1]) << 8) | np.int64(row[j + 2])
+        start = x
+        _pattern(row[j : j + channels], channels, pattern)
+        x = _run_end(row, words, start, width, channels, pattern)
+        if not _room_for_one_more(keys, table, state):
+            keys, table = _grow(keys, table)
+        _add_run(key, start, x, y, True, keys, table, state)
+        if key != 0:
+            if count > first and bounds[count - 1, 1] == start:
+                bounds[count - 1, 1] = x
+            else:
+                bounds[count, 0] = start
+                bounds[count, 1] = x
+                count += 1
+    row_ends[y] = count
+    return keys, table, bounds
 
 
 @numba.njit(cache=True, nogil=True)
@@ -111,21 +249,24 @@ def instance_strip(
     scaled: np.ndarray,
     progress: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Unfilter a strip of an RGB(A) instance mask and measure it: colours (``_measure_row``
-    with black as background), foreground runs and the rescaled scanlines.
+    """Unfilter a strip of an RGB(A) instance mask and measure it: colours (with black as
+    background) and foreground runs (``_instance_row``), and the rescaled scanlines.
 
     Returns the (possibly grown) ``keys``, ``table``, ``bounds`` and ``ROWS_OK``, or the index
     of the first row with an undefined filter type.
     """
-    stride = 1 + width * channels
+    length = width * channels
+    stride = 1 + length
+    pattern = np.empty(3, dtype=np.uint64)
     for i in range(raw.shape[0] // stride):
         y = first_row + i
         row = lines[y & 1]
         if not _unfilter(raw, i * stride, stride, channels, lines[(y + 1) & 1], row):
             return keys, table, bounds, y
-        pixels = row.reshape((width, channels))
-        keys, table = _measure_row(pixels, y, True, keys, table, state)
-        bounds = _append_foreground(pixels, y, bounds, row_ends)
+        keys, table, bounds = _instance_row(
+            row, width, channels, y, keys, table, state, bounds, row_ends, pattern
+        )
+        pixels = row[:length].reshape((width, channels))
         _sample_if_due(pixels, y, sample_rows, sample_cols, sampled_above, scaled, progress)
     return keys, table, bounds, ROWS_OK
 
@@ -154,15 +295,19 @@ def binary_strip(
 
     Returns ``ROWS_OK`` or the index of the first row with an undefined filter type.
     """
-    stride = 1 + width * channels
+    length = width * channels
+    stride = 1 + length
     for i in range(raw.shape[0] // stride):
         y = first_row + i
         row = lines[y & 1]
         if not _unfilter(raw, i * stride, stride, channels, lines[(y + 1) & 1], row):
             return y
-        pixels = row.reshape((width, channels))
-        hidden, differ = _binary_row(pixels, y, threshold, bounds, row_ends, foreground, compare)
+        samples = row[:length]
+        hidden, differ = _binary_row(
+            samples, channels, y, threshold, bounds, row_ends, foreground, compare
+        )
         counts[0] += hidden
         counts[1] += differ
+        pixels = samples.reshape((width, channels))
         _sample_if_due(pixels, y, sample_rows, sample_cols, sampled_above, scaled, progress)
     return ROWS_OK

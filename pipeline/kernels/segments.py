@@ -46,6 +46,63 @@ def _grow(keys: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @numba.njit(cache=True, nogil=True)
+def _room_for_one_more(keys: np.ndarray, table: np.ndarray, state: np.ndarray) -> bool:
+    """Whether the accumulator can take one more colour without growing (half full at most)."""
+    return (state[_USED] + 1) * 2 <= keys.shape[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_run(
+    key: Any,
+    start: int,
+    end: int,
+    y: int,
+    skip_black: bool,
+    keys: np.ndarray,
+    table: np.ndarray,
+    state: np.ndarray,
+) -> None:
+    """Add a run of pixels ``start..end-1`` of row ``y``, all of colour ``key``
+    (``r << 16 | g << 8 | b``), to the accumulator, which must have room for one more colour
+    (``_room_for_one_more``, else ``_grow`` it first: growing here would make every call return
+    the arrays, which costs more than the rest of the call).
+
+    ``state`` holds what carries from run to run: colours used, background pixels, and the last
+    colour seen with its slot (the hash lookup is skipped while the colour repeats). With
+    ``skip_black``, (0, 0, 0) is counted apart and not measured (Celantur background); without,
+    it is measured like any colour (a ClearML label value may be black).
+    """
+    run = end - start
+    if key == 0 and skip_black:
+        state[_BACKGROUND] += run
+        return
+    if key != state[_LAST_KEY]:
+        mask = keys.shape[0] - 1
+        slot = _hash_slot(key, mask)
+        while keys[slot] != key and keys[slot] != _EMPTY:
+            slot = (slot + 1) & mask
+        if keys[slot] == _EMPTY:
+            keys[slot] = key
+            table[slot, _XMIN] = start
+            table[slot, _XMAX] = end - 1
+            table[slot, _YMIN] = y
+            state[_USED] += 1
+        state[_LAST_KEY] = key
+        state[_LAST_SLOT] = slot
+    slot = state[_LAST_SLOT]
+    table[slot, _COUNT] += run
+    if start < table[slot, _XMIN]:
+        table[slot, _XMIN] = start
+    if end - 1 > table[slot, _XMAX]:
+        table[slot, _XMAX] = end - 1
+    # Rows are visited in order, so y only grows: the first visit set y_min.
+    table[slot, _YMAX] = y
+    # Sum of start..end-1; run * (first + last) is always even.
+    table[slot, _SUMX] += run * (start + end - 1) // 2
+    table[slot, _SUMY] += run * y
+
+
+@numba.njit(cache=True, nogil=True)
 def _measure_row(
     row: np.ndarray,
     y: int,
@@ -54,21 +111,10 @@ def _measure_row(
     table: np.ndarray,
     state: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Add one (W, C>=3) row of pixels to the accumulator; returns it (it may have grown).
-
-    ``state`` holds what carries from row to row: colours used, background pixels, and the last
-    colour seen with its slot. With ``skip_black``, (0, 0, 0) is counted apart and not measured
-    (Celantur background); without, it is measured like any colour (a ClearML label value may be
-    black).
-
-    Masks are long runs of one colour, so the row is walked run by run and the accumulator is
-    touched once per run; the hash lookup is skipped while the colour repeats.
-    """
+    """Add one (W, C>=3) row of pixels to the accumulator (``_add_run``); returns it (it may
+    have grown). Masks are long runs of one colour, so the row is walked run by run and the
+    accumulator is touched once per run."""
     width = row.shape[0]
-    capacity = keys.shape[0]
-    used = state[_USED]
-    last_key = state[_LAST_KEY]
-    last_slot = state[_LAST_SLOT]
     x = 0
     while x < width:
         r = row[x, 0]
@@ -78,44 +124,10 @@ def _measure_row(
         x += 1
         while x < width and row[x, 0] == r and row[x, 1] == g and row[x, 2] == b:
             x += 1
-        run = x - start
+        if not _room_for_one_more(keys, table, state):
+            keys, table = _grow(keys, table)
         key = (np.int64(r) << 16) | (np.int64(g) << 8) | np.int64(b)
-        if key == 0 and skip_black:
-            state[_BACKGROUND] += run
-            continue
-        if key != last_key:
-            mask = capacity - 1
-            slot = _hash_slot(key, mask)
-            while keys[slot] != key and keys[slot] != _EMPTY:
-                slot = (slot + 1) & mask
-            if keys[slot] == _EMPTY:
-                if (used + 1) * 2 > capacity:
-                    keys, table = _grow(keys, table)
-                    capacity = keys.shape[0]
-                    mask = capacity - 1
-                    slot = _hash_slot(key, mask)
-                    while keys[slot] != _EMPTY:
-                        slot = (slot + 1) & mask
-                keys[slot] = key
-                table[slot, _XMIN] = start
-                table[slot, _XMAX] = x - 1
-                table[slot, _YMIN] = y
-                used += 1
-            last_key = key
-            last_slot = slot
-        table[last_slot, _COUNT] += run
-        if start < table[last_slot, _XMIN]:
-            table[last_slot, _XMIN] = start
-        if x - 1 > table[last_slot, _XMAX]:
-            table[last_slot, _XMAX] = x - 1
-        # Rows are visited in order, so y only grows: the first visit set y_min.
-        table[last_slot, _YMAX] = y
-        # Sum of start..x-1; run * (first + last) is always even.
-        table[last_slot, _SUMX] += run * (start + x - 1) // 2
-        table[last_slot, _SUMY] += run * y
-    state[_USED] = used
-    state[_LAST_KEY] = last_key
-    state[_LAST_SLOT] = last_slot
+        _add_run(key, start, x, y, skip_black, keys, table, state)
     return keys, table
 
 
@@ -303,6 +315,7 @@ def foreground_runs(rgb: np.ndarray) -> ForegroundRuns:
 @numba.njit(cache=True, nogil=True)
 def _binary_row(
     row: np.ndarray,
+    channels: int,
     y: int,
     threshold: int,
     bounds: np.ndarray,
@@ -310,24 +323,36 @@ def _binary_row(
     foreground: np.ndarray,
     compare: bool,
 ) -> tuple[int, int]:
-    """Anonymised pixels of one (W, C) binary-mask row and, with ``compare``, how many disagree
-    with the instance foreground runs of the same row (``foreground`` is a W-byte scratch row)."""
-    width, channels = row.shape
-    colour = channels >= 3
+    """Anonymised pixels of one binary-mask row (``row``: the row's samples, ``channels`` per
+    pixel) and, with ``compare``, how many disagree with the instance foreground runs of the
+    same row (``foreground`` is a W-byte scratch row)."""
+    width = row.shape[0] // channels
     if compare:
         foreground[:] = 0
         for i in range(row_ends[y - 1] if y > 0 else 0, row_ends[y]):
             foreground[bounds[i, 0] : bounds[i, 1]] = 1
     anonymised = 0
     mismatch = 0
-    for x in range(width):
-        level = row[x, 0]
-        if colour:
-            level = max(level, row[x, 1], row[x, 2])
-        hidden = level >= threshold
-        anonymised += hidden
-        if compare:
+    # Separate loops per case keep each one branch-free, so the compiler vectorises the grey
+    # ones (the common binary mask).
+    if channels == 1 and compare:
+        for x in range(width):
+            hidden = row[x] >= threshold
+            anonymised += hidden
             mismatch += hidden != (foreground[x] != 0)
+    elif channels == 1:
+        for x in range(width):
+            anonymised += row[x] >= threshold
+    else:
+        for x in range(width):
+            j = x * channels
+            level = row[j]
+            if channels >= 3:
+                level = max(level, row[j + 1], row[j + 2])
+            hidden = level >= threshold
+            anonymised += hidden
+            if compare:
+                mismatch += hidden != (foreground[x] != 0)
     return anonymised, mismatch
 
 
@@ -335,11 +360,15 @@ def _binary_row(
 def _binary_kernel(
     binary: np.ndarray, threshold: int, bounds: np.ndarray, row_ends: np.ndarray, compare: bool
 ) -> tuple[int, int]:
-    foreground = np.zeros(binary.shape[1], dtype=np.uint8)
+    height, width, channels = binary.shape
+    foreground = np.zeros(width, dtype=np.uint8)
     anonymised = 0
     mismatch = 0
-    for y in range(binary.shape[0]):
-        hidden, differ = _binary_row(binary[y], y, threshold, bounds, row_ends, foreground, compare)
+    for y in range(height):
+        hidden, differ = _binary_row(
+            binary[y].reshape(width * channels), channels, y, threshold, bounds, row_ends,
+            foreground, compare,
+        )  # fmt: skip
         anonymised += hidden
         mismatch += differ
     return anonymised, mismatch
@@ -363,6 +392,7 @@ def binary_stats(
     """
     if binary.ndim == 2:
         binary = binary[:, :, np.newaxis]
+    binary = np.ascontiguousarray(binary)  # the kernel reads each row as one run of samples
     compare = foreground is not None and (foreground.height, foreground.width) == binary.shape[:2]
     bounds, row_ends = (
         (foreground.bounds, foreground.row_ends)
@@ -388,13 +418,18 @@ def _sample_row(
     ``above`` holds the previous sampled row (unfiltered) and becomes this one."""
     channels = row.shape[1]
     out_row[0] = 2  # PNG filter type UP
+    # Gather first, then filter in a second, branch-free loop the compiler vectorises.
     for c in range(cols.shape[0]):
         x = cols[c]
         for k in range(channels):
-            value = row[x, k]
-            i = c * channels + k
-            out_row[1 + i] = value if first else value - above[i]  # uint8 wraps mod 256
-            above[i] = value
+            out_row[1 + c * channels + k] = row[x, k]
+    if first:
+        above[:] = out_row[1:]
+        return
+    for i in range(above.shape[0]):
+        value = out_row[1 + i]
+        out_row[1 + i] = value - above[i]  # uint8 wraps mod 256
+        above[i] = value
 
 
 @numba.njit(cache=True, nogil=True)

@@ -154,8 +154,10 @@ class _Rescaled:
 
 
 def _row_buffers(header: PngHeader) -> np.ndarray:
-    # Two unfiltered rows, alternating by row parity; zeros are the row above the first.
-    return np.zeros((2, header.width * header.channels), dtype=np.uint8)
+    # Two unfiltered rows, alternating by row parity; zeros are the row above the first. Each is
+    # padded to whole 8-byte words, which the kernels read as uint64 (the padding stays zero).
+    words = -(-header.width * header.channels // 8)
+    return np.zeros((2, words * 8), dtype=np.uint8)
 
 
 def _check_rows(bad_row: int) -> None:
