@@ -30,6 +30,30 @@ class SchedulerError(RuntimeError):
     """The Dask scheduler named by the options or the environment cannot be reached."""
 
 
+#: A run with no scheduler given (option or environment) and no worker count runs in-process
+#: when its inputs are fewer than SMALL_RUN_FILES files and SMALL_RUN_BYTES bytes: starting a
+#: LocalCluster (worker processes, their imports and numba cache loads) takes 2-8 s on two
+#: cores, more than two workers could save on about a thousand files or 32 MiB of masks.
+SMALL_RUN_FILES = 1000
+SMALL_RUN_BYTES = 32 << 20
+
+
+@dataclass(frozen=True)
+class InputSize:
+    """What a run is about to read, as listed: files, and their bytes when the listing says."""
+
+    files: int
+    bytes: int | None = None
+
+    def small(self) -> bool:
+        """Below both small-run limits (an unknown size counts by its files only)."""
+        return self.files < SMALL_RUN_FILES and (self.bytes or 0) < SMALL_RUN_BYTES
+
+    def describe(self) -> str:
+        size = "" if self.bytes is None else f", {self.bytes / (1 << 20):.1f} MiB"
+        return f"{self.files} input files{size}"
+
+
 #: Task retries on another worker after a worker dies or a task raises (e.g. storage hiccups).
 TASK_RETRIES = 2
 
@@ -107,7 +131,9 @@ def worker_malloc_settings() -> contextlib.AbstractContextManager[Any]:
 
 
 @contextlib.contextmanager
-def open_executor(execution: ExecutionOptions, client: Any | None = None) -> Iterator[Executor]:
+def open_executor(
+    execution: ExecutionOptions, client: Any | None = None, inputs: InputSize | None = None
+) -> Iterator[Executor]:
     """The executor a run uses.
 
     Parameters
@@ -115,8 +141,11 @@ def open_executor(execution: ExecutionOptions, client: Any | None = None) -> Ite
     execution : the ``scheduler`` option decides: ``"sync"`` runs in-process; an address
         (or ``DASK_SCHEDULER_ADDRESS``) connects to an existing cluster; otherwise a
         ``LocalCluster`` with one single-threaded worker process per core is started and
-        stopped again.
+        stopped again — unless ``workers`` is not given either and ``inputs`` are small
+        (:meth:`InputSize.small`): then the run stays in-process, which the log says and the
+        description records (``kind`` ``sync``, with its ``reason``).
     client : an existing ``distributed.Client`` (e.g. a notebook's), used as is and left open.
+    inputs : what the run is about to read, for the small-run choice.
     """
     if client is not None:
         yield Executor(client, _describe(client, "client"))
@@ -127,6 +156,17 @@ def open_executor(execution: ExecutionOptions, client: Any | None = None) -> Ite
                     execution.workers, scheduler)  # fmt: skip
     if scheduler == "sync":
         yield Executor(None, {"kind": "sync", "address": None, "workers": 1, "threads": 1})
+        return
+    if not scheduler and execution.workers is None and inputs is not None and inputs.small():
+        reason = (
+            f"small run: {inputs.describe()}, below {SMALL_RUN_FILES} files and "
+            f"{SMALL_RUN_BYTES >> 20} MiB"
+        )
+        LOG.info("%s: running in-process, no local cluster started", reason)
+        yield Executor(
+            None,
+            {"kind": "sync", "address": None, "workers": 1, "threads": 1, "reason": reason},
+        )
         return
     from distributed import Client, LocalCluster
 

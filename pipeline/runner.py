@@ -35,7 +35,7 @@ from pipeline.formats.clearml import (
     resolve_uri,
     safe_relative_path,
 )
-from pipeline.graph import Executor, open_executor
+from pipeline.graph import Executor, InputSize, open_executor
 from pipeline.io.jsonio import JsonError, parse_json
 from pipeline.io.parquet import write_content_part
 from pipeline.io.runrecord import RUN_RECORD, write_run_record
@@ -289,7 +289,8 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
                                                    "mask_scale", "max_pixels", "max_json_bytes")}
     )  # fmt: skip
     ctx = TaskContext(source, run.output, options, work_prefix=f"_work/{fingerprint}")
-    with open_executor(options.execution, client) as executor:
+    inputs = InputSize(len(files), sum(f.size for f in files))
+    with open_executor(options.execution, client, inputs) as executor:
         cut = functools.partial(
             batch_groups,
             batch_bytes=options.execution.batch_bytes,
@@ -480,7 +481,9 @@ def run_clearml(options: ClearmlOptions, client: Any | None = None) -> RunResult
          "max_pixels": options.max_pixels, "max_json_bytes": options.max_json_bytes}
     )  # fmt: skip
     ctx = TaskContext(root, run.output, options, f"_work/{fingerprint}", mask_labels, mode)
-    with open_executor(options.execution, client) as executor:
+    masks = sum(len(group.masks) for group in groups)
+    # Masks are known by reference only (no sizes): the small-run choice counts them.
+    with open_executor(options.execution, client, InputSize(masks)) as executor:
         batches = batch_groups(
             groups,
             batch_bytes=options.execution.batch_bytes,

@@ -419,6 +419,36 @@ def test_unreachable_scheduler_exits_1_naming_it(
     assert not (out / "_run.json").exists()
 
 
+def test_small_run_without_scheduler_stays_in_process(
+    run_cli: RunCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No scheduler and no worker count: a small input runs in-process, says so in the log and
+    records the choice and its reason in _run.json; a worker count still starts a cluster, and
+    so does an input over the limit."""
+    from pipeline import graph
+    from pipeline.config import ExecutionOptions
+    from pipeline.graph import InputSize, open_executor
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    tree = make_celantur_tree(tmp_path / "in", seed=4, images=3)
+    files = sum(1 for p in tree.root.rglob("*") if p.is_file())
+    code, out = run_cli(tree.root, scheduler=None)
+    assert code == 0
+    assert "running in-process, no local cluster started" in capsys.readouterr().err
+    recorded = json.loads((out / "_run.json").read_text())["scheduler"]
+    assert recorded["kind"] == "sync" and recorded["workers"] == 1
+    assert recorded["reason"].startswith(f"small run: {files} input files, ")
+    monkeypatch.setattr(graph, "SMALL_RUN_FILES", files)  # the same tree, now over the limit
+    assert not InputSize(files, 0).small()
+    assert InputSize(files - 1, graph.SMALL_RUN_BYTES - 1).small()
+    assert not InputSize(1, graph.SMALL_RUN_BYTES).small()
+    with open_executor(ExecutionOptions(workers=1), inputs=InputSize(1, 1)) as executor:
+        assert executor.description["kind"] == "local"
+
+
 def test_dashboard_link_is_printed_when_the_cluster_starts(
     run_cli: RunCli, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
