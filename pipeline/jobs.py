@@ -8,7 +8,8 @@ mask_scale = 50
 incremental = true
 
 [storage_options]                    # passed to s3fs as they are
-endpoint_url = "${S3_ENDPOINT}"      # ${NAME} is read from the environment
+endpoint_url = "${S3_ENDPOINT}"      # $NAME / ${NAME} are read from the environment
+profile = "${AWS_PROFILE:-batch}"    # ${NAME:-default}: the default when unset or empty
 
 [execution]
 scheduler = "tcp://dask-scheduler:8786"
@@ -16,8 +17,11 @@ scheduler = "tcp://dask-scheduler:8786"
 
 Keys are the fields of :class:`~pipeline.config.CelanturOptions` or
 :class:`~pipeline.config.ClearmlOptions`; ``--set key=value`` (dotted for tables:
-``execution.scheduler=sync``) overrides them. An unknown key, a wrong type or an unset
-``${NAME}`` is an :class:`~pipeline.config.OptionError` naming it (exit code 2).
+``execution.scheduler=sync``) overrides them. Strings expand environment variables as a shell
+does: ``$NAME``, ``${NAME}``, ``${NAME:-default}`` (default when unset or empty),
+``${NAME-default}`` (when unset); ``$$`` is a literal ``$``. An unknown key, a wrong type, an
+unset variable without a default or any other ``$`` form is an
+:class:`~pipeline.config.OptionError` naming the key (exit code 2).
 """
 
 from __future__ import annotations
@@ -48,18 +52,35 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 COMMANDS: dict[str, type[RunOptions]] = {"celantur": CelanturOptions, "clearml": ClearmlOptions}
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: ``$$``, ``${NAME}``, ``${NAME:-default}``, ``${NAME-default}``, ``$NAME``, or any other
+#: ``$`` (the last alternative: refused, never taken literally).
+_VARIABLE = re.compile(
+    r"\$\$|\$\{(?P<braced>[A-Za-z_]\w*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}"
+    r"|\$(?P<bare>[A-Za-z_]\w*)|\$"
+)
 
 
 def _expand(value: Any, where: str) -> Any:
-    """``${NAME}`` in strings (also inside tables and lists) from the environment."""
+    """Environment variables in strings (also inside tables and lists), as a shell expands
+    them (see the module's docstring)."""
     if isinstance(value, str):
 
         def lookup(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in os.environ:
+            if match.group(0) == "$$":
+                return "$"
+            name = match.group("braced") or match.group("bare")
+            if name is None:
+                raise OptionError(
+                    f"job key {where!r}: {value!r} holds a '$' that is not $NAME, ${{NAME}}, "
+                    "${NAME:-default} or ${NAME-default} (write $$ for a literal $)"
+                )
+            current = os.environ.get(name)
+            op = match.group("op")
+            if (op == ":-" and not current) or (op == "-" and current is None):
+                return str(match.group("default"))
+            if current is None:
                 raise OptionError(f"job key {where!r}: environment variable {name} is not set")
-            return os.environ[name]
+            return current
 
         return _VARIABLE.sub(lookup, value)
     if isinstance(value, Mapping):

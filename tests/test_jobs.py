@@ -102,6 +102,39 @@ def test_bad_jobs_name_the_key(
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("$JOB_ROOT/x", "/data/x"),
+        ("${JOB_ROOT}x", "/datax"),
+        ("${JOB_UNSET:-s3://fallback/}", "s3://fallback/"),
+        ("${JOB_EMPTY:-default}", "default"),
+        ("x${JOB_EMPTY-default}", "x"),
+        ("${JOB_UNSET-d}/${JOB_ROOT:-unused}", "d//data"),
+        ("cost$$5", "cost$5"),
+    ],
+)
+def test_shell_like_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, expected: str
+) -> None:
+    monkeypatch.setenv("JOB_ROOT", "/data")
+    monkeypatch.setenv("JOB_EMPTY", "")
+    monkeypatch.delenv("JOB_UNSET", raising=False)
+    options = load_job(_write(tmp_path, f'command = "celantur"\nsource = "{text}"\noutput = "o"\n'))
+    assert isinstance(options, CelanturOptions)
+    assert options.source == expected
+
+
+@pytest.mark.parametrize("text", ["$", "${JOB_ROOT", "${JOB_ROOT:=x}", "$1/x", "${}", "a $ b"])
+def test_other_dollar_forms_are_usage_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    monkeypatch.setenv("JOB_ROOT", "/data")
+    job = _write(tmp_path, f'command = "celantur"\nsource = "a"\noutput = "{text}"\n')
+    with pytest.raises(OptionError, match="job key 'output': .* holds a '\\$' that is not"):
+        load_job(job)
+
+
 def test_cli_run_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from pipeline.cli import main
     from pipeline.sampledata.celantur import make_celantur_tree
@@ -114,3 +147,5 @@ def test_cli_run_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert (tmp_path / "out" / "_run.json").exists()
     assert main(["run", str(job), "--set", "colour=red"]) == 2
     assert "unknown job key 'colour'" in capsys.readouterr().err
+    assert main(["run", str(job), "--set", "output=$STATS_DIR_NOT_SET/x"]) == 2
+    assert "environment variable STATS_DIR_NOT_SET is not set" in capsys.readouterr().err
