@@ -131,7 +131,7 @@ def test_other_dollar_forms_are_usage_errors(
 ) -> None:
     monkeypatch.setenv("JOB_ROOT", "/data")
     job = _write(tmp_path, f'command = "celantur"\nsource = "a"\noutput = "{text}"\n')
-    with pytest.raises(OptionError, match="job key 'output': .* holds a '\\$' that is not"):
+    with pytest.raises(OptionError, match=r"job key 'output': .* holds a '\$' that is not"):
         load_job(job)
 
 
