@@ -9,6 +9,7 @@ temporary, IPython, Jupyter, matplotlib and Dask folders all point below ``tmp_p
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -113,9 +114,14 @@ def test_notebook_runs(path: Path, tmp_path: Path, notebook_env: Path) -> None:
     outputs = _outputs(nb)
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "no plot was displayed"
-    # the notebook ran the pipeline into its own temporary folder, below tmp_path
-    runs = list(notebook_env.glob("mask-pipeline-notebook-*/results/_run.json"))
-    assert len(runs) == 1, runs
+    # the notebook ran the pipeline into its own temporary folder, below tmp_path, and removed
+    # that folder at the end
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    work = re.findall(
+        rf"removed ({re.escape(str(notebook_env))}/mask-pipeline-notebook-\S+)", printed
+    )
+    assert len(work) == 1, printed
+    assert "/results" in printed and work[0] in printed.split("removed")[0]
+    assert not list(notebook_env.glob("mask-pipeline-notebook-*")), "temporary folder left"
     if "LocalCluster(" in "".join(cell.source for cell in _code_cells(nb)):
-        printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
         assert "http://127.0.0.1:" in printed, "the dashboard link was not printed"
