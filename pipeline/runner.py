@@ -61,7 +61,7 @@ from pipeline.stages.plan import (
 )
 from pipeline.stages.summary import BatchSummary
 from pipeline.stages.work import Work, ledger_name, run_work
-from pipeline.tables import TABLES, empty, to_arrow
+from pipeline.tables import SCHEMAS, TABLES, empty, to_arrow
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT_ERRORS = 0, 1, 2, 3
 #: Batches per worker thread for small collections, so every worker gets work to balance.
@@ -115,8 +115,11 @@ def _versions() -> dict[str, str]:
 
 
 def _fingerprint(relevant: dict[str, Any]) -> str:
-    """Hash of what changes output bytes: the version and the output-affecting options."""
-    payload = {"version": _versions()[PACKAGE], **relevant}
+    """Hash of what changes output bytes: the version, the tables' schemas (a column added
+    between releases must not let an incremental run reuse parts without it) and the
+    output-affecting options."""
+    schemas = {name: schema.to_string() for name, schema in SCHEMAS.items()}
+    payload = {"version": _versions()[PACKAGE], "schemas": schemas, **relevant}
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
