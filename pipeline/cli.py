@@ -337,8 +337,8 @@ def _table(
 
 def format_summary(record: dict[str, Any], summary: list[dict[str, Any]], output: str) -> str:
     """A short human-readable report of the run at ``output``: inputs, accounting, work done
-    and reused, rows of the tables that have any, the summary's tables, and the first failed
-    inputs with where the rest are."""
+    and reused, rows of the tables that have any (a ClearML run lists no Celantur table), the
+    summary's tables, and the first failed inputs with where the rest are."""
     tables = record["tables"]
     accounting = record["accounting"]
     work = record.get("work", {})
@@ -354,10 +354,8 @@ def format_summary(record: dict[str, Any], summary: list[dict[str, Any]], output
         "inputs: " + ", ".join(f"{k} {v}" for k, v in record["inputs"]["found"].items()),
         f"accounting: {accounting['found']} inputs = {accounting['in_tables']} in tables "
         f"+ {accounting['in_errors']} in errors/",
-        f"work: {work.get('done', 0)} batches done, {work.get('reused', 0)} reused (incremental)",
-        "rows: "
-        + (", ".join(f"{name} {rows}" for name, rows in filled.items()) or "none")
-        + (f" (empty: {', '.join(t for t in tables if t not in filled)})" if filled else ""),
+        f"work items: {work.get('done', 0)} done, {work.get('reused', 0)} reused (--incremental)",
+        "rows: " + (", ".join(f"{name} {rows}" for name, rows in filled.items()) or "none"),
     ]
     by_scope: dict[str, list[dict[str, Any]]] = {}
     for row in summary:

@@ -131,3 +131,22 @@ def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     assert "(default: 0.3)" in text and "(default: 3)" in text
     assert "--progress draw a progress bar on stderr" in text
     assert "--log-format {text,json}" in text
+
+
+def test_summary_shows_reuse_and_only_tables_with_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.sampledata.clearml import make_clearml_dataset
+
+    dataset = make_clearml_dataset(tmp_path / "clearml", seed=1, frames=2, video=False)
+    out = tmp_path / "out"
+    argv = ["clearml", str(dataset.frames_path), str(out), "--scheduler", "sync"]
+    argv += ["--mask-labels", str(dataset.mask_labels_path)]
+    assert main(argv) in (0, 3)  # the sample holds missing masks on purpose
+    main([*argv, "--incremental"])
+    printed = capsys.readouterr().out.split("output: ")[1]
+    assert "work items: 0 done, " in printed and " reused (--incremental)" in printed
+    rows = next(line for line in printed.splitlines() if line.startswith("rows: "))
+    assert "labels " in rows and "masks " in rows
+    for celantur in ("instances", "detections", "frames", "chunks", "gaps", "alpha"):
+        assert celantur not in rows, rows
