@@ -3,12 +3,15 @@
 * :class:`FaultyProxy`: a threaded HTTP reverse proxy on 127.0.0.1 in front of an S3 endpoint
   (moto's server) that answers a seeded fraction of requests with an S3 ``503 SlowDown`` error,
   drops the connection without an answer (before or after forwarding the request) or halfway
-  through the answer's body, or refuses with ``403 AccessDenied``; it counts what it injected.
+  through the answer's body, or refuses with ``403 AccessDenied``; it counts what it injected
+  and every request by HTTP method. It can also hold every request for a fixed ``delay``, as a
+  cloud store's round trip does for small objects (the storage benchmark uses it without faults).
 * :class:`KillWorkerOnce`: a Dask worker plugin that kills its worker process (``os._exit``) the
   first time a chosen task finishes after a number of others, once per test (a marker file
   survives the Nanny's restart of the worker).
 
-Both live here, not in the test module, so worker processes can import them by name.
+Both live here, not in the test module, so worker processes can import them by name (and the
+benchmarks as ``tests.faulty_proxy``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import random
 import socket
 import struct
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -84,13 +88,18 @@ class FaultPlan:
 
 @dataclass
 class FaultCounters:
-    """What the proxy saw: requests, forwarded answers, injected faults by kind and by request
-    (``"<METHOD> <kind>"``, e.g. ``"PUT reset"``)."""
+    """What the proxy saw: requests (all, by HTTP method, and each as ``(method, path)`` with
+    its query), forwarded answers, injected faults by kind and by request (``"<METHOD> <kind>"``,
+    e.g. ``"PUT reset"``), and the most requests it was handling at once."""
 
     requests: int = 0
     forwarded: int = 0
     injected: Counter[str] = field(default_factory=Counter)
     by_method: Counter[str] = field(default_factory=Counter)
+    methods: Counter[str] = field(default_factory=Counter)
+    seen: list[tuple[str, str]] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
 
     @property
     def faults(self) -> int:
@@ -105,9 +114,14 @@ class FaultyProxy:
     The fault decision is drawn per request, under a lock, from ``random.Random(plan.seed)``:
     the sequence of decisions is reproducible, which request meets which one depends on thread
     timing. Faults can be switched off and on (:attr:`enabled`) without restarting.
+
+    ``delay`` (seconds, changeable while running) holds every request that long once its body
+    has arrived, before it is answered or forwarded: a round trip's latency. Each connection
+    has its own thread, so requests in flight at once wait at the same time, as on a real store.
+    A plan with ``rate=0`` injects nothing: a latency-only proxy.
     """
 
-    def __init__(self, upstream: str, plan: FaultPlan | None = None) -> None:
+    def __init__(self, upstream: str, plan: FaultPlan | None = None, *, delay: float = 0.0) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname or parts.hostname not in (
             "127.0.0.1", "localhost",
@@ -116,6 +130,9 @@ class FaultyProxy:
         self.upstream_host = parts.hostname
         self.upstream_port = parts.port or 80
         self.plan = plan or FaultPlan()
+        if delay < 0:
+            raise ValueError(f"delay must be >= 0 seconds, got {delay}")
+        self.delay = delay
         self.counters = FaultCounters()
         self.enabled = True
         self._rng = random.Random(self.plan.seed)
@@ -168,6 +185,8 @@ class FaultyProxy:
         """The fault for the next request (``None``: forward it), counted."""
         with self._lock:
             self.counters.requests += 1
+            self.counters.methods[method] += 1
+            self.counters.seen.append((method, path))
             if not self.enabled:
                 return None
             if self.plan.prefixes and not path.startswith(tuple(self.plan.prefixes)):
@@ -182,6 +201,18 @@ class FaultyProxy:
     def count_forwarded(self) -> None:
         with self._lock:
             self.counters.forwarded += 1
+
+    def handling(self, change: int) -> None:
+        """One more (``+1``) or one fewer (``-1``) request being handled."""
+        with self._lock:
+            self.counters.in_flight += change
+            self.counters.max_in_flight = max(self.counters.max_in_flight, self.counters.in_flight)
+
+    def reset_counters(self) -> FaultCounters:
+        """Start counting afresh; returns what was counted so far."""
+        with self._lock:
+            counted, self.counters = self.counters, FaultCounters()
+            return counted
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -266,6 +297,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         body = self._read_body()
+        self.proxy.handling(+1)
+        try:
+            self._answer(body)
+        finally:
+            self.proxy.handling(-1)
+
+    def _answer(self, body: bytes) -> None:
+        if self.proxy.delay:
+            time.sleep(self.proxy.delay)
         kind = self.proxy.decide(self.command, self.path)
         if kind == "reset":
             self._reset()
