@@ -79,6 +79,14 @@ def _add_execution_arguments(parser: argparse.ArgumentParser, *, job: bool = Fal
         default=None if job else defaults.batch_bytes,
         help=f"input bytes per task (default: {defaults.batch_bytes})",
     )
+    parser.add_argument(
+        "--io-concurrency",
+        type=int,
+        default=None if job else defaults.io_concurrency,
+        metavar="N",
+        help="storage requests in flight per worker thread, reads ahead and writes behind "
+        f"(default: {defaults.io_concurrency})",
+    )
     progress = parser.add_mutually_exclusive_group()
     progress.add_argument(
         "--progress",
@@ -258,7 +266,9 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
 
 
 #: Execution flags and their job keys (what ``run`` turns into ``--set`` overrides).
-_EXECUTION_FLAGS = ("scheduler", "workers", "batch_bytes", "progress", "log_level", "log_format")
+_EXECUTION_FLAGS = (
+    "scheduler", "workers", "batch_bytes", "io_concurrency", "progress", "log_level", "log_format",
+)  # fmt: skip
 
 
 def _execution(args: argparse.Namespace) -> ExecutionOptions:

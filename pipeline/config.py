@@ -15,6 +15,7 @@ from typing import Any
 from pipeline.formats.celantur import ENCODING_CHOICES, EncodingChoice
 from pipeline.formats.clearml import MASK_MODES, MaskMode, parse_uri_map
 from pipeline.io.jsonio import DEFAULT_MAX_JSON_BYTES
+from pipeline.io.storage import DEFAULT_IO_CONCURRENCY
 from pipeline.logs import LOG_FORMATS, LOG_LEVELS, LogFormat, LogLevel
 
 #: Environment variable naming an existing Dask scheduler (Dask's own convention).
@@ -43,6 +44,9 @@ class ExecutionOptions:
         another scheduler it is ignored with a warning (a job file sized for a local cluster
         stays usable with ``--set execution.scheduler=sync``).
     batch_bytes : input bytes per task; small files are batched so the graph stays small.
+        Also the bound on bytes a task reads ahead, and on bytes it has writing at once.
+    io_concurrency : storage requests each worker thread keeps in flight (inputs read ahead
+        while earlier ones are measured, outputs written behind); it does not change outputs.
     progress : show a progress bar on stderr (default: when stderr is a terminal); without
         one, progress is logged every ~10 s or 10 % of the batches.
     log_level : ``debug``, ``info``, ``warning`` or ``error``: the least severe log line the
@@ -54,6 +58,7 @@ class ExecutionOptions:
     scheduler: str | None = None
     workers: int | None = None
     batch_bytes: int = 32 * 1024 * 1024
+    io_concurrency: int = DEFAULT_IO_CONCURRENCY
     progress: bool | None = None
     log_level: LogLevel = "info"
     log_format: LogFormat = "text"
@@ -71,6 +76,7 @@ class ExecutionOptions:
                 f"got {self.log_format!r}"
             )
         _check_positive("batch_bytes", self.batch_bytes)
+        _check_positive("io_concurrency", self.io_concurrency)
         if self.scheduler is not None and not str(self.scheduler).strip():
             raise OptionError("option 'scheduler' must not be empty")
 

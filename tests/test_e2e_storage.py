@@ -9,12 +9,14 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import fsspec
 import pytest
+from faulty_proxy import FaultPlan, FaultyProxy
 from storage_helpers import upload_tree
 
 from pipeline import read_run, read_table
@@ -111,6 +113,43 @@ def test_s3_equals_local_paths_and_reruns_write_nothing_new(
     code, _ = run_cli(f"{bucket}/in", *ARGS, *endpoint, output=f"{bucket}/out")
     assert code == 3
     assert objects() == before, "a rerun over unchanged inputs must write no new data objects"
+
+
+def test_s3_run_reads_each_input_once_and_asks_nothing_per_object(
+    local_tree: Path,
+    baseline: dict[str, Any],
+    run_cli: RunCli,
+    s3_bucket: tuple[str, dict[str, Any]],
+    s3_endpoint: str,
+) -> None:
+    """Every request of a run, counted by a proxy: one GET per input file, one PUT per
+    rescaled mask, and no HEAD (or other per-object question) about any input or output
+    object — sizes come from the listing, reads are single GETs, writes single PUTs."""
+    bucket, storage = s3_bucket
+    upload_tree(local_tree, f"{bucket}/in", storage)
+    inputs = sorted(  # what a run reads: masks and metadata, not the anonymised images
+        p.relative_to(local_tree).as_posix()
+        for p in local_tree.rglob("*")
+        if p.is_file() and p.suffix in (".png", ".json")
+    )
+    with FaultyProxy(s3_endpoint, FaultPlan(rate=0.0)) as proxy:
+        code, _ = run_cli(
+            f"{bucket}/in", *ARGS, "--storage-option", f"endpoint_url={proxy.url}",
+            "--io-concurrency", "4", output=f"{bucket}/out",
+        )  # fmt: skip
+        seen = proxy.counters.seen
+    assert code == 3
+    assert _snapshot(f"{bucket}/out", storage) == baseline
+    prefix = "/" + bucket.removeprefix("s3://")
+    reads = Counter(path for method, path in seen if method == "GET" and "?" not in path)
+    read_inputs = {p.removeprefix(f"{prefix}/in/"): n for p, n in reads.items() if "/in/" in p}
+    assert read_inputs == {rel: 1 for rel in inputs}, "each input read once, in one GET"
+    scaled = Counter(p for m, p in seen if m == "PUT" and p.startswith(f"{prefix}/out/scaled/"))
+    masks = [rel for rel in inputs if rel.endswith(".png")]
+    assert scaled == Counter({f"{prefix}/out/scaled/{rel}": 1 for rel in masks})
+    heads = [path for method, path in seen if method == "HEAD"]
+    assert not [p for p in heads if "/in/" in p or "/scaled/" in p or "/_work/" in p]
+    assert len(heads) <= len(TABLES) + 3, f"HEADs beyond a constant per run: {heads}"
 
 
 def test_storage_options_from_the_environment(

@@ -61,11 +61,13 @@ def test_overrides_and_nested_tables(tmp_path: Path) -> None:
         tmp_path, 'command = "celantur"\nsource = "a"\noutput = "b"\n[execution]\nworkers = 2\n'
     )
     options = load_job(
-        job, ["mask_scale=40", "execution.scheduler=sync", "storage_options.anon=true"]
-    )
+        job, ["mask_scale=40", "execution.scheduler=sync", "storage_options.anon=true",
+              "execution.io_concurrency=32"],
+    )  # fmt: skip
     assert isinstance(options, CelanturOptions)
     assert options.mask_scale == 40
     assert options.execution.scheduler == "sync" and options.execution.workers == 2
+    assert options.execution.io_concurrency == 32
     assert options.storage_options == {"anon": True}
 
 
@@ -89,6 +91,8 @@ def test_overrides_and_nested_tables(tmp_path: Path) -> None:
          "job key 'mode' must be one of pixel, alpha, auto"),
         ('command = "celantur"\nsource = "a"\noutput = "b"\nmask_scale = 0\n', [],
          "option 'mask_scale' must be an integer percent 1..100"),
+        ('command = "celantur"\nsource = "a"\noutput = "b"\n[execution]\nio_concurrency = 0\n',
+         [], "option 'io_concurrency' must be a positive integer"),
         ("command = \n", [], "not TOML"),
         ('command = "celantur"\nsource = "a"\noutput = "b"\n', ["novalue"],
          "option '--set' expects key=value"),

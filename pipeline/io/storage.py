@@ -8,17 +8,29 @@ environment variable ``MASK_PIPELINE_STORAGE_OPTIONS`` (a JSON object); s3fs/bot
 their own ``AWS_*`` variables (credentials, ``AWS_PROFILE``, ``AWS_ENDPOINT_URL``...). Nothing about
 endpoints or credentials is set in code. For ``s3://`` one default is added unless the caller sets
 ``config_kwargs``: botocore's *adaptive* retry mode with at most :data:`S3_MAX_ATTEMPTS` attempts,
-which backs off on throttling (``SlowDown``, 503) and connection errors, then fails the request.
+which backs off on throttling (``SlowDown``, 503) and connection errors, then fails the request,
+and a connection pool of :data:`S3_MAX_POOL_CONNECTIONS`.
+
+A batch task keeps many requests in flight through :class:`BatchIO`: its inputs prefetched in
+the order it measures them (:meth:`BatchIO.prefetch`), its outputs written behind
+(:meth:`BatchIO.behind`), at most ``io_concurrency`` requests at once, on the filesystem's own
+event loop for async filesystems (s3fs, gcsfs, adlfs, http) and on a few threads otherwise.
+No request asks what the listing already said: objects are read whole in one GET (s3fs would
+first ask for the size with a HEAD) and written with one PUT.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
 import os
 import posixpath
-from collections.abc import Iterable, Mapping
+import threading
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +47,13 @@ class StorageError(RuntimeError):
 STORAGE_OPTIONS_ENV = "MASK_PIPELINE_STORAGE_OPTIONS"
 #: Attempts per S3 request (first try included) before botocore gives up.
 S3_MAX_ATTEMPTS = 8
+#: Connections per S3 client (botocore's default is 10): one worker process's threads share
+#: its client, each with up to ``io_concurrency`` requests in flight.
+S3_MAX_POOL_CONNECTIONS = 64
+#: Requests in flight per worker thread by default (``io_concurrency``): at 40 ms per request
+#: and a few ms of work per input, 16 keep the compute busy while staying far below what an
+#: object store throttles (thousands of requests per second per prefix).
+DEFAULT_IO_CONCURRENCY = 16
 
 
 def storage_options_with_environment(explicit: Mapping[str, Any]) -> dict[str, Any]:
@@ -71,8 +90,17 @@ def _environment_storage_options() -> dict[str, Any]:
 def _with_defaults(url: str, options: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(options)
     if url.startswith(("s3://", "s3a://")) and "config_kwargs" not in merged:
-        merged["config_kwargs"] = {"retries": {"max_attempts": S3_MAX_ATTEMPTS, "mode": "adaptive"}}
+        merged["config_kwargs"] = {
+            "retries": {"max_attempts": S3_MAX_ATTEMPTS, "mode": "adaptive"},
+            "max_pool_connections": S3_MAX_POOL_CONNECTIONS,
+        }
     return merged
+
+
+def _read_options(fs: AbstractFileSystem) -> dict[str, Any]:
+    """``cat_file`` keywords that read a whole object in one request: s3fs otherwise asks for
+    its size first (a HEAD per object) to split large objects into ranged reads."""
+    return {"max_concurrency": 1} if _protocols(fs) & {"s3", "s3a"} else {}
 
 
 @dataclass(frozen=True)
@@ -131,8 +159,9 @@ class Location:
         return posixpath.join(self.url.rstrip("/"), rel) if rel else self.url
 
     def read_bytes(self, rel: str) -> bytes:
-        """The whole content of one file."""
-        return bytes(self.fs.cat_file(self.path(rel)))
+        """The whole content of one file, in one request."""
+        fs = self.fs
+        return bytes(fs.cat_file(self.path(rel), **_read_options(fs)))
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write one file (one PUT on object stores), creating parent folders where needed.
@@ -143,14 +172,20 @@ class Location:
             When the storage refuses the write (no access, no bucket, ...) after the client's
             own retries: the output is unusable, so the run stops, naming the object.
         """
+        try:
+            self._put(rel, data)
+        except OSError as exc:
+            raise self._write_error(rel, exc) from exc
+
+    def _put(self, rel: str, data: bytes) -> None:
         fs, target = self.fs, self.path(rel)
         parent = posixpath.dirname(target)
-        try:
-            if parent and not _is_object_store(fs):
-                fs.makedirs(parent, exist_ok=True)
-            fs.pipe_file(target, data)
-        except OSError as exc:
-            raise StorageError(f"cannot write {self.url_of(rel)}: {exc}") from exc
+        if parent and not _is_object_store(fs):
+            fs.makedirs(parent, exist_ok=True)
+        fs.pipe_file(target, data)
+
+    def _write_error(self, rel: str, exc: OSError) -> StorageError:
+        return StorageError(f"cannot write {self.url_of(rel)}: {exc}")
 
     def exists(self, rel: str = "") -> bool:
         """Whether ``rel`` (or the location itself) exists."""
@@ -199,9 +234,236 @@ def _version_of(info: Mapping[str, Any]) -> str:
     return ""
 
 
+def _protocols(fs: AbstractFileSystem) -> set[str]:
+    return set(fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
 def _is_object_store(fs: AbstractFileSystem) -> bool:
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return any(p in ("s3", "s3a", "gs", "gcs", "az", "abfs", "memory") for p in protocols)
+    return bool(_protocols(fs) & {"s3", "s3a", "gs", "gcs", "az", "abfs", "memory"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Many requests in flight: a batch task's reads ahead and writes behind
+# ---------------------------------------------------------------------------------------------
+
+
+class BatchIO:
+    """A task's storage requests in flight: at most ``concurrency`` at once, reads prefetched
+    (:meth:`prefetch`), writes done behind (:meth:`behind`). Use as a context manager: when the
+    block ends every write has finished, and the first that failed raises
+    :class:`StorageError` naming its object (a task reports only what is on storage).
+
+    Async filesystems (s3fs, gcsfs, adlfs, http) run the requests as coroutines on their own
+    event loop, fsspec's I/O thread, as ``fs.cat``/``fs.pipe`` on many paths do; others
+    (local, memory) on a small pool of threads. Memory stays bounded: the bytes read ahead
+    and not yet taken stay below ``max_bytes``, and so do the bytes of unfinished writes (one
+    object larger than that is still read or written, alone).
+    """
+
+    def __init__(self, concurrency: int, max_bytes: int) -> None:
+        if concurrency < 1 or max_bytes < 1:
+            raise ValueError("concurrency and max_bytes must be positive")
+        self.concurrency, self.max_bytes = concurrency, max_bytes
+        self._changed = threading.Condition()
+        self._in_flight = 0
+        self._writing_bytes = 0
+        self._writes: list[tuple[Location, str, Future[Any]]] = []
+        self._prefetches: list[Prefetch] = []
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> BatchIO:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        self.close(raising=kind is None)
+
+    def prefetch(self, location: Location, files: Sequence[tuple[str, int]]) -> Prefetch:
+        """Start reading ``files`` (``(rel, size)`` below ``location``, in the order they will
+        be taken); see :class:`Prefetch`."""
+        return self.prefetch_from([(location, rel, size) for rel, size in files])
+
+    def prefetch_from(self, items: Sequence[tuple[Location, str, int]]) -> Prefetch:
+        """As :meth:`prefetch`, for files in several locations (``(location, rel, size)``)."""
+        prefetch = Prefetch(self, items)
+        self._prefetches.append(prefetch)
+        return prefetch
+
+    def behind(self, location: Location) -> Location:
+        """``location`` whose :meth:`~Location.write_bytes` starts the write and returns: it
+        blocks only while ``concurrency`` requests or ``max_bytes`` of writes are in flight.
+        Its other methods are ``location``'s own."""
+        return _WrittenBehind(location.url, location.storage_options, io=self)
+
+    def write(self, location: Location, rel: str, data: bytes) -> None:
+        """Start writing ``data`` to ``rel`` below ``location`` (see :meth:`behind`)."""
+        fs = location.fs
+        future = self._start(
+            fs, lambda: location._put(rel, data), lambda: fs._pipe_file(location.path(rel), data),
+            len(data), block=True,
+        )  # fmt: skip
+        assert future is not None  # a blocking start always starts
+        self._writes.append((location, rel, future))
+
+    def close(self, *, raising: bool = True) -> None:
+        """Cancel reads nobody took, wait for every write; with ``raising``, raise the first
+        failed write as :class:`StorageError` (other errors as they are)."""
+        for prefetch in self._prefetches:
+            prefetch.cancel()
+        failed: tuple[Location, str, BaseException] | None = None
+        for location, rel, future in self._writes:
+            error = future.exception()
+            if error is not None and failed is None:
+                failed = (location, rel, error)
+        self._writes.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if failed is not None and raising:
+            location, rel, error = failed
+            if isinstance(error, OSError):
+                raise location._write_error(rel, error) from error
+            raise error
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def _read(self, location: Location, rel: str, *, block: bool) -> Future[Any] | None:
+        fs, path = location.fs, location.path(rel)
+        options = _read_options(fs)
+        return self._start(
+            fs, lambda: fs.cat_file(path, **options), lambda: fs._cat_file(path, **options),
+            0, block=block,
+        )  # fmt: skip
+
+    def _start(
+        self,
+        fs: AbstractFileSystem,
+        call: Callable[[], Any],
+        coroutine: Callable[[], Coroutine[Any, Any, Any]],
+        write_bytes: int,
+        *,
+        block: bool,
+    ) -> Future[Any] | None:
+        """Start one request when there is room (else wait, or return ``None``): ``coroutine``
+        on an async filesystem's loop, else ``call`` on the pool."""
+        with self._changed:
+            while not self._room(write_bytes):
+                if not block:
+                    return None
+                self._changed.wait()
+            self._in_flight += 1
+            self._writing_bytes += write_bytes
+        try:
+            if fs.async_impl:
+                future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine(), fs.loop)
+            else:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.concurrency, "pipeline-io")
+                future = self._pool.submit(call)
+        except BaseException:
+            self._finished(write_bytes)
+            raise
+        future.add_done_callback(lambda _: self._finished(write_bytes))
+        return future
+
+    def _room(self, write_bytes: int) -> bool:
+        if self._in_flight >= self.concurrency:
+            return False
+        return (
+            not write_bytes
+            or not self._writing_bytes
+            or (self._writing_bytes + write_bytes <= self.max_bytes)
+        )
+
+    def _finished(self, write_bytes: int) -> None:
+        with self._changed:
+            self._in_flight -= 1
+            self._writing_bytes -= write_bytes
+            self._changed.notify_all()
+
+
+class Prefetch:
+    """Files read ahead in the order they will be taken (made by :meth:`BatchIO.prefetch`).
+
+    Requests start as soon as there is room — at most the :class:`BatchIO`'s ``concurrency``
+    in flight and ``max_bytes`` read but not yet taken (by the listing's sizes) — so while
+    one file is measured the next ones are on their way. :meth:`take` returns a file's bytes or
+    raises what reading it raised (``FileNotFoundError``, ``PermissionError``, ...): errors
+    belong to their file.
+    """
+
+    def __init__(self, io: BatchIO, items: Sequence[tuple[Location, str, int]]) -> None:
+        self._io = io
+        self._waiting: deque[tuple[Location, str, int]] = deque(items)
+        self._started: deque[tuple[str, int, Future[Any]]] = deque()
+        self._held = 0
+        self._fill()
+
+    def take(self, location: Location, rel: str) -> bytes:
+        """The bytes of ``rel`` below ``location`` (each planned file can be taken once; one
+        taken out of order is started at once, one not planned is read now)."""
+        wanted = location.url_of(rel)
+        future = self._pop_started(wanted)
+        if future is None:
+            future = self._start_waiting(wanted)
+        if future is None:
+            return location.read_bytes(rel)
+        self._fill()  # the next requests start before this one is waited for
+        return bytes(future.result())
+
+    def cancel(self) -> None:
+        """Drop every file not taken yet."""
+        self._waiting.clear()
+        while self._started:
+            self._started.popleft()[2].cancel()
+        self._held = 0
+
+    def _pop_started(self, wanted: str) -> Future[Any] | None:
+        for index, (url, size, future) in enumerate(self._started):
+            if url == wanted:
+                del self._started[index]
+                self._held -= size
+                return future
+        return None
+
+    def _start_waiting(self, wanted: str) -> Future[Any] | None:
+        for index, (location, rel, _) in enumerate(self._waiting):
+            if location.url_of(rel) == wanted:
+                del self._waiting[index]
+                return self._start(location, rel, block=True)
+        return None
+
+    def _fill(self) -> None:
+        while self._waiting:
+            location, rel, size = self._waiting[0]
+            if self._started and self._held + size > self._io.max_bytes:
+                return
+            future = self._start(location, rel, block=False)
+            if future is None:
+                return
+            self._waiting.popleft()
+            self._started.append((location.url_of(rel), size, future))
+            self._held += size
+
+    def _start(self, location: Location, rel: str, *, block: bool) -> Future[Any] | None:
+        try:
+            return self._io._read(location, rel, block=block)
+        except Exception as exc:  # e.g. an unknown protocol: this file's error, not the batch's
+            future: Future[Any] = Future()
+            future.set_exception(exc)
+            return future
+
+
+@dataclass(frozen=True)
+class _WrittenBehind(Location):
+    """A :class:`Location` whose writes go through a :class:`BatchIO` (see
+    :meth:`BatchIO.behind`); lives on one worker for one task, never pickled."""
+
+    io: BatchIO | None = field(default=None, repr=False, compare=False)
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Start the write; :class:`BatchIO` reports its failure when its block ends."""
+        assert self.io is not None
+        self.io.write(self, rel, data)
 
 
 def is_inside(inner: Location, outer: Location) -> str | None:
@@ -215,4 +477,7 @@ def is_inside(inner: Location, outer: Location) -> str | None:
     return None
 
 
-__all__ = ["InputFile", "Location", "StorageError", "fsspec", "is_inside"]
+__all__ = [
+    "DEFAULT_IO_CONCURRENCY", "BatchIO", "InputFile", "Location", "Prefetch", "StorageError",
+    "fsspec", "is_inside",
+]  # fmt: skip

@@ -44,11 +44,11 @@ from pipeline.formats.metadata import (
 from pipeline.io.jsonio import JsonError, parse_json
 from pipeline.io.parquet import table_bytes, write_part
 from pipeline.io.png import PngError, PngHeader
-from pipeline.io.storage import InputFile
+from pipeline.io.storage import BatchIO, InputFile, Prefetch
 from pipeline.kernels.masks import typed_totals
 from pipeline.kernels.matching import MATCH_NAMES, match_detections
 from pipeline.kernels.segments import ColourStats, ForegroundRuns
-from pipeline.stages.common import ErrorLog, TaskContext, guarded, read_input
+from pipeline.stages.common import ErrorLog, TaskContext, batch_io, guarded, read_input
 from pipeline.stages.measure import measure_binary, measure_instance
 from pipeline.stages.plan import Batch, ImageGroup
 from pipeline.stages.summary import BatchSummary
@@ -95,22 +95,28 @@ class Measured:
 # ---------------------------------------------------------------------------------------------
 
 
-def measure_batch(batch: Batch, ctx: TaskContext) -> Measured:
-    """Decode and measure every mask of a batch, parse its metadata, write rescaled masks."""
+def measure_batch(batch: Batch, ctx: TaskContext, storage: BatchIO) -> Measured:
+    """Decode and measure every mask of a batch, parse its metadata, write rescaled masks.
+
+    The batch's files are read ahead through ``storage`` in the order they are measured (each
+    group's instance mask, binary mask, metadata), so storage latency hides behind the work.
+    """
     measured = Measured(batch.key)
+    reads = storage.prefetch(ctx.source, [(f.rel, f.size) for g in batch.groups for f in g.files])
     for group in batch.groups:
-        _measure_group(group, ctx, measured)
+        _measure_group(group, ctx, reads, measured)
     return measured
 
 
 def _measured_png(
     file: InputFile,
     ctx: TaskContext,
+    reads: Prefetch,
     measured: Measured,
     measure: Callable[[bytes], Result],
 ) -> tuple[bytes, Result] | None:
     """The file's bytes and ``measure``'s result, or ``None`` after recording why not."""
-    data = read_input(file, ctx, measured.errors)
+    data = read_input(file, ctx, reads, measured.errors)
     if data is None:
         return None
     try:
@@ -153,28 +159,30 @@ class _Instance:
     foreground: ForegroundRuns
 
 
-def _measure_group(group: ImageGroup, ctx: TaskContext, measured: Measured) -> None:
+def _measure_group(
+    group: ImageGroup, ctx: TaskContext, reads: Prefetch, measured: Measured
+) -> None:
     instance: _Instance | None = None
     mask_size: tuple[int, int] | None = None
     if group.instance is not None:
         with guarded(group.instance.rel, measured.errors):
-            instance = _measure_instance(group, group.instance, ctx, measured)
+            instance = _measure_instance(group, group.instance, ctx, reads, measured)
             mask_size = (instance.row["width"], instance.row["height"]) if instance else None
     if group.binary is not None:
         with guarded(group.binary.rel, measured.errors):
-            binary_size = _measure_binary(group, group.binary, ctx, measured, instance)
+            binary_size = _measure_binary(group, group.binary, ctx, reads, measured, instance)
             mask_size = mask_size or binary_size
     if group.metadata is not None:
         with guarded(group.metadata.rel, measured.errors):
-            _measure_metadata(group.stem, group.metadata, ctx, measured, mask_size, instance)
+            _measure_metadata(group.stem, group.metadata, ctx, reads, measured, mask_size, instance)
 
 
 def _measure_instance(
-    group: ImageGroup, file: InputFile, ctx: TaskContext, measured: Measured
+    group: ImageGroup, file: InputFile, ctx: TaskContext, reads: Prefetch, measured: Measured
 ) -> _Instance | None:
     options = ctx.options
     loaded = _measured_png(
-        file, ctx, measured,
+        file, ctx, reads, measured,
         lambda data: measure_instance(
             data, max_pixels=options.max_pixels, scale=options.mask_scale
         ),
@@ -197,12 +205,13 @@ def _measure_binary(
     group: ImageGroup,
     file: InputFile,
     ctx: TaskContext,
+    reads: Prefetch,
     measured: Measured,
     instance: _Instance | None,
 ) -> tuple[int, int] | None:
     options = ctx.options
     loaded = _measured_png(
-        file, ctx, measured,
+        file, ctx, reads, measured,
         lambda data: measure_binary(
             data, max_pixels=options.max_pixels, scale=options.mask_scale,
             foreground=instance.foreground if instance else None,
@@ -241,11 +250,12 @@ def _measure_metadata(
     stem: str,
     file: InputFile,
     ctx: TaskContext,
+    reads: Prefetch,
     measured: Measured,
     mask_size: tuple[int, int] | None,
     instance: _Instance | None,
 ) -> None:
-    data = read_input(file, ctx, measured.errors)
+    data = read_input(file, ctx, reads, measured.errors)
     if data is None:
         return
     try:
@@ -360,11 +370,14 @@ def park_measured(measured: Measured, ctx: TaskContext) -> None:
         )
 
 
-def load_measured(batch_key: str, ctx: TaskContext) -> Measured:
-    """Read back what :func:`park_measured` wrote for a batch."""
+def load_measured(batch_key: str, ctx: TaskContext, storage: BatchIO) -> Measured:
+    """Read back what :func:`park_measured` wrote for a batch (all its files at once)."""
+    parked = storage.prefetch(
+        ctx.output, [(f"{ctx.work_prefix}/{name}/{batch_key}.parquet", 0) for name in _PARKED]
+    )
 
     def read(name: str) -> pa.Table:
-        data = ctx.output.read_bytes(f"{ctx.work_prefix}/{name}/{batch_key}.parquet")
+        data = parked.take(ctx.output, f"{ctx.work_prefix}/{name}/{batch_key}.parquet")
         return pq.read_table(io.BytesIO(data))
 
     segments = read("segments")
@@ -556,13 +569,15 @@ def _match_all(
 
 def process_batch(batch: Batch, ctx: TaskContext, encoding: Encoding) -> BatchSummary:
     """Measure and finish a batch in one task (the encoding is known up front)."""
-    return finish_batch(measure_batch(batch, ctx), encoding, ctx)
+    with batch_io(ctx) as (ctx, storage):
+        return finish_batch(measure_batch(batch, ctx, storage), encoding, ctx)
 
 
 def measure_and_park(batch: Batch, ctx: TaskContext) -> EncodingEvidence:
     """First pass of ``auto``: measure, park the rows, return only the encoding evidence."""
-    measured = measure_batch(batch, ctx)
-    park_measured(measured, ctx)
+    with batch_io(ctx) as (ctx, storage):
+        measured = measure_batch(batch, ctx, storage)
+        park_measured(measured, ctx)
     return measured.evidence
 
 
@@ -572,10 +587,13 @@ def finish_parked(batch: Batch, ctx: TaskContext, encoding: Encoding) -> BatchSu
     Nothing is parked when an incremental run took this batch's evidence from the ledger but
     the encoding then changed: the batch is measured again here.
     """
-    try:
-        measured = load_measured(batch.key, ctx)
-    except FileNotFoundError:
-        return process_batch(batch, ctx, encoding)
-    summary = finish_batch(measured, encoding, ctx)
-    remove_parked(batch.key, ctx)
+    with batch_io(ctx) as (ctx, storage):
+        try:
+            measured = load_measured(batch.key, ctx, storage)
+        except FileNotFoundError:
+            return finish_batch(measure_batch(batch, ctx, storage), encoding, ctx)
+        summary = finish_batch(measured, encoding, ctx)
+        # Removed while the parts are still being written: a task that then fails measures
+        # the batch again, as it would if nothing had been parked.
+        remove_parked(batch.key, ctx)
     return summary

@@ -25,10 +25,10 @@ from pipeline.formats.clearml import (
 )
 from pipeline.io.parquet import write_part
 from pipeline.io.png import PngError, decode_png, read_png_header
-from pipeline.io.storage import InputFile, Location
+from pipeline.io.storage import InputFile, Location, Prefetch
 from pipeline.kernels.masks import alpha_stats, label_values
 from pipeline.kernels.segments import colour_stats
-from pipeline.stages.common import ErrorLog, TaskContext, guarded, write_scaled
+from pipeline.stages.common import ErrorLog, TaskContext, batch_io, guarded, write_scaled
 from pipeline.stages.plan import Batch
 from pipeline.stages.summary import BatchSummary, MaskLabelStats
 from pipeline.tables import to_arrow
@@ -77,6 +77,15 @@ def process_frames_batch(batch: Batch[FrameMasks], ctx: TaskContext) -> BatchSum
     Side effects: ``masks/``, ``labels/`` (pixel mode) or ``alpha/`` (alpha mode), ``errors/``
     parts named ``part-<batch key>.parquet``; rescaled PNG masks under ``scaled/``. Idempotent.
     """
+    with batch_io(ctx) as (ctx, storage):
+        reads = storage.prefetch_from(
+            [(_mask_location(uri, ctx), "", NOMINAL_MASK_BYTES)
+             for frame in batch.groups for uri in frame.resolved]
+        )  # fmt: skip
+        return _process_frames(batch, ctx, reads)
+
+
+def _process_frames(batch: Batch[FrameMasks], ctx: TaskContext, reads: Prefetch) -> BatchSummary:
     rows = _Rows([], [], [], ErrorLog())
     summary = BatchSummary()
     for frame in batch.groups:
@@ -84,7 +93,7 @@ def process_frames_batch(batch: Batch[FrameMasks], ctx: TaskContext) -> BatchSum
         for ref, uri in zip(frame.masks, frame.resolved, strict=True):
             label_pixels: dict[str, int] = {}
             with guarded(ref.shown_uri, rows.errors):
-                label_pixels = _measure_mask(ref, uri, ctx, rows)
+                label_pixels = _measure_mask(ref, uri, ctx, reads, rows)
             for label, pixels in label_pixels.items():
                 stats = in_frame.setdefault(label, MaskLabelStats(frames=1))
                 stats.masks += 1
@@ -106,11 +115,13 @@ def process_frames_batch(batch: Batch[FrameMasks], ctx: TaskContext) -> BatchSum
     return summary
 
 
-def _measure_mask(ref: MaskRef, uri: str, ctx: TaskContext, rows: _Rows) -> dict[str, int]:
+def _measure_mask(
+    ref: MaskRef, uri: str, ctx: TaskContext, reads: Prefetch, rows: _Rows
+) -> dict[str, int]:
     """Measure one mask into ``rows`` (or one error row); returns its pixels per label."""
     where, shown, path = ref.describe(), redact_uri(uri), redact_uri(uri).split("?")[0]
     try:
-        data = Location(uri, _storage_options_for(uri, ctx)).read_bytes("")
+        data = reads.take(_mask_location(uri, ctx), "")
     except FileNotFoundError:
         rows.errors.add(ref.shown_uri, "read", "missing", f"{where}: mask not found at {shown}")
         return {}
@@ -165,6 +176,11 @@ def _measure_mask(ref: MaskRef, uri: str, ctx: TaskContext, rows: _Rows) -> dict
         for label in row["labels"]:
             label_pixels[label] = label_pixels.get(label, 0) + row["pixels"]
     return label_pixels
+
+
+def _mask_location(uri: str, ctx: TaskContext) -> Location:
+    """Where a mask is read from: its URI, with the run's storage options where they apply."""
+    return Location(uri, _storage_options_for(uri, ctx))
 
 
 def _storage_options_for(uri: str, ctx: TaskContext) -> Mapping[str, Any]:

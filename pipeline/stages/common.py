@@ -1,10 +1,11 @@
-"""What every batch task shares: its context, its error rows, reading one input."""
+"""What every batch task shares: its context, its storage requests in flight, its error rows,
+reading one input."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from pipeline.config import CelanturOptions, ClearmlOptions
 from pipeline.formats.clearml import MaskLabels
 from pipeline.io.png import encode_filtered_png, encode_png
-from pipeline.io.storage import InputFile, Location, StorageError
+from pipeline.io.storage import BatchIO, InputFile, Location, Prefetch, StorageError
 from pipeline.kernels.masks import nearest_grid, rescale_nearest
 from pipeline.kernels.segments import nearest_up_filtered
 
@@ -45,14 +46,28 @@ class ErrorLog(list[dict[str, Any]]):
         )  # fmt: skip
 
 
-def read_input(file: InputFile, ctx: TaskContext, errors: ErrorLog) -> bytes | None:
-    """An input's bytes, or ``None`` after recording why it could not be read.
+@contextlib.contextmanager
+def batch_io(ctx: TaskContext) -> Iterator[tuple[TaskContext, BatchIO]]:
+    """A task's storage requests in flight (:class:`~pipeline.io.storage.BatchIO`, bounded by
+    the ``io_concurrency`` and ``batch_bytes`` options): yields the context whose output is
+    written behind, and the ``BatchIO`` to prefetch inputs with. When the block ends every
+    write has finished, so the task reports only outputs that are on storage."""
+    execution = ctx.options.execution
+    with BatchIO(execution.io_concurrency, execution.batch_bytes) as storage:
+        yield replace(ctx, output=storage.behind(ctx.output)), storage
+
+
+def read_input(
+    file: InputFile, ctx: TaskContext, reads: Prefetch, errors: ErrorLog
+) -> bytes | None:
+    """An input's bytes (prefetched by ``reads``), or ``None`` after recording why it could not
+    be read.
 
     Other storage errors propagate: the task is retried and a storage that stays broken stops
     the run (exit code 1) rather than filling ``errors/`` with every input.
     """
     try:
-        return ctx.source.read_bytes(file.rel)
+        return reads.take(ctx.source, file.rel)
     except FileNotFoundError:
         errors.add(file.rel, "read", "missing", "listed but gone before it could be read")
     except PermissionError as exc:

@@ -33,9 +33,10 @@ from pipeline.formats.metadata import MetadataError
 from pipeline.formats.video import MAX_CHUNK_FRAMES, ParsedChunk, parse_chunk, summarise_findings
 from pipeline.io.jsonio import JsonError
 from pipeline.io.parquet import write_part
+from pipeline.io.storage import Prefetch
 from pipeline.kernels.quantiles import ScoreHistogram
 from pipeline.kernels.tracking import Gap, GapFinder
-from pipeline.stages.common import ErrorLog, TaskContext, guarded, read_input
+from pipeline.stages.common import ErrorLog, TaskContext, batch_io, guarded, read_input
 from pipeline.stages.plan import Batch, TrackAssignment, VideoChunk
 from pipeline.stages.summary import BatchSummary
 from pipeline.tables import SCHEMAS, to_arrow
@@ -48,6 +49,12 @@ from pipeline.tables import SCHEMAS, to_arrow
 def process_chunk_batch(batch: Batch[VideoChunk], ctx: TaskContext) -> BatchSummary:
     """Parse a batch of chunk files and write its ``detections/``, ``frames/``, ``chunks/`` and
     ``errors/`` parts (``part-<batch key>.parquet``). Idempotent, like every batch task."""
+    with batch_io(ctx) as (ctx, storage):
+        reads = storage.prefetch(ctx.source, [(c.file.rel, c.file.size) for c in batch.groups])
+        return _process_chunks(batch, ctx, reads)
+
+
+def _process_chunks(batch: Batch[VideoChunk], ctx: TaskContext, reads: Prefetch) -> BatchSummary:
     issues = ErrorLog()
     detections: list[pa.Table] = []
     frames: list[pa.Table] = []
@@ -55,7 +62,7 @@ def process_chunk_batch(batch: Batch[VideoChunk], ctx: TaskContext) -> BatchSumm
     summary = BatchSummary()
     for chunk in batch.groups:
         with guarded(chunk.file.rel, issues):
-            parsed = _parse(chunk, ctx, issues)
+            parsed = _parse(chunk, ctx, reads, issues)
             if parsed is None:
                 continue
             found = ErrorLog()
@@ -90,8 +97,10 @@ def process_chunk_batch(batch: Batch[VideoChunk], ctx: TaskContext) -> BatchSumm
     return summary
 
 
-def _parse(chunk: VideoChunk, ctx: TaskContext, issues: ErrorLog) -> ParsedChunk | None:
-    data = read_input(chunk.file, ctx, issues)
+def _parse(
+    chunk: VideoChunk, ctx: TaskContext, reads: Prefetch, issues: ErrorLog
+) -> ParsedChunk | None:
+    data = read_input(chunk.file, ctx, reads, issues)
     if data is None:
         return None
     try:
@@ -316,10 +325,20 @@ def track_videos(assignment: TrackAssignment, ctx: TaskContext) -> BatchSummary:
     batches, in frame order. Side effects: ``gaps/part-<key>.parquet`` and
     ``errors/part-<key>.parquet`` (chunk gaps and overlaps, as warnings). Idempotent.
     """
+    with batch_io(ctx) as (ctx, storage):
+        reads = storage.prefetch(
+            ctx.output, [(rel, 0) for key in assignment.batch_keys for rel in _part_rels(key)]
+        )
+        parts = {key: _read_parts(ctx, key, reads) for key in assignment.batch_keys}
+        return _track(assignment, ctx, parts)
+
+
+def _track(
+    assignment: TrackAssignment, ctx: TaskContext, parts: dict[str, dict[str, pa.Table]]
+) -> BatchSummary:
     issues = ErrorLog()
     gap_rows: list[dict[str, Any]] = []
     summary = BatchSummary()
-    parts = {key: _read_parts(ctx, key) for key in assignment.batch_keys}
     options = ctx.options
     assert isinstance(options, CelanturOptions), "video tracks belong to Celantur runs"
     for media, chunks in assignment.videos:
@@ -358,12 +377,16 @@ def track_videos(assignment: TrackAssignment, ctx: TaskContext) -> BatchSummary:
     return summary
 
 
-def _read_parts(ctx: TaskContext, key: str) -> dict[str, pa.Table]:
+def _part_rels(key: str) -> list[str]:
+    return [f"{table}/part-{key}.parquet" for table in _PART_COLUMNS]
+
+
+def _read_parts(ctx: TaskContext, key: str, reads: Prefetch) -> dict[str, pa.Table]:
     tables: dict[str, pa.Table] = {}
-    for table, columns in _PART_COLUMNS.items():
-        rel = f"{table}/part-{key}.parquet"
+    for (table, columns), rel in zip(_PART_COLUMNS.items(), _part_rels(key), strict=True):
         try:
-            tables[table] = pq.read_table(io.BytesIO(ctx.output.read_bytes(rel)), columns=columns)
+            data = reads.take(ctx.output, rel)
+            tables[table] = pq.read_table(io.BytesIO(data), columns=columns)
         except FileNotFoundError:
             tables[table] = SCHEMAS[table].empty_table().select(columns)  # no rows written
     return tables
