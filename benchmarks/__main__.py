@@ -36,6 +36,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="smoke run: small tree, few repeats, no 18 MP mask"
     )
     parser.add_argument(
+        "--section", action="append", default=None, metavar="NAME",
+        help="run only this section (repeatable; names as in the JSON, e.g. storage)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--storage-images", type=int, default=None,
+        help="images in the object-storage section (default 100; 24 with --quick)",
+    )  # fmt: skip
+    parser.add_argument(
         "--scale-masks", type=int, default=None,
         help="tiny masks in the scale section (default 100,000; 10,000 with --quick)",
     )  # fmt: skip
@@ -122,7 +130,8 @@ def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
         memory,
         peers,
         scale,
-        video,  # fmt: skip
+        storage,
+        video,
     )
     from benchmarks.data import celantur_scene
     from pipeline.io.png import encode_png
@@ -140,6 +149,7 @@ def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
         video_chunks, video_repeats = 2, 2
         fullhd_images, fullhd_repeats, memory_mask, memory_images = 8, 1, "full-hd", 2
         scale_masks, scale_chunks = 10_000, 1
+        storage_images, storage_repeats = 24, 1
     else:
         kernel_repeats = {
             "full-hd": {"colour_stats (ours)": 50, "per-colour numpy loop": 3,
@@ -158,6 +168,9 @@ def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
         video_chunks, video_repeats = 12, 5
         fullhd_images, fullhd_repeats, memory_mask, memory_images = 40, 3, "18mp", 3
         scale_masks, scale_chunks = 100_000, 3
+        storage_images, storage_repeats = 100, 2
+    if args.storage_images is not None:
+        storage_images = args.storage_images
     if args.scale_masks is not None:
         scale_masks = args.scale_masks
 
@@ -186,9 +199,17 @@ def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
             images=memory_images,
         ),
         "scale": lambda: scale.run(scratch, masks=scale_masks, seed=args.seed, chunks=scale_chunks),
+        "storage": lambda: storage.run(
+            scratch, images=storage_images, seed=args.seed, repeats=storage_repeats
+        ),
     }
+    unknown = set(args.section or ()) - set(sections)
+    if unknown:
+        raise SystemExit(f"unknown section(s): {', '.join(sorted(unknown))}")
     figures: dict[str, Any] = {"section_s": {}}
     for name, section in sections.items():
+        if args.section and name not in args.section:
+            continue
         start = time.perf_counter()
         figures[name] = section()
         figures["section_s"][name] = time.perf_counter() - start

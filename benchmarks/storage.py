@@ -1,0 +1,221 @@
+"""Section 9: object storage at cloud latency (issue 13).
+
+The tree: ``images`` Celantur images of 960x540 (:func:`~benchmarks.data.celantur_scene`), each
+an instance mask, a binary mask and a metadata JSON. It is uploaded once to moto's S3 server on
+127.0.0.1 and read through :class:`tests.faulty_proxy.FaultyProxy` without faults, holding every
+request for a fixed delay (0 / 20 / 40 / 80 ms): the round trip of a cloud store for small
+objects. Every run is ``run_celantur(SRC, OUT, mask_scale=50)`` (default ``encoding="auto"``: two
+passes, measured rows parked on the output storage in between) with 2 workers, into a fresh
+output folder, and is checked: exit code 0, one ``masks/`` row per mask file, the same rows per
+table as the local run.
+
+* *warm*: one ``LocalCluster`` of 2 workers started once and passed as ``client=`` (one untimed
+  run of each kind first): at each latency the same run from local disk is timed right before
+  the S3 run (so both see the same load on the machine), ``repeats`` times;
+* *cold*, at 40 ms only: the run starts and stops its own cluster, as the CLI does
+  (``mask-pipeline celantur ... --workers 2``); what the issue measured.
+
+The table shows the medians, their ratio (target at 40 ms: at most 1.5x, goal 1.1x) and what the
+proxy counted during the S3 runs: requests per input file by HTTP method (a listing is a GET;
+deleting many objects is one POST), the client's requests included (listing, commit, clean-up).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import statistics
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from benchmarks.data import celantur_scene, write_scene_files
+from benchmarks.endtoend import _local_client
+from benchmarks.timing import BenchmarkError, format_ratio, print_table, ratio, seconds
+from pipeline.api import run_celantur
+from pipeline.config import SCHEDULER_ENV, ExecutionOptions
+from pipeline.runner import RunResult
+
+WIDTH, HEIGHT = 960, 540
+LATENCIES_MS = (0, 20, 40, 80)
+#: Issue 13: at 40 ms per request, a run from S3 takes at most this times the run from disk.
+TARGET_RATIO, GOAL_RATIO, TARGET_LATENCY_MS = 1.5, 1.1, 40
+WORKERS = 2
+MASK_SCALE = 50
+BUCKET = "mask-bench"
+METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE")
+
+
+def write_tree(root: Path, *, images: int, seed: int) -> list[str]:
+    """Write the section's tree; returns every written path relative to ``root``."""
+    files: list[str] = []
+    for index in range(images):
+        rgb = celantur_scene(WIDTH, HEIGHT, seed=seed * 100_000 + index)
+        files += write_scene_files(root, f"cam-{index % 4}/frame-{index:05d}", rgb)
+    return sorted(files)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def _moto_server() -> Iterator[str]:
+    """moto's S3 server on a free loopback port, with dummy credentials in the environment
+    (which the cluster's workers inherit); real AWS configuration is hidden meanwhile."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    saved = {name: value for name, value in os.environ.items() if name.startswith("AWS_")}
+    for name in saved:
+        os.environ.pop(name)
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench-key-id", AWS_SECRET_ACCESS_KEY="bench-secret",
+        AWS_DEFAULT_REGION="us-east-1", AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_EC2_METADATA_DISABLED="true",
+    )  # fmt: skip
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+        for name in [n for n in os.environ if n.startswith("AWS_")]:
+            os.environ.pop(name)
+        os.environ.update(saved)
+
+
+def _upload(local: Path, files: list[str], endpoint: str) -> None:
+    import s3fs
+
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+    fs = s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True)
+    fs.mkdir(BUCKET)
+    fs.pipe({f"{BUCKET}/in/{rel}": (local / rel).read_bytes() for rel in files})
+
+
+def _table_rows(result: RunResult) -> dict[str, int]:
+    return {table: info["rows"] for table, info in result.record["tables"].items()}
+
+
+def run(scratch: Path, *, images: int, seed: int, repeats: int) -> dict[str, Any]:
+    """Generate and upload the tree, time local and S3 runs at each latency, print the table.
+
+    Side effects: removes ``DASK_SCHEDULER_ADDRESS`` from this process's environment (the runs
+    use their own cluster); sets dummy ``AWS_*`` variables for the section's duration.
+    """
+    from tests.faulty_proxy import FaultPlan, FaultyProxy
+
+    os.environ.pop(SCHEDULER_ENV, None)
+    source = scratch / "storage-tree"
+    generate_s, files = seconds(lambda: write_tree(source, images=images, seed=seed))
+    masks = sum(rel.endswith(".png") for rel in files)
+    outputs = iter(range(1_000_000))
+    figures: dict[str, Any] = {"tree": {"images": images, "files": len(files), "masks": masks,
+                                        "bytes": sum((source / r).stat().st_size for r in files),
+                                        "generate_s": generate_s}}  # fmt: skip
+    with (
+        _moto_server() as endpoint,
+        FaultyProxy(endpoint, FaultPlan(rate=0.0)) as proxy,
+        _local_client(WORKERS) as client,
+    ):
+        _upload(source, files, endpoint)
+        storage = {"endpoint_url": proxy.url}
+        expected: dict[str, int] = {}
+
+        def one(kind: str, cold: bool = False) -> tuple[float, RunResult]:
+            n = next(outputs)
+            src, out, options = (
+                (str(source), str(scratch / f"storage-out-{n}"), {}) if kind == "local"
+                else (f"s3://{BUCKET}/in", f"s3://{BUCKET}/out-{n}", storage)
+            )  # fmt: skip
+            execution = ExecutionOptions(workers=WORKERS if cold else None, progress=False)
+            elapsed, result = seconds(
+                lambda: run_celantur(
+                    src, out, mask_scale=MASK_SCALE, storage_options=options,
+                    execution=execution, client=None if cold else client,
+                )
+            )  # fmt: skip
+            rows = _table_rows(result)
+            if result.exit_code != 0 or rows["masks"] != masks or rows != expected.get(kind, rows):
+                raise BenchmarkError(
+                    f"storage run {kind} {n}: exit code {result.exit_code}, rows {rows}"
+                )
+            expected.setdefault(kind, rows)
+            return elapsed, result
+
+        one("local")
+        one("s3")  # warm-up: imports, numba caches, connection pools
+        if expected["local"] != expected["s3"]:
+            raise BenchmarkError(f"S3 rows {expected['s3']} != local rows {expected['local']}")
+
+        def pair(count: int, cold: bool) -> dict[str, Any]:
+            local_s: list[float] = []
+            s3_s: list[float] = []
+            methods: Counter[str] = Counter()
+            for _ in range(count):
+                local_s.append(one("local", cold)[0])
+                before = Counter(proxy.counters.methods)
+                s3_s.append(one("s3", cold)[0])
+                methods += Counter(proxy.counters.methods) - before
+            per_run = {m: n / count for m, n in methods.items()}
+            return {
+                "local_s": statistics.median(local_s), "s3_s": statistics.median(s3_s),
+                "local_s_all": local_s, "s3_s_all": s3_s,
+                "ratio": ratio(statistics.median(s3_s), statistics.median(local_s)),
+                "requests_per_run": per_run,
+                "requests_per_input": {m: n / len(files) for m, n in per_run.items()},
+            }  # fmt: skip
+
+        by_latency: dict[str, dict[str, Any]] = {}
+        for latency in LATENCIES_MS:
+            proxy.delay = latency / 1000.0
+            by_latency[f"{latency} ms"] = pair(repeats, cold=False)
+        proxy.delay = TARGET_LATENCY_MS / 1000.0
+        by_latency[f"{TARGET_LATENCY_MS} ms, cold"] = pair(1, cold=True)
+    figures["runs"] = by_latency
+    _print(figures, images, len(files), repeats)
+    return figures
+
+
+def _print(figures: dict[str, Any], images: int, inputs: int, repeats: int) -> None:
+    rows = []
+    for label, f in figures["runs"].items():
+        per_input = f["requests_per_input"]
+        others = sum(v for m, v in per_input.items() if m not in METHODS)
+        rows.append(
+            [label if "cold" in label else f"{label}, warm", f"{f['local_s']:.2f}",
+             f"{f['s3_s']:.2f}", format_ratio(f["ratio"]),
+             *(f"{per_input.get(m, 0.0):.2f}" for m in METHODS), f"{others:.2f}",
+             f"{sum(per_input.values()):.2f}"]
+        )  # fmt: skip
+    print_table(
+        f"9. Object storage: {images} images of {WIDTH}x{HEIGHT} = {inputs} input files "
+        f"(instance + binary mask + metadata JSON), mask_scale={MASK_SCALE}, {WORKERS} "
+        f"workers; moto S3 behind a proxy holding each request for the latency "
+        f"(warm: median of {repeats}; cold: one run, cluster start included)",
+        ["latency, cluster", "local disk s", "S3 s", "S3 / local",
+         *(f"{m}/input" for m in METHODS), "other/input", "all/input"],
+        rows,
+    )  # fmt: skip
+    for kind in ("warm", "cold"):
+        label = f"{TARGET_LATENCY_MS} ms" + (", cold" if kind == "cold" else "")
+        value = figures["runs"][label]["ratio"]
+        verdict = (
+            "goal met" if value <= GOAL_RATIO else "met" if value <= TARGET_RATIO else "not met"
+        )
+        print(
+            f"   at {TARGET_LATENCY_MS} ms, {kind}: S3 / local {format_ratio(value)} (target "
+            f"<= {TARGET_RATIO}x, goal {GOAL_RATIO}x): {verdict}"
+        )
+    print(
+        "   requests per input include the writes (rescaled masks, table parts, parked rows, "
+        "ledger entries) and the client's (listing, commit, clean-up)"
+    )
