@@ -22,10 +22,12 @@ deleting many objects is one POST), the client's requests included (listing, com
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import statistics
+import subprocess
+import sys
+import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -67,11 +69,10 @@ def _free_port() -> int:
 
 @contextmanager
 def _moto_server() -> Iterator[str]:
-    """moto's S3 server on a free loopback port, with dummy credentials in the environment
-    (which the cluster's workers inherit); real AWS configuration is hidden meanwhile."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    """moto's S3 server in a process of its own on a free loopback port (its CPU per request
+    then competes with the workers for cores, as it must, but not for this process's GIL with
+    the proxy and the Dask scheduler), with dummy credentials in the environment (which the
+    cluster's workers inherit); real AWS configuration is hidden meanwhile."""
     saved = {name: value for name, value in os.environ.items() if name.startswith("AWS_")}
     for name in saved:
         os.environ.pop(name)
@@ -81,12 +82,25 @@ def _moto_server() -> Iterator[str]:
         AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_EC2_METADATA_DISABLED="true",
     )  # fmt: skip
     port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
     try:
-        yield f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=5).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise BenchmarkError("moto's S3 server did not start") from None
+                time.sleep(0.2)
+        yield endpoint
     finally:
-        server.stop()
+        server.terminate()
+        server.wait(timeout=30)
         for name in [n for n in os.environ if n.startswith("AWS_")]:
             os.environ.pop(name)
         os.environ.update(saved)
