@@ -12,10 +12,10 @@ The tracker, fed in frame order:
   arrays over all tracks; noises scale with the box's width (x edges) or height (y edges), as in
   ByteTrack, so the filter behaves the same for a small plate and a large pedestrian.
 * **Association**: IoU between each track's predicted box and the frame's detections, gated by
-  label (a face never links to a plate) and by ``min_iou``, solved optimally by
-  :func:`scipy.optimize.linear_sum_assignment` on ``1 - IoU``. Detections scoring at least
-  ``high_score`` (or without a score) are associated first; ByteTrack's second round offers the
-  tracks left over to the low-score detections, which never start tracks.
+  label (a face never links to a plate) and by ``min_iou``, solved optimally (the Hungarian
+  assignment of :func:`scipy.optimize.linear_sum_assignment`) on ``1 - IoU``. Detections
+  scoring at least ``high_score`` (or without a score) are associated first; ByteTrack's second
+  round offers the tracks left over to the low-score detections, which never start tracks.
 * **Life cycle**: an unmatched high-score detection starts a tentative track; it is confirmed
   after ``min_hits`` detections in consecutive frames with metadata and dropped at the first
   frame with metadata that misses it before that. A track is dropped once it is unmatched for
@@ -27,29 +27,45 @@ The tracker, fed in frame order:
 The state carries over between :meth:`GapFinder.feed` calls and each frame is handled alone, so
 a video can be streamed through it chunk by chunk and the result equals one sequential pass.
 Ties are broken by track age and detection position, so the result is deterministic.
+
+Speed: the frame loop is one numba kernel (:func:`_link`) over the tracks' state as arrays. A
+candidate pair alone in its row and column is taken as it is; the others go to
+:func:`solve_assignment`, scipy's ``linear_sum_assignment`` algorithm written again in numba
+(a test checks they give the same pairs). Measured on TUD-Stadtmitte, where more than half of
+the frames have such conflicts: a numpy loop per frame linked about 50k detections per second,
+handing each conflicting frame from the kernel back to scipy about 150k, this 600k-850k.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import pairwise
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import numba
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-
-from pipeline.kernels.matching import box_iou
 
 Box = tuple[float, float, float, float]
 
-# Kalman noises as standard deviations relative to the box's width (x) or height (y): ByteTrack's
-# 1/20 (position) and 1/160 (velocity), measurement 1/20, start 2/20 and 10/160; see the README
-# "Anonymisation gaps" for the measurements behind them.
+# Kalman noises as standard deviations relative to the box's width (x edges) or height (y
+# edges), per frame: position and velocity noise, measurement, and a new track's uncertainty.
+# ByteTrack's values, except velocity: its 1/160 (start 10/160) suits 30 fps only; a person at
+# 5 fps moves a third of its width per frame, so a new track may move a quarter of its size per
+# frame and the velocity adapts 4x faster (README "Anonymisation gaps": the measurements).
 _POSITION_NOISE = 1 / 20
 _VELOCITY_NOISE = 1 / 40
 _MEASUREMENT_NOISE = 1 / 20
 _START_POSITION = 2 / 20
 _START_VELOCITY = 1 / 4
+
+# Columns of a track's float state: its last detected box, then per box edge the Kalman
+# position, velocity and the covariance blocks (position, position-velocity, velocity).
+_BOX, _POS, _VEL, _PPP, _PPV, _PVV = 0, 4, 8, 12, 16, 20
+_FLOATS = 24
+# Columns of a track's integer state.
+_ID, _LABEL, _LAST, _HITS = 0, 1, 2, 3
+_INTS = 4
+# Why the kernel returned.
+_DONE, _FULL = 0, 1
 
 
 @dataclass(frozen=True)
@@ -87,59 +103,270 @@ class Linked(NamedTuple):
 def gap_confidence(iou: float, track_frames: int, missing: int, min_hits: int) -> float:
     """How sure a gap is, in [0, 1]: the return's fit to the prediction (IoU), times the
     evidence of the track (``1 - 2^(-frames / min_hits)``: long tracks are real objects), times
-    ``0.9^(missing - 1)`` (a longer blink leans more on the motion model)."""
+    ``0.9^(missing - 1)`` (a longer gap leans more on the motion model)."""
     return iou * (1 - 2.0 ** (-track_frames / min_hits)) * 0.9 ** (missing - 1)
 
 
-def _noise(boxes: np.ndarray, weight: float) -> np.ndarray:
-    """Per-edge variance ``(weight * size)^2``: width for x edges, height for y edges."""
-    width = np.maximum(boxes[:, 2] - boxes[:, 0], 1.0)
-    height = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0)
-    size = np.stack([width, height, width, height], axis=1)
-    return (weight * size) ** 2
+@numba.njit(cache=True, nogil=True)
+def solve_assignment(cost: Any) -> Any:
+    """Minimum-cost one-to-one assignment of a dense (rows, columns) cost matrix with finite
+    entries: the column of each row (``-1``: none, when there are more rows than columns).
+
+    The shortest augmenting path algorithm of :func:`scipy.optimize.linear_sum_assignment`
+    (Crouse 2016, its tie rules included), written again in numba so the tracker's frame loop
+    never leaves compiled code; a test checks both give the same pairs."""
+    transposed = cost.shape[0] > cost.shape[1]
+    c = cost.T.copy() if transposed else cost
+    rows, cols = c.shape
+    u, v = np.zeros(rows), np.zeros(cols)
+    shortest = np.empty(cols)
+    path = np.full(cols, -1, np.int64)
+    col4row = np.full(rows, -1, np.int64)
+    row4col = np.full(cols, -1, np.int64)
+    in_rows, in_cols = np.zeros(rows, np.bool_), np.zeros(cols, np.bool_)
+    remaining = np.empty(cols, np.int64)
+    for current in range(rows):
+        for it in range(cols):
+            remaining[it] = cols - it - 1
+        left = cols
+        in_rows[:], in_cols[:], shortest[:] = False, False, np.inf
+        min_value, sink, i = 0.0, -1, current
+        while sink == -1:
+            index, lowest = -1, np.inf
+            in_rows[i] = True
+            for it in range(left):
+                j = remaining[it]
+                reduced = min_value + c[i, j] - u[i] - v[j]
+                if reduced < shortest[j]:
+                    path[j], shortest[j] = i, reduced
+                if shortest[j] < lowest or (shortest[j] == lowest and row4col[j] == -1):
+                    lowest, index = shortest[j], it
+            min_value = lowest
+            j = remaining[index]
+            if row4col[j] == -1:
+                sink = j
+            else:
+                i = row4col[j]
+            in_cols[j] = True
+            left -= 1
+            remaining[index] = remaining[left]
+        u[current] += min_value
+        for i in range(rows):
+            if in_rows[i] and i != current:
+                u[i] += min_value - shortest[col4row[i]]
+        for j in range(cols):
+            if in_cols[j]:
+                v[j] -= min_value - shortest[j]
+        j = sink
+        while True:
+            i = path[j]
+            row4col[j] = i
+            col4row[i], j = j, col4row[i]
+            if i == current:
+                break
+    if not transposed:
+        return col4row
+    result = np.full(cost.shape[0], -1, np.int64)
+    for j in range(rows):
+        result[col4row[j]] = j
+    return result
 
 
-def _assign(iou: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Optimal one-to-one pairs (rows, columns) among the ``allowed`` ones, by least ``1 - iou``.
+@numba.njit(cache=True, nogil=True)
+def _assign(iou: Any, allowed: Any, tracks: Any, detections: Any, out: Any) -> None:
+    """Optimal pairs among the ``allowed`` ones (least ``1 - iou``) of the rows ``tracks`` and
+    columns ``detections`` (those without candidates left out); ``out[track]`` = column."""
+    pairs = np.zeros((len(tracks), len(detections)), np.bool_)
+    for a in range(len(tracks)):
+        for b in range(len(detections)):
+            pairs[a, b] = allowed[tracks[a], detections[b]]
+    rows = tracks[pairs.sum(axis=1) > 0]
+    cols = detections[pairs.sum(axis=0) > 0]
+    if len(rows) == 0:
+        return
+    cost = np.full((len(rows), len(cols)), 2.0)  # 2: not allowed, worse than any pair
+    for a in range(len(rows)):
+        for b in range(len(cols)):
+            if allowed[rows[a], cols[b]]:
+                cost[a, b] = 1.0 - iou[rows[a], cols[b]]
+    chosen = solve_assignment(cost)
+    for a in range(len(rows)):
+        if chosen[a] >= 0 and allowed[rows[a], cols[chosen[a]]]:
+            out[rows[a]] = cols[chosen[a]]
 
-    When no row or column has two candidates the answer is the candidates themselves; otherwise
-    the rows and columns with candidates go to the Hungarian solver."""
-    if not allowed.any():
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    if (allowed.sum(axis=0) <= 1).all() and (allowed.sum(axis=1) <= 1).all():
-        rows, cols = np.nonzero(allowed)
-        return rows, cols
-    rows = np.flatnonzero(allowed.any(axis=1))
-    cols = np.flatnonzero(allowed.any(axis=0))
-    sub = allowed[np.ix_(rows, cols)]
-    cost = np.where(sub, 1.0 - iou[np.ix_(rows, cols)], 2.0)
-    r, c = linear_sum_assignment(cost)
-    keep = sub[r, c]
-    return rows[r[keep]], cols[c[keep]]
+
+@numba.njit(cache=True, nogil=True)
+def _size(box: Any, edge: int) -> Any:
+    """The box's width for an x edge (0, 2), its height for a y edge (1, 3); at least 1."""
+    extent = box[2] - box[0] if edge % 2 == 0 else box[3] - box[1]
+    return max(extent, 1.0)
 
 
-@dataclass
-class _Tracks:
-    """The live tracks as columns, oldest first (the Kalman state per box edge)."""
+@numba.njit(cache=True, nogil=True)
+def _keep_live(frame: Any, previous: Any, size: Any, ints: Any, floats: Any, count: Any,
+               max_gap: Any, min_hits: Any) -> Any:  # fmt: skip
+    """Drop (compacting, oldest first) the tracks that can no longer match at ``frame``: unseen
+    for more than ``max_gap`` frames, tentative and missed at ``previous``, or predicted with
+    their centre outside the frame. Returns how many are left."""
+    kept = 0
+    for t in range(count):
+        dt = frame - ints[t, _LAST]
+        if dt > max_gap + 1 or (ints[t, _HITS] < min_hits and ints[t, _LAST] != previous):
+            continue
+        box = floats[t, _POS : _POS + 4] + dt * floats[t, _VEL : _VEL + 4]
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        if size[0] == size[0] and not 0 <= cx < size[0]:  # x == x: the width is known
+            continue
+        if size[1] == size[1] and not 0 <= cy < size[1]:
+            continue
+        ints[kept] = ints[t]
+        floats[kept] = floats[t]
+        kept += 1
+    return kept
 
-    ident: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    label: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    last: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # last detected
-    hits: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    box: np.ndarray = field(default_factory=lambda: np.empty((0, 4)))  # last detection
-    pos: np.ndarray = field(default_factory=lambda: np.empty((0, 4)))
-    vel: np.ndarray = field(default_factory=lambda: np.empty((0, 4)))
-    ppp: np.ndarray = field(default_factory=lambda: np.empty((0, 4)))  # covariance blocks
-    ppv: np.ndarray = field(default_factory=lambda: np.empty((0, 4)))
-    pvv: np.ndarray = field(default_factory=lambda: np.empty((0, 4)))
 
-    def keep(self, mask: np.ndarray) -> None:
-        for name, column in vars(self).items():
-            setattr(self, name, column[mask])
+@numba.njit(cache=True, nogil=True)
+def _predict(frame: Any, ints: Any, floats: Any, count: Any, predicted: Any) -> None:
+    """Kalman prediction of each track at ``frame``: box, then the covariance blocks."""
+    for t in range(count):
+        dt = float(frame - ints[t, _LAST])
+        for k in range(4):
+            size = _size(floats[t, _POS : _POS + 4], k)
+            ppv, pvv = floats[t, _PPV + k], floats[t, _PVV + k]
+            predicted[t, k] = floats[t, _POS + k] + dt * floats[t, _VEL + k]
+            q = (_POSITION_NOISE * size) ** 2 * dt
+            predicted[t, 4 + k] = floats[t, _PPP + k] + 2 * dt * ppv + dt * dt * pvv + q
+            predicted[t, 8 + k] = ppv + dt * pvv
+            predicted[t, 12 + k] = pvv + (_VELOCITY_NOISE * size) ** 2 * dt
 
-    def extend(self, other: _Tracks) -> None:
-        for name, column in vars(self).items():
-            setattr(self, name, np.concatenate([column, getattr(other, name)]))
+
+@numba.njit(cache=True, nogil=True)
+def _box_iou(a: Any, b: Any) -> Any:
+    """IoU of two boxes (as :func:`pipeline.kernels.matching.box_iou`; 0 for an empty union)."""
+    inter = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0) * max(
+        min(a[3], b[3]) - max(a[1], b[1]), 0.0
+    )
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairs(predicted: Any, labels: Any, count: Any, boxes: Any, codes: Any, high: Any,
+           min_iou: Any, iou: Any, allowed: Any) -> Any:  # fmt: skip
+    """The detection paired with each track (``-1``: none). Candidates share the label and
+    overlap the predicted box by at least ``min_iou``; a candidate alone in its row and column
+    is taken as it is, the others are assigned optimally: high-score detections first, then
+    ByteTrack's second round of the low-score ones for the tracks left."""
+    detections = len(boxes)
+    per_row = np.zeros(count, np.int64)
+    per_column = np.zeros(detections, np.int64)
+    for t in range(count):
+        for j in range(detections):
+            iou[t, j] = value = _box_iou(predicted[t, :4], boxes[j])
+            allowed[t, j] = value >= min_iou and value > 0 and labels[t] == codes[j]
+            per_row[t] += allowed[t, j]
+            per_column[j] += allowed[t, j]
+    partner = np.full(count, -1, np.int64)
+    for t in range(count):
+        for j in range(detections):
+            if allowed[t, j] and per_row[t] == 1 and per_column[j] == 1:
+                partner[t] = j
+    rows = np.flatnonzero((per_row > 0) & (partner < 0))
+    if len(rows):
+        cols = per_column > 0
+        cols[partner[partner >= 0]] = False
+        _assign(iou, allowed, rows, np.flatnonzero(cols & high), partner)
+        _assign(iou, allowed, rows[partner[rows] < 0], np.flatnonzero(cols & ~high), partner)
+    return partner
+
+
+@numba.njit(cache=True, nogil=True)
+def _update(track: Any, frame: Any, box: Any, predicted: Any, ints: Any, floats: Any) -> None:
+    """Kalman update of ``track`` with its detection ``box`` at ``frame``."""
+    for k in range(4):
+        ppp, ppv = predicted[4 + k], predicted[8 + k]
+        s = ppp + (_MEASUREMENT_NOISE * _size(box, k)) ** 2
+        gain_p, gain_v = ppp / s, ppv / s
+        innovation = box[k] - predicted[k]
+        floats[track, _POS + k] = predicted[k] + gain_p * innovation
+        floats[track, _VEL + k] += gain_v * innovation
+        floats[track, _PVV + k] = predicted[12 + k] - gain_v * ppv
+        floats[track, _PPP + k] = (1 - gain_p) * ppp
+        floats[track, _PPV + k] = (1 - gain_p) * ppv
+        floats[track, _BOX + k] = box[k]
+    ints[track, _HITS] += 1
+    ints[track, _LAST] = frame
+
+
+@numba.njit(cache=True, nogil=True)
+def _start(track: Any, ident: Any, label: Any, frame: Any, box: Any, ints: Any,
+           floats: Any) -> None:  # fmt: skip
+    """A tentative track at ``box``, standing still with the start uncertainty."""
+    ints[track, _ID], ints[track, _LABEL], ints[track, _LAST], ints[track, _HITS] = (
+        ident, label, frame, 1)  # fmt: skip
+    for k in range(4):
+        size = _size(box, k)
+        floats[track, _BOX + k] = floats[track, _POS + k] = box[k]
+        floats[track, _VEL + k] = floats[track, _PPV + k] = 0.0
+        floats[track, _PPP + k] = (_START_POSITION * size) ** 2
+        floats[track, _PVV + k] = (_START_VELOCITY * size) ** 2
+
+
+@numba.njit(cache=True, nogil=True)
+def _link(frames: Any, starts: Any, ends: Any, sizes: Any, boxes: Any, codes: Any, high: Any,
+          ints: Any, floats: Any, state: Any, params: Any, start: Any, track_of: Any,
+          gap_ints: Any, gap_floats: Any) -> Any:  # fmt: skip
+    """Link the frames ``start..`` in order; returns (reason, frame position).
+
+    Per frame to link: ``frames`` id, detections ``starts:ends`` (rows of ``boxes``, ``codes``
+    and ``high``, the usable detections), ``sizes`` (width, height). Tracks: ``ints`` and
+    ``floats`` rows; ``state``: live tracks, next track id, last frame linked before, gaps
+    recorded. ``params``: min IoU, max gap, min hits. Outputs: ``track_of`` each detection;
+    per gap ``gap_ints`` (track, first and last missing frame, detection, track frames) and
+    ``gap_floats`` (IoU, the Kalman position and velocity before the return, the last box).
+    On ``_FULL`` the track arrays need room for the frame at the returned position: grow them
+    and resume there (nothing of that frame was applied but dropping tracks, idempotent)."""
+    min_iou, max_gap, min_hits = params[0], int(params[1]), int(params[2])
+    widest = (ends - starts).max() if len(frames) else 0
+    predicted = np.empty((len(ints), 16))
+    iou = np.empty((len(ints), widest))
+    allowed = np.empty((len(ints), widest), np.bool_)
+    for p in range(start, len(frames)):
+        frame, first, end = frames[p], starts[p], ends[p]
+        if first == end:
+            continue  # tracks age by frame numbers: nothing to do without detections
+        previous = frames[p - 1] if p > 0 else state[2]
+        count = _keep_live(frame, previous, sizes[p], ints, floats, state[0], max_gap, min_hits)
+        state[0] = count
+        if count + end - first > len(ints):
+            return _FULL, p
+        _predict(frame, ints, floats, count, predicted)
+        partner = _pairs(predicted, ints[:, _LABEL], count, boxes[first:end], codes[first:end],
+                         high[first:end], min_iou, iou, allowed)  # fmt: skip
+        matched = np.zeros(end - first, np.bool_)
+        for t in range(count):
+            j = partner[t]
+            if j < 0:
+                continue
+            if frame - ints[t, _LAST] > 1 and ints[t, _HITS] >= min_hits:  # a return
+                g = state[3]
+                gap_ints[g] = (ints[t, _ID], ints[t, _LAST] + 1, frame - 1, first + j,
+                               ints[t, _HITS] + 1)  # fmt: skip
+                gap_floats[g, 0] = iou[t, j]
+                gap_floats[g, 1:9] = floats[t, _POS : _POS + 8]
+                gap_floats[g, 9:13] = floats[t, _BOX : _BOX + 4]
+                state[3] = g + 1
+            _update(t, frame, boxes[first + j], predicted[t], ints, floats)
+            track_of[first + j] = ints[t, _ID]
+            matched[j] = True
+        for j in range(end - first):  # unmatched high-score detections start tentative tracks
+            d = first + j
+            if not matched[j] and high[d]:
+                _start(state[0], state[1], codes[d], frame, boxes[d], ints, floats)
+                track_of[d] = state[1]
+                state[0] += 1
+                state[1] += 1
+    return _DONE, len(frames)
 
 
 @dataclass
@@ -159,16 +386,18 @@ class GapFinder:
     max_gap: int = 3
     min_hits: int = 3
     high_score: float = 0.5
-    _tracks: _Tracks = field(default_factory=_Tracks)
+    _ints: np.ndarray = field(default_factory=lambda: np.empty((0, _INTS), np.int64))
+    _floats: np.ndarray = field(default_factory=lambda: np.empty((0, _FLOATS)))
+    # live tracks, next track id, last frame linked (-2**62: none yet)
+    _state: np.ndarray = field(default_factory=lambda: np.array([0, 0, -(2**62), 0], np.int64))
     _labels: dict[str | None, int] = field(default_factory=dict)
-    _next_track: int = 0
-    _last_frame: int | None = None
-    _recent_frames: list[int] = field(default_factory=list)  # processed, at most max_gap back
+    _recent: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # frames linked
 
     @property
     def last_frame(self) -> int | None:
         """The last frame linked so far (frames up to it are skipped when fed again)."""
-        return self._last_frame
+        last = int(self._state[2])
+        return None if last == -(2**62) else last
 
     def feed(
         self,
@@ -187,7 +416,7 @@ class GapFinder:
         labels : (n,) label of each detection.
         boxes : (n, 4) boxes ``x1, y1, x2, y2``; rows with NaN are not linked.
         frame_ids : every frame id of the slice that had metadata (with or without detections),
-            ascending; used to tell frames without detections from frames without metadata.
+            ascending; frames up to :attr:`last_frame` are skipped (the first copy counts).
         scores : (n,) detection scores (NaN or ``None``: unknown, taken as high).
         sizes : (len(frame_ids), 2) width and height of each frame (NaN or ``None``: unknown,
             then a track may be predicted anywhere).
@@ -199,171 +428,93 @@ class GapFinder:
         frames = np.asarray(frames, dtype=np.int64)
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         count = len(frames)
+        usable = np.flatnonzero(~np.isnan(boxes).any(axis=1))
         score = np.full(count, np.nan) if scores is None else np.asarray(scores, np.float64)
-        high = ~(score < self.high_score)  # NaN counts as high
         codes = np.array([self._labels.setdefault(x, len(self._labels)) for x in labels], np.int64)
-        usable = np.asarray(~np.isnan(boxes).any(axis=1))
         ids = np.asarray(frame_ids, dtype=np.int64)
         size = np.full((len(ids), 2), np.nan) if sizes is None else np.asarray(sizes, np.float64)
-        starts: list[int] = np.flatnonzero(np.r_[True, frames[1:] != frames[:-1]]).tolist()
-        bounds = [*starts, count] if count else []
-        spans = {int(frames[s]): (s, e) for s, e in pairwise(bounds)}
-        gaps: list[Gap] = []
-        track_of = np.full(count, -1, np.int64)
-        for position, frame in enumerate(ids.tolist()):
-            if self._last_frame is not None and frame <= self._last_frame:
-                continue  # already seen (overlapping chunks): the first copy counts
-            previous = self._last_frame
-            self._last_frame = frame
-            self._recent_frames = [f for f in self._recent_frames if f >= frame - self.max_gap]
-            self._recent_frames.append(frame)
-            span = spans.get(frame)
-            if span is None:
-                continue
-            index = np.arange(*span)[usable[span[0] : span[1]]]
-            if len(index):
-                width, height = size[position]
-                gaps += self._step(frame, previous, (width, height), index, boxes, codes, high,
-                                   labels, track_of)  # fmt: skip
-        return Linked(gaps, track_of)
+        # A frame is linked when it comes after every frame linked or listed before it.
+        before = np.maximum.accumulate(np.r_[self._state[2], ids[:-1]]) if len(ids) else ids
+        new = ids > before
+        ids, size = ids[new], np.ascontiguousarray(size[new])
+        det_frames = frames[usable]
+        starts = np.searchsorted(det_frames, ids, side="left")
+        ends = np.searchsorted(det_frames, ids, side="right")
+        widest = int((ends - starts).max()) if len(ids) else 0
+        self._reserve(widest)
+        track_of = np.full(len(usable), -1, np.int64)
+        gap_ints = np.empty((len(usable), 5), np.int64)
+        gap_floats = np.empty((len(usable), 13))
+        params = np.array([self.min_iou, self.max_gap, self.min_hits], np.float64)
+        high = ~(score[usable] < self.high_score)  # NaN counts as high
+        self._state[3] = 0
+        position = 0
+        while True:
+            reason, position = _link(
+                ids, starts, ends, size, boxes[usable], codes[usable], high, self._ints,
+                self._floats, self._state, params, position, track_of, gap_ints, gap_floats,
+            )  # fmt: skip
+            if reason == _DONE:
+                break
+            self._reserve(widest, grow=True)
+        if len(ids):
+            self._state[2] = ids[-1]
+        linked = np.full(count, -1, np.int64)
+        linked[usable] = track_of
+        recorded = int(self._state[3])
+        gaps = self._gaps(gap_ints[:recorded], gap_floats[:recorded], ids, size, usable, labels,
+                          boxes)  # fmt: skip
+        self._recent = np.r_[self._recent, ids][-(self.max_gap + 1) :]
+        return Linked(gaps, linked)
 
-    def _predict(self, frame: int) -> tuple[np.ndarray, ...]:
-        """Every track's predicted box and covariance blocks at ``frame``."""
-        t = self._tracks
-        dt = (frame - t.last).astype(np.float64)[:, np.newaxis]
-        q_pos = _noise(t.pos, _POSITION_NOISE) * dt
-        q_vel = _noise(t.pos, _VELOCITY_NOISE) * dt
-        pos = t.pos + dt * t.vel
-        ppp = t.ppp + 2 * dt * t.ppv + dt * dt * t.pvv + q_pos
-        ppv = t.ppv + dt * t.pvv
-        pvv = t.pvv + q_vel
-        return pos, ppp, ppv, pvv
-
-    def _step(
-        self,
-        frame: int,
-        previous: int | None,
-        size: tuple[float, float],
-        index: np.ndarray,
-        boxes: np.ndarray,
-        codes: np.ndarray,
-        high: np.ndarray,
-        labels: list[str | None],
-        track_of: np.ndarray,
-    ) -> list[Gap]:
-        t = self._tracks
-        # Tracks that can no longer be matched: too long unseen, tentative and missed a frame.
-        alive = frame - t.last <= self.max_gap + 1
-        alive &= (t.hits >= self.min_hits) | (t.last == previous)
-        pos, ppp, ppv, pvv = self._predict(frame)
-        alive &= _inside(pos, size)
-        if not alive.all():
-            t.keep(alive)
-            pos, ppp, ppv, pvv = pos[alive], ppp[alive], ppv[alive], pvv[alive]
-        det = boxes[index]
-        iou = box_iou(pos, det)
-        allowed = (iou >= self.min_iou) & (iou > 0) & (t.label[:, None] == codes[index][None, :])
-        is_high = high[index]
-        rows_a, cols_a = _assign(iou, allowed & is_high[None, :])
-        free = np.ones(len(t.ident), bool)
-        free[rows_a] = False
-        rest = allowed & ~is_high[None, :] & free[:, None]
-        rows_b, cols_b = _assign(iou, rest)
-        rows = np.concatenate([rows_a, rows_b])
-        cols = np.concatenate([cols_a, cols_b])
-        order = np.argsort(rows, kind="stable")
-        rows, cols = rows[order], cols[order]
-        gaps = self._gaps(frame, size, rows, cols, det, iou, pos, index, labels)
-        # Kalman update of the matched tracks.
-        z = det[cols]
-        r = _noise(z, _MEASUREMENT_NOISE)
-        s = ppp[rows] + r
-        gain_p, gain_v = ppp[rows] / s, ppv[rows] / s
-        innovation = z - pos[rows]
-        t.pos[rows] = pos[rows] + gain_p * innovation
-        t.vel[rows] = t.vel[rows] + gain_v * innovation
-        t.pvv[rows] = pvv[rows] - gain_v * ppv[rows]
-        t.ppp[rows] = (1 - gain_p) * ppp[rows]
-        t.ppv[rows] = (1 - gain_p) * ppv[rows]
-        t.hits[rows] += 1
-        t.last[rows] = frame
-        t.box[rows] = z
-        track_of[index[cols]] = t.ident[rows]
-        # Unmatched high-score detections start tentative tracks.
-        unmatched = np.ones(len(index), bool)
-        unmatched[cols] = False
-        new = np.flatnonzero(unmatched & is_high)
-        if len(new):
-            self._start(frame, det[new], codes[index[new]])
-            track_of[index[new]] = self._tracks.ident[-len(new) :]
-        return gaps
-
-    def _start(self, frame: int, det: np.ndarray, codes: np.ndarray) -> None:
-        n = len(det)
-        ident = np.arange(self._next_track, self._next_track + n, dtype=np.int64)
-        self._next_track += n
-        one = np.ones(n, np.int64)
-        self._tracks.extend(
-            _Tracks(
-                ident=ident,
-                label=codes,
-                last=one * frame,
-                hits=one,
-                box=det.copy(),
-                pos=det.copy(),
-                vel=np.zeros_like(det),
-                ppp=_noise(det, _START_POSITION),
-                ppv=np.zeros_like(det),
-                pvv=_noise(det, _START_VELOCITY),
-            )
-        )
+    def _reserve(self, widest: int, grow: bool = False) -> None:
+        """Room for every live track and the births of the widest frame (double on ``grow``)."""
+        live = int(self._state[0])
+        room = max(64, 2 * (live + widest), 2 * len(self._ints) if grow else 0)
+        if len(self._ints) < live + widest or grow:
+            ints = np.zeros((room, _INTS), np.int64)
+            floats = np.zeros((room, _FLOATS))
+            ints[:live], floats[:live] = self._ints[:live], self._floats[:live]
+            self._ints, self._floats = ints, floats
 
     def _gaps(
         self,
-        frame: int,
-        size: tuple[float, float],
-        rows: np.ndarray,
-        cols: np.ndarray,
-        det: np.ndarray,
-        iou: np.ndarray,
-        pos: np.ndarray,
-        index: np.ndarray,
+        records: np.ndarray,
+        floats: np.ndarray,
+        ids: np.ndarray,
+        size: np.ndarray,
+        usable: np.ndarray,
         labels: list[str | None],
+        boxes: np.ndarray,
     ) -> list[Gap]:
-        """Gaps closed by the matches ``rows``-``cols`` (before the tracks are updated)."""
-        t = self._tracks
-        returning = (frame - t.last[rows] > 1) & (t.hits[rows] >= self.min_hits)
+        """The recorded returns that are gaps: predicted inside the frame while missing."""
+        linked_frames = np.r_[self._recent, ids]
         gaps = []
-        for row, col in zip(rows[returning].tolist(), cols[returning].tolist(), strict=True):
-            last = int(t.last[row])
-            steps = np.arange(1, frame - last, dtype=np.float64)[:, np.newaxis]
-            predicted = t.pos[row] + steps * t.vel[row]
-            if not _inside(predicted, size).all():
+        for record, values in zip(records.tolist(), floats.tolist(), strict=True):
+            track, first, last, detection, hits = record
+            fit, position, velocity = values[0], np.array(values[1:5]), np.array(values[5:9])
+            missing = last - first + 1
+            steps = np.arange(1, missing + 1, dtype=np.float64)[:, np.newaxis]
+            predicted = position + steps * velocity
+            return_at = int(np.searchsorted(ids, last + 1))
+            if not _inside(predicted, size[return_at]).all():
                 continue  # predicted out of view in some missing frame: not a gap
-            first, end = last + 1, frame - 1
-            missing = end - first + 1
-            processed = sum(1 for f in self._recent_frames if first <= f <= end)
-            hits = int(t.hits[row]) + 1
-            fit = float(iou[row, col])
+            processed = int(np.searchsorted(linked_frames, last, side="right")
+                            - np.searchsorted(linked_frames, first, side="left"))  # fmt: skip
+            index = int(usable[detection])
             gaps.append(
                 Gap(
-                    track=int(t.ident[row]),
-                    label=labels[int(index[col])],
-                    first_missing=first,
-                    last_missing=end,
-                    unprocessed=missing - processed,
-                    box_before=_box(t.box[row]),
-                    box_after=_box(det[col]),
-                    iou=fit,
-                    predicted=tuple(_box(b) for b in predicted),
-                    track_frames=hits,
+                    track=track, label=labels[index], first_missing=first, last_missing=last,
+                    unprocessed=missing - processed, box_before=_box(values[9:13]),
+                    box_after=_box(boxes[index]), iou=fit,
+                    predicted=tuple(_box(b) for b in predicted), track_frames=hits,
                     confidence=gap_confidence(fit, hits, missing, self.min_hits),
                 )
-            )
+            )  # fmt: skip
         return gaps
 
 
-def _inside(boxes: np.ndarray, size: tuple[float, float]) -> np.ndarray:
+def _inside(boxes: np.ndarray, size: np.ndarray) -> np.ndarray:
     """Whether each box's centre lies inside a frame of ``size`` (unknown size: everywhere)."""
     width, height = size
     cx = (boxes[:, 0] + boxes[:, 2]) / 2
@@ -376,5 +527,5 @@ def _inside(boxes: np.ndarray, size: tuple[float, float]) -> np.ndarray:
     return inside
 
 
-def _box(row: np.ndarray) -> Box:
+def _box(row: Any) -> Box:
     return (float(row[0]), float(row[1]), float(row[2]), float(row[3]))

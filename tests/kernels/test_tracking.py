@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.optimize import linear_sum_assignment
 
-from pipeline.kernels.tracking import Gap, GapFinder, gap_confidence
+from pipeline.kernels.tracking import Gap, GapFinder, gap_confidence, solve_assignment
 
 Box = tuple[float, float, float, float]
 Video = dict[int, list[tuple[str | None, Box | None]]]
@@ -271,3 +272,27 @@ def test_track_ids_count_per_video_across_labels() -> None:
     video.update({4: [], 5: [("a", BOX), ("b", BOX)]})
     gaps = _feed(GapFinder(max_gap=1), video)
     assert sorted((g.track, g.label) for g in gaps) == [(0, "a"), (1, "b")]
+
+
+# ---------------------------------------------------------------------------------------------
+# The assignment solver against scipy's
+# ---------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 7),
+    st.integers(1, 7),
+    st.data(),
+)
+def test_solver_gives_scipys_pairs(rows: int, cols: int, data: st.DataObject) -> None:
+    """Same algorithm as :func:`scipy.optimize.linear_sum_assignment`, tie rules included: the
+    same pairs, on matrices with many equal costs (and the tracker's 2.0 for "not allowed")."""
+    values = st.sampled_from([0.0, 0.25, 0.5, 2.0]) | st.floats(0, 2, allow_nan=False)
+    cost = np.array(data.draw(st.lists(values, min_size=rows * cols, max_size=rows * cols)))
+    cost = cost.reshape(rows, cols)
+    expected_rows, expected_cols = linear_sum_assignment(cost)
+    chosen = solve_assignment(cost)
+    got_rows = np.flatnonzero(chosen >= 0)
+    assert got_rows.tolist() == expected_rows.tolist()
+    assert chosen[got_rows].tolist() == expected_cols.tolist()
