@@ -71,7 +71,8 @@ def _add_execution_arguments(parser: argparse.ArgumentParser, *, job: bool = Fal
     parser.add_argument(
         "--workers",
         type=int,
-        help="worker processes of the local cluster (default: one per core; not with --scheduler)",
+        help="worker processes of the local cluster (default: one per core, none for a small run; "
+        "ignored, with a warning, with --scheduler)",
     )
     parser.add_argument(
         "--batch-bytes",
