@@ -130,6 +130,7 @@ def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
         memory,
         peers,
         scale,
+        spread,
         storage,
         video,
     )
@@ -150,6 +151,7 @@ def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
         fullhd_images, fullhd_repeats, memory_mask, memory_images = 8, 1, "full-hd", 2
         scale_masks, scale_chunks = 10_000, 1
         storage_images, storage_repeats = 24, 1
+        spread_repeats, spread_runs, spread_copies = 3, 1, 2
     else:
         kernel_repeats = {
             "full-hd": {"colour_stats (ours)": 50, "per-colour numpy loop": 3,
@@ -169,6 +171,7 @@ def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
         fullhd_images, fullhd_repeats, memory_mask, memory_images = 40, 3, "18mp", 3
         scale_masks, scale_chunks = 100_000, 3
         storage_images, storage_repeats = 100, 2
+        spread_repeats, spread_runs, spread_copies = 11, 3, 4
     if args.storage_images is not None:
         storage_images = args.storage_images
     if args.scale_masks is not None:
@@ -201,6 +204,13 @@ def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
         "scale": lambda: scale.run(scratch, masks=scale_masks, seed=args.seed, chunks=scale_chunks),
         "storage": lambda: storage.run(
             scratch, images=storage_images, seed=args.seed, repeats=storage_repeats
+        ),
+        "spread": lambda: spread.run(
+            scratch,
+            seed=args.seed,
+            repeats=spread_repeats,
+            run_repeats=spread_runs,
+            copies=spread_copies,
         ),
     }
     unknown = set(args.section or ()) - set(sections)

@@ -34,14 +34,16 @@ class Timing:
         return asdict(self)
 
 
-def _timed_ms(function: Callable[[], object]) -> float:
+def _timed_ms(
+    function: Callable[[], object], clock: Callable[[], float] = time.perf_counter
+) -> float:
     # The collector is paused so a collection of an earlier call's garbage is not billed here.
     gc.collect()
     gc.disable()
     try:
-        start = time.perf_counter()
+        start = clock()
         function()
-        return (time.perf_counter() - start) * 1000.0
+        return (clock() - start) * 1000.0
     finally:
         gc.enable()
 
@@ -59,17 +61,23 @@ def time_call(function: Callable[[], object], *, repeats: int, warmup: int = 1) 
 
 
 def time_interleaved(
-    calls: Mapping[str, Callable[[], object]], *, repeats: int, warmup: int = 1
+    calls: Mapping[str, Callable[[], object]],
+    *,
+    repeats: int,
+    warmup: int = 1,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Timing]:
     """Time several contenders round-robin (A B C A B C ...), so that a burst of load from
-    elsewhere on the machine hits every contender alike rather than whichever ran then."""
+    elsewhere on the machine hits every contender alike rather than whichever ran then.
+    ``clock`` is wall-clock time unless given (``time.process_time``: the CPU time of this
+    process, which load elsewhere inflates far less on a shared machine)."""
     for _ in range(warmup):
         for function in calls.values():
             function()
     samples: dict[str, list[float]] = {label: [] for label in calls}
     for _ in range(repeats):
         for label, function in calls.items():
-            samples[label].append(_timed_ms(function))
+            samples[label].append(_timed_ms(function, clock))
     return {label: Timing.from_samples(values) for label, values in samples.items()}
 
 

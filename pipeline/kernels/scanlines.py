@@ -25,6 +25,7 @@ from pipeline.kernels.segments import (
     _grow,
     _room_for_one_more,
     _sample_row,
+    _up_filter,
 )
 
 #: Returned by a strip kernel when every row was good.
@@ -97,18 +98,33 @@ def _unfilter(
 
 
 @numba.njit(cache=True, nogil=True)
-def _pattern(values: np.ndarray, channels: int, pattern: np.ndarray) -> None:
-    """Fill ``pattern`` with the three 8-byte words a row made only of the pixel ``values``
-    (its first ``channels`` samples) has at bytes 8m..8m+7 (m = 0, 1, 2): word w of such a row
-    is ``pattern[w % 3]`` whatever the pixel size (1-4 bytes), since 24 bytes are a whole number
-    of pixels."""
-    k = 0
-    for m in range(3):
-        word = np.uint64(0)
-        for t in range(8):
-            word |= np.uint64(values[k]) << np.uint64(8 * t)
-            k = 0 if k == channels - 1 else k + 1
-        pattern[m] = word
+def _pattern(row: np.ndarray, j: int, channels: int, pattern: np.ndarray) -> None:
+    """Fill ``pattern`` with the three 8-byte words a row made only of the pixel at byte ``j``
+    (3 or 4 bytes) has at bytes 8m..8m+7 (m = 0, 1, 2): word w of such a row is
+    ``pattern[w % 3]``, since 24 bytes are a whole number of pixels. (Little-endian words: the
+    24 bytes are the pixel's bytes ``u`` repeated, and each word is three or four shifts of u.)"""
+    if channels == 4:
+        u = (
+            np.uint64(row[j])
+            | (np.uint64(row[j + 1]) << np.uint64(8))
+            | (np.uint64(row[j + 2]) << np.uint64(16))
+            | (np.uint64(row[j + 3]) << np.uint64(24))
+        )
+        word = u | (u << np.uint64(32))
+        pattern[0] = word
+        pattern[1] = word
+        pattern[2] = word
+        return
+    u = (
+        np.uint64(row[j])
+        | (np.uint64(row[j + 1]) << np.uint64(8))
+        | (np.uint64(row[j + 2]) << np.uint64(16))
+    )
+    pattern[0] = u | (u << np.uint64(24)) | (u << np.uint64(48))
+    pattern[1] = (
+        (u >> np.uint64(16)) | (u << np.uint64(8)) | (u << np.uint64(32)) | (u << np.uint64(56))
+    )
+    pattern[2] = (u >> np.uint64(8)) | (u << np.uint64(16)) | (u << np.uint64(40))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -176,12 +192,14 @@ def _instance_row(
     bounds: np.ndarray,
     row_ends: np.ndarray,
     pattern: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    starts: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Measure one unfiltered instance-mask row (``channels`` bytes a pixel, black is
     background; ``row`` is padded with zeros to whole 8-byte words): each run of one colour
     (``_run_end``) is added to the colour accumulator (``_add_run``) and its non-black runs to
-    the foreground runs (as ``_append_foreground`` would). ``pattern`` is 3 words of scratch.
-    Returns ``keys``, ``table`` and ``bounds`` (they may have grown)."""
+    the foreground runs (as ``_append_foreground`` would). ``pattern`` is 3 words of scratch;
+    ``starts`` (width + 1) receives each run's first pixel, then ``width``.
+    Returns ``keys``, ``table`` and ``bounds`` (they may have grown) and the number of runs."""
     words = row.view(np.uint64)
     count = row_ends[y - 1] if y > 0 else 0
     first = count
@@ -193,11 +211,14 @@ def _instance_row(
         grown[:count] = bounds[:count]
         bounds = grown
     x = 0
+    runs = 0
     while x < width:
         j = x * channels
         key = (np.int64(row[j]) << 16) | (np.int64(row[j + 1]) << 8) | np.int64(row[j + 2])
         start = x
-        _pattern(row[j : j + channels], channels, pattern)
+        starts[runs] = start
+        runs += 1
+        _pattern(row, j, channels, pattern)
         x = _run_end(row, words, start, width, channels, pattern)
         if not _room_for_one_more(keys, table, state):
             keys, table = _grow(keys, table)
@@ -210,7 +231,37 @@ def _instance_row(
                 bounds[count, 1] = x
                 count += 1
     row_ends[y] = count
-    return keys, table, bounds
+    starts[runs] = width
+    return keys, table, bounds, runs
+
+
+@numba.njit(cache=True, nogil=True)
+def _sample_runs(
+    row: np.ndarray,
+    starts: np.ndarray,
+    runs: int,
+    cols: np.ndarray,
+    above: np.ndarray,
+    first: bool,
+    out_row: np.ndarray,
+) -> None:
+    """``_sample_row`` of an RGB row from its runs (``_instance_row``'s ``starts``): each
+    sampled pixel is its run's colour, written without reading the row again."""
+    out_row[0] = 2  # PNG filter type UP
+    c = 0
+    count = cols.shape[0]
+    for r in range(runs):
+        end = starts[r + 1]
+        if c < count and cols[c] < end:
+            j = starts[r] * 3
+            red, green, blue = row[j], row[j + 1], row[j + 2]
+            while c < count and cols[c] < end:
+                o = 1 + 3 * c
+                out_row[o] = red
+                out_row[o + 1] = green
+                out_row[o + 2] = blue
+                c += 1
+    _up_filter(out_row, above, first)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -258,16 +309,25 @@ def instance_strip(
     length = width * channels
     stride = 1 + length
     pattern = np.empty(3, dtype=np.uint64)
+    starts = np.empty(width + 1, dtype=np.int64)
     for i in range(raw.shape[0] // stride):
         y = first_row + i
         row = lines[y & 1]
         if not _unfilter(raw, i * stride, stride, channels, lines[(y + 1) & 1], row):
             return keys, table, bounds, y
-        keys, table, bounds = _instance_row(
-            row, width, channels, y, keys, table, state, bounds, row_ends, pattern
+        keys, table, bounds, runs = _instance_row(
+            row, width, channels, y, keys, table, state, bounds, row_ends, pattern, starts
         )
-        pixels = row[:length].reshape((width, channels))
-        _sample_if_due(pixels, y, sample_rows, sample_cols, sampled_above, scaled, progress)
+        # RGB rows are sampled from their runs; RGBA ones pixel by pixel (a run is one colour,
+        # but its alpha may vary).
+        while progress[0] < sample_rows.shape[0] and sample_rows[progress[0]] == y:
+            r = progress[0]
+            if channels == 3:
+                _sample_runs(row, starts, runs, sample_cols, sampled_above, r == 0, scaled[r])
+            else:
+                pixels = row[:length].reshape((width, channels))
+                _sample_row(pixels, sample_cols, sampled_above, r == 0, scaled[r])
+            progress[0] = r + 1
     return keys, table, bounds, ROWS_OK
 
 

@@ -418,11 +418,19 @@ def _sample_row(
     ``above`` holds the previous sampled row (unfiltered) and becomes this one."""
     channels = row.shape[1]
     out_row[0] = 2  # PNG filter type UP
-    # Gather first, then filter in a second, branch-free loop the compiler vectorises.
+    # Gather first, then filter (_up_filter) in a second loop.
     for c in range(cols.shape[0]):
         x = cols[c]
         for k in range(channels):
             out_row[1 + c * channels + k] = row[x, k]
+    _up_filter(out_row, above, first)
+
+
+@numba.njit(cache=True, nogil=True)
+def _up_filter(out_row: np.ndarray, above: np.ndarray, first: bool) -> None:
+    """UP-filter the sampled pixels in ``out_row[1:]`` in place against ``above`` (the previous
+    sampled row, unfiltered), which becomes this row; branch-free, so the compiler vectorises
+    it."""
     if first:
         above[:] = out_row[1:]
         return
