@@ -238,6 +238,15 @@ def _protocols(fs: AbstractFileSystem) -> set[str]:
     return set(fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
+def _in_process(location: Location) -> bool:
+    """Whether ``location`` is local disk or memory (``False`` when it cannot be opened: its
+    reads fail, each as its file's error)."""
+    try:
+        return bool(_protocols(location.fs) & {"file", "local", "memory"})
+    except Exception:
+        return False
+
+
 def _is_object_store(fs: AbstractFileSystem) -> bool:
     return bool(_protocols(fs) & {"s3", "s3a", "gs", "gcs", "az", "abfs", "memory"})
 
@@ -388,12 +397,15 @@ class Prefetch:
     in flight and ``max_bytes`` read but not yet taken (by the listing's sizes) — so while
     one file is measured the next ones are on their way. :meth:`take` returns a file's bytes or
     raises what reading it raised (``FileNotFoundError``, ``PermissionError``, ...): errors
-    belong to their file.
+    belong to their file. Files on local disk or in memory are read when taken: reading ahead
+    would only add a thread hand-over to a read from the page cache.
     """
 
     def __init__(self, io: BatchIO, items: Sequence[tuple[Location, str, int]]) -> None:
         self._io = io
-        self._waiting: deque[tuple[Location, str, int]] = deque(items)
+        self._waiting: deque[tuple[Location, str, int]] = deque(
+            item for item in items if not _in_process(item[0])
+        )
         self._started: deque[tuple[str, int, Future[Any]]] = deque()
         self._held = 0
         self._fill()
