@@ -1,4 +1,4 @@
-"""Section 9: object storage at cloud latency (issue 13).
+"""Section 10: object storage at cloud latency (issue 13).
 
 The tree: ``images`` Celantur images of 960x540 (:func:`~benchmarks.data.celantur_scene`), each
 an instance mask, a binary mask and a metadata JSON. It is uploaded once to moto's S3 server on
@@ -211,7 +211,7 @@ def _print(figures: dict[str, Any], images: int, inputs: int, repeats: int) -> N
              f"{sum(per_input.values()):.2f}"]
         )  # fmt: skip
     print_table(
-        f"9. Object storage: {images} images of {WIDTH}x{HEIGHT} = {inputs} input files "
+        f"10. Object storage: {images} images of {WIDTH}x{HEIGHT} = {inputs} input files "
         f"(instance + binary mask + metadata JSON), mask_scale={MASK_SCALE}, {WORKERS} "
         f"workers; moto S3 behind a proxy holding each request for the latency "
         f"(warm: median of {repeats}; cold: one run, cluster start included)",
