@@ -15,7 +15,7 @@ the wheel.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from itertools import pairwise
 from pathlib import Path
@@ -29,7 +29,11 @@ from pipeline.kernels.tracking import GapFinder, Linked
 __all__ = [
     "LEAD",
     "MOT_SEQUENCES",
+    "NOISE",
+    "REGIMES",
     "PlantedVideo",
+    "detector_noise",
+    "gap_figures",
     "identity_metrics",
     "planted_video",
     "score_gaps",
@@ -53,13 +57,15 @@ class PlantedVideo:
     """A resampled sequence with misses planted.
 
     ``frames``: every frame id (all have metadata); ``detections``: (n, 6) rows ``frame, person,
-    x1, y1, x2, y2`` in frame order, the planted misses removed; ``planted``: ``(person, first
-    missing frame, last missing frame)``; ``truth``: the ground truth before planting."""
+    x1, y1, x2, y2`` in frame order, the planted misses removed (person -1: a false detection);
+    ``scores``: (n,) their scores; ``planted``: ``(person, first missing frame, last missing
+    frame)``; ``truth``: the ground truth before planting."""
 
     name: str
     fps: float
     frames: np.ndarray
     detections: np.ndarray
+    scores: np.ndarray
     planted: tuple[tuple[int, int, int], ...]
     truth: np.ndarray
 
@@ -133,23 +139,48 @@ def planted_video(
     kept, planted = plant_misses(truth, max_gap=max_gap, seed=seed, spacing=spacing)
     frames = np.arange(int(truth[:, 0].max()) + 1, dtype=np.int64)
     fps = NATIVE_FPS / every * upsample
-    return PlantedVideo(f"{sequence}@{fps:g}fps", fps, frames, kept, planted, truth)
+    scores = np.ones(len(kept))
+    return PlantedVideo(f"{sequence}@{fps:g}fps", fps, frames, kept, scores, planted, truth)
+
+
+def detector_noise(
+    video: PlantedVideo, *, jitter: float, clutter: float, weak: float, seed: int
+) -> PlantedVideo:
+    """``video`` as a real detector would report it: each box edge moved by a normal error of
+    ``jitter`` times the box's width (x) or height (y), a share ``weak`` of the detections
+    scoring 0.3 (the others 0.9), and on average ``clutter`` false detections per frame
+    (pedestrian-shaped boxes anywhere, scores uniform in 0.2..0.9)."""
+    rng = np.random.default_rng(seed)
+    rows = video.detections.copy()
+    extent = np.column_stack([rows[:, 4] - rows[:, 2], rows[:, 5] - rows[:, 3]])
+    rows[:, 2:] += rng.normal(0, jitter, (len(rows), 4)) * np.tile(extent, 2)
+    scores = np.where(rng.random(len(rows)) < weak, 0.3, 0.9)
+    false = rng.poisson(clutter * len(video.frames))
+    width = rng.uniform(30, 80, false)
+    x, y = rng.uniform(0, FRAME_SIZE[0] - 40, false), rng.uniform(50, 300, false)
+    noise = np.column_stack([rng.integers(0, len(video.frames), false), np.full(false, -1),
+                             x, y, x + width, y + 2.5 * width])  # fmt: skip
+    rows = np.concatenate([rows, noise])
+    scores = np.concatenate([scores, rng.uniform(0.2, 0.9, false)])
+    order = np.argsort(rows[:, 0], kind="stable")
+    return replace(video, name=f"{video.name}+noise", detections=rows[order], scores=scores[order])
 
 
 def write_chunks(root: Path, name: str, video: PlantedVideo, chunk_frames: int = 500) -> None:
-    """Write ``video`` as Celantur chunks ``root/<name>-<start>-<end>.json`` (person, score 1)."""
+    """Write ``video`` as Celantur chunks ``root/<name>-<start>-<end>.json`` (persons)."""
     root.mkdir(parents=True, exist_ok=True)
     frame_of = video.detections[:, 0].astype(np.int64)
     for start in range(0, len(video.frames), chunk_frames):
         end = min(start + chunk_frames, len(video.frames)) - 1
         document = []
         for frame in range(start, end + 1):
-            rows = video.detections[frame_of == frame]
+            here = frame_of == frame
             detections = [
                 {"id": k, "parent_image": frame, "offset": [float(r[2]), float(r[3])],
                  "bbox": [float(v) for v in r[2:]], "type": 102, "type_label": "person",
-                 "score": 1.0, "is_anonymised": True, "color": None}
-                for k, r in enumerate(rows)
+                 "score": float(score), "is_anonymised": True, "color": None}
+                for k, (r, score) in enumerate(zip(video.detections[here], video.scores[here],
+                                                   strict=True))
             ]  # fmt: skip
             size = [FRAME_SIZE[1], FRAME_SIZE[0]]
             document.append({"id": frame, "detections": detections, "size": size,
@@ -174,7 +205,7 @@ def track(video: PlantedVideo, **params: Any) -> Linked:
     sizes = np.tile(np.asarray(FRAME_SIZE, dtype=np.float64), (len(video.frames), 1))
     finder = GapFinder(**params)
     return finder.feed(rows[:, 0].astype(np.int64), ["person"] * len(rows), rows[:, 2:],
-                       video.frames, None, sizes)  # fmt: skip
+                       video.frames, video.scores, sizes)  # fmt: skip
 
 
 def identity_metrics(video: PlantedVideo, tracks: np.ndarray) -> dict[str, float]:
@@ -195,3 +226,35 @@ def identity_metrics(video: PlantedVideo, tracks: np.ndarray) -> dict[str, float
     host = motmetrics.metrics.create()
     summary = host.compute(accumulator, metrics=["idf1", "mota"], name="video")
     return {"idf1": float(summary["idf1"].iloc[0]), "mota": float(summary["mota"].iloc[0])}
+
+
+#: Frame-rate regimes of the figures: name -> (resampling of :func:`planted_video`, K). 25 fps
+#: is the footage itself; 30 fps interpolates its 5 fps subsample (as labelled footage is
+#: often made); 5 fps takes every fifth frame, from each of the five phases.
+REGIMES: dict[str, tuple[dict[str, int], int]] = {
+    "25 fps": ({}, 3),
+    "30 fps (5 fps interpolated)": ({"every": 5, "upsample": 6}, 8),
+    "5 fps": ({"every": 5}, 3),
+}
+#: The detector noise of the noisy figures (:func:`detector_noise`).
+NOISE = {"jitter": 0.03, "clutter": 0.5, "weak": 0.2}
+
+
+def gap_figures(
+    sequence: str, regime: str, seeds: range, *, noisy: bool = False
+) -> tuple[int, int, int]:
+    """(planted misses found, gaps reported, misses planted) of the tracker with its default
+    options but K (the regime's), over one planted video per seed (and phase)."""
+    resampling, max_gap = REGIMES[regime]
+    phases = [0] if "upsample" in resampling else range(resampling.get("every", 1))
+    totals = np.zeros(3, np.int64)
+    for seed in seeds:
+        for phase in phases:
+            video = planted_video(sequence, **resampling, phase=phase, max_gap=max_gap, seed=seed)
+            if noisy:
+                video = detector_noise(video, **NOISE, seed=seed + 1000)
+            gaps = track(video, max_gap=max_gap).gaps
+            keys = [(g.first_missing, g.last_missing, g.box_after) for g in gaps]
+            totals += score_gaps(video, keys)
+    found, reported, planted = totals.tolist()
+    return found, reported, planted
