@@ -187,3 +187,14 @@ def write_scene_files(
     for rel, payload in files.items():
         (root / rel).write_bytes(payload)
     return list(files)
+
+
+def write_scene_tree(root: Path, *, images: int, seed: int, width: int, height: int) -> list[str]:
+    """``images`` Celantur images of ``width`` x ``height`` under ``root``, each a different
+    :func:`celantur_scene` written by :func:`write_scene_files`, in four camera folders
+    (``cam-<i % 4>/frame-<i>``); returns every written path relative to ``root``, sorted."""
+    files: list[str] = []
+    for index in range(images):
+        rgb = celantur_scene(width, height, seed=seed * 100_000 + index)
+        files += write_scene_files(root, f"cam-{index % 4}/frame-{index:05d}", rgb)
+    return sorted(files)

@@ -37,7 +37,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from benchmarks.data import celantur_scene, write_scene_files
+from benchmarks.data import write_scene_tree
 from benchmarks.endtoend import NOT_IN_RUN, SPNG, _local_client, _Runner, _time_parts
 from benchmarks.timing import (
     BenchmarkError,
@@ -66,11 +66,7 @@ SYNC_UNSCALED = "sync, no rescaled masks"
 
 def write_fullhd_tree(root: Path, *, images: int, seed: int) -> list[str]:
     """Write the section's tree; returns every written path relative to ``root``."""
-    files: list[str] = []
-    for index in range(images):
-        rgb = celantur_scene(WIDTH, HEIGHT, seed=seed * 100_000 + index)
-        files += write_scene_files(root, f"cam-{index % 4}/frame-{index:05d}", rgb)
-    return sorted(files)
+    return write_scene_tree(root, images=images, seed=seed, width=WIDTH, height=HEIGHT)
 
 
 def _checked(result: RunResult, label: str) -> None:

@@ -1,6 +1,6 @@
 """Section 10: object storage at cloud latency (issue 13).
 
-The tree: ``images`` Celantur images of 960x540 (:func:`~benchmarks.data.celantur_scene`), each
+The tree: ``images`` Celantur images of 960x540 (:func:`~benchmarks.data.write_scene_tree`), each
 an instance mask, a binary mask and a metadata JSON. It is uploaded once to moto's S3 server on
 127.0.0.1 and read through :class:`tests.faulty_proxy.FaultyProxy` without faults, holding every
 request for a fixed delay (0 / 20 / 40 / 80 ms): the round trip of a cloud store for small
@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchmarks.data import celantur_scene, write_scene_files
+from benchmarks.data import write_scene_tree
 from benchmarks.endtoend import _local_client
 from benchmarks.timing import BenchmarkError, format_ratio, print_table, ratio, seconds
 from pipeline.api import run_celantur
@@ -50,15 +50,6 @@ WORKERS = 2
 MASK_SCALE = 50
 BUCKET = "mask-bench"
 METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE")
-
-
-def write_tree(root: Path, *, images: int, seed: int) -> list[str]:
-    """Write the section's tree; returns every written path relative to ``root``."""
-    files: list[str] = []
-    for index in range(images):
-        rgb = celantur_scene(WIDTH, HEIGHT, seed=seed * 100_000 + index)
-        files += write_scene_files(root, f"cam-{index % 4}/frame-{index:05d}", rgb)
-    return sorted(files)
 
 
 def _free_port() -> int:
@@ -129,7 +120,9 @@ def run(scratch: Path, *, images: int, seed: int, repeats: int) -> dict[str, Any
 
     os.environ.pop(SCHEDULER_ENV, None)
     source = scratch / "storage-tree"
-    generate_s, files = seconds(lambda: write_tree(source, images=images, seed=seed))
+    generate_s, files = seconds(
+        lambda: write_scene_tree(source, images=images, seed=seed, width=WIDTH, height=HEIGHT)
+    )
     masks = sum(rel.endswith(".png") for rel in files)
     outputs = iter(range(1_000_000))
     figures: dict[str, Any] = {"tree": {"images": images, "files": len(files), "masks": masks,
