@@ -416,7 +416,8 @@ def _frames_documents(frames: Location) -> tuple[Location, list[InputFile], list
         raise StorageError(f"cannot read frames {frames.url}: {exc}") from exc
     folder, name = posixpath.split(frames.url.rstrip("/"))
     parent = Location(folder or ".", frames.storage_options)
-    return parent, [InputFile(name, int(info.get("size") or 0), str(info.get("mtime", "")))], []
+    file = InputFile.listed(name, int(info.get("size") or 0), str(info.get("mtime", "")))
+    return parent, [file], []
 
 
 def _plan_frames(
@@ -428,7 +429,7 @@ def _plan_frames(
     landed = BatchSummary()
     for document in documents:
         try:
-            frames = load_frames(root.read_bytes(document.rel), max_bytes=options.max_json_bytes)
+            frames = load_frames(root.read_bytes(document.key), max_bytes=options.max_json_bytes)
         except JsonError as exc:
             errors.add(document.rel, "decode", f"json_{exc.code}", str(exc))
             continue

@@ -50,6 +50,8 @@ from reference import read_output, reference_segments
 
 from pipeline.cli import main
 from pipeline.config import RunOptions
+from pipeline.formats.metadata import MAX_DETECTIONS
+from pipeline.io.jsonio import MAX_JSON_CONTAINERS, MAX_JSON_VALUES
 from pipeline.sampledata.celantur import make_celantur_tree
 from pipeline.sampledata.video import make_video_fleet
 
@@ -65,6 +67,8 @@ MASK_STATS = (
     "invalid_pixels", "bin_mismatch_pixels", "matched_detections",
 )  # fmt: skip
 RSS_LIMIT_MIB = 256
+#: Heavy-case subprocesses run at once (each may peak at a few hundred MiB).
+RSS_PARALLEL = 3
 #: Detections that make a metadata file just under JSON_CAP (189 bytes each).
 NEAR_CAP_DETECTIONS = 10_500
 
@@ -791,12 +795,22 @@ DEFAULT_JSON_CAP = RunOptions(output="-").max_json_bytes
 DEFAULT_MAX_PIXELS = RunOptions(output="-").max_pixels
 #: The largest square mask the default pixel limit admits.
 LIMIT_SIDE = math.isqrt(DEFAULT_MAX_PIXELS)
+JSON_HEAVY_CASES = (
+    "JSON nested to 16 MiB",
+    "1e6 empty detections (3 MB)",
+    "13 MB of objects nested 10 deep",
+    "16 MiB of full detections (over the container cap)",
+    f"{MAX_DETECTIONS} detections in 16 MiB (the detection cap)",
+    f"{MAX_DETECTIONS} empty detections",
+    f"video chunk of {MAX_DETECTIONS} detections",
+    "objects beside the detections (the container cap)",
+    "short strings beside the detections (the value cap)",
+)
 HEAVY_CASES = (
     "huge IHDR (100000x100000)",
-    "deeply nested JSON (at the cap)",
-    "image metadata JSON just under the cap",
     "valid 3840x2160 mask",
     f"valid {LIMIT_SIDE}x{LIMIT_SIDE} mask (the default pixel limit)",
+    *JSON_HEAVY_CASES,
 )
 
 
@@ -812,62 +826,100 @@ def _instances(height: int, width: int, count: int, seed: int) -> np.ndarray:
     return rgb
 
 
-def _heavy_cases() -> dict[str, tuple[str, bytes, int]]:
-    """name -> (file name, bytes, expected exit code)."""
-    uhd = encode(_instances(2160, 3840, 300, seed=1), RGB)
-    det = {"id": 0, "parent_image": "x.jpg", "offset": [10, 20], "bbox": [10, 20, 110, 220],
-           "type": 102, "score": 0.91234, "is_anonymised": True, "type_label": "person",
-           "color": None}  # fmt: skip
-    count = (DEFAULT_JSON_CAP - 4096) // (len(json.dumps(det)) + 2)
-    document = json.dumps(
-        {
-            "id": "x.jpg",
-            "detections": [det] * count,
-            "size": [2160, 3840],
-            "duration": 0.5,
-            "filename": "x.jpg",
-            "folder": None,
-        }
-    ).encode()
-    assert DEFAULT_JSON_CAP - 8192 < len(document) <= DEFAULT_JSON_CAP
+#: A detection with every field, as Celantur writes it (~190 bytes of JSON).
+FULL_DETECTION = {
+    "id": 0, "parent_image": "x.jpg", "offset": [10, 20], "bbox": [10, 20, 110, 220],
+    "type": 102, "score": 0.91234, "is_anonymised": True, "type_label": "person", "color": None,
+}  # fmt: skip
+
+
+def _image_metadata(detections: Any, **more: Any) -> bytes:
+    document = {"id": "x.jpg", "detections": detections, "size": [2160, 3840], "duration": 0.5,
+                "filename": "x.jpg", "folder": None, **more}  # fmt: skip
+    return json.dumps(document).encode()
+
+
+def _json_heavy_cases() -> list[tuple[str, bytes, str | None]]:
+    """Metadata at and beyond every JSON bound, as (file name, bytes, error code) in the order
+    of :data:`JSON_HEAVY_CASES`."""
     depth = (DEFAULT_JSON_CAP - 4096) // 2
+    count = (DEFAULT_JSON_CAP - 4096) // (len(json.dumps(FULL_DETECTION)) + 2)
+    under_cap = _image_metadata([FULL_DETECTION] * count)
+    assert DEFAULT_JSON_CAP - 8192 < len(under_cap) <= DEFAULT_JSON_CAP
+    # At the detection cap, each detection as long as 16 MiB allows (a long type_label).
+    padding = (DEFAULT_JSON_CAP - 4096) // MAX_DETECTIONS - len(json.dumps(FULL_DETECTION)) - 2
+    at_cap = _image_metadata([dict(FULL_DETECTION, type_label="p" * padding)] * MAX_DETECTIONS)
+    assert DEFAULT_JSON_CAP - 2**19 < len(at_cap) <= DEFAULT_JSON_CAP, len(at_cap)
+    per_frame = MAX_DETECTIONS // 500
+    frames = [{"id": f, "size": [2160, 3840], "duration": 0.04,
+               "detections": [FULL_DETECTION] * per_frame} for f in range(500)]  # fmt: skip
+    nested: Any = 1
+    for _ in range(10):
+        nested = [{"k": nested}]
+    unit = json.dumps(nested, separators=(",", ":")).encode()
+    nested_document = b'{"detections": [], "x": [' + b",".join([unit] * (13_000_000 // len(unit)))
+    return [
+        ("x.json", b"[" * depth + b"]" * depth, "json_too_complex"),
+        ("x.json", _image_metadata([{}] * 1_000_000), "json_too_complex"),
+        ("x.json", nested_document + b"]}", "json_too_complex"),
+        ("x.json", under_cap, "json_too_complex"),
+        ("x.json", at_cap, None),
+        ("x.json", _image_metadata([{}] * MAX_DETECTIONS), None),
+        ("v-0-499.json", json.dumps(frames).encode(), None),
+        ("x.json", _image_metadata([], x=[{"a": 0}] * (MAX_JSON_CONTAINERS - 8)), None),
+        ("x.json", _image_metadata([], x=["ab"] * (MAX_JSON_VALUES - 64)), None),
+    ]
+
+
+def _heavy_cases() -> dict[str, tuple[str, bytes, str | None]]:
+    """name -> (file name, bytes, the one error code expected, or None for a clean run)."""
+    uhd = encode(_instances(2160, 3840, 300, seed=1), RGB)
     limit = encode(_instances(LIMIT_SIDE, LIMIT_SIDE, 300, seed=2), RGB)
     cases = (
-        ("x_ins_maks.png", with_size(uhd, 100_000, 100_000), 3),
-        ("x.json", b"[" * depth + b"]" * depth, 3),
-        ("x.json", document, 0),
-        ("x_ins_maks.png", uhd, 0),
-        ("x_ins_maks.png", limit, 0),
+        ("x_ins_maks.png", with_size(uhd, 100_000, 100_000), "too_large"),
+        ("x_ins_maks.png", uhd, None),
+        ("x_ins_maks.png", limit, None),
+        *_json_heavy_cases(),
     )
     return dict(zip(HEAVY_CASES, cases, strict=True))
 
 
 @pytest.fixture(scope="module")
 def peak_rss(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """Peak RSS (KiB) of every heavy case and of the baseline, measured concurrently."""
+    """Peak RSS (KiB) of every heavy case and of the baseline, a few processes at a time (the
+    machine is shared); each run's exit code and error rows are checked on the way."""
     base = tmp_path_factory.mktemp("rss")
     commands: dict[str, list[str]] = {"baseline": []}
-    expected_codes: dict[str, int | None] = {"baseline": None}
-    for index, (name, (file_name, data, code)) in enumerate(_heavy_cases().items()):
+    expected: dict[str, str | None] = {"baseline": None}
+    outputs: dict[str, Path] = {}
+    for index, (name, (file_name, data, error)) in enumerate(_heavy_cases().items()):
         source = base / f"case{index}" / "in"
         _write(source, file_name, data)
-        commands[name] = ["celantur", str(source), str(source.parent / "out"), "--scheduler",
-                          "sync", "--no-progress", "--encoding", "v26"]  # fmt: skip
-        expected_codes[name] = code
+        outputs[name] = source.parent / "out"
+        commands[name] = ["celantur", str(source), str(outputs[name]), "--scheduler", "sync",
+                          "--no-progress", "--encoding", "v26"]  # fmt: skip
+        expected[name] = error
     env = {k: v for k, v in os.environ.items() if k != "MASK_PIPELINE_STORAGE_OPTIONS"}
-    processes = {
-        name: subprocess.Popen([sys.executable, "-c", _RSS_CHILD, *argv], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for name, argv in commands.items()
-    }  # fmt: skip
+    names = list(commands)
     results = {}
-    for name, process in processes.items():
-        stdout, stderr = process.communicate(timeout=240)
-        lines = [line for line in stdout.splitlines() if line.startswith("RSS ")]
-        assert process.returncode == 0 and lines, (name, stderr[-3000:])
-        result = json.loads(lines[-1][4:])
-        assert result["code"] == expected_codes[name], (name, stdout[-2000:])
-        results[name] = result
+    for start in range(0, len(names), RSS_PARALLEL):
+        wave = names[start : start + RSS_PARALLEL]
+        processes = {
+            name: subprocess.Popen([sys.executable, "-c", _RSS_CHILD, *commands[name]], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for name in wave
+        }  # fmt: skip
+        for name, process in processes.items():
+            stdout, stderr = process.communicate(timeout=240)
+            lines = [line for line in stdout.splitlines() if line.startswith("RSS ")]
+            assert process.returncode == 0 and lines, (name, stderr[-3000:])
+            results[name] = json.loads(lines[-1][4:])
+    for name, error in expected.items():
+        if name == "baseline":
+            continue
+        assert results[name]["code"] == (0 if error is None else 3), (name, results[name])
+        codes = [row["error"] for row in read_output(outputs[name], "errors")]
+        assert codes == ([] if error is None else [error]), name
     baseline = results["baseline"]["peak_kib"]
     for result in results.values():
         result["above_baseline_mib"] = round((result["peak_kib"] - baseline) / 1024, 1)

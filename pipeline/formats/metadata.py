@@ -78,7 +78,15 @@ def finite_number(value: Any) -> float | None:
     return number if number is not None and math.isfinite(number) else None
 
 
-_INT64 = 2**63
+#: Most detections one metadata file (an image's, or a video chunk's over all its frames) may
+#: hold: checked before any per-detection object is built. A file at the cap costs a worker
+#: ~100 MiB (about 2 KiB per detection from parse to table rows); real files hold tens to a
+#: few thousand (a 500-frame chunk with 20 per frame: 10,000).
+MAX_DETECTIONS = 50_000
+#: Integers a 64-bit column holds: -INT64_LIMIT <= v < INT64_LIMIT (ids, types, frame numbers).
+INT64_LIMIT = 2**63
+#: Sizes become 32-bit columns: a side must be below this (no image is 2**31 pixels wide).
+SIDE_LIMIT = 2**31
 
 
 def _integer(value: Any) -> int | None:
@@ -87,7 +95,7 @@ def _integer(value: Any) -> int | None:
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, int) and -_INT64 <= value < _INT64:
+    if isinstance(value, int) and -INT64_LIMIT <= value < INT64_LIMIT:
         return value
     return None
 
@@ -161,12 +169,39 @@ def parse_detection(raw: Any, index: int, findings: list[Finding]) -> Detection 
     )
 
 
-def parse_detections(raw: Any, findings: list[Finding]) -> tuple[Detection, ...]:
-    """Normalise a ``detections`` list (shared by image metadata and video frames)."""
+def parse_detections(
+    raw: Any, findings: list[Finding], *, before: int = 0
+) -> tuple[Detection, ...]:
+    """Normalise a ``detections`` list (shared by image metadata and video frames).
+
+    ``before`` counts the file's detections already parsed (earlier frames of a chunk).
+
+    Raises
+    ------
+    MetadataError
+        ``bad_detections`` when ``raw`` is no list; ``too_many_detections`` when the file's
+        detections exceed :data:`MAX_DETECTIONS`.
+    """
     if not isinstance(raw, list):
         raise MetadataError("bad_detections", f"'detections' is {type(raw).__name__}, not a list")
+    check_detection_count(before + len(raw))
     parsed = (parse_detection(item, i, findings) for i, item in enumerate(raw))
     return tuple(d for d in parsed if d is not None)
+
+
+def check_detection_count(count: int) -> None:
+    """Refuse a file holding more than :data:`MAX_DETECTIONS` detections.
+
+    Raises
+    ------
+    MetadataError
+        ``too_many_detections``.
+    """
+    if count > MAX_DETECTIONS:
+        raise MetadataError(
+            "too_many_detections",
+            f"more than {MAX_DETECTIONS} detections in one file (at least {count})",
+        )
 
 
 def parse_size(raw: Any, findings: list[Finding]) -> tuple[int, int] | None:
@@ -175,8 +210,7 @@ def parse_size(raw: Any, findings: list[Finding]) -> tuple[int, int] | None:
         return None
     if isinstance(raw, (list, tuple)) and len(raw) == 2:
         values = [_integer(v) for v in raw]
-        # Sizes become 32-bit columns; no image is 2**31 pixels wide.
-        if all(v is not None and 0 < v < 2**31 for v in values):
+        if all(v is not None and 0 < v < SIDE_LIMIT for v in values):
             return (int(values[0] or 0), int(values[1] or 0))
     findings.append(Finding("warning", "bad_size", f"size {raw!r} is not two positive integers"))
     return None

@@ -12,22 +12,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
 
 from pipeline.formats.metadata import (
+    INT64_LIMIT,
+    SIDE_LIMIT,
     Finding,
     MetadataError,
     ResolvedSize,
     Severity,
+    check_detection_count,
     finite_number,
     parse_detections,
     parse_size,
     resolve_size_order,
 )
-from pipeline.io.jsonio import JsonError, parse_json
+from pipeline.io.jsonio import check_json_bounds, parse_json
 
 #: Celantur writes at most this many frames per chunk file.
 MAX_CHUNK_FRAMES = 500
@@ -38,9 +41,13 @@ DETECTION_COLUMNS = (
 )  # fmt: skip
 
 
+#: An integer a 64-bit column holds: anything beyond sends the chunk to the validating path.
+_Int64 = Annotated[int, msgspec.Meta(ge=-INT64_LIMIT, le=INT64_LIMIT - 1)]
+
+
 class _Detection(msgspec.Struct):
-    id: int | None = None
-    type: int | None = None
+    id: _Int64 | None = None
+    type: _Int64 | None = None
     type_label: str | None = None
     score: float | None = None
     is_anonymised: bool | None = None
@@ -51,7 +58,7 @@ class _Detection(msgspec.Struct):
 
 
 class _Frame(msgspec.Struct):
-    id: int
+    id: _Int64
     detections: list[_Detection]
     size: list[int] | None = None
     duration: float | None = None
@@ -91,17 +98,19 @@ def parse_chunk(data: bytes, *, max_bytes: int) -> ParsedChunk:
     Raises
     ------
     JsonError
-        When the file is not JSON (or too large).
+        When the file is not JSON, or over the size and structure caps
+        (:func:`~pipeline.io.jsonio.check_json_bounds`).
     MetadataError
-        When the JSON is not an array of frames.
+        When the JSON is not an array of frames, or holds more than
+        :data:`~pipeline.formats.metadata.MAX_DETECTIONS` detections.
     """
-    if len(data) > max_bytes:
-        raise JsonError("too_large", f"JSON of {len(data)} bytes exceeds the cap of {max_bytes}")
+    check_json_bounds(data, max_bytes=max_bytes)
     try:
         frames = _DECODER.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
         # Not the common case: the validating path says exactly what is wrong.
         return _parse_validating(parse_json(data, max_bytes=max_bytes))
+    check_detection_count(sum(len(frame.detections) for frame in frames))
     return _parse_typed(frames)
 
 
@@ -217,7 +226,7 @@ def _colour(values: list[int] | None) -> list[int] | None:
 
 
 def _valid_size(size: list[int] | None) -> tuple[int, int] | None:
-    if size is None or len(size) != 2 or size[0] <= 0 or size[1] <= 0:
+    if size is None or len(size) != 2 or not all(0 < side < SIDE_LIMIT for side in size):
         return None
     return (size[0], size[1])
 
@@ -237,14 +246,22 @@ def _parse_validating(document: Any) -> ParsedChunk:
             message = f"frame at position {position} has no integer id; skipped"
             findings.append(Finding("warning", "bad_frame", message))
             continue
+        if not -INT64_LIMIT <= frame_id < INT64_LIMIT:
+            message = f"frame at position {position}: id {frame_id} exceeds 64 bits; skipped"
+            findings.append(Finding("warning", "bad_frame", message))
+            continue
         frame_findings: list[Finding] = []
         size = parse_size(raw.get("size"), frame_findings)
         duration = finite_number(raw.get("duration"))
         if not columns.add_frame(frame_id, size, duration):
             continue
         try:
-            detections = parse_detections(raw.get("detections"), frame_findings)
+            detections = parse_detections(
+                raw.get("detections"), frame_findings, before=len(out["frame"])
+            )
         except MetadataError as exc:
+            if exc.code == "too_many_detections":
+                raise
             frame_findings.append(Finding("warning", exc.code, str(exc)))
             detections = ()
         findings.extend(

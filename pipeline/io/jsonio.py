@@ -13,28 +13,76 @@ import orjson
 DEFAULT_MAX_JSON_BYTES = 16 * 1024 * 1024
 
 
+#: Bounds on what parsing a metadata file may allocate, counted from its bytes before parsing
+#: (one pass of ``bytes.count`` each; brackets and commas inside strings count too, so the
+#: counts are upper bounds). An object or array costs 56-200 bytes as a Python object however
+#: small it is in the file (``{}`` is 2 bytes), any other value up to ~60: without these caps
+#: 16 MiB of ``{},{},...`` takes ~400 MiB to parse, with them parsing allocates under ~130 MiB.
+#: A detection with every field is 4 containers and 19 values, so the caps leave room for
+#: :data:`pipeline.formats.metadata.MAX_DETECTIONS` real detections.
+MAX_JSON_CONTAINERS = 250_000
+MAX_JSON_VALUES = 1_200_000
+
+
 class JsonError(ValueError):
-    """JSON that cannot be read: ``code`` is ``too_large``, ``encoding`` or ``syntax``."""
+    """JSON that cannot be read: ``code`` is ``too_large``, ``too_complex``, ``encoding`` or
+    ``syntax``."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
 
 
-def parse_json(data: bytes, *, max_bytes: int = DEFAULT_MAX_JSON_BYTES) -> Any:
+def check_json_bounds(data: bytes, *, max_bytes: int, bounded: bool = True) -> None:
+    """Refuse a document before parsing it: over ``max_bytes``, or (``bounded``) holding more
+    than :data:`MAX_JSON_CONTAINERS` objects and arrays or :data:`MAX_JSON_VALUES` values.
+
+    Raises
+    ------
+    JsonError
+        ``too_large`` or ``too_complex``.
+    """
+    if len(data) > max_bytes:
+        raise JsonError("too_large", f"JSON of {len(data)} bytes exceeds the cap of {max_bytes}")
+    if not bounded:
+        return
+    containers = data.count(b"{") + data.count(b"[")
+    if containers > MAX_JSON_CONTAINERS:
+        raise JsonError(
+            "too_complex",
+            f"JSON with up to {containers} objects and arrays, over the cap of "
+            f"{MAX_JSON_CONTAINERS}",
+        )
+    values = containers + data.count(b",")
+    if values > MAX_JSON_VALUES:
+        raise JsonError(
+            "too_complex", f"JSON with up to {values} values, over the cap of {MAX_JSON_VALUES}"
+        )
+
+
+def parse_json(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_JSON_BYTES, bounded: bool = False
+) -> Any:
     """Parse a JSON document.
 
     orjson parses valid JSON several times faster than the standard library; documents it
     refuses are tried once more with ``json`` only to accept ``NaN``/``Infinity`` literals
     (written by Python's own encoder), which later validation reports value by value.
+    Nesting deeper than orjson's 1024 levels is refused (``syntax``, "nested too deeply").
+
+    Parameters
+    ----------
+    data : the document's bytes.
+    max_bytes : refuse larger documents before parsing.
+    bounded : also refuse documents over the container and value caps before parsing
+        (:func:`check_json_bounds`): every metadata door parses bounded.
 
     Raises
     ------
     JsonError
-        Over ``max_bytes``, not UTF-8, or not JSON (including nesting too deep to parse).
+        Over ``max_bytes`` or the caps, not UTF-8, or not JSON (including nesting too deep).
     """
-    if len(data) > max_bytes:
-        raise JsonError("too_large", f"JSON of {len(data)} bytes exceeds the cap of {max_bytes}")
+    check_json_bounds(data, max_bytes=max_bytes, bounded=bounded)
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as strict_error:

@@ -97,6 +97,26 @@ def _with_defaults(url: str, options: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def storable_name(name: str) -> str:
+    """A file name as valid Unicode text, for tables, messages, hashes and output paths.
+
+    Local file systems allow names of any bytes; Python lists a byte that is not UTF-8 as a
+    lone surrogate (PEP 383), which no Arrow ``utf8`` column, JSON encoder or hash input
+    accepts. Such a byte is written as the four characters ``\\xNN`` (``b"\\xffa.png"`` is
+    listed as ``\\xffa.png``); other lone surrogates as ``\\udNNN``. Valid names are unchanged.
+    """
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def _read_options(fs: AbstractFileSystem) -> dict[str, Any]:
     """``cat_file`` keywords that read a whole object in one request: s3fs otherwise asks for
     its size first (a HEAD per object) to split large objects into ranged reads."""
@@ -105,11 +125,27 @@ def _read_options(fs: AbstractFileSystem) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class InputFile:
-    """A discovered input: path relative to its root (POSIX), size and a change token."""
+    """A discovered input: path relative to its root (POSIX), size and a change token.
+
+    ``rel`` is always valid Unicode (:func:`storable_name`); ``stored`` is the storage's own
+    name when ``rel`` had to escape it, and :attr:`key` is what reads the file.
+    """
 
     rel: str
     size: int
     version: str  # ETag or modification time: part of the deterministic output names
+    stored: str | None = None
+
+    @classmethod
+    def listed(cls, stored: str, size: int, version: str) -> InputFile:
+        """The input a listing found under the name ``stored``."""
+        rel = storable_name(stored)
+        return cls(rel, size, version, None if rel == stored else stored)
+
+    @property
+    def key(self) -> str:
+        """The path below the root that the storage knows the file by."""
+        return self.rel if self.stored is None else self.stored
 
     @property
     def name(self) -> str:
@@ -223,7 +259,7 @@ class Location:
             if info.get("type") == "directory":
                 continue
             rel = path[len(prefix) :] if path.startswith(prefix) else posixpath.basename(path)
-            files.append(InputFile(rel, int(info.get("size") or 0), _version_of(info)))
+            files.append(InputFile.listed(rel, int(info.get("size") or 0), _version_of(info)))
         return sorted(files, key=lambda f: f.rel)
 
 
@@ -491,5 +527,5 @@ def is_inside(inner: Location, outer: Location) -> str | None:
 
 __all__ = [
     "DEFAULT_IO_CONCURRENCY", "BatchIO", "InputFile", "Location", "Prefetch", "StorageError",
-    "fsspec", "is_inside",
+    "fsspec", "is_inside", "storable_name",
 ]  # fmt: skip

@@ -102,7 +102,7 @@ def measure_batch(batch: Batch, ctx: TaskContext, storage: BatchIO) -> Measured:
     group's instance mask, binary mask, metadata), so storage latency hides behind the work.
     """
     measured = Measured(batch.key)
-    reads = storage.prefetch(ctx.source, [(f.rel, f.size) for g in batch.groups for f in g.files])
+    reads = storage.prefetch(ctx.source, [(f.key, f.size) for g in batch.groups for f in g.files])
     for group in batch.groups:
         _measure_group(group, ctx, reads, measured)
     return measured
@@ -259,7 +259,9 @@ def _measure_metadata(
     if data is None:
         return
     try:
-        metadata = parse_image_metadata(parse_json(data, max_bytes=ctx.options.max_json_bytes))
+        metadata = parse_image_metadata(
+            parse_json(data, max_bytes=ctx.options.max_json_bytes, bounded=True)
+        )
     except JsonError as exc:
         measured.errors.add(file.rel, "decode", f"json_{exc.code}", str(exc))
         return

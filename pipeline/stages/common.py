@@ -67,7 +67,7 @@ def read_input(
     the run (exit code 1) rather than filling ``errors/`` with every input.
     """
     try:
-        return reads.take(ctx.source, file.rel)
+        return reads.take(ctx.source, file.key)
     except FileNotFoundError:
         errors.add(file.rel, "read", "missing", "listed but gone before it could be read")
     except PermissionError as exc:

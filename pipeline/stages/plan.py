@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from pipeline.formats.celantur import classify_name
+from pipeline.formats.metadata import INT64_LIMIT
 from pipeline.io.storage import InputFile
 
 
@@ -64,6 +65,12 @@ class VideoChunk:
     video: str
     start: int
     end: int
+
+    @property
+    def numbered(self) -> bool:
+        """Whether the name's frame numbers fit the 64-bit frame columns (a name may carry
+        digits of any length; a chunk whose numbers do not fit is refused as misnamed)."""
+        return self.start < INT64_LIMIT and self.end < INT64_LIMIT
 
     @property
     def media(self) -> str:

@@ -50,7 +50,8 @@ def process_chunk_batch(batch: Batch[VideoChunk], ctx: TaskContext) -> BatchSumm
     """Parse a batch of chunk files and write its ``detections/``, ``frames/``, ``chunks/`` and
     ``errors/`` parts (``part-<batch key>.parquet``). Idempotent, like every batch task."""
     with batch_io(ctx) as (ctx, storage):
-        reads = storage.prefetch(ctx.source, [(c.file.rel, c.file.size) for c in batch.groups])
+        planned = [(c.file.key, c.file.size) for c in batch.groups if c.numbered]
+        reads = storage.prefetch(ctx.source, planned)
         return _process_chunks(batch, ctx, reads)
 
 
@@ -100,6 +101,10 @@ def _process_chunks(batch: Batch[VideoChunk], ctx: TaskContext, reads: Prefetch)
 def _parse(
     chunk: VideoChunk, ctx: TaskContext, reads: Prefetch, issues: ErrorLog
 ) -> ParsedChunk | None:
+    if not chunk.numbered:
+        message = f"frame numbers {chunk.start}-{chunk.end} in the name exceed 64 bits"
+        issues.add(chunk.file.rel, "validate", "bad_chunk_name", message)
+        return None
     data = read_input(chunk.file, ctx, reads, issues)
     if data is None:
         return None
@@ -360,7 +365,8 @@ def _track(
         stream.flush()
         stats.gaps = len(stream.gaps)
         gap_rows.extend(_gap_row(media, gap) for gap in stream.gaps)
-        chunk_gaps, chunk_overlaps = _compare_chunks(media, chunks, issues)
+        numbered = tuple(c for c in chunks if c.numbered)  # the others are misnamed
+        chunk_gaps, chunk_overlaps = _compare_chunks(media, numbered, issues)
         span = (
             max(c.end for c in parsed_chunks) - min(c.start for c in parsed_chunks) + 1
             if parsed_chunks
