@@ -28,11 +28,14 @@ check: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
-# Coverage-guided fuzzing of the PNG and JSON doors; FUZZ_SECONDS per target (findings: crash-*).
+# Coverage-guided fuzzing of every door (PNG, image metadata, video chunks with their names,
+# ClearML frames, job files, all JSON doors at once); FUZZ_SECONDS per target (findings: crash-*).
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= png metadata chunk frames jobfile json
 fuzz: $(STAMP)
-	$(BIN)/python -m fuzz png -max_total_time=$(FUZZ_SECONDS) -max_len=65536
-	$(BIN)/python -m fuzz json -max_total_time=$(FUZZ_SECONDS) -max_len=65536
+	for target in $(FUZZ_TARGETS); do \
+		$(BIN)/python -m fuzz $$target -max_total_time=$(FUZZ_SECONDS) -max_len=65536 || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) demo-output bench-output fuzz-corpus .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""Run a fuzzer: ``python -m fuzz {png|json} [libFuzzer options]``.
+"""Run a fuzzer: ``python -m fuzz {png|metadata|chunk|frames|jobfile|json} [libFuzzer options]``.
 
 Seeds come from the product's sample data (written to ``fuzz-corpus/<target>/`` on first
 use); findings are written by libFuzzer as ``crash-*`` files in the working directory.
@@ -13,7 +13,7 @@ from pathlib import Path
 import atheris
 
 # The numba kernels are compiled from their bytecode: instrumented bytecode would not compile.
-NUMBA_MODULES = ["pipeline.kernels.segments", "pipeline.kernels.scanlines"]
+NUMBA_MODULES = ["pipeline.kernels.segments", "pipeline.kernels.scanlines", "pipeline.kernels.rows"]
 with atheris.instrument_imports(include=["pipeline"], exclude=NUMBA_MODULES):
     from fuzz.seeds import write_seeds
     from fuzz.targets import TARGETS

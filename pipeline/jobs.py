@@ -147,6 +147,15 @@ def _build(cls: type[Any], data: Mapping[str, Any], prefix: str = "") -> Any:
             values[key] = _build(ExecutionOptions, value, prefix=f"{name}.")
         else:
             values[key] = _check(name, value, hints[key])
+    missing = [
+        f"{prefix}{f.name}"
+        for f in dataclasses.fields(cls)
+        if f.name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise OptionError(f"job file lacks the required key(s) {', '.join(map(repr, missing))}")
     return cls(**values)
 
 
@@ -177,6 +186,10 @@ def load_job(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Run
         document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise OptionError(f"job file {path}: cannot be read: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise OptionError(
+            f"job file {path}: not UTF-8 text: {exc.reason} at byte {exc.start}"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise OptionError(f"job file {path}: not TOML: {exc}") from exc
     for text in overrides:

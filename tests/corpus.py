@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -72,6 +72,36 @@ def encode(
         parts.append(chunk(b"tRNS", transparency))
     parts += [*before_idat, chunk(b"IDAT", zlib.compress(raw, 6)), chunk(b"IEND", b"")]
     return b"".join(parts) + after_iend
+
+
+def encode_rows(
+    width: int,
+    height: int,
+    colour_type: int,
+    bit_depth: int,
+    row: Callable[[int], bytes],
+    *,
+    interlace: bool = False,
+    before_idat: Sequence[bytes] = (),
+) -> bytes:
+    """A PNG whose scanline y (packed samples, without its filter byte) is ``row(y)``, deflated
+    row by row: big images without their raw data in memory. Interlacing takes bit depths of 8
+    and 16 (the passes slice whole pixels out of the rows)."""
+    deflate = zlib.compressobj(1)
+    parts = []
+    if interlace:
+        size = _CHANNELS[colour_type] * bit_depth // 8
+        for x0, y0, dx, dy in _ADAM7:
+            if x0 >= width:
+                continue
+            for y in range(y0, height, dy):
+                pixels = np.frombuffer(row(y), np.uint8).reshape(width, size)[x0::dx]
+                parts.append(deflate.compress(b"\x00" + pixels.tobytes()))
+    else:
+        parts = [deflate.compress(b"\x00" + row(y)) for y in range(height)]
+    stream = b"".join(parts) + deflate.flush()
+    return (SIGNATURE + ihdr(width, height, bit_depth, colour_type, interlace)
+            + b"".join(before_idat) + chunk(b"IDAT", stream) + chunk(b"IEND", b""))  # fmt: skip
 
 
 def to_palette(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from corpus import (
     chunk_data,
     decode_rgb,
     encode,
+    encode_rows,
     find_chunk,
     flip_crc,
     ihdr,
@@ -230,6 +232,11 @@ def _png_cases(c: Corpus, plain: bytes, rgb: np.ndarray, jpeg: bytes) -> None:
          encode(rgb[:, :, 0], GREY, before_idat=[
              chunk(b"iTXt", b"Comment\x00\x01\x00en\x00Kommentar\x00" + bomb)]),
          Row("decode", "too_large", says="iTXt chunk at offset 33 inflates"))  # fmt: skip
+    # A 1x1 PNG whose image data inflates to 64 MiB: refused after the slack, not inflated.
+    bomb_stream = zlib.compress(b"\x00" * (64 << 20), 9)
+    bomb = SIGNATURE + ihdr(1, 1, 8, RGB, False) + chunk(b"IDAT", bomb_stream)
+    fail("data-bomb_ins_maks.png", bomb + chunk(b"IEND", b""),
+         Row("decode", "too_large", says="beyond the 4 bytes its 1x1 pixels need"))  # fmt: skip
     fail("apng_ins_maks.png", apng([rgb, rgb[::-1].copy()]),
          Row("decode", "animated", says="animated PNG"))  # fmt: skip
     grey = rgb[:, :, 1].astype(np.uint16) * 256  # 16-bit values that are no widened 8-bit values
@@ -331,6 +338,12 @@ def _json_cases(c: Corpus) -> None:
     fail("over-cap.json", over,
          Row("decode", "json_too_large", says=f"JSON of {len(over)} bytes exceeds the cap of "
                                               f"{JSON_CAP}"))  # fmt: skip
+    empty_objects = b'{"detections": [' + b",".join([b"{}"] * 300_000) + b"]}"
+    complex_row = Row("decode", "json_too_complex", says="up to 300002 objects and arrays, over")
+    fail("empty-objects.json", empty_objects, complex_row)
+    many = json.dumps(_solo(detections=[{}] * (MAX_DETECTIONS + 1))).encode()
+    many_row = Row("validate", "too_many_detections", says=f"more than {MAX_DETECTIONS} detections")
+    fail("many-detections.json", many, many_row)
     fail("array.json", b"[1, 2]", Row("validate", "bad_metadata", says="must be a JSON object"))
     fail("no-detections.json", json.dumps({"id": "a.jpg", "size": [10, 20]}).encode(),
          Row("validate", "bad_metadata", says="no 'detections' list"))  # fmt: skip
@@ -738,38 +751,100 @@ def test_metadata_paths_never_become_write_targets(runs: Runs) -> None:
 # Values no table column can hold: one input each, beside two good images
 # ---------------------------------------------------------------------------------------------
 
-_UNHOLDABLE = {
+_UNHOLDABLE: dict[str, tuple[Any, str, str]] = {
     # image metadata: invalid Unicode (a lone surrogate escape), integers beyond int64 / int32
-    "surrogate-id.json": _solo(id="\ud800.jpg", filename=None),
-    "huge-detection-id.json": _solo(detections=[dict(SOLO_DETECTIONS[0], id=10**30)]),
-    "huge-type.json": _solo(detections=[dict(SOLO_DETECTIONS[0], type=2**64)]),
-    "huge-size.json": _solo(size=[10**10, 5]),
+    "surrogate-id.json": (_solo(id="\ud800.jpg", filename=None), "warning", "bad_text"),
+    "huge-detection-id.json": (
+        _solo(detections=[dict(SOLO_DETECTIONS[0], id=10**30)]), "warning", "bad_field"),
+    "huge-type.json": (_solo(detections=[dict(SOLO_DETECTIONS[0], type=2**64)]), "warning",
+                       "bad_field"),
+    "huge-size.json": (_solo(size=[10**10, 5]), "warning", "bad_size"),
     # video chunks: the same problems in the typed (msgspec) path
-    "surrogate-label-0-0.json": [{"id": 0, "detections": [{"type_label": "\ud800"}]}],
-    "huge-frame-id-0-0.json": [{"id": 2**63, "detections": []}],
-    "huge-size-0-0.json": [{"id": 0, "size": [10**10, 5], "detections": []}],
-}
+    "surrogate-label-0-0.json": ([{"id": 0, "detections": [{"type_label": "\ud800"}]}],
+                                 "warning", "bad_text"),
+    "huge-frame-id-0-0.json": ([{"id": 2**63, "detections": []}], "warning", "bad_frame"),
+    "huge-negative-frame-id-0-0.json": ([{"id": -(2**63) - 1, "detections": []}], "warning",
+                                        "bad_frame"),
+    "huge-size-0-0.json": ([{"id": 0, "size": [10**10, 5], "detections": []}], "warning",
+                           "bad_size"),
+    "size-over-int32-0-0.json": ([{"id": 0, "size": [2**31, 5], "detections": []}], "warning",
+                                 "bad_size"),
+    "huge-detection-id-0-0.json": ([{"id": 0, "detections": [{"id": 2**63}]}], "warning",
+                                   "bad_field"),
+    "huge-type-0-0.json": ([{"id": 0, "detections": [{"type": 2**64 - 1}]}], "warning",
+                           "bad_field"),
+    "huge-bbox.json": (_solo(detections=[dict(SOLO_DETECTIONS[0], bbox=[10**400, 0, 1, 1])]),
+                       "warning", "bad_bbox"),
+    "huge-bbox-0-0.json": ([{"id": 0, "detections": [{"bbox": [10**400, 0, 1, 1]}]}], "warning",
+                           "bad_bbox"),
+    # a chunk name whose frame numbers (23 digits) no frame column can hold
+    "cam-12345678901234567890123-12345678901234567890124.json": ([], "error", "bad_chunk_name"),
+    "cam-0-99999999999999999999.json": ([], "error", "bad_chunk_name"),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(_UNHOLDABLE))
 def test_values_no_column_can_hold_fail_one_input_not_the_run(name: str, tmp_path: Path) -> None:
     """JSON that parses but holds a value Parquet cannot store (a lone UTF-16 surrogate, an
-    integer beyond the column's range): exactly one errors/ row for that file (an error, or a
-    warning with the file still tabled), the run commits, the good images are all processed."""
+    integer beyond the column's range, in the file or in its name): exactly its one errors/ row
+    with a named code (an error, or a warning with the file still tabled), the run commits, the
+    good images are all processed."""
     tree = make_celantur_tree(tmp_path / "in", seed=4, images=2, write_images=False)
     source = f"bad/{name}"
-    _write(tree.root, source, json.dumps(_UNHOLDABLE[name]).encode())  # ASCII: \ud800 escaped
+    document, severity, code = _UNHOLDABLE[name]
+    text = json.dumps(document).replace(str(10**400), "1" + "0" * 400)  # ASCII: \ud800 escaped
+    _write(tree.root, source, text.encode())
     out = tmp_path / "out"
-    code = main(["celantur", str(tree.root), str(out), "--scheduler", "sync", "--no-progress",
-                 "--encoding", "v26"])  # fmt: skip
-    assert code in (0, 3)
+    exit_code = main(["celantur", str(tree.root), str(out), "--scheduler", "sync",
+                      "--no-progress", "--encoding", "v26"])  # fmt: skip
+    assert exit_code == (3 if severity == "error" else 0)
     assert (out / "_run.json").exists()
     masks = {row["path"] for row in read_output(out, "masks")}
     assert masks == {p for i in tree.images for p in (i.instance_path, i.binary_path) if p}
-    rows = [(r["severity"], r["message"]) for r in read_output(out, "errors")]
-    assert len(rows) == 1 and rows[0][1].startswith(f"{source}: "), rows
+    rows = [(r["severity"], r["error"], r["message"]) for r in read_output(out, "errors")]
+    assert [(s, e) for s, e, _ in rows] == [(severity, code)], rows
+    assert rows[0][2].startswith(f"{source}: ")
     tabled = {row["source"] for t in ("frames", "chunks") for row in read_output(out, t)}
-    assert (source in tabled) == (rows[0][0] == "warning")
+    assert (source in tabled) == (severity == "warning")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="names of any bytes")
+def test_file_names_of_any_bytes_are_processed_under_escaped_paths(tmp_path: Path) -> None:
+    """Names that are not UTF-8 (bytes 0xff, 0xfe) are inputs like any other: processed, their
+    paths in every table written with each such byte as the text ``\\xNN``, rescaled masks
+    written under that text; the same rows as the same files under valid names."""
+    tree = make_celantur_tree(tmp_path / "in", seed=4, images=1, write_images=False)
+    image = tree.images[0]
+    root = os.fsencode(tree.root)
+    for rel, odd in ((image.instance_path, b"\xffodd_ins_maks.png"),
+                     (image.binary_path, b"\xffodd_bin_mask.png"),
+                     (image.metadata_path, b"\xffodd.json")):  # fmt: skip
+        data = (tree.root / str(rel)).read_bytes()
+        _write(tree.root, f"plain/{odd.decode('latin-1')}", data)  # the same file, valid name
+        os.makedirs(root + b"/bad", exist_ok=True)
+        with open(root + b"/bad/" + odd, "wb") as handle:
+            handle.write(data)
+    os.makedirs(root + b"/v\xfe")
+    with open(root + b"/v\xfe/cam\xff-0-0.json", "wb") as handle:
+        handle.write(json.dumps([{"id": 0, "detections": [SOLO_DETECTIONS[0]]}]).encode())
+    out = tmp_path / "out"
+    code = main(["celantur", str(tree.root), str(out), "--scheduler", "sync", "--no-progress",
+                 "--encoding", "v26", "--mask-scale", "50"])  # fmt: skip
+    assert code == 0
+    assert read_output(out, "errors") == []
+    masks = {row["path"]: row for row in read_output(out, "masks")}
+    for suffix in ("_ins_maks.png", "_bin_mask.png"):
+        odd, plain = masks[f"bad/\\xffodd{suffix}"], masks[f"plain/\xffodd{suffix}"]
+        assert _without(odd, *WHERE, "stem") == _without(plain, *WHERE, "stem")
+        assert odd["stem"] == "\\xffodd"
+        assert odd["scaled_path"] == f"scaled/bad/\\xffodd{suffix}"
+        assert (out / odd["scaled_path"]).read_bytes() == (out / plain["scaled_path"]).read_bytes()
+    frames = {row["source"] for row in read_output(out, "frames")}
+    assert {"bad/\\xffodd.json", "v\\xfe/cam\\xff-0-0.json"} <= frames
+    chunks = read_output(out, "chunks")
+    assert [(r["source"], r["media"]) for r in chunks] == [
+        ("v\\xfe/cam\\xff-0-0.json", "v\\xfe/cam\\xff")
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -806,10 +881,22 @@ JSON_HEAVY_CASES = (
     "objects beside the detections (the container cap)",
     "short strings beside the detections (the value cap)",
 )
+PNG_HEAVY_CASES = (
+    "16-bit RGBA 5000x5000 mask",
+    "16-bit RGBA 7000x7000 mask",
+    f"16-bit grey {LIMIT_SIDE}x{LIMIT_SIDE} mask",
+    f"palette {LIMIT_SIDE}x{LIMIT_SIDE} mask",
+    f"1-bit grey {LIMIT_SIDE}x{LIMIT_SIDE} binary mask",
+    f"16-bit RGBA {LIMIT_SIDE}x{LIMIT_SIDE} binary mask",
+    f"interlaced RGBA {LIMIT_SIDE}x{LIMIT_SIDE} mask",
+    f"interlaced 16-bit RGBA {LIMIT_SIDE}x{LIMIT_SIDE} binary mask",
+    "1x1 PNG inflating to 1 GiB",
+)
 HEAVY_CASES = (
     "huge IHDR (100000x100000)",
     "valid 3840x2160 mask",
     f"valid {LIMIT_SIDE}x{LIMIT_SIDE} mask (the default pixel limit)",
+    *PNG_HEAVY_CASES,
     *JSON_HEAVY_CASES,
 )
 
@@ -837,6 +924,74 @@ def _image_metadata(detections: Any, **more: Any) -> bytes:
     document = {"id": "x.jpg", "detections": detections, "size": [2160, 3840], "duration": 0.5,
                 "filename": "x.jpg", "folder": None, **more}  # fmt: skip
     return json.dumps(document).encode()
+
+
+def _rectangles_rows(
+    width: int, height: int, pixel: Callable[[int], bytes]
+) -> Callable[[int], bytes]:
+    """Rows of a mask of a few rectangles (``pixel(i)`` is rectangle i's packed pixel, 0 the
+    background), one row object per distinct row."""
+    background = pixel(0) * width
+    boxes = [(i, height * i // 9, height * i // 9 + height // 5, width * i // 11,
+              width * i // 11 + width // 4) for i in range(1, 8)]  # fmt: skip
+    cache: dict[tuple[int, ...], bytes] = {}
+
+    def row(y: int) -> bytes:
+        inside = tuple(i for i, top, bottom, _, _ in boxes if top <= y < bottom)
+        if inside not in cache:
+            line = bytearray(background)
+            size = len(pixel(0))
+            for i, _, _, left, right in boxes:
+                if i in inside:
+                    line[left * size : right * size] = pixel(i) * (right - left)
+            cache[inside] = bytes(line)
+        return cache[inside]
+
+    return row
+
+
+def _png_heavy_cases() -> list[tuple[str, bytes, str | None]]:
+    """Large PNGs of the flavours the fused path does not take, and a 1x1 bomb, in the order
+    of :data:`PNG_HEAVY_CASES`."""
+    side = LIMIT_SIDE
+
+    def rgba16(i: int) -> bytes:  # v26 colours widened to 16 bits (v * 257)
+        return (
+            bytes([0, 0, i, i, (16 << i % 4) & 255, (16 << i % 4) & 255, 255, 255])
+            if i
+            else bytes(8)
+        )
+
+    def grey16(i: int) -> bytes:
+        return bytes([i * 30, i * 30])
+
+    palette = bytes(c for i in range(8) for c in (0, i, (16 << i % 4) & 255))
+    bomb = zlib.compressobj(9)
+    stream = (
+        bomb.compress(b"\x00\x00\x00\x00")
+        + b"".join(bomb.compress(bytes(1 << 20)) for _ in range(1024))
+        + bomb.flush()
+    )
+    return [
+        ("x_ins_maks.png", encode_rows(5000, 5000, RGBA, 16, _rectangles_rows(5000, 5000, rgba16)),
+         None),
+        ("x_ins_maks.png", encode_rows(7000, 7000, RGBA, 16, _rectangles_rows(7000, 7000, rgba16)),
+         None),
+        ("x_ins_maks.png", encode_rows(side, side, GREY, 16, _rectangles_rows(side, side, grey16)),
+         "invalid_pixels"),
+        ("x_ins_maks.png", encode_rows(side, side, PALETTE, 8, _rectangles_rows(
+            side, side, lambda i: bytes([i])), before_idat=[chunk(b"PLTE", palette)]), None),
+        ("x_bin_mask.png", encode_rows(side, side, GREY, 1, lambda y: bytes([0x0F]) * (side // 8)
+                                       + bytes([0x80])), None),
+        ("x_bin_mask.png", encode_rows(side, side, RGBA, 16, _rectangles_rows(side, side, rgba16)),
+         None),
+        ("x_ins_maks.png", encode_rows(side, side, RGBA, 8, _rectangles_rows(
+            side, side, lambda i: rgba16(i)[::2]), interlace=True), None),
+        ("x_bin_mask.png", encode_rows(side, side, RGBA, 16, _rectangles_rows(side, side, rgba16),
+                                       interlace=True), None),
+        ("x_ins_maks.png", SIGNATURE + ihdr(1, 1, 8, RGB, False) + chunk(b"IDAT", stream)
+         + chunk(b"IEND", b""), "too_large"),
+    ]  # fmt: skip
 
 
 def _json_heavy_cases() -> list[tuple[str, bytes, str | None]]:
@@ -879,6 +1034,7 @@ def _heavy_cases() -> dict[str, tuple[str, bytes, str | None]]:
         ("x_ins_maks.png", with_size(uhd, 100_000, 100_000), "too_large"),
         ("x_ins_maks.png", uhd, None),
         ("x_ins_maks.png", limit, None),
+        *_png_heavy_cases(),
         *_json_heavy_cases(),
     )
     return dict(zip(HEAVY_CASES, cases, strict=True))
@@ -917,9 +1073,10 @@ def peak_rss(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
     for name, error in expected.items():
         if name == "baseline":
             continue
-        assert results[name]["code"] == (0 if error is None else 3), (name, results[name])
-        codes = [row["error"] for row in read_output(outputs[name], "errors")]
-        assert codes == ([] if error is None else [error]), name
+        rows = read_output(outputs[name], "errors")
+        assert [row["error"] for row in rows] == ([] if error is None else [error]), name
+        failed = any(row["severity"] == "error" for row in rows)
+        assert results[name]["code"] == (3 if failed else 0), (name, results[name])
     baseline = results["baseline"]["peak_kib"]
     for result in results.values():
         result["above_baseline_mib"] = round((result["peak_kib"] - baseline) / 1024, 1)

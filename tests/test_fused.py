@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus import GREY, GREY_ALPHA, RGB, RGBA, SIGNATURE, chunk, ihdr
+from corpus import GREY, GREY_ALPHA, PALETTE, RGB, RGBA, SIGNATURE, chunk, ihdr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -79,6 +79,57 @@ def write_png(samples: np.ndarray, colour_type: int, filters: list[int], parts: 
     idats = [chunk(b"IDAT", stream[s:e]) for s, e in itertools.pairwise(cuts)]
     header = ihdr(width, height, 8, colour_type, False)
     return SIGNATURE + header + b"".join(idats) + chunk(b"IEND", b"")
+
+
+def _packed_rows(samples: np.ndarray, depth: int) -> np.ndarray:
+    """(h, w, c) samples as (h, row bytes) scanline data: big-endian at 16 bits, packed from
+    the high bits below 8."""
+    height, width, _ = samples.shape
+    if depth == 16:
+        return samples.astype(">u2").view(np.uint8).reshape(height, -1)
+    if depth == 8:
+        return samples.astype(np.uint8).reshape(height, -1)
+    per_byte = 8 // depth
+    padded = np.zeros((height, -(-width // per_byte) * per_byte), np.uint8)
+    padded[:, :width] = samples[:, :, 0]
+    shifts = np.arange(8 - depth, -1, -depth, dtype=np.uint8)
+    return np.bitwise_or.reduce(padded.reshape(height, -1, per_byte) << shifts, axis=2)
+
+
+#: Adam7 passes: (x start, y start, x step, y step).
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+         (0, 1, 1, 2))  # fmt: skip
+
+
+def write_any_png(
+    samples: np.ndarray,
+    colour_type: int,
+    depth: int,
+    filters: list[int],
+    *,
+    interlace: bool = False,
+    palette: bytes = b"",
+    transparency: bytes | None = None,
+) -> bytes:
+    """A PNG of any colour type, bit depth and interlacing: (h, w, c) ``samples`` (palette
+    indices for type 3), ``filters[i % len]`` on the i-th scanline of each image or pass."""
+    height, width, channels = samples.shape
+    bpp = max(1, channels * depth // 8)
+    images = [samples[y::dy, x::dx] for x, y, dx, dy in ADAM7] if interlace else [samples]
+    raw = b""
+    for image in images:
+        if image.size == 0:
+            continue  # an empty pass has no scanlines
+        rows = _packed_rows(image, depth)
+        above = np.zeros(rows.shape[1], np.uint8)
+        for y in range(rows.shape[0]):
+            raw += filter_row(filters[y % len(filters)], rows[y], above, bpp)
+            above = rows[y]
+    extra = chunk(b"PLTE", palette) if palette else b""
+    if transparency is not None:
+        extra += chunk(b"tRNS", transparency)
+    return (SIGNATURE + ihdr(width, height, depth, colour_type, interlace) + extra
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,6 +196,60 @@ def test_random_masks_with_every_filter_type_measure_identically(
     compared = both_binary(data, scale, result.foreground)
     assert compared.mismatch is not None
     assert both_binary(data, scale, None).mismatch is None
+
+
+#: The flavours the fused path leaves to row-streamed decode: (colour type, bit depth).
+STREAMED = [
+    *((GREY, depth) for depth in (1, 2, 4, 8, 16)),
+    *((PALETTE, depth) for depth in (1, 2, 4, 8)),
+    (GREY_ALPHA, 8), (RGB, 8), (RGBA, 8), (RGB, 16), (RGBA, 16),
+]  # fmt: skip
+flavoured = st.sampled_from(STREAMED).flatmap(
+    lambda flavour: st.tuples(
+        st.just(flavour),
+        hnp.arrays(
+            np.uint16 if flavour[1] == 16 else np.uint8,
+            st.tuples(
+                st.integers(1, 20),
+                st.integers(1, 20),
+                st.just(1 if flavour[0] == PALETTE else CHANNELS[flavour[0]]),
+            ),
+            elements=st.sampled_from(
+                [0, 0, 1, (1 << flavour[1]) - 1]
+                + ([128, 257, 128 * 257, 32768] if flavour[1] == 16 else [1 << (flavour[1] - 1)])
+            ),
+        ),
+        st.booleans(),  # 16-bit values widened from 8 bits (instance masks need them)
+        st.booleans(),  # palette with a tRNS chunk
+        st.booleans(),  # interlaced
+    )
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(flavoured, filters, scales)
+def test_every_streamed_flavour_measures_as_decoded(case, row_filters, scale):
+    """16-bit, grey, low bit depths, palette (with and without tRNS, short palettes), grey+alpha
+    masks, each also interlaced (8-bit RGB/RGBA only interlaced: plain ones are fused): the
+    row-streamed path equals decode + whole-image kernels, as instance masks (same error when
+    16-bit values are not widened 8-bit values) and as binary masks."""
+    (colour_type, depth), samples, widened, transparent, interlace = case
+    if depth == 16 and widened:
+        samples = (samples & 255) * 257
+    palette, transparency = b"", None
+    if colour_type == PALETTE:
+        entries = max(1, int(samples.max()))  # the highest index may lie beyond the palette
+        palette = bytes(i * 37 % 256 for i in range(3 * entries))
+        transparency = bytes(range(0, 256, 7))[:entries] if transparent else None
+    data = write_any_png(samples, colour_type, depth, row_filters, interlace=interlace,
+                         palette=palette, transparency=transparency)  # fmt: skip
+    assert _instance_outcome(data, True) == _instance_outcome(data, False)
+    foreground = foreground_runs(np.zeros((*samples.shape[:2], 3), np.uint8))
+    for runs in (None, foreground):
+        fused = measure_binary(data, max_pixels=LIMIT, scale=scale, foreground=runs)
+        standard = measure_binary(data, max_pixels=LIMIT, scale=scale, foreground=runs,
+                                  fused=False)  # fmt: skip
+        assert fused == standard
 
 
 def test_strips_cross_row_and_chunk_boundaries():

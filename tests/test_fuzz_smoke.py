@@ -1,5 +1,7 @@
-"""A bounded smoke of the fuzz harnesses (``make fuzz`` runs them for longer): each target runs
-a few thousand generated inputs under atheris in a subprocess and must find nothing."""
+"""A bounded smoke of the fuzz harnesses (``make fuzz`` runs them for longer): each target (every
+door untrusted bytes come through: PNG, image metadata, video chunks with their names, ClearML
+frames, job files, all JSON doors at once) runs a few thousand generated inputs under atheris in
+a subprocess and must find nothing."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 ROOT = Path(__file__).parent.parent
 
 
-@pytest.mark.parametrize("target", ["png", "json"])
+@pytest.mark.parametrize("target", ["png", "metadata", "chunk", "frames", "jobfile", "json"])
 def test_fuzz_target_finds_nothing(target: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "fuzz", target, "-runs=4000", "-seed=1", "-max_len=65536"],

@@ -69,7 +69,10 @@ class MetadataError(ValueError):
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer literal beyond any float (1 followed by 400 zeros)
+        return None
 
 
 def finite_number(value: Any) -> float | None:

@@ -19,10 +19,12 @@ short stream with zeros). 16-bit grey+alpha is refused: neither decoder returns 
 from __future__ import annotations
 
 import io
+import itertools
 import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from zlib_ng import zlib_ng
@@ -245,6 +247,9 @@ def decode_png(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
 def decode_checked_png(data: bytes, header: PngHeader) -> np.ndarray:
     """:func:`decode_png` of a file whose ``header`` came from :func:`checked_header` (the
     checks are not repeated)."""
+    # Pillow fills rows missing from a short image-data stream with zeros, and no decoder
+    # refuses a stream inflating far beyond the rows: check both first.
+    _check_image_data_length(data, header)
     try:
         if header.bit_depth == 16 and header.colour_type in (2, 6):
             # libspng is exact at 16 bits but adds an opaque alpha channel to RGB.
@@ -252,8 +257,6 @@ def decode_checked_png(data: bytes, header: PngHeader) -> np.ndarray:
         elif header.bit_depth == 8 and header.colour_type in (0, 2, 6) and not header.interlaced:
             pixels = _decode_spng(data)
         else:
-            # Pillow fills rows missing from a short image-data stream with zeros: check first.
-            _check_image_data_length(data, header)
             pixels = _decode_pillow(data, header)
     except PngError:
         raise
@@ -287,15 +290,43 @@ def _image_data_size(header: PngHeader) -> int:
     )
 
 
+#: Inflated image data accepted beyond what the header's rows need: legitimate encoders write
+#: none, so anything past this is refused (a 1x1 PNG carrying a gigabyte of inflated data is a
+#: decompression bomb) after inflating at most this much more.
+IMAGE_DATA_SLACK = 64 * 1024
+
+
 def _check_image_data_length(data: bytes, header: PngHeader) -> None:
-    """Refuse image data that inflates to fewer bytes than the header's rows need."""
+    """Refuse image data that inflates to fewer bytes than the header's rows need, or to more
+    than :data:`IMAGE_DATA_SLACK` beyond; inflated a block at a time, never whole."""
     expected = _image_data_size(header)
+    limit = expected + IMAGE_DATA_SLACK
+    inflater = zlib_ng.decompressobj()
+    inflated = 0
     try:
-        inflated = zlib.decompressobj().decompress(b"".join(_idat_payloads(data)), expected + 1)
-    except zlib.error as exc:
-        raise PngError("corrupt", f"PNG image data could not be decoded: {exc}") from exc
-    if len(inflated) < expected:
-        raise PngError("corrupt", f"PNG image data too short: {len(inflated)} of {expected} bytes")
+        for payload in _idat_payloads(data):
+            tail: bytes | memoryview = payload
+            while tail and not inflater.eof and inflated <= limit:
+                inflated += len(inflater.decompress(tail, min(1 << 20, limit + 1 - inflated)))
+                tail = inflater.unconsumed_tail
+            if inflated > limit or inflater.eof:
+                break
+    except _INFLATE_ERROR as exc:
+        if inflated < expected:
+            raise PngError("corrupt", f"PNG image data could not be decoded: {exc}") from exc
+    if inflated < expected:
+        raise PngError("corrupt", f"PNG image data too short: {inflated} of {expected} bytes")
+    if inflated > limit:
+        raise _excess_error(header, expected)
+
+
+def _excess_error(header: PngHeader, expected: int) -> PngError:
+    return PngError(
+        "too_large",
+        f"PNG image data inflates beyond the {expected} bytes its {header.width}x"
+        f"{header.height} pixels need (more than {IMAGE_DATA_SLACK} bytes over: a "
+        "decompression bomb)",
+    )
 
 
 def _idat_payloads(data: bytes) -> Iterator[memoryview]:
@@ -319,13 +350,14 @@ def inflate_scanlines(
     Yields ``(first_row, raw)``: ``raw`` is a read-only uint8 array of whole filtered scanlines
     (each led by its filter type byte), about ``strip_bytes`` long, so the image data is never
     inflated whole. zlib-ng inflates mask data an order of magnitude faster than zlib. As with
-    libspng, the stream's Adler-32 and anything after the last row are not checked (the chunk
-    CRCs were).
+    libspng, the stream's Adler-32 is not checked (the chunk CRCs were); what follows the last
+    row may inflate to at most :data:`IMAGE_DATA_SLACK` bytes.
 
     Raises
     ------
     PngError
-        ``corrupt`` when the stream is not valid deflate data or ends before the last row.
+        ``corrupt`` when the stream is not valid deflate data or ends before the last row,
+        ``too_large`` when it inflates far beyond the last row.
     """
     if header.interlaced:
         raise ValueError("inflate_scanlines reads non-interlaced images only")
@@ -333,8 +365,10 @@ def inflate_scanlines(
     strip_rows = max(1, strip_bytes // stride)
     inflater = zlib_ng.decompressobj()
     row, pending = 0, b""
-    for payload in _idat_payloads(data):
-        tail: bytes | memoryview = payload
+    payloads = _idat_payloads(data)
+    tail: bytes | memoryview = b""
+    for payload in payloads:
+        tail = payload
         while row < header.height:
             wanted = min(strip_rows, header.height - row) * stride - len(pending)
             try:
@@ -359,6 +393,221 @@ def inflate_scanlines(
             "PNG image data could not be decoded: stream too short "
             f"({inflated} of {header.height * stride} bytes)",
         )
+    if _inflates_beyond(inflater, tail, payloads, IMAGE_DATA_SLACK):
+        raise _excess_error(header, header.height * stride)
+
+
+def _inflates_beyond(
+    inflater: Any, tail: bytes | memoryview, payloads: Iterator[memoryview], slack: int
+) -> bool:
+    """Whether the rest of the stream inflates to more than ``slack`` bytes (inflating at most
+    ``slack + 1``). A broken stream after the last row is not an error: no decoder reads it."""
+    extra = 0
+    for source in itertools.chain([tail], payloads):
+        while source and not inflater.eof:
+            try:
+                out = inflater.decompress(source, slack + 1 - extra)
+            except _INFLATE_ERROR:
+                return False
+            extra += len(out)
+            if extra > slack:
+                return True
+            source = inflater.unconsumed_tail
+            if not out:
+                break
+    return False
+
+
+def decode_strips(
+    data: bytes, header: PngHeader, *, strip_bytes: int = 1 << 18
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode a checked PNG a strip of rows at a time: the decoded image never exists, whatever
+    the flavour (interlaced ones too).
+
+    Yields ``(first_row, pixels)``: ``pixels`` is an (rows, W, C) array of those rows exactly
+    as :func:`decode_png` returns them (uint16 at 16 bits; palette expanded to RGB, or RGBA
+    with a ``tRNS`` chunk; grey below 8 bits scaled to 0..255).
+
+    Raises
+    ------
+    PngError
+        As :func:`inflate_scanlines`; ``corrupt`` for an undefined filter type, or a palette
+        image without a usable ``PLTE`` chunk.
+    """
+    palette = _palette(data) if header.colour_type == 3 else None
+    if header.interlaced:
+        yield from _deinterlaced_strips(data, header, palette, strip_bytes)
+        return
+    row_bytes = _row_bytes(header, header.width)
+    above = np.zeros(row_bytes, dtype=np.uint8)
+    for first_row, raw in inflate_scanlines(data, header, strip_bytes=strip_bytes):
+        rows = np.empty((len(raw) // (row_bytes + 1), row_bytes), dtype=np.uint8)
+        _unfilter(raw, header, above, rows, first_row)
+        yield first_row, _samples(rows, header, header.width, palette)
+
+
+def _row_bytes(header: PngHeader, width: int) -> int:
+    """Bytes of an unfiltered row of ``width`` pixels (without the filter type byte)."""
+    return (width * _SAMPLES_PER_PIXEL[header.colour_type] * header.bit_depth + 7) // 8
+
+
+def _unfilter(
+    raw: np.ndarray,
+    header: PngHeader,
+    above: np.ndarray,
+    rows: np.ndarray,
+    first_row: int,
+    where: str = "",
+) -> None:
+    """Unfilter whole scanlines into ``rows`` (:func:`~pipeline.kernels.rows.unfilter_strip`);
+    the first is row ``first_row`` (of the Adam7 pass ``where`` names, if any).
+
+    Raises
+    ------
+    PngError
+        ``corrupt`` naming the first row with an undefined filter type.
+    """
+    from pipeline.kernels.rows import unfilter_strip
+    from pipeline.kernels.scanlines import ROWS_OK
+
+    bpp = max(1, _SAMPLES_PER_PIXEL[header.colour_type] * header.bit_depth // 8)
+    bad = unfilter_strip(raw, rows.shape[1] + 1, bpp, above, rows)
+    if bad != ROWS_OK:
+        message = f"invalid scanline filter in {where}row {first_row + bad}"
+        raise PngError("corrupt", f"PNG image data could not be decoded: {message}")
+
+
+class _PassReader:
+    """Reads one Adam7 pass's scanlines in order, from its own copy of the inflater positioned
+    at the pass's first byte: seven of them deinterlace the image row by row."""
+
+    def __init__(self, inflater: Any, payloads: list[memoryview], index: int, offset: int) -> None:
+        self.inflater, self.payloads, self.index, self.offset = inflater, payloads, index, offset
+
+    def read(self, size: int) -> np.ndarray:
+        out = b""
+        while len(out) < size and self.index < len(self.payloads):
+            payload = self.payloads[self.index]
+            piece = payload[self.offset : self.offset + _INPUT_BLOCK]
+            try:
+                got = self.inflater.decompress(piece, size - len(out))
+            except _INFLATE_ERROR as exc:
+                raise PngError("corrupt", f"PNG image data could not be decoded: {exc}") from exc
+            out += got
+            self.offset += len(piece) - len(self.inflater.unconsumed_tail)
+            if self.offset >= len(payload):
+                self.index, self.offset = self.index + 1, 0
+            elif not got and self.inflater.eof:
+                break
+        if len(out) < size:
+            raise PngError("corrupt", "PNG image data could not be decoded: stream too short")
+        return np.frombuffer(out, dtype=np.uint8)
+
+
+#: Compressed bytes handed to the inflater at a time when reading passes (small: each call
+#: copies what it leaves unconsumed).
+_INPUT_BLOCK = 1 << 16
+
+
+def _deinterlaced_strips(
+    data: bytes, header: PngHeader, palette: np.ndarray | None, strip_bytes: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """:func:`decode_strips` of an Adam7-interlaced PNG.
+
+    One inflating pass over the stream finds where each of the seven passes starts (a copy of
+    the inflater there); then each output row takes its pixels from the next scanline of the
+    passes that hold that row. Memory is seven inflater states and a strip of rows; the stream
+    is inflated twice.
+    """
+    payloads = list(_idat_payloads(data))
+    passes = [
+        (x, y, dx, dy, -(-(header.width - x) // dx), -(-(header.height - y) // dy))
+        for x, y, dx, dy in _ADAM7
+    ]
+    readers: list[_PassReader | None] = []
+    scan = _PassReader(zlib_ng.decompressobj(), payloads, 0, 0)
+    for _, _, _, _, width, height in passes:
+        if width == 0 or height == 0:
+            readers.append(None)
+            continue
+        readers.append(_PassReader(scan.inflater.copy(), payloads, scan.index, scan.offset))
+        remaining = height * (1 + _row_bytes(header, width))
+        while remaining:
+            remaining -= len(scan.read(min(remaining, 1 << 20)))
+    rest = payloads[scan.index][scan.offset :] if scan.index < len(payloads) else b""
+    if _inflates_beyond(scan.inflater, rest, iter(payloads[scan.index + 1 :]), IMAGE_DATA_SLACK):
+        raise _excess_error(header, _image_data_size(header))
+    aboves = [np.zeros(_row_bytes(header, width), np.uint8) for *_, width, _ in passes]
+    strip_rows = max(1, strip_bytes // max(1, _row_bytes(header, header.width)))
+    for first_row in range(0, header.height, strip_rows):
+        strip = None
+        for y in range(first_row, min(first_row + strip_rows, header.height)):
+            for number, (x0, y0, dx, dy, width, _) in enumerate(passes):
+                reader = readers[number]
+                if reader is None or y % dy != y0:
+                    continue
+                raw = reader.read(1 + len(aboves[number]))
+                row = np.empty((1, len(aboves[number])), np.uint8)
+                _unfilter(raw, header, aboves[number], row, y // dy, f"pass {number + 1} ")
+                pixels = _samples(row, header, width, palette)[0]
+                if strip is None:
+                    shape = (min(strip_rows, header.height - first_row), header.width)
+                    strip = np.empty((*shape, pixels.shape[1]), pixels.dtype)
+                strip[y - first_row, x0::dx] = pixels
+        assert strip is not None, "every row of an image holds pixels of some pass"
+        yield first_row, strip
+
+
+def _samples(
+    rows: np.ndarray, header: PngHeader, width: int, palette: np.ndarray | None
+) -> np.ndarray:
+    """Unfiltered scanlines of ``width`` pixels as decoded pixels (see :func:`decode_strips`)."""
+    count, depth = rows.shape[0], header.bit_depth
+    samples = _SAMPLES_PER_PIXEL[header.colour_type]
+    if depth == 16:
+        wide = rows.view(">u2").reshape(count, width, samples)
+        return wide.astype(np.uint16)
+    if depth == 8:
+        values = rows.reshape(count, width, samples)
+    else:  # 1, 2 or 4 bits: grey or palette, one sample per pixel, packed from the high bits
+        shifts = np.arange(8 - depth, -1, -depth, dtype=np.uint8)
+        unpacked = (rows[:, :, np.newaxis] >> shifts) & ((1 << depth) - 1)
+        values = unpacked.reshape(count, -1)[:, :width, np.newaxis]
+        if palette is None:
+            values = values * np.uint8(255 // ((1 << depth) - 1))
+    if palette is not None:
+        return palette[values[:, :, 0]]
+    return values
+
+
+def _palette(data: bytes) -> np.ndarray:
+    """The (256, 3 or 4) uint8 lookup of a palette PNG, as Pillow expands it: ``PLTE`` colours
+    (missing entries black), a ``tRNS`` chunk's alphas as a fourth channel (missing ones
+    opaque)."""
+    chunks = dict(_chunks_before_idat(data, (b"PLTE", b"tRNS")))
+    colours = chunks.get(b"PLTE")
+    if colours is None or not 3 <= len(colours) <= 768 or len(colours) % 3:
+        raise PngError("corrupt", "palette PNG without a valid PLTE chunk")
+    table = np.zeros((256, 3), dtype=np.uint8)
+    table[: len(colours) // 3] = np.frombuffer(colours, dtype=np.uint8).reshape(-1, 3)
+    alphas = chunks.get(b"tRNS")
+    if alphas is None:
+        return table
+    alpha = np.full((256, 1), 255, dtype=np.uint8)
+    alpha[: min(len(alphas), 256), 0] = np.frombuffer(alphas[:256], dtype=np.uint8)
+    return np.concatenate([table, alpha], axis=1)
+
+
+def _chunks_before_idat(data: bytes, kinds: tuple[bytes, ...]) -> Iterator[tuple[bytes, bytes]]:
+    """(type, data) of the chunks of the given types before the first IDAT (of a checked PNG)."""
+    position = 8
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        if kind in (b"IDAT", b"IEND"):
+            return
+        if kind in kinds:
+            yield kind, data[position + 8 : position + 8 + length]
+        position += 12 + length
 
 
 def _decode_spng(data: bytes) -> np.ndarray:

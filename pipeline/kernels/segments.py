@@ -294,6 +294,12 @@ class ForegroundRuns:
         return np.empty((256, 2), dtype=np.int32), np.zeros(height, dtype=np.int64)
 
     @classmethod
+    def buffers_of(cls, runs: ForegroundRuns | None, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(bounds, row_ends)`` of ``runs`` for a binary row kernel to compare with, or empty
+        ones (never read) without runs."""
+        return (runs.bounds, runs.row_ends) if runs is not None else cls.empty_buffers(height)
+
+    @classmethod
     def from_buffers(cls, bounds: np.ndarray, row_ends: np.ndarray, width: int) -> ForegroundRuns:
         """The runs once every row was appended."""
         count = int(row_ends[-1]) if len(row_ends) else 0

@@ -4,10 +4,12 @@ The fused path inflates the image data a strip at a time and measures each row a
 unfiltered (:mod:`pipeline.kernels.scanlines`): the decoded image is never built, and with
 zlib-ng inflating, the whole measurement takes less time than decoding the file with libspng.
 It takes the common flavours — 8-bit, non-interlaced RGB/RGBA instance masks and grey / grey+alpha
-/ RGB / RGBA binary masks — and every other PNG (palette, 16-bit, low bit depths, interlaced)
-goes through :func:`~pipeline.io.png.decode_checked_png` and the whole-image kernels. Both paths
-give identical results (``tests/test_fused.py`` proves it on every test mask and on random ones
-with every PNG filter type).
+/ RGB / RGBA binary masks; every other flavour (palette, 16-bit, low bit depths, grey instance
+masks, interlaced) is decoded a strip of rows at a time (:mod:`pipeline.stages.streamed`) into
+the same row kernels. ``fused=False`` decodes the whole image
+(:func:`~pipeline.io.png.decode_checked_png`) for the whole-image kernels, the reference: all
+paths give identical results (``tests/test_fused.py`` proves it on every test mask and on random
+ones of every flavour with every PNG filter type).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pipeline.kernels.segments import (
     foreground_runs,
 )
 from pipeline.stages.common import scaled_png
+from pipeline.stages.streamed import streamed_binary, streamed_instance
 
 _RGB, _RGBA, _GREY, _GREY_ALPHA = 2, 6, 0, 4
 _FUSED_INSTANCE_TYPES = (_RGB, _RGBA)
@@ -86,6 +89,8 @@ def measure_instance(
     header = checked_header(data, max_pixels=max_pixels)
     if fused and _fusable(header, _FUSED_INSTANCE_TYPES):
         return _fused_instance(data, header, scale)
+    if fused:
+        return InstanceMeasure(header, *streamed_instance(data, header, scale))
     pixels = decode_checked_png(data, header)
     try:
         rgb = to_rgb8(pixels)
@@ -114,6 +119,8 @@ def measure_binary(
         foreground = None
     if fused and _fusable(header, _FUSED_BINARY_TYPES):
         return _fused_binary(data, header, scale, foreground)
+    if fused:
+        return BinaryMeasure(header, *streamed_binary(data, header, scale, foreground))
     pixels = decode_checked_png(data, header)
     anonymised, mismatch = binary_stats(pixels, foreground)
     return BinaryMeasure(header, anonymised, mismatch, _scaled(data, pixels, scale))
@@ -191,11 +198,7 @@ def _fused_binary(
 ) -> BinaryMeasure:
     lines = _row_buffers(header)
     compare = foreground is not None
-    bounds, row_ends = (
-        (foreground.bounds, foreground.row_ends)
-        if foreground is not None
-        else ForegroundRuns.empty_buffers(header.height)
-    )
+    bounds, row_ends = ForegroundRuns.buffers_of(foreground, header.height)
     scratch = np.zeros(header.width, dtype=np.uint8)
     counts = np.zeros(2, dtype=np.int64)
     rescaled = _Rescaled(header, scale)

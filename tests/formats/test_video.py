@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.formats.metadata import Finding, MetadataError, ResolvedSize
+from pipeline.formats.metadata import MAX_DETECTIONS, Finding, MetadataError, ResolvedSize
 from pipeline.formats.video import (
     _DECODER,
     DETECTION_COLUMNS,
@@ -321,3 +321,23 @@ def test_nan_scores_in_many_frames_summarise_to_one_finding() -> None:
     assert summary[0].error == "bad_score"
     assert summary[0].message.startswith("10x frame 0: detection 0: score nan")
     assert summary[0].message.endswith("(+7 more)")
+
+
+@pytest.mark.parametrize("score", ["0.5", "NaN"], ids=["typed", "validating"])
+def test_detections_over_the_cap_refuse_the_chunk_before_they_are_built(score: str) -> None:
+    """MAX_DETECTIONS counts every frame's detections together, on both parse paths (NaN sends
+    the chunk to the validating one); exactly the cap is accepted."""
+    half = MAX_DETECTIONS // 2
+    detection = '{"score": ' + score + "}"
+
+    def chunk(counts: list[int]) -> bytes:
+        frames = [f'{{"id": {i}, "detections": [{",".join([detection] * n)}]}}'
+                  for i, n in enumerate(counts)]  # fmt: skip
+        return ("[" + ",".join(frames) + "]").encode()
+
+    assert parse_chunk(chunk([half, MAX_DETECTIONS - half]), max_bytes=10**8).detection_count == (
+        MAX_DETECTIONS
+    )
+    with pytest.raises(MetadataError, match=f"more than {MAX_DETECTIONS} detections") as info:
+        parse_chunk(chunk([half, MAX_DETECTIONS - half + 1]), max_bytes=10**8)
+    assert info.value.code == "too_many_detections"

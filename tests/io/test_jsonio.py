@@ -7,7 +7,13 @@ import math
 
 import pytest
 
-from pipeline.io.jsonio import DEFAULT_MAX_JSON_BYTES, JsonError, parse_json
+from pipeline.io.jsonio import (
+    DEFAULT_MAX_JSON_BYTES,
+    MAX_JSON_CONTAINERS,
+    MAX_JSON_VALUES,
+    JsonError,
+    parse_json,
+)
 
 
 def json_error(data: bytes, **kwargs: int) -> JsonError:
@@ -113,3 +119,26 @@ def test_deep_nesting_is_a_syntax_error_not_recursion_error(closed: bool) -> Non
 
 def test_json_error_is_a_value_error() -> None:
     assert isinstance(json_error(b"{"), ValueError)
+
+
+def test_structure_caps_are_counted_from_the_bytes_before_parsing() -> None:
+    """Bounded parsing refuses more than MAX_JSON_CONTAINERS objects and arrays, or more than
+    MAX_JSON_VALUES values (containers + commas), and accepts exactly the caps; unbounded
+    parsing (frames documents, mask labels) only has the size cap."""
+    containers = b"[" + b",".join([b"{}"] * (MAX_JSON_CONTAINERS - 1)) + b"]"
+    assert parse_json(containers, bounded=True) == [{}] * (MAX_JSON_CONTAINERS - 1)
+    over = b"[" + b",".join([b"{}"] * MAX_JSON_CONTAINERS) + b"]"
+    error = json_error(over, bounded=True)
+    assert (error.code, str(error)) == (
+        "too_complex",
+        f"JSON with up to {MAX_JSON_CONTAINERS + 1} objects and arrays, over the cap of "
+        f"{MAX_JSON_CONTAINERS}",
+    )
+    assert len(parse_json(over)) == MAX_JSON_CONTAINERS
+    values = b"[" + b",".join([b"0"] * (MAX_JSON_VALUES - 1)) + b"]"  # 1 array, n - 2 commas
+    assert len(parse_json(values, bounded=True)) == MAX_JSON_VALUES - 1
+    error = json_error(b"[" + b",".join([b"0"] * (MAX_JSON_VALUES + 1)) + b"]", bounded=True)
+    assert (error.code, str(error)) == (
+        "too_complex", f"JSON with up to {MAX_JSON_VALUES + 1} values, over the cap of "
+        f"{MAX_JSON_VALUES}",
+    )  # fmt: skip

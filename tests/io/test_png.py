@@ -18,10 +18,13 @@ import pytest
 from PIL import Image
 
 from pipeline.io.png import (
+    IMAGE_DATA_SLACK,
     PNG_SIGNATURE,
     PngError,
     check_png_structure,
+    checked_header,
     decode_png,
+    decode_strips,
     encode_png,
     read_png_header,
 )
@@ -242,6 +245,39 @@ def test_hand_built_png_decodes_exactly(
     assert decoded.dtype == expected.dtype
     assert decoded.shape == expected.shape
     np.testing.assert_array_equal(decoded, expected)
+    # Row-streamed, strips of a row or two: the same pixels, rows in order.
+    strips = list(decode_strips(data, checked_header(data), strip_bytes=7))
+    assert [first for first, _ in strips] == sorted({first for first, _ in strips})
+    streamed = np.concatenate([pixels for _, pixels in strips])
+    assert streamed.dtype == expected.dtype
+    np.testing.assert_array_equal(streamed, expected)
+
+
+def _with_extra_data(extra: int) -> bytes:
+    """A 3x2 RGB PNG whose image data holds ``extra`` zero bytes after its rows."""
+    raw = b"".join(b"\x00" + bytes(range(9)) for _ in range(2)) + bytes(extra)
+    ihdr = struct.pack(">IIBBBBB", 3, 2, 8, RGB, 0, 0, 0)
+    return (PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 9))
+            + chunk(b"IEND", b""))  # fmt: skip
+
+
+@pytest.mark.parametrize("extra", [0, 1, IMAGE_DATA_SLACK, IMAGE_DATA_SLACK + 1, 256 << 20])
+def test_image_data_beyond_the_rows_is_refused_past_the_slack(extra: int) -> None:
+    """Up to IMAGE_DATA_SLACK bytes after the last row are tolerated by every path; more is a
+    decompression bomb (``too_large``), found without inflating it all (256 MiB here)."""
+    data = _with_extra_data(extra)
+    header = checked_header(data)
+    decoders = {
+        "decode": lambda: decode_png(data),
+        "strips": lambda: np.concatenate([p for _, p in decode_strips(data, header)]),
+    }
+    for name, decode in decoders.items():
+        if extra <= IMAGE_DATA_SLACK:
+            np.testing.assert_array_equal(decode().reshape(2, 9), np.tile(np.arange(9), (2, 1)))
+            continue
+        with pytest.raises(PngError, match="inflates beyond the 20 bytes its 3x2 pixels") as info:
+            decode()
+        assert info.value.code == "too_large", name
 
 
 def test_palette_trns_shorter_than_palette_leaves_other_entries_opaque() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from pipeline.io.storage import InputFile, Location, is_inside
+from pipeline.io.storage import InputFile, Location, is_inside, storable_name
 
 FILES = {
     "z.txt": b"zz",
@@ -185,3 +185,21 @@ def test_is_inside_memory_and_across_filesystems(tmp_path: Path, memory_url: str
     local_twin = Location(str(tmp_path / memory_url.removeprefix("memory://") / "inner"))
     assert is_inside(local_twin, outer) is None
     assert is_inside(Location(memory_url + "/inner"), Location(str(tmp_path))) is None
+
+
+@pytest.mark.parametrize(
+    ("listed", "rel"),
+    [
+        ("a/b_ins_maks.png", "a/b_ins_maks.png"),  # valid names are unchanged
+        ("caf\u00e9/\u00ff.json", "caf\u00e9/\u00ff.json"),
+        ("bad/\udcffodd.png", "bad/\\xffodd.png"),  # the byte 0xff, as Python lists it
+        ("a\udcff\u00e9", "a\\xff\u00e9"),  # an escaped byte beside valid text
+        ("x\ud800y", "x\\ud800y"),  # a surrogate that is no escaped byte
+    ],
+)
+def test_names_of_any_bytes_become_valid_text(listed: str, rel: str) -> None:
+    assert storable_name(listed) == rel
+    rel.encode("utf-8")
+    file = InputFile.listed(listed, 1, "v")
+    assert (file.rel, file.key) == (rel, listed)
+    assert file.stored == (None if rel == listed else listed)
