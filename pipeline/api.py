@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from pipeline.config import CelanturOptions, ClearmlOptions, ExecutionOptions
-from pipeline.io.parquet import read_parts
+from pipeline.io.delta import read_delta
 from pipeline.io.runrecord import read_run_record
 from pipeline.io.storage import Location, storage_options_with_environment
 from pipeline.jobs import load_job
@@ -48,11 +48,12 @@ def run_celantur(
 
     Returns
     -------
-    RunResult with the committed tables' part URLs, the summary rows and the exit code
+    RunResult with the committed tables' data file URLs, the summary rows and the exit code
     (0, or 3 when some inputs ended in ``errors/``).
 
-    Side effects: writes the tables, ``scaled/`` and ``_run.json`` under ``output``; rerunning
-    over the same inputs and options rewrites identical parts and adds no duplicates.
+    Side effects: commits a new version of every Delta table under ``output``, writes
+    ``scaled/`` and ``_run.json``; a rerun replaces the tables' rows (no duplicates) and
+    earlier versions stay readable until ``mask-pipeline vacuum``.
     """
     opts = _options(CelanturOptions, "source", source, output, execution, options)
     return _run_celantur(opts, client=client)
@@ -135,18 +136,33 @@ def read_run(output: str, storage_options: Mapping[str, Any] | None = None) -> d
 
 
 def read_table(
-    output: str, table: str, storage_options: Mapping[str, Any] | None = None
+    output: str,
+    table: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    version: int | None = None,
+    columns: list[str] | None = None,
+    filters: Any = None,
 ) -> pa.Table:
-    """One output table of the last committed run, reading only the parts ``_run.json`` lists.
+    """One output table: the Delta version the last committed run (``_run.json``) recorded, or
+    ``version`` (any version still kept: time travel).
 
-    Parts left by a crashed or a later, unfinished run are never read.
+    Every table read without ``version`` comes from the same run, so tables join consistently
+    even while another run is committing. ``columns`` and ``filters`` (pyarrow/DNF form, e.g.
+    ``[("kind", "=", "instance")]``) are pushed down to the Parquet files by deltalake.
+
+    Raises
+    ------
+    FileNotFoundError
+        When no run has been committed there (``version`` not given) or the table is absent.
     """
     if table not in SCHEMAS:
         raise ValueError(f"unknown table {table!r}; tables: {', '.join(SCHEMAS)}")
-    record = read_run(output, storage_options)
-    parts = record["tables"].get(table, {}).get("parts", [])
     location = Location(output, storage_options_with_environment(storage_options or {}))
-    return read_parts(location, parts, SCHEMAS[table])
+    if version is None:
+        record = read_run(output, storage_options)
+        version = record["tables"][table]["version"]
+    return read_delta(location, table, version, columns=columns, filters=filters)
 
 
 __all__ = ["RunResult", "read_run", "read_table", "run_celantur", "run_clearml", "run_job"]

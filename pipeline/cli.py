@@ -1,4 +1,5 @@
-"""The command-line door: ``mask-pipeline celantur | clearml | run | demo | schema | summary``.
+"""The command-line door: ``mask-pipeline celantur | clearml | run | demo | schema | summary |
+history | vacuum``.
 
 Exit codes (SPEC 4): 0 every input processed; 3 finished with inputs in ``errors/``; 2 usage
 error; 1 the run could not proceed (e.g. storage unreachable, no input found). Messages name the
@@ -29,6 +30,7 @@ from pipeline.config import (
 from pipeline.formats.celantur import ENCODING_CHOICES
 from pipeline.formats.clearml import MASK_MODES
 from pipeline.graph import SchedulerError
+from pipeline.housekeeping import DEFAULT_RETENTION_HOURS, run_history, vacuum_output
 from pipeline.io.storage import StorageError
 from pipeline.jobs import load_job
 from pipeline.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
@@ -253,6 +255,28 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("output", help="output folder of a run")
     _add_storage_argument(summary)
     _add_log_arguments(summary)
+
+    history = commands.add_parser("history", help="list the runs committed to an output folder")
+    history.add_argument("output", help="output folder")
+    _add_storage_argument(history)
+    _add_log_arguments(history)
+
+    vacuum = commands.add_parser(
+        "vacuum",
+        help="delete files no kept table version needs (older than the retention)",
+        description="Delete data files of superseded table versions and of runs that never "
+        "committed, unused staged parts and ledger entries, abandoned _work/ folders and "
+        "rescaled masks no kept masks/ version points at, when older than the retention. "
+        "Table versions older than the retention may become unreadable (time travel).",
+    )
+    vacuum.add_argument("output", help="output folder")
+    vacuum.add_argument(
+        "--retention-hours", type=float, default=DEFAULT_RETENTION_HOURS,
+        help="keep everything younger than this (default %(default)s: a week, as Delta Lake)",
+    )  # fmt: skip
+    vacuum.add_argument("--dry-run", action="store_true", help="list, do not delete")
+    _add_storage_argument(vacuum)
+    _add_log_arguments(vacuum)
     return parser
 
 
@@ -434,6 +458,31 @@ def _print_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_history(args: argparse.Namespace) -> int:
+    runs = run_history(args.output, _storage_options(args))
+    if not runs:
+        print(f"no runs committed under {args.output}")
+        return 0
+    for entry in runs:
+        rows = ", ".join(f"{t} {info['rows']} (v{info['version']})"
+                         for t, info in entry["tables"].items())  # fmt: skip
+        print(f"{entry['time']}  {entry['command']}  run {entry['run_id']}")
+        print(f"  options: {json.dumps(entry['options'], sort_keys=True)}")
+        print(f"  rows: {rows}")
+    return 0
+
+
+def _vacuum(args: argparse.Namespace) -> int:
+    removed = vacuum_output(
+        args.output, _storage_options(args), args.retention_hours, dry_run=args.dry_run
+    )
+    for rel in removed:
+        print(rel)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {len(removed)} files", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mask-pipeline`` console script; returns the exit code."""
     parser = build_parser()
@@ -458,6 +507,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "schema":
             print(schema_markdown(), end="")
             return 0
+        if args.command == "history":
+            return _print_history(args)
+        if args.command == "vacuum":
+            return _vacuum(args)
         return _print_summary(args)
     except OptionError as exc:
         print(f"mask-pipeline: error: {exc}", file=sys.stderr)

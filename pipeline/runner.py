@@ -1,10 +1,13 @@
-"""A run's life: list -> plan -> map batches -> summarise -> commit ``_run.json`` -> clean up.
+"""A run's life: list -> plan -> map batches -> summarise -> assemble -> commit -> ``_run.json``.
 
 The client lists inputs once and plans batches; workers do all reading, decoding and writing.
 What comes back per batch is a :class:`~pipeline.stages.summary.BatchSummary`, merged as it
 arrives, so the client's memory does not grow with the number of rows. Both run kinds
-(Celantur, ClearML) end in the same commit: summary table, an empty part for every table without
-one, ``_run.json`` last, then removal of what no committed record lists.
+(Celantur, ClearML) end in the same commit: the client stages the summary rows, workers assemble
+every table's staged parts into a few new Delta data files, the client commits each table in one
+Delta transaction against the version the run started from, and ``_run.json`` (written last)
+records the committed versions. Nothing committed is ever overwritten; what no version needs any
+more is removed by ``mask-pipeline vacuum``.
 """
 
 from __future__ import annotations
@@ -33,12 +36,18 @@ from pipeline.formats.clearml import (
     parse_mask_labels,
     parse_uri_map,
     resolve_uri,
-    safe_relative_path,
 )
 from pipeline.graph import Executor, InputSize, open_executor
+from pipeline.io.delta import (
+    CommitConflict,
+    UnsupportedOutput,
+    commit_table,
+    delta_storage_options,
+    latest_versions,
+)
 from pipeline.io.jsonio import JsonError, parse_json
-from pipeline.io.parquet import write_content_part
-from pipeline.io.runrecord import RUN_RECORD, write_run_record
+from pipeline.io.parquet import STAGED, write_content_part
+from pipeline.io.runrecord import RUN_RECORD, read_run_record, write_run_record
 from pipeline.io.storage import (
     InputFile,
     Location,
@@ -47,9 +56,10 @@ from pipeline.io.storage import (
     storage_options_with_environment,
 )
 from pipeline.logs import fields, show_bar
+from pipeline.stages.assemble import FileGroup, assemble_file, plan_files, staged_sizes
 from pipeline.stages.clearml import FrameMasks
 from pipeline.stages.common import ErrorLog, TaskContext
-from pipeline.stages.ledger import LEDGER, entry_path
+from pipeline.stages.ledger import LEDGER
 from pipeline.stages.plan import (
     Batch,
     ImageGroup,
@@ -60,16 +70,18 @@ from pipeline.stages.plan import (
     order_chunks,
 )
 from pipeline.stages.summary import BatchSummary
-from pipeline.stages.work import Work, ledger_name, run_work
-from pipeline.tables import SCHEMAS, TABLES, empty, to_arrow
+from pipeline.stages.work import Work, run_work
+from pipeline.tables import SCHEMAS, TABLES, to_arrow
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT_ERRORS = 0, 1, 2, 3
-#: Batches per worker thread for small collections, so every worker gets work to balance.
-BATCHES_PER_THREAD = 8
+#: Batches a small collection is cut into, whatever the cluster (so an incremental run on
+#: another number of workers finds the same batches; large collections are cut by
+#: ``batch_bytes`` alone). Small collections finish in seconds, so a few batches suffice.
+MIN_BATCHES = 8
 PACKAGE = "mask-pipeline"
 #: What a run writes at its output root (other files there are left alone).
 OUTPUT_ENTRIES = (
-    *(f"{t}/" for t in TABLES), "scaled/", "_work/", f"{LEDGER}/", RUN_RECORD,
+    *(f"{t}/" for t in TABLES), "scaled/", "_work/", f"{STAGED}/", f"{LEDGER}/", RUN_RECORD,
 )  # fmt: skip
 #: Frames documents in a ClearML frames folder.
 FRAMES_SUFFIXES = (".json", ".jsonl", ".ndjson")
@@ -104,7 +116,7 @@ class RunResult:
 
 def _versions() -> dict[str, str]:
     names = [PACKAGE, "dask", "distributed", "numpy", "numba", "pyarrow", "fsspec", "pyspng",
-             "pillow", "msgspec"]  # fmt: skip
+             "pillow", "msgspec", "deltalake"]  # fmt: skip
     versions = {"python": platform.python_version()}
     for name in names:
         try:
@@ -132,6 +144,9 @@ class _Run:
     options: RunOptions
     output: Location
     storage_options: dict[str, Any]
+    # Each table's version when the run started its work (read after listing the inputs).
+    read_versions: dict[str, int | None] = field(default_factory=dict)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     timings: dict[str, float] = field(default_factory=dict)
     clock: float = field(default_factory=time.perf_counter)
@@ -146,6 +161,10 @@ class _Run:
 
 def _start(command: Literal["celantur", "clearml"], options: RunOptions) -> _Run:
     storage_options = storage_options_with_environment(options.storage_options)
+    try:
+        delta_storage_options(options.output, storage_options)
+    except UnsupportedOutput as exc:
+        raise OptionError(f"option 'output': {exc}") from exc
     run = _Run(command, options, Location(options.output, storage_options), storage_options)
     LOG.info("%s run to %s", command, run.output.url, extra=fields(output=run.output.url))
     return run
@@ -275,6 +294,7 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
     run = _start("celantur", options)
     source = Location(options.source, run.storage_options)
     files, earlier, skipped = _without_earlier_outputs(_list_inputs(source, run.output), source)
+    run.read_versions = latest_versions(run.output, TABLES)
     groups, inventory = group_images(files)
     found = {kind: inventory.found.get(kind, 0)
              for kind in ("instance", "binary", "metadata", "video_metadata")}  # fmt: skip
@@ -291,37 +311,34 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
                                                    "gap_min_hits", "gap_high_score",
                                                    "mask_scale", "max_pixels", "max_json_bytes")}
     )  # fmt: skip
-    ctx = TaskContext(source, run.output, options, work_prefix=f"_work/{fingerprint}")
+    ctx = TaskContext(source, run.output, options, work_prefix=f"_work/{run.run_id}")
+    cut = functools.partial(
+        batch_groups,
+        batch_bytes=options.execution.batch_bytes,
+        min_batches=MIN_BATCHES,
+        fingerprint=fingerprint,
+    )
+    plan = Plan(fingerprint, cut(groups), cut(order_chunks(inventory.video_chunks)))
     inputs = InputSize(len(files), sum(f.size for f in files))
     with open_executor(options.execution, client, inputs) as executor:
-        cut = functools.partial(
-            batch_groups,
-            batch_bytes=options.execution.batch_bytes,
-            min_batches=BATCHES_PER_THREAD * executor.total_threads,
-            fingerprint=fingerprint,
-        )
-        plan = Plan(fingerprint, cut(groups), cut(order_chunks(inventory.video_chunks)))
         run.lap("plan")
         _log_plan(run, executor, image=len(plan.image_batches), chunk=len(plan.chunk_batches))
-        encoding, warning, summary, ledger = _execute_celantur(options, ctx, executor, plan, run)
-        scheduler = dict(executor.description)
-    client_errors = _earlier_output_rows(earlier)
-    if warning:
-        LOG.warning("encoding: %s", warning)
-        client_errors.add(".", "validate", "encoding_ambiguous", warning, "warning")
-    expected_scaled = {f"scaled/{f.rel}" for f in files}
-    return _commit(
-        run, summary, client_errors, scheduler=scheduler, ledger=ledger,
-        found=found, ignored=inventory.ignored + skipped,
-        batches=len(plan.image_batches) + len(plan.chunk_batches),
-        expected_scaled=expected_scaled, summary_value=encoding,
-        extra={"encoding": {"choice": options.encoding, "used": encoding, "warning": warning}},
-    )  # fmt: skip
+        encoding, warning, summary = _execute_celantur(options, ctx, executor, plan, run)
+        client_errors = _earlier_output_rows(earlier)
+        if warning:
+            LOG.warning("encoding: %s", warning)
+            client_errors.add(".", "validate", "encoding_ambiguous", warning, "warning")
+        return _commit(
+            run, executor, summary, client_errors, found=found,
+            ignored=inventory.ignored + skipped,
+            batches=len(plan.image_batches) + len(plan.chunk_batches), summary_value=encoding,
+            extra={"encoding": {"choice": options.encoding, "used": encoding, "warning": warning}},
+        )  # fmt: skip
 
 
 def _execute_celantur(
     options: CelanturOptions, ctx: TaskContext, executor: Executor, plan: Plan, run: _Run
-) -> tuple[Encoding, str | None, BatchSummary, set[str]]:
+) -> tuple[Encoding, str | None, BatchSummary]:
     """Two passes over the cluster. Pass 1: image batches (measured, or finished when the
     encoding is given) and video chunk batches. Pass 2: what needs all of pass 1 — finishing
     images under the encoding ``auto`` decided, and linking each video across its chunks."""
@@ -345,7 +362,7 @@ def _execute_celantur(
     run.lap("pass2")
     _log_pass(run, "pass2", second_summary)
     summary = summary.merge(second_summary)
-    return encoding, warning, summary, {ledger_name(work) for work in (*first, *second)}
+    return encoding, warning, summary
 
 
 def _run_pass(executor: Executor, work: list[Work], ctx: TaskContext, label: str) -> BatchSummary:
@@ -467,6 +484,7 @@ def run_clearml(options: ClearmlOptions, client: Any | None = None) -> RunResult
     )
     frames = Location(options.frames, run.storage_options)
     root, documents, earlier = _frames_documents(frames)
+    run.read_versions = latest_versions(run.output, TABLES)
     client_errors = ErrorLog()
     groups, landed = _plan_frames(root, documents, options, client_errors)
     masks = sum(len(group.masks) for group in groups)
@@ -484,16 +502,15 @@ def run_clearml(options: ClearmlOptions, client: Any | None = None) -> RunResult
          "uri_map": sorted(options.uri_map), "mask_scale": options.mask_scale,
          "max_pixels": options.max_pixels, "max_json_bytes": options.max_json_bytes}
     )  # fmt: skip
-    ctx = TaskContext(root, run.output, options, f"_work/{fingerprint}", mask_labels, mode)
-    masks = sum(len(group.masks) for group in groups)
+    ctx = TaskContext(root, run.output, options, f"_work/{run.run_id}", mask_labels, mode)
+    batches = batch_groups(
+        groups,
+        batch_bytes=options.execution.batch_bytes,
+        min_batches=MIN_BATCHES,
+        fingerprint=fingerprint,
+    )
     # Masks are known by reference only (no sizes): the small-run choice counts them.
     with open_executor(options.execution, client, InputSize(masks)) as executor:
-        batches = batch_groups(
-            groups,
-            batch_bytes=options.execution.batch_bytes,
-            min_batches=BATCHES_PER_THREAD * executor.total_threads,
-            fingerprint=fingerprint,
-        )
         run.lap("plan")
         _log_plan(run, executor, mask=len(batches))
         work = [Work("clearml", batch) for batch in batches]
@@ -501,16 +518,13 @@ def run_clearml(options: ClearmlOptions, client: Any | None = None) -> RunResult
         run.lap("pass1")
         _log_pass(run, "pass1", masks_summary)
         summary = landed.merge(masks_summary)
-        scheduler = dict(executor.description)
-    expected_scaled = {f"scaled/{safe_relative_path(uri)}" for g in groups for uri in g.resolved}
-    return _commit(
-        run, summary, client_errors, scheduler=scheduler,
-        ledger={ledger_name(w) for w in work},
-        found={"frames_document": len(documents), "mask": masks}, ignored=0,
-        batches=len(batches), expected_scaled=expected_scaled, summary_value=mode,
-        extra={"mode": {"choice": options.mode, "used": mode},
-               "mask_labels": {"values": len(mask_labels)}},
-    )  # fmt: skip
+        return _commit(
+            run, executor, summary, client_errors,
+            found={"frames_document": len(documents), "mask": masks}, ignored=0,
+            batches=len(batches), summary_value=mode,
+            extra={"mode": {"choice": options.mode, "used": mode},
+                   "mask_labels": {"values": len(mask_labels)}},
+        )  # fmt: skip
 
 
 def run_options(options: RunOptions, client: Any | None = None) -> RunResult:
@@ -529,40 +543,55 @@ def run_options(options: RunOptions, client: Any | None = None) -> RunResult:
 
 def _commit(
     run: _Run,
+    executor: Executor,
     summary: BatchSummary,
     client_errors: ErrorLog,
     *,
-    scheduler: dict[str, Any],
-    ledger: set[str],
     found: dict[str, int],
     ignored: int,
     batches: int,
-    expected_scaled: set[str],
     summary_value: str | None,
     extra: dict[str, Any],
 ) -> RunResult:
-    """Write the client's parts, then ``_run.json`` (the commit), then remove orphans."""
+    """Stage the client's rows, assemble every table's data files on the workers, commit each
+    table against the version the run started from, then write ``_run.json`` (last).
+
+    Raises
+    ------
+    CommitConflict
+        When another run committed to the output since this run started (exit code 1).
+    """
     output, options = run.output, run.options
     if client_errors:
         summary.add_errors(client_errors, kind="frames_document")
         summary.rows["errors"] += len(client_errors)
         rows = to_arrow("errors", client_errors)
-        summary.parts.setdefault("errors", []).append(write_content_part(output, "errors", rows))
+        summary.parts.setdefault("errors", []).append(
+            write_content_part(output, f"{STAGED}/errors", rows)
+        )
     summary_rows = summary.summary_rows(summary_value)
     summary_table = to_arrow("summary", summary_rows)
-    summary.parts["summary"] = [write_content_part(output, "summary", summary_table)]
+    summary.parts["summary"] = [write_content_part(output, f"{STAGED}/summary", summary_table)]
     summary.rows["summary"] = summary_table.num_rows
-    for table in TABLES:
-        if not summary.parts.get(table):
-            summary.parts[table] = [write_content_part(output, table, empty(table))]
+    staged = {table: sorted(summary.parts.get(table, [])) for table in TABLES}
+    unchanged = _unchanged_tables(run, staged)
+    sizes = staged_sizes(output, STAGED)
+    groups: list[FileGroup] = [
+        group for table in TABLES if table not in unchanged
+        for group in plan_files(table, staged[table], sizes)
+    ]  # fmt: skip
+    adds: dict[str, list[Any]] = {table: [] for table in TABLES}
+    for table, add in executor.map(assemble_file, groups, output, label="assemble"):
+        adds[table].append(add)
+    run.lap("assemble")
+    scheduler = dict(executor.description)
     exit_code = EXIT_INPUT_ERRORS if summary.errors.get("error") else EXIT_OK
     record: dict[str, Any] = {
-        "run_id": uuid.uuid4().hex,
+        "run_id": run.run_id,
         "command": run.command,
         "options": options.record(),
         "versions": _versions(),
         "started": run.started.isoformat(),
-        "finished": datetime.now(timezone.utc).isoformat(),
         "scheduler": {k: v for k, v in scheduler.items() if k != "dashboard"},
         **extra,
         "inputs": {"found": found, "ignored_files": ignored, "batches": batches},
@@ -570,10 +599,6 @@ def _commit(
             "found": sum(found.values()),
             "in_tables": summary.landed.total(),
             "in_errors": summary.failed_inputs.total(),
-        },
-        "tables": {
-            table: {"rows": int(summary.rows.get(table, 0)), "parts": sorted(summary.parts[table])}
-            for table in TABLES
         },
         "scaled": {
             "folder": "scaled/" if options.mask_scale else None,
@@ -583,11 +608,30 @@ def _commit(
         "first_failed": [{"path": path, "error": error} for path, error in summary.failed],
         "work": {"done": summary.work.get("done", 0), "reused": summary.work.get("reused", 0)},
         "exit_code": exit_code,
-        "timings": run.timings,
     }
+    _check_no_commit_since_start(run)
+    tables: dict[str, dict[str, Any]] = {}
+    for table in TABLES:
+        rows_in_table = int(summary.rows.get(table, 0))
+        if table in unchanged:
+            tables[table] = {**unchanged[table], "rows": rows_in_table}
+            continue
+        described = {"run_id": run.run_id, "command": run.command, "rows": rows_in_table,
+                     "options": record["options"]}  # fmt: skip
+        version = commit_table(
+            output, table, run.read_versions[table], adds[table], SCHEMAS[table], described
+        )
+        files = sorted(f"{table}/{add.path}" for add in adds[table])
+        tables[table] = {
+            "rows": rows_in_table, "version": version, "files": files, "staged": staged[table]
+        }  # fmt: skip
     run.lap("commit")
+    record.update(
+        tables=tables, finished=datetime.now(timezone.utc).isoformat(), timings=run.timings
+    )
     write_run_record(output, record)
-    _remove_orphans(output, record, expected_scaled if options.mask_scale else set(), ledger)
+    if output.exists(f"_work/{run.run_id}"):
+        output.fs.rm(output.path(f"_work/{run.run_id}"), recursive=True)
     _log_phase(
         run, "commit", "%s rows, _run.json written", _counts(
             {t: info["rows"] for t, info in record["tables"].items() if info["rows"]}),
@@ -596,7 +640,7 @@ def _commit(
     _log_finish(output, record, time.perf_counter() - run.started_clock)
     return RunResult(
         output=options.output,
-        tables={t: [output.url_of(p) for p in record["tables"][t]["parts"]] for t in TABLES},
+        tables={t: [output.url_of(f) for f in info["files"]] for t, info in tables.items()},
         summary=summary_rows,
         record=record,
         exit_code=exit_code,
@@ -625,24 +669,33 @@ def _log_finish(output: Location, record: dict[str, Any], seconds: float) -> Non
         LOG.info(message, extra=values)
 
 
-def _remove_orphans(
-    output: Location, record: dict[str, Any], expected_scaled: set[str], ledger: set[str]
-) -> None:
-    """After the commit, delete what no committed record lists: parts of earlier runs with other
-    inputs or options, parked rows of crashed runs, rescaled masks of removed inputs, ledger
-    entries of work this run did not need."""
-    listed = {part for info in record["tables"].values() for part in info["parts"]}
-    stale = [
-        f.rel for table in TABLES for f in output.list_files(table)
-        if f.name.startswith("part-") and f.name.endswith(".parquet") and f.rel not in listed
-    ]  # fmt: skip
-    stale += [
-        name for name in (p.rsplit("/", 1)[-1] for p in output.fs.ls(output.root, detail=False))
-        if name.startswith(f"{RUN_RECORD}.") and name.endswith(".partial")
-    ]  # fmt: skip
-    stale += [f.rel for f in output.list_files("scaled") if f.rel not in expected_scaled]
-    used = {entry_path(name) for name in ledger}
-    stale += [f.rel for f in output.list_files(LEDGER) if f.rel not in used]
-    output.remove(stale)
-    if output.exists("_work"):
-        output.fs.rm(output.path("_work"), recursive=True)
+def _unchanged_tables(run: _Run, staged: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """The tables whose latest version the last committed run made from exactly these staged
+    parts (whose bytes the ledger verified): an incremental rerun over unchanged inputs then
+    writes and commits nothing for them."""
+    previous = read_run_record(run.output)
+    if previous is None:
+        return {}
+    unchanged = {}
+    for table, info in previous.get("tables", {}).items():
+        if (
+            table in staged
+            and info.get("version") is not None
+            and info.get("version") == run.read_versions[table]
+            and info.get("staged") == staged[table]
+        ):
+            unchanged[table] = info
+    return unchanged
+
+
+def _check_no_commit_since_start(run: _Run) -> None:
+    """Stop before committing anything when another run committed to the output while this
+    one ran (delta-rs catches the races this check leaves, table by table)."""
+    now = latest_versions(run.output, TABLES)
+    for table in TABLES:
+        if now[table] != run.read_versions[table]:
+            raise CommitConflict(
+                f"another run committed {run.output.url_of(table)} (version {now[table]}) "
+                f"while this run was running (it started at version "
+                f"{run.read_versions[table]}); nothing of this run was committed"
+            )

@@ -1,11 +1,12 @@
-"""Crash safety (SPEC 3 and 5): a run killed before its commit leaves no ``_run.json`` of its own;
-readers (``pipeline.read_table``) read only what a ``_run.json`` lists, so they keep seeing the
-previous complete run; the next complete run cleans up what the killed one left.
+"""Crash safety (SPEC 3 and 5): a run killed at any step leaves every Delta table reading as one
+run's complete rows, ``read_table`` (pinned by ``_run.json``) reading the previous complete run,
+and the rescaled masks that run points at unchanged; the next run finishes the job.
 
 Run A completes; run B, over changed inputs, runs in a subprocess and is killed with SIGKILL at a
 deterministic point (the kill is planted by patching the subprocess's own modules): mid-way
-through its second pass, right before its commit, or after staging its record but before the
-move that commits it. Run C then runs over B's inputs.
+through its second pass, before it writes any data file, after its data files but before any
+commit, between two table commits, before ``_run.json``, or after staging its record but before
+the move that commits it. Run C then runs over B's inputs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from deltalake import DeltaTable
 from reference import read_output
 
 from pipeline import read_run, read_table
@@ -41,9 +43,24 @@ import pipeline.io.runrecord
 import pipeline.runner as runner
 
 where = sys.argv[1]
-if where == "before-commit":
+if where == "before-record":
     pipeline.io.runrecord.write_run_record = die
     runner.write_run_record = die  # bound by ``from ... import`` when the runner was imported
+elif where == "before-data-files":
+    runner.assemble_file = die
+elif where == "before-commit":
+    runner.commit_table = die
+elif where == "between-tables":
+    commit_table = runner.commit_table
+    done = []
+
+    def commit_two(*args, **kwargs):
+        if len(done) == 2:
+            die()
+        done.append(args[1])
+        return commit_table(*args, **kwargs)
+
+    runner.commit_table = commit_two
 elif where == "record-staged":
     from fsspec.implementations.local import LocalFileSystem
 
@@ -76,6 +93,11 @@ from pipeline.cli import main
 sys.exit(main(sys.argv[2:]))
 """
 
+#: How many tables each kill point leaves committed by run B (in TABLES order).
+COMMITTED_BY_B = {"mid-pass": 0, "before-data-files": 0, "before-commit": 0,
+                  "between-tables": 2, "before-record": len(TABLES),
+                  "record-staged": len(TABLES)}  # fmt: skip
+
 
 def _make_inputs(root: Path) -> Path:
     make_celantur_tree(root / "images", seed=31, images=8)
@@ -107,7 +129,7 @@ def _change_inputs(src: Path, extra: Path) -> None:
 
 
 def _tables(out: Path) -> dict[str, list[str]]:
-    """Every table as the Python API reads it (only the parts the last _run.json lists)."""
+    """Every table as the Python API reads it (the versions the last _run.json records)."""
     return {
         table: sorted(
             json.dumps(row, sort_keys=True) for row in read_table(str(out), table).to_pylist()
@@ -116,18 +138,21 @@ def _tables(out: Path) -> dict[str, list[str]]:
     }
 
 
-def _parts_on_disk(out: Path) -> set[str]:
+def _plain(out: Path) -> dict[str, list[str]]:
+    """Every table as a plain Delta reader (deltalake, latest version) sees it."""
     return {
-        p.relative_to(out).as_posix()
+        table: sorted(json.dumps(row, sort_keys=True) for row in read_output(out, table))
         for table in TABLES
-        if (out / table).is_dir()
-        for p in (out / table).iterdir()
-        if p.is_file()
     }
 
 
-def _listed(record: dict[str, Any]) -> set[str]:
-    return {part for info in record["tables"].values() for part in info["parts"]}
+def _scaled_bytes(out: Path) -> dict[str, bytes]:
+    """The rescaled masks the committed masks/ rows point at, with their bytes."""
+    return {
+        row["scaled_path"]: (out / row["scaled_path"]).read_bytes()
+        for row in read_table(str(out), "masks").to_pylist()
+        if row["scaled_path"]
+    }
 
 
 @pytest.fixture(scope="module")
@@ -144,15 +169,20 @@ def fresh_b(template: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     _change_inputs(src, base / "extra")
     out = base / "out"
     assert main(["celantur", str(src), str(out), *ARGS]) == 0
-    scaled = sorted(p.relative_to(out).as_posix() for p in (out / "scaled").rglob("*.png"))
+    scaled = {
+        row["path"]: (out / row["scaled_path"]).read_bytes()
+        for row in read_table(str(out), "masks").to_pylist()
+    }
     return {"tables": _tables(out), "scaled": scaled}
 
 
 @pytest.mark.parametrize(
     ("where", "incremental"),
-    [("mid-pass", False), ("mid-pass", True), ("before-commit", False), ("record-staged", False)],
-)
-def test_killed_run_is_invisible_and_cleaned_up(
+    [("mid-pass", False), ("mid-pass", True), ("before-data-files", False),
+     ("before-commit", True), ("between-tables", False), ("between-tables", True),
+     ("before-record", False), ("record-staged", True)],
+)  # fmt: skip
+def test_killed_run_is_invisible_and_finished_by_the_next(
     where: str, incremental: bool, template: Path, fresh_b: dict[str, Any], tmp_path: Path
 ) -> None:
     src, out = tmp_path / "src", tmp_path / "out"
@@ -161,9 +191,10 @@ def test_killed_run_is_invisible_and_cleaned_up(
     record_a = (out / "_run.json").read_bytes()
     run_a = read_run(str(out))
     tables_a = _tables(out)
+    scaled_a = _scaled_bytes(out)
     assert all(tables_a[t] for t in ("masks", "instances", "detections", "frames", "summary"))
 
-    # Run B over changed inputs, killed with SIGKILL before it commits.
+    # Run B over changed inputs, killed with SIGKILL at one step.
     _change_inputs(src, tmp_path / "extra")
     killed = subprocess.run(
         [sys.executable, "-c", _KILLED_RUN, where, "celantur", str(src), str(out), *ARGS],
@@ -171,35 +202,47 @@ def test_killed_run_is_invisible_and_cleaned_up(
     )  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
 
-    # The previous complete run is what a reader sees, although B's parts are on disk.
+    # read_table still reads run A, whatever B left on disk.
     assert (out / "_run.json").read_bytes() == record_a
     assert read_run(str(out))["run_id"] == run_a["run_id"]
-    orphans = _parts_on_disk(out) - _listed(run_a)
-    assert orphans, "the killed run should have left parts of its own"
     if where == "record-staged":
         assert list(out.glob("_run.json.*.partial")), "the staged record should be left behind"
     changed = [table for table in TABLES if _tables(out)[table] != tables_a[table]]
     assert changed == [], f"after the crash these tables no longer read as run A: {changed}"
+    # A plain Delta reader sees, per table, exactly one run's rows: B's where B committed.
+    plain = _plain(out)
+    for position, table in enumerate(TABLES):
+        expected = fresh_b["tables"] if position < COMMITTED_BY_B[where] else tables_a
+        assert plain[table] == expected[table], (where, table)
+    # The rescaled masks run A points at are untouched.
+    assert {rel: (out / rel).read_bytes() for rel in scaled_a} == scaled_a
 
-    # Run C over B's inputs: the tables of a fresh full run, and nothing left over.
+    # Run C over B's inputs: the tables of a fresh full run.
     args = (*ARGS, "--incremental") if incremental else ARGS
     assert main(["celantur", str(src), str(out), *args]) == 0
     run_c = read_run(str(out))
     assert run_c["run_id"] != run_a["run_id"]
     assert _tables(out) == fresh_b["tables"]
-    assert _parts_on_disk(out) == _listed(run_c)
-    assert not (out / "_work").exists()
-    assert not list(out.glob("_run.json.*"))
-    scaled = sorted(p.relative_to(out).as_posix() for p in (out / "scaled").rglob("*.png"))
-    assert scaled == fresh_b["scaled"]
-    # What is on disk is exactly what the record lists: reading every part gives the same rows.
+    assert _plain(out) == fresh_b["tables"]
+    scaled_c = {
+        row["path"]: (out / row["scaled_path"]).read_bytes()
+        for row in read_table(str(out), "masks").to_pylist()
+    }
+    assert scaled_c == fresh_b["scaled"]
+
+    # Vacuum (no retention) leaves exactly what the committed run reads.
+    assert main(["vacuum", str(out), "--retention-hours", "0"]) == 0
     for table in TABLES:
-        on_disk = sorted(json.dumps(row, sort_keys=True) for row in read_output(out, table))
-        assert on_disk == fresh_b["tables"][table], table
+        on_disk = {p.name for p in (out / table).glob("*.parquet")}
+        assert on_disk == {Path(u).name for u in DeltaTable(str(out / table)).file_uris()}, table
+    assert not [p for p in (out / "_work").rglob("*") if p.is_file()]
+    scaled_files = {p.relative_to(out).as_posix() for p in (out / "scaled").rglob("*.png")}
+    assert scaled_files == {row["scaled_path"] for row in read_output(out, "masks")}
+    assert _tables(out) == fresh_b["tables"]
 
 
 def test_a_crash_before_any_commit_leaves_nothing_readable(tmp_path: Path) -> None:
-    """No earlier run: the killed run leaves no _run.json, and readers say so."""
+    """No earlier run: the killed run leaves no table and no _run.json, and readers say so."""
     src = _make_inputs(tmp_path / "src")
     out = tmp_path / "out"
     killed = subprocess.run(
@@ -209,7 +252,8 @@ def test_a_crash_before_any_commit_leaves_nothing_readable(tmp_path: Path) -> No
     )  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert not (out / "_run.json").exists()
-    assert _parts_on_disk(out), "the killed run should have written parts"
+    assert not list(out.glob("*/_delta_log"))
+    assert list(out.glob("*/part-*.parquet")), "the killed run should have written data files"
     with pytest.raises(FileNotFoundError, match="no committed run"):
         read_table(str(out), "masks")
     assert os.path.isdir(out)

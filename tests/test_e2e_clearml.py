@@ -723,7 +723,9 @@ def test_rerun_is_idempotent(dataset: ClearmlDataset, tmp_path: Path) -> None:
         record = read_run(str(out))
         return {
             "tables": {t: canonical(rows(out, t)) for t in (*COMPARED_TABLES, "summary")},
-            "parts": {t: info["parts"] for t, info in record["tables"].items()},
+            "tables_committed": {
+                t: (info["files"], info["version"]) for t, info in record["tables"].items()
+            },
             "files": sorted(
                 (p.relative_to(out).as_posix(), p.read_bytes())
                 for p in out.rglob("*")

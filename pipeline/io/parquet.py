@@ -1,4 +1,9 @@
-"""Parquet parts out and in: zstd, deterministic bytes, one object per part, no ``_metadata``."""
+"""Parquet parts: zstd, deterministic bytes, one object per part, no ``_metadata``.
+
+Batch tasks stage their rows as parts under ``_staged/<table>/`` (named by batch key, so an
+incremental run finds them again); a run's commit assembles them into the tables' Delta data
+files (:mod:`pipeline.io.delta`). Readers never read staged parts.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,15 @@ def table_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
+#: Where batch tasks stage their rows, below the output root.
+STAGED = "_staged"
+
+
+def staged_part(table: str, key: str) -> str:
+    """The staged part of ``table`` written by the batch (or task) ``key``."""
+    return f"{STAGED}/{table}/part-{key}.parquet"
+
+
 def write_part(location: Location, rel: str, table: pa.Table) -> str:
     """Write ``table`` to ``rel`` below ``location`` in one request; returns ``rel``."""
     location.write_bytes(rel, table_bytes(table))
@@ -27,21 +41,11 @@ def write_part(location: Location, rel: str, table: pa.Table) -> str:
 def write_content_part(location: Location, folder: str, table: pa.Table) -> str:
     """Write ``table`` under ``folder`` named by a hash of its bytes; returns the part's path.
 
-    For the parts the client writes at commit time (summary, run-level errors, empty parts):
-    a run that dies before its ``_run.json`` can never overwrite a part the previous committed
-    run lists, and a rerun with the same content finds the part already there and writes
-    nothing.
+    For the rows the client stages at commit time (summary, run-level errors): a rerun with
+    the same content finds the part already there and writes nothing.
     """
     data = table_bytes(table)
     rel = f"{folder}/part-{hashlib.sha256(data).hexdigest()[:20]}.parquet"
     if not location.exists(rel):
         location.write_bytes(rel, data)
     return rel
-
-
-def read_parts(location: Location, rels: list[str], schema: pa.Schema) -> pa.Table:
-    """Concatenate the named parts (an empty table of ``schema`` when there are none)."""
-    tables = [pq.read_table(io.BytesIO(location.read_bytes(rel))) for rel in rels]
-    if not tables:
-        return schema.empty_table()
-    return pa.concat_tables([t.cast(schema) for t in tables])

@@ -42,13 +42,20 @@ from pipeline.formats.metadata import (
     resolve_size_order,
 )
 from pipeline.io.jsonio import JsonError, parse_json
-from pipeline.io.parquet import table_bytes, write_part
+from pipeline.io.parquet import staged_part, table_bytes, write_part
 from pipeline.io.png import PngError, PngHeader
 from pipeline.io.storage import BatchIO, InputFile, Prefetch
 from pipeline.kernels.masks import typed_totals
 from pipeline.kernels.matching import MATCH_NAMES, match_detections
 from pipeline.kernels.segments import ColourStats, ForegroundRuns
-from pipeline.stages.common import ErrorLog, TaskContext, batch_io, guarded, read_input
+from pipeline.stages.common import (
+    ErrorLog,
+    TaskContext,
+    batch_io,
+    guarded,
+    read_input,
+    scaled_rel,
+)
 from pipeline.stages.measure import measure_binary, measure_instance
 from pipeline.stages.plan import Batch, ImageGroup
 from pipeline.stages.summary import BatchSummary
@@ -145,7 +152,7 @@ def _mask_row(
 def _write_scaled(file: InputFile, scaled: bytes | None, ctx: TaskContext) -> str | None:
     if scaled is None:
         return None
-    rel = f"scaled/{file.rel}"
+    rel = scaled_rel(file.rel, scaled)
     ctx.output.write_bytes(rel, scaled)
     return rel
 
@@ -418,7 +425,8 @@ def finish_batch(measured: Measured, encoding: Encoding, ctx: TaskContext) -> Ba
     """Type the measured colours under ``encoding``, match detections, write the batch's parts.
 
     Side effects: writes ``masks/``, ``instances/``, ``detections/``, ``frames/`` and
-    ``errors/`` parts named ``part-<batch key>.parquet`` (a table with no rows gets no part).
+    ``errors/`` staged parts ``_staged/<table>/part-<batch key>.parquet`` (a table with no
+    rows gets no part).
     Idempotent: the same batch and options always write the same bytes to the same names.
     """
     segments = measured.segment_table()
@@ -499,7 +507,7 @@ def finish_batch(measured: Measured, encoding: Encoding, ctx: TaskContext) -> Ba
         summary.rows[table] = data.num_rows
         if data.num_rows:
             summary.parts[table] = [
-                write_part(ctx.output, f"{table}/part-{measured.batch_key}.parquet", data)
+                write_part(ctx.output, staged_part(table, measured.batch_key), data)
             ]
     return summary
 

@@ -23,7 +23,7 @@ from pipeline.formats.clearml import (
     redact_uri,
     safe_relative_path,
 )
-from pipeline.io.parquet import write_part
+from pipeline.io.parquet import staged_part, write_part
 from pipeline.io.png import PngError, decode_png, read_png_header
 from pipeline.io.storage import InputFile, Location, Prefetch
 from pipeline.kernels.masks import alpha_stats, label_values
@@ -75,7 +75,8 @@ def process_frames_batch(batch: Batch[FrameMasks], ctx: TaskContext) -> BatchSum
     """Measure every mask of a batch of frames and write the batch's parts.
 
     Side effects: ``masks/``, ``labels/`` (pixel mode) or ``alpha/`` (alpha mode), ``errors/``
-    parts named ``part-<batch key>.parquet``; rescaled PNG masks under ``scaled/``. Idempotent.
+    staged parts ``_staged/<table>/part-<batch key>.parquet``; rescaled PNG masks under
+    ``scaled/`` (:func:`~pipeline.stages.common.scaled_rel`). Idempotent.
     """
     with batch_io(ctx) as (ctx, storage):
         reads = storage.prefetch_from(
@@ -110,7 +111,7 @@ def _process_frames(batch: Batch[FrameMasks], ctx: TaskContext, reads: Prefetch)
         data = to_arrow(table, getattr(rows, table))
         if data.num_rows:
             summary.rows[table] = data.num_rows
-            part = f"{table}/part-{batch.key}.parquet"
+            part = staged_part(table, batch.key)
             summary.parts[table] = [write_part(ctx.output, part, data)]
     return summary
 
@@ -278,6 +279,4 @@ def _write_scaled(uri: str, data: bytes, pixels: np.ndarray | None, ctx: TaskCon
     scale = ctx.options.mask_scale
     if scale is None or pixels is None:
         return None
-    rel = f"scaled/{safe_relative_path(uri)}"
-    write_scaled(ctx, rel, data, pixels, scale)
-    return rel
+    return write_scaled(ctx, safe_relative_path(uri), data, pixels, scale)

@@ -4,6 +4,8 @@ reading one input."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -89,9 +91,26 @@ def guarded(path: str, errors: ErrorLog) -> Iterator[None]:
         errors.add(path, "stats", "internal", f"unexpected {type(exc).__name__}: {exc}")
 
 
-def write_scaled(ctx: TaskContext, rel: str, data: bytes, pixels: np.ndarray, percent: int) -> None:
-    """Write a mask rescaled to ``percent`` (:func:`scaled_png`) under the output root."""
-    ctx.output.write_bytes(rel, scaled_png(data, pixels, percent))
+def scaled_rel(rel: str, png: bytes) -> str:
+    """Where the rescaled copy ``png`` of the input ``rel`` goes: ``scaled/<folder>/<digest of
+    png>/<name>``.
+
+    Addressed by content: a run never writes over a rescaled mask that a committed ``masks/``
+    row points at unless it writes the very same bytes, so a run that does not commit changes
+    nothing a reader sees (and the same input rescaled the same way lands at the same path).
+    """
+    folder, name = posixpath.split(rel)
+    digest = hashlib.sha256(png).hexdigest()[:16]
+    return posixpath.join("scaled", folder, digest, name)
+
+
+def write_scaled(ctx: TaskContext, rel: str, data: bytes, pixels: np.ndarray, percent: int) -> str:
+    """Write a mask rescaled to ``percent`` (:func:`scaled_png`) under the output root; returns
+    its path there (:func:`scaled_rel`)."""
+    png = scaled_png(data, pixels, percent)
+    target = scaled_rel(rel, png)
+    ctx.output.write_bytes(target, png)
+    return target
 
 
 def scaled_png(data: bytes, pixels: np.ndarray, percent: int) -> bytes:

@@ -1,20 +1,22 @@
 """The ledger of finished work items, under ``_ledger/`` in the output root.
 
-Every work item records its summary when it finishes; an ``--incremental`` run reuses an entry
-instead of redoing the work when every part the entry lists still exists. Entry names derive from
-the inputs (paths, sizes, versions), the options and, for typed image results, the encoding, so
-an entry is reused only for exactly the work it describes.
+Every work item records its summary when it finishes, with the size and SHA-256 of every staged
+part it wrote; an ``--incremental`` run reuses an entry instead of redoing the work only when
+every part still has exactly those bytes (a truncated or rewritten part means the work is done
+again). Entry names derive from the inputs (paths, sizes, versions), the options and, for typed
+image results, the encoding, so an entry is reused only for exactly the work it describes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from pipeline.io.storage import Location
 from pipeline.stages.summary import BatchSummary, summary_from_json, summary_to_json
 
 LEDGER = "_ledger"
-ENTRY_FORMAT = "mask-pipeline-ledger/1"
+ENTRY_FORMAT = "mask-pipeline-ledger/2"
 
 
 def entry_path(name: str) -> str:
@@ -22,25 +24,40 @@ def entry_path(name: str) -> str:
     return f"{LEDGER}/{name}.json"
 
 
+def _size_and_digest(data: bytes) -> list[int | str]:
+    return [len(data), hashlib.sha256(data).hexdigest()]
+
+
 def save_entry(output: Location, name: str, summary: BatchSummary) -> None:
-    """Record a finished work item (written after all of its parts)."""
-    payload = {"format": ENTRY_FORMAT, "summary": summary_to_json(summary)}
+    """Record a finished work item (written after all of its parts, read back to fingerprint
+    exactly what landed)."""
+    parts = sorted(part for listed in summary.parts.values() for part in listed)
+    payload = {
+        "format": ENTRY_FORMAT,
+        "summary": summary_to_json(summary),
+        "parts": {part: _size_and_digest(output.read_bytes(part)) for part in parts},
+    }
     output.write_bytes(entry_path(name), json.dumps(payload, sort_keys=True).encode())
 
 
 def load_entry(output: Location, name: str) -> BatchSummary | None:
     """The recorded summary, or ``None`` when there is none, it is unreadable, or a part it
-    lists is gone (then the work is simply done again)."""
+    lists is gone or no longer has the recorded size and checksum (then the work is simply
+    done again)."""
     try:
         payload = json.loads(output.read_bytes(entry_path(name)))
         if payload.get("format") != ENTRY_FORMAT:
             return None
         summary = summary_from_json(payload["summary"])
+        recorded = payload["parts"]
+        parts = sorted(part for listed in summary.parts.values() for part in listed)
+        if sorted(recorded) != parts:
+            return None
+        for part in parts:
+            if _size_and_digest(output.read_bytes(part)) != recorded[part]:
+                return None
     except FileNotFoundError:
         return None
-    except (ValueError, KeyError, TypeError):
-        return None
-    parts = [part for listed in summary.parts.values() for part in listed]
-    if not all(output.exists(part) for part in parts):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return summary

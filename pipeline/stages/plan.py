@@ -208,7 +208,9 @@ def batch_groups(
     batch holding 28% of a small run at four times). Adding, changing or removing one input
     therefore changes only its own batch, and an incremental run redoes only that.
 
-    Small collections aim at ``min_batches`` batches so every worker gets work; large ones at
+    Small collections aim at ``min_batches`` batches (the runner's constant: cuts depend on the
+    inputs alone, never on the cluster, so an incremental run on another number of workers finds
+    the same batches); large ones at
     ``batch_bytes`` per batch, which keeps the graph near ``total bytes / batch_bytes`` tasks
     whatever the number of files. Batch keys hash the inputs' paths, sizes and versions with
     the options ``fingerprint``, so unchanged inputs under unchanged options keep their part names.

@@ -32,7 +32,7 @@ from pipeline.formats.celantur import type_name
 from pipeline.formats.metadata import MetadataError
 from pipeline.formats.video import MAX_CHUNK_FRAMES, ParsedChunk, parse_chunk, summarise_findings
 from pipeline.io.jsonio import JsonError
-from pipeline.io.parquet import write_part
+from pipeline.io.parquet import staged_part, write_part
 from pipeline.io.storage import Prefetch
 from pipeline.kernels.quantiles import ScoreHistogram
 from pipeline.kernels.tracking import Gap, GapFinder
@@ -93,7 +93,7 @@ def _process_chunks(batch: Batch[VideoChunk], ctx: TaskContext, reads: Prefetch)
         if data_table is not None and data_table.num_rows:
             summary.rows[table] = data_table.num_rows
             summary.parts[table] = [
-                write_part(ctx.output, f"{table}/part-{batch.key}.parquet", data_table)
+                write_part(ctx.output, staged_part(table, batch.key), data_table)
             ]
     return summary
 
@@ -378,13 +378,13 @@ def _track(
     for table, rows_out in (("gaps", gap_rows), ("errors", issues)):
         if rows_out:
             summary.rows[table] = len(rows_out)
-            part = f"{table}/part-{assignment.key}.parquet"
+            part = staged_part(table, assignment.key)
             summary.parts[table] = [write_part(ctx.output, part, to_arrow(table, rows_out))]
     return summary
 
 
 def _part_rels(key: str) -> list[str]:
-    return [f"{table}/part-{key}.parquet" for table in _PART_COLUMNS]
+    return [staged_part(table, key) for table in _PART_COLUMNS]
 
 
 def _read_parts(ctx: TaskContext, key: str, reads: Prefetch) -> dict[str, pa.Table]:

@@ -1,0 +1,147 @@
+"""Looking after an output folder: the runs its tables' history holds, and vacuum.
+
+Runs never delete what a committed version may need: earlier table versions stay readable (time
+travel), and what crashed or superseded runs left behind stays on storage until
+:func:`vacuum_output` removes it. Vacuum keeps everything younger than its retention (default
+:data:`DEFAULT_RETENTION_HOURS`, Delta Lake's own default), so a run still writing into the
+output is never robbed of its files, and everything the last committed run (``_run.json``) reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from pipeline.io.delta import RUN_KEY, open_table, read_delta, table_history
+from pipeline.io.parquet import STAGED
+from pipeline.io.runrecord import read_run_record
+from pipeline.io.storage import Location, storage_options_with_environment
+from pipeline.stages.ledger import LEDGER
+from pipeline.tables import TABLES
+
+#: Files younger than this are never vacuumed (Delta Lake's default deleted-file retention).
+DEFAULT_RETENTION_HOURS = 168
+
+
+def _location(output: str, storage_options: Mapping[str, Any] | None) -> Location:
+    return Location(output, storage_options_with_environment(storage_options or {}))
+
+
+def run_history(
+    output: str, storage_options: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The runs that committed to ``output``, newest first: one entry per run with its time,
+    command, options and, per table, the version it committed and its rows."""
+    location = _location(output, storage_options)
+    runs: dict[str, dict[str, Any]] = {}
+    for table in TABLES:
+        for commit in table_history(location, table):
+            described = commit.get(RUN_KEY)
+            if not isinstance(described, dict) or "run_id" not in described:
+                continue
+            entry = runs.setdefault(
+                described["run_id"],
+                {"run_id": described["run_id"], "command": described.get("command"),
+                 "options": described.get("options", {}), "timestamp": 0, "tables": {}},
+            )  # fmt: skip
+            entry["timestamp"] = max(entry["timestamp"], int(commit.get("timestamp") or 0))
+            entry["tables"][table] = {
+                "version": commit.get("version"), "rows": described.get("rows"),
+            }  # fmt: skip
+    for entry in runs.values():
+        entry["time"] = datetime.fromtimestamp(entry["timestamp"] / 1000, timezone.utc).isoformat()
+    return sorted(runs.values(), key=lambda e: e["timestamp"], reverse=True)
+
+
+def vacuum_output(
+    output: str,
+    storage_options: Mapping[str, Any] | None = None,
+    retention_hours: float = DEFAULT_RETENTION_HOURS,
+    dry_run: bool = False,
+) -> list[str]:
+    """Delete what no kept table version needs and is older than ``retention_hours``: data
+    files of superseded versions and of runs that never committed, staged parts and ledger
+    entries the last committed run does not use, abandoned ``_work/`` folders, rescaled masks
+    no kept ``masks/`` version points at. Returns the removed paths (below ``output``).
+
+    Table versions older than the retention may no longer be readable afterwards.
+    """
+    location = _location(output, storage_options)
+    record = read_run_record(location) or {"tables": {}}
+    cutoff = datetime.now(timezone.utc) - timedelta(hours=retention_hours)
+    removed: list[str] = []
+    kept_scaled: set[str] = set()
+    for table in TABLES:
+        opened = open_table(location, table)
+        if opened is None:
+            continue
+        pinned = record["tables"].get(table, {}).get("version")
+        keep = sorted({opened.version(), *([pinned] if pinned is not None else [])})
+        if table == "masks":
+            for version in _versions_since(location, table, cutoff, keep):
+                paths = read_delta(location, table, version, columns=["scaled_path"])
+                kept_scaled.update(p for p in paths["scaled_path"].to_pylist() if p)
+        deleted = opened.vacuum(
+            retention_hours=int(retention_hours), dry_run=dry_run,
+            enforce_retention_duration=False, full=True, keep_versions=keep,
+        )  # fmt: skip
+        removed += [f"{table}/{path.rsplit(table + '/', 1)[-1]}" for path in deleted]
+    staged = {p for info in record["tables"].values() for p in info.get("staged", [])}
+    stale = [
+        rel for rel, modified in _files(location, STAGED) if rel not in staged and modified < cutoff
+    ]
+    stale += [
+        rel for rel, modified in _files(location, LEDGER)
+        if modified < cutoff and not _ledger_entry_kept(location, rel, staged)
+    ]  # fmt: skip
+    stale += [rel for rel, modified in _files(location, "_work") if modified < cutoff]
+    stale += [
+        rel for rel, modified in _files(location, "scaled")
+        if rel not in kept_scaled and modified < cutoff
+    ]  # fmt: skip
+    if not dry_run:
+        location.remove(stale)
+    return sorted(removed + stale)
+
+
+def _versions_since(location: Location, table: str, cutoff: datetime, keep: list[int]) -> list[int]:
+    """Versions committed after ``cutoff`` (still within retention), plus ``keep``."""
+    recent = {
+        int(commit["version"])
+        for commit in table_history(location, table)
+        if datetime.fromtimestamp(int(commit.get("timestamp") or 0) / 1000, timezone.utc) >= cutoff
+    }
+    return sorted(recent | set(keep))
+
+
+def _files(location: Location, under: str) -> list[tuple[str, datetime]]:
+    """Files below ``under`` with their modification times, from one listing."""
+    base = location.path(under)
+    location.fs.invalidate_cache(base)
+    try:
+        found = location.fs.find(base, detail=True)
+    except FileNotFoundError:
+        return []
+    prefix = location.root.rstrip("/") + "/"
+    files = []
+    for path, info in found.items():
+        modified = info.get("mtime") or info.get("LastModified") or info.get("created")
+        if isinstance(modified, (int, float)):
+            when = datetime.fromtimestamp(modified, timezone.utc)
+        elif isinstance(modified, datetime):
+            when = modified if modified.tzinfo else modified.replace(tzinfo=timezone.utc)
+        else:
+            when = datetime.now(timezone.utc)  # unknown age: keep it
+        files.append((path[len(prefix) :] if path.startswith(prefix) else path, when))
+    return files
+
+
+def _ledger_entry_kept(location: Location, rel: str, staged: set[str]) -> bool:
+    """A ledger entry stays while every staged part it lists is kept."""
+    try:
+        parts = json.loads(location.read_bytes(rel)).get("parts", {})
+    except (OSError, ValueError):
+        return False
+    return bool(parts) and all(part in staged for part in parts)
