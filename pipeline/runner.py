@@ -209,16 +209,16 @@ def _earlier_output_rows(folders: list[str]) -> ErrorLog:
 
 def earlier_outputs(files: list[InputFile]) -> list[str]:
     """Folders among ``files`` that are outputs of earlier runs (relative; ``""`` for the
-    root): a folder holding ``_run.json``, ``_ledger/`` or ``_work/``, or a Delta table's
-    folder (holding ``_delta_log/``), whose run folder is its parent when it is named as one
-    of our tables."""
+    root): a folder holding ``_run.json``, ``_ledger/``, ``_staged/`` or ``_work/``, or a Delta
+    table's folder (holding ``_delta_log/``), whose run folder is its parent when it is named
+    as one of our tables."""
     roots: set[str] = set()
     for file in files:
         parts = file.rel.split("/")
         if parts[-1] == RUN_RECORD:
             roots.add("/".join(parts[:-1]))
         for depth, part in enumerate(parts[:-1]):
-            if part in (LEDGER, "_work"):
+            if part in (LEDGER, STAGED, "_work"):
                 roots.add("/".join(parts[:depth]))
             elif part == "_delta_log":
                 table = depth - 1 if depth and parts[depth - 1] in TABLES else depth
@@ -630,8 +630,6 @@ def _commit(
         tables=tables, finished=datetime.now(timezone.utc).isoformat(), timings=run.timings
     )
     write_run_record(output, record)
-    if output.exists(f"_work/{run.run_id}"):
-        output.fs.rm(output.path(f"_work/{run.run_id}"), recursive=True)
     _log_phase(
         run, "commit", "%s rows, _run.json written", _counts(
             {t: info["rows"] for t, info in record["tables"].items() if info["rows"]}),
