@@ -23,8 +23,10 @@ LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 #: A progress line at least this often (seconds) ...
 PROGRESS_SECONDS = 10.0
-#: ... and whenever another tenth of the batches has finished.
+#: ... and whenever another tenth of the batches has finished,
 PROGRESS_STEPS = 10
+#: ... but not within this many seconds of the last line (a small run's batches finish together).
+PROGRESS_MIN_SECONDS = 1.0
 
 LOG = logging.getLogger("pipeline")
 PROGRESS_LOG = logging.getLogger("pipeline.progress")
@@ -118,7 +120,8 @@ class _Progress:
             return
         now = time.monotonic()
         step = self.done * PROGRESS_STEPS // max(self.total, 1)
-        if step > self.last_step or now - self.last_time >= PROGRESS_SECONDS:
+        since = now - self.last_time
+        if (step > self.last_step and since >= PROGRESS_MIN_SECONDS) or since >= PROGRESS_SECONDS:
             self.last_step, self.last_time = step, now
             elapsed = now - self.started
             PROGRESS_LOG.info(

@@ -79,8 +79,11 @@ def test_json_lines_and_level(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert levels == {"WARNING"}
 
 
-def test_progress_is_logged_without_a_bar(caplog: pytest.LogCaptureFixture) -> None:
+def test_progress_is_logged_without_a_bar(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     caplog.set_level(logging.INFO, logger="pipeline")
+    monkeypatch.setattr("pipeline.logs.PROGRESS_MIN_SECONDS", 0.0)
     meter = progress(40, "pass 1", bar=False)
     for _ in range(40):
         meter.update()
@@ -89,6 +92,13 @@ def test_progress_is_logged_without_a_bar(caplog: pytest.LogCaptureFixture) -> N
     # one line per tenth, not for the last batch (the phase's own line reports the end)
     assert len(lines) == PROGRESS_STEPS - 1
     assert lines[0].startswith("pass 1: 4/40 batches (10%), ")
+
+    caplog.clear()  # by default, batches finishing together make no line per tenth
+    monkeypatch.undo()
+    meter = progress(40, "pass 1", bar=False)
+    meter.update(39)
+    meter.close()
+    assert not [r for r in caplog.records if r.name == "pipeline.progress"]
 
     caplog.clear()
     meter = progress(40, "pass 1", bar=True)
