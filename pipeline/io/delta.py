@@ -16,6 +16,7 @@ import posixpath
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -195,12 +196,15 @@ def open_table(output: Location, table: str, version: int | None = None) -> Delt
 
 
 def latest_versions(output: Location, tables: Sequence[str]) -> dict[str, int | None]:
-    """Each table's latest committed version (``None``: no table yet)."""
-    versions: dict[str, int | None] = {}
-    for table in tables:
+    """Each table's latest committed version (``None``: no table yet); the tables are opened
+    at once (each is a few requests, and delta-rs waits for them without the GIL)."""
+
+    def version(table: str) -> int | None:
         opened = open_table(output, table)
-        versions[table] = None if opened is None else opened.version()
-    return versions
+        return None if opened is None else opened.version()
+
+    with ThreadPoolExecutor(max(1, len(tables))) as pool:
+        return dict(zip(tables, pool.map(version, tables), strict=True))
 
 
 def commit_table(

@@ -27,6 +27,7 @@ import functools
 import json
 import os
 import posixpath
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
@@ -198,6 +199,16 @@ class Location:
         """The whole content of one file, in one request."""
         fs = self.fs
         return bytes(fs.cat_file(self.path(rel), **_read_options(fs)))
+
+    def read_many(
+        self, rels: Sequence[str], concurrency: int = DEFAULT_IO_CONCURRENCY
+    ) -> list[bytes]:
+        """The contents of ``rels`` (in order), with up to ``concurrency`` requests in flight,
+        one GET each; the first file that cannot be read raises (``FileNotFoundError``...)."""
+        # Sizes unknown and every content returned at once: no read-ahead budget to keep.
+        with BatchIO(concurrency, max_bytes=sys.maxsize) as io:
+            reads = io.prefetch(self, [(rel, 0) for rel in rels])
+            return [reads.take(self, rel) for rel in rels]
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write one file (one PUT on object stores), creating parent folders where needed.

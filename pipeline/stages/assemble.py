@@ -54,6 +54,6 @@ def staged_sizes(output: Location, folder: str) -> dict[str, int]:
 def assemble_file(group: FileGroup, output: Location) -> tuple[str, AddAction]:
     """Write one data file of ``group.table`` holding its staged parts' rows (a task)."""
     schema = SCHEMAS[group.table]
-    tables = [pq.read_table(pa.BufferReader(output.read_bytes(p))) for p in group.parts]
+    tables = [pq.read_table(pa.BufferReader(data)) for data in output.read_many(group.parts)]
     data = pa.concat_tables([t.cast(schema) for t in tables]) if tables else empty(group.table)
     return group.table, write_data_file(output, group.table, data)

@@ -35,7 +35,10 @@ def save_entry(output: Location, name: str, summary: BatchSummary) -> None:
     payload = {
         "format": ENTRY_FORMAT,
         "summary": summary_to_json(summary),
-        "parts": {part: _size_and_digest(output.read_bytes(part)) for part in parts},
+        "parts": {
+            part: _size_and_digest(data)
+            for part, data in zip(parts, output.read_many(parts), strict=True)
+        },
     }
     output.write_bytes(entry_path(name), json.dumps(payload, sort_keys=True).encode())
 
@@ -53,8 +56,8 @@ def load_entry(output: Location, name: str) -> BatchSummary | None:
         parts = sorted(part for listed in summary.parts.values() for part in listed)
         if sorted(recorded) != parts:
             return None
-        for part in parts:
-            if _size_and_digest(output.read_bytes(part)) != recorded[part]:
+        for part, data in zip(parts, output.read_many(parts), strict=True):
+            if _size_and_digest(data) != recorded[part]:
                 return None
     except FileNotFoundError:
         return None
