@@ -458,6 +458,7 @@ def _compare_chunks(
 def _gap_row(media: str, gap: Gap) -> dict[str, Any]:
     row: dict[str, Any] = {
         "media": media, "track": gap.track, "type_label": gap.label,
+        "type_name": type_name(gap.label),
         "first_missing_frame": gap.first_missing, "last_missing_frame": gap.last_missing,
         "missing_frames": gap.last_missing - gap.first_missing + 1,
         "frames_without_metadata": gap.unprocessed, "iou": gap.iou,
