@@ -8,7 +8,6 @@ files (:mod:`pipeline.io.delta`). Readers never read staged parts.
 from __future__ import annotations
 
 import hashlib
-import io
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,9 +17,24 @@ from pipeline.io.storage import Location
 
 def table_bytes(table: pa.Table) -> bytes:
     """Serialise a table as one Parquet file (zstd). The same table gives the same bytes."""
-    sink = io.BytesIO()
+    sink = pa.BufferOutputStream()  # Arrow's own memory: no Python file object in between
     pq.write_table(table, sink, compression="zstd", write_statistics=True)
-    return sink.getvalue()
+    return sink.getvalue().to_pybytes()
+
+
+def table_from_bytes(data: bytes, columns: list[str] | None = None) -> pa.Table:
+    """The table of one Parquet file held in memory (``columns``: only those).
+
+    The bytes are copied into Arrow's own memory first. Arrow's reader hands work to its IO
+    thread pool and may drop its last reference to the source buffer there, later; a buffer
+    wrapping Python ``bytes`` (``io.BytesIO``, ``pa.BufferReader(bytes)``) then takes the GIL to
+    free it, and a pool thread doing so during interpreter teardown aborts the process
+    ("terminate called without an active exception", exit code 134: apache/arrow issues 34314
+    and 50482). Arrow-owned memory is freed without the interpreter.
+    """
+    copy = pa.BufferOutputStream()
+    copy.write(data)
+    return pq.read_table(pa.BufferReader(copy.getvalue()), columns=columns)
 
 
 #: Where batch tasks stage their rows, below the output root.

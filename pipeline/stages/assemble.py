@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.io.delta import AddAction, write_data_file
+from pipeline.io.parquet import table_from_bytes
 from pipeline.io.storage import InputFile, Location
 from pipeline.tables import SCHEMAS, empty
 
@@ -54,6 +54,6 @@ def staged_sizes(output: Location, folder: str) -> dict[str, int]:
 def assemble_file(group: FileGroup, output: Location) -> tuple[str, AddAction]:
     """Write one data file of ``group.table`` holding its staged parts' rows (a task)."""
     schema = SCHEMAS[group.table]
-    tables = [pq.read_table(pa.BufferReader(data)) for data in output.read_many(group.parts)]
+    tables = [table_from_bytes(data) for data in output.read_many(group.parts)]
     data = pa.concat_tables([t.cast(schema) for t in tables]) if tables else empty(group.table)
     return group.table, write_data_file(output, group.table, data)

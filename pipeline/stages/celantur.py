@@ -15,7 +15,6 @@ With an explicit encoding both run in one task; with ``auto`` the measured rows 
 
 from __future__ import annotations
 
-import io
 import posixpath
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,7 +22,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.formats.celantur import (
     TYPE_FLAG,
@@ -42,7 +40,7 @@ from pipeline.formats.metadata import (
     resolve_size_order,
 )
 from pipeline.io.jsonio import JsonError, parse_json
-from pipeline.io.parquet import staged_part, table_bytes, write_part
+from pipeline.io.parquet import staged_part, table_bytes, table_from_bytes, write_part
 from pipeline.io.png import PngError, PngHeader
 from pipeline.io.storage import BatchIO, InputFile, Prefetch
 from pipeline.kernels.masks import typed_totals
@@ -387,7 +385,7 @@ def load_measured(batch_key: str, ctx: TaskContext, storage: BatchIO) -> Measure
 
     def read(name: str) -> pa.Table:
         data = parked.take(ctx.output, f"{ctx.work_prefix}/{name}/{batch_key}.parquet")
-        return pq.read_table(io.BytesIO(data))
+        return table_from_bytes(data)
 
     segments = read("segments")
     measured = Measured(

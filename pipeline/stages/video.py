@@ -14,7 +14,6 @@ counts; it is linked when its chunk's name starts at or before it.
 from __future__ import annotations
 
 import bisect
-import io
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,14 +24,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline.config import CelanturOptions
 from pipeline.formats.celantur import type_name
 from pipeline.formats.metadata import MetadataError
 from pipeline.formats.video import MAX_CHUNK_FRAMES, ParsedChunk, parse_chunk, summarise_findings
 from pipeline.io.jsonio import JsonError
-from pipeline.io.parquet import staged_part, write_part
+from pipeline.io.parquet import staged_part, table_from_bytes, write_part
 from pipeline.io.storage import Prefetch
 from pipeline.kernels.quantiles import ScoreHistogram
 from pipeline.kernels.tracking import Gap, GapFinder
@@ -391,8 +389,7 @@ def _read_parts(ctx: TaskContext, key: str, reads: Prefetch) -> dict[str, pa.Tab
     tables: dict[str, pa.Table] = {}
     for (table, columns), rel in zip(_PART_COLUMNS.items(), _part_rels(key), strict=True):
         try:
-            data = reads.take(ctx.output, rel)
-            tables[table] = pq.read_table(io.BytesIO(data), columns=columns)
+            tables[table] = table_from_bytes(reads.take(ctx.output, rel), columns=columns)
         except FileNotFoundError:
             tables[table] = SCHEMAS[table].empty_table().select(columns)  # no rows written
     return tables
