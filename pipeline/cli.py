@@ -2,19 +2,24 @@
 history | vacuum``.
 
 Exit codes (SPEC 4): 0 every input processed; 3 finished with inputs in ``errors/``; 2 usage
-error; 1 the run could not proceed (e.g. storage unreachable, no input found). Messages name the
-option or input. Results go to stdout; log lines (``--log-level``, ``--log-format``) to stderr.
+error; 1 the run could not proceed (e.g. storage unreachable, no input found); 143 / 130 stopped
+by SIGTERM / SIGINT. Messages name the option or input; a failure is one line (its traceback only
+at log level debug). Results go to stdout; log lines (``--log-level``, ``--log-format``) to
+stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
-import os
+import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+import threading
+import traceback
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +150,14 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow-empty",
         action="store_true",
         help="commit empty tables when no input is found (default: exit 1 naming the URL)",
+    )
+    parser.add_argument(
+        "--storage-timeout",
+        type=float,
+        default=defaults.storage_timeout,
+        metavar="SECONDS",
+        help="stop the run (exit 1) when the storage answers no request for this long "
+        f"(default {defaults.storage_timeout:g})",
     )
     _add_storage_argument(parser)
     _add_execution_arguments(parser)
@@ -324,6 +337,7 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         "max_json_bytes": args.max_json_bytes,
         "incremental": args.incremental,
         "allow_empty": args.allow_empty,
+        "storage_timeout": args.storage_timeout,
         "storage_options": _storage_options(args),
         "execution": _execution(args),
     }
@@ -483,8 +497,63 @@ def _vacuum(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Signals that stop a run: Kubernetes deleting a pod (TERM), Ctrl-C (INT).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Stopped(BaseException):
+    """A stop signal reached the CLI. A ``BaseException``, like ``KeyboardInterrupt``: no
+    handler of an input's failure may take it for that input's error."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT raise :class:`Stopped` in the main thread: the run stops scheduling
+    where it is, its cluster is closed, and nothing more is committed (the commit is the run's
+    last step). A second signal during that clean-up ends the process at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        for number in STOP_SIGNALS:
+            signal.signal(number, signal.SIG_DFL)
+        raise Stopped(signum)
+
+    previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _fail(message: str) -> int:
+    """Print one line for a run that cannot proceed; the traceback only at log level debug."""
+    print(f"mask-pipeline: {message}", file=sys.stderr)
+    if logging.getLogger("pipeline").isEnabledFor(logging.DEBUG):
+        traceback.print_exc()
+    return EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mask-pipeline`` console script; returns the exit code."""
+    with _stop_on_signals():
+        try:
+            return _main(argv)
+        except Stopped as stopped:
+            print(
+                f"mask-pipeline: stopped by {stopped}; the output holds the last committed run",
+                file=sys.stderr,
+            )
+            return 128 + stopped.signum
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = _parse(parser, argv)
     # Our log lines go to stderr, results to stdout; Dask's own loggers keep their
@@ -516,22 +585,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mask-pipeline: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (StorageError, SchedulerError, FileNotFoundError, PermissionError) as exc:
-        print(f"mask-pipeline: cannot proceed: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _fail(f"cannot proceed: {exc}")
+    except Exception as exc:  # e.g. a storage client's own error type, raised by a task
+        return _fail(f"cannot proceed: {type(exc).__name__}: {exc}")
 
 
 def entry() -> None:
-    """The ``mask-pipeline`` console script and ``python -m pipeline``: run, flush, and leave
-    without interpreter teardown. After a complete run, native threads of the storage stack
-    (fsspec's IO loop, Arrow's pools) have aborted the process during finalisation
-    ("terminate called without an active exception", exit -6), turning exit code 0/3 into a
-    crash for the scheduler that launched it. Everything is durable before ``main`` returns:
-    parts and ``_run.json`` are written synchronously and any cluster was closed."""
-    code = main()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    """The ``mask-pipeline`` console script and ``python -m pipeline``: exit with the code of
+    :func:`main`, through the interpreter's normal teardown: any cluster was closed, and no
+    Arrow pool thread holds Python memory (see :func:`pipeline.io.parquet.table_from_bytes`)."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":

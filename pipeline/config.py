@@ -6,20 +6,29 @@ so an invalid value raises :class:`OptionError` naming the option whichever door
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from fsspec import get_filesystem_class
+
 from pipeline.formats.celantur import ENCODING_CHOICES, EncodingChoice
 from pipeline.formats.clearml import MASK_MODES, MaskMode, parse_uri_map
 from pipeline.io.jsonio import DEFAULT_MAX_JSON_BYTES
-from pipeline.io.storage import DEFAULT_IO_CONCURRENCY
+from pipeline.io.storage import DEFAULT_IO_CONCURRENCY, url_protocol
 from pipeline.logs import LOG_FORMATS, LOG_LEVELS, LogFormat, LogLevel
 
 #: Environment variable naming an existing Dask scheduler (Dask's own convention).
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+#: Default of ``storage_timeout``: seconds without any successful storage request before a run
+#: stops (exit code 1).
+DEFAULT_STORAGE_TIMEOUT = 60.0
+#: Filesystems that live inside one process: worker processes would each read and write their
+#: own empty copy, and the client would commit nothing they wrote.
+PROCESS_LOCAL_PROTOCOLS = frozenset({"memory"})
 
 
 class OptionError(ValueError):
@@ -102,6 +111,8 @@ class RunOptions:
     mask_scale : percent (1..100) for rescaled masks under ``scaled/``; ``None`` writes none.
     max_pixels : PNGs (and video frames) declaring more pixels are refused before decoding.
     max_json_bytes : metadata / frames files larger than this are refused.
+    storage_timeout : seconds the storage may go without answering any request before the run
+        stops with exit code 1, naming the storage and its last error (default 60).
     incremental : reuse the recorded results of batches whose inputs and options are unchanged
         (the ledger under ``_ledger/``); the tables equal those of a full run.
     allow_empty : commit empty tables when no input is found; by default an empty input (a
@@ -114,6 +125,7 @@ class RunOptions:
     mask_scale: int | None = None
     max_pixels: int = 50_000_000
     max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
+    storage_timeout: float = DEFAULT_STORAGE_TIMEOUT
     incremental: bool = False
     allow_empty: bool = False
     # Never in repr (worker logs print task arguments): the options may hold credentials.
@@ -126,8 +138,41 @@ class RunOptions:
         _check_scale(self.mask_scale)
         _check_positive("max_pixels", self.max_pixels)
         _check_positive("max_json_bytes", self.max_json_bytes)
+        timeout = self.storage_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise OptionError(
+                f"option 'storage_timeout' must be a positive number of seconds, got {timeout!r}"
+            )
         if not isinstance(self.storage_options, Mapping):
-            raise OptionError("option 'storage_options' must be a mapping of key=value pairs")
+            # The value is not shown: a misplaced credential is still a credential.
+            raise OptionError(
+                "option 'storage_options' must be a mapping of key=value pairs, "
+                f"got a {type(self.storage_options).__name__}"
+            )
+        check_storage_options(self.urls(), self.storage_options)
+
+    def urls(self) -> dict[str, str]:
+        """The storage URLs the options name, by option: where the run reads and writes."""
+        return {"output": self.output}
+
+    def refuse_process_local(self, *, in_process: bool) -> None:
+        """Refuse a process-local filesystem (``memory://``) unless the run stays in this
+        process: each worker process would see its own empty copy.
+
+        Raises
+        ------
+        OptionError
+            Naming the option whose URL is process-local (exit code 2).
+        """
+        if in_process:
+            return
+        for name, url in self.urls().items():
+            if url_protocol(url) in PROCESS_LOCAL_PROTOCOLS:
+                raise OptionError(
+                    f"option {name!r}: {url} lives in this process only and worker processes "
+                    'cannot reach it; use --scheduler sync (execution.scheduler = "sync") '
+                    "or a shared storage"
+                )
 
     def record(self) -> dict[str, Any]:
         """The options as plain JSON-able data for ``_run.json`` (storage option values hidden:
@@ -190,6 +235,10 @@ class CelanturOptions(RunOptions):
                     f"option {name!r} must be a number in ({low:g}, 1], got {value!r}"
                 )
 
+    def urls(self) -> dict[str, str]:
+        """As :meth:`RunOptions.urls`, with ``source``."""
+        return {"source": self.source, **super().urls()}
+
 
 @dataclass(frozen=True, kw_only=True)
 class ClearmlOptions(RunOptions):
@@ -226,6 +275,13 @@ class ClearmlOptions(RunOptions):
         except ValueError as exc:
             raise OptionError(str(exc)) from exc
 
+    def urls(self) -> dict[str, str]:
+        """As :meth:`RunOptions.urls`, with ``frames`` and a ``mask_labels`` file."""
+        named = {"frames": self.frames}
+        if isinstance(self.mask_labels, str):
+            named["mask_labels"] = self.mask_labels
+        return {**named, **super().urls()}
+
     def record(self) -> dict[str, Any]:
         """As :meth:`RunOptions.record`; an inline ``mask_labels`` is recorded by size only."""
         data = super().record()
@@ -246,7 +302,11 @@ def parse_key_value(text: str, option: str = "--storage-option") -> tuple[str, A
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise OptionError(f"option {option!r} expects key=value, got {text!r}")
+        # Never echo the text: a value given without its key is often a secret.
+        raise OptionError(
+            f"option {option!r} expects key=value; the value given has "
+            f"{'no key before its =' if sep else 'no ='} (not shown: it may be a secret)"
+        )
     try:
         value: Any = json.loads(raw)
     except ValueError:
@@ -267,3 +327,54 @@ def nest_storage_options(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             target = existing
         target[leaf] = value
     return options
+
+
+def check_storage_options(urls: Mapping[str, str], options: Mapping[str, Any]) -> None:
+    """Check storage option types against the filesystems of ``urls`` before anything runs.
+
+    An option is checked where the filesystem's constructor declares its type: a parameter
+    with a non-``None`` default (``anon=False`` takes a bool, ``max_concurrency=10`` an int),
+    or, by fsspec's naming convention, a ``*_kwargs`` parameter (``client_kwargs``,
+    ``config_kwargs``...), which takes a mapping. Other options pass as they are.
+
+    Raises
+    ------
+    OptionError
+        Naming the storage option and the type it needs; never its value, which may be a
+        credential (exit code 2).
+    """
+    for url in dict.fromkeys(u for u in urls.values() if isinstance(u, str)):
+        try:
+            filesystem = get_filesystem_class(url_protocol(url))
+        except (ImportError, ValueError):
+            continue  # an unknown protocol or a missing implementation: the run says so
+        parameters = inspect.signature(filesystem.__init__).parameters
+        for key, value in options.items():
+            if key not in parameters:
+                continue
+            default = parameters[key].default
+            if key.endswith("_kwargs"):
+                expected: type = dict
+            elif default is None or default is inspect.Parameter.empty:
+                continue
+            else:
+                expected = type(default)
+            if not _has_type(value, expected):
+                raise OptionError(
+                    f"storage option {key!r} must be {_TYPE_NAMES.get(expected, expected.__name__)}"
+                    f" for {url_protocol(url)}://, got a {type(value).__name__} (value not shown)"
+                )
+
+
+_TYPE_NAMES = {dict: "a mapping (key.sub=value)", bool: "true or false", int: "an integer",
+               float: "a number", str: "a string"}  # fmt: skip
+
+
+def _has_type(value: Any, expected: type) -> bool:
+    if expected is dict:
+        return isinstance(value, Mapping)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)

@@ -27,7 +27,8 @@ LOG = logging.getLogger(__name__)
 
 
 class SchedulerError(RuntimeError):
-    """The Dask scheduler named by the options or the environment cannot be reached."""
+    """The Dask scheduler named by the options or the environment cannot be reached, or the
+    local cluster cannot be started."""
 
 
 #: A run with no scheduler given (option or environment) and no worker count runs in-process
@@ -184,15 +185,41 @@ def open_executor(
     workers = execution.workers or os.cpu_count() or 1
     # One thread per worker: decoding and the kernels hold the GIL part of the time, and
     # processes keep one bad input from stalling the others.
-    with (
-        worker_malloc_settings(),
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address="127.0.0.1:0",
-            host="127.0.0.1",
-        ) as cluster,
-        Client(cluster) as local,
-    ):
+    with contextlib.ExitStack() as stack:
+        stack.callback(logging.disable, logging.root.manager.disable)  # after the cluster closed
+        try:
+            with worker_malloc_settings():
+                cluster = stack.enter_context(
+                    LocalCluster(
+                        n_workers=workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address="127.0.0.1:0",
+                        host="127.0.0.1",
+                    )
+                )
+            local = stack.enter_context(Client(cluster))
+        except Exception as exc:  # a worker that died while starting, no free port, ...
+            raise SchedulerError(
+                f"cannot start a local Dask cluster of {workers} worker processes "
+                f"(option 'workers'): {type(exc).__name__}: {exc}"
+            ) from exc
+        stack.enter_context(_quiet_teardown(local))
         yield Executor(local, _describe(local, "local"))
+
+
+@contextlib.contextmanager
+def _quiet_teardown(client: Any) -> Iterator[None]:
+    """When a run on our own local cluster stops early (a failure, a stop signal), silence
+    logging below ERROR in this process and in the workers while the cluster closes: Dask's
+    warnings about the tasks it cancels and the workers it kills are the expected consequence,
+    and would bury the one line that says why the run stopped. At log level debug they stay.
+    The caller restores this process's logging once the cluster is closed."""
+    try:
+        yield
+    except BaseException:
+        if not LOG.isEnabledFor(logging.DEBUG):
+            logging.disable(logging.WARNING)
+            with contextlib.suppress(Exception):
+                client.run(logging.disable, logging.WARNING, on_error="ignore")
+        raise

@@ -94,6 +94,13 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+def _shown(name: str, value: Any) -> str:
+    """``value`` as a message shows it: never a storage option's, which may be a credential."""
+    if name.split(".")[0] == "storage_options":
+        return f"a {type(value).__name__} (value not shown)"
+    return repr(value)
+
+
 def _check(name: str, value: Any, hint: Any) -> Any:
     """``value`` checked against a field's type hint (lists become tuples where a tuple is
     expected); an OptionError naming ``name`` otherwise."""
@@ -106,12 +113,12 @@ def _check(name: str, value: Any, hint: Any) -> Any:
                 return _check(name, value, option)
             except OptionError:
                 continue
-        raise OptionError(f"job key {name!r} must be {_type_name(hint)}, got {value!r}")
+        raise OptionError(f"job key {name!r} must be {_type_name(hint)}, got {_shown(name, value)}")
     if origin is Literal:
         if value in get_args(hint):
             return value
         choices = ", ".join(map(str, get_args(hint)))
-        raise OptionError(f"job key {name!r} must be one of {choices}, got {value!r}")
+        raise OptionError(f"job key {name!r} must be one of {choices}, got {_shown(name, value)}")
     if hint is type(None):
         if value is None:
             return value
@@ -129,7 +136,7 @@ def _check(name: str, value: Any, hint: Any) -> Any:
             return value
     elif isinstance(hint, type) and isinstance(value, hint):
         return value
-    raise OptionError(f"job key {name!r} must be {_type_name(hint)}, got {value!r}")
+    raise OptionError(f"job key {name!r} must be {_type_name(hint)}, got {_shown(name, value)}")
 
 
 def _build(cls: type[Any], data: Mapping[str, Any], prefix: str = "") -> Any:

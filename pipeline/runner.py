@@ -20,12 +20,19 @@ import platform
 import posixpath
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
-from pipeline.config import CelanturOptions, ClearmlOptions, OptionError, RunOptions
+from pipeline.config import (
+    CelanturOptions,
+    ClearmlOptions,
+    OptionError,
+    RunOptions,
+    check_storage_options,
+)
 from pipeline.formats.celantur import Encoding
 from pipeline.formats.clearml import (
     FramesError,
@@ -55,6 +62,7 @@ from pipeline.io.storage import (
     is_inside,
     storage_options_with_environment,
 )
+from pipeline.io.watchdog import watch_storage
 from pipeline.logs import fields, show_bar
 from pipeline.stages.assemble import FileGroup, assemble_file, plan_files, staged_sizes
 from pipeline.stages.clearml import FrameMasks
@@ -157,6 +165,27 @@ class _Run:
         now = time.perf_counter()
         self.timings[name] = now - self.clock
         self.clock = now
+
+
+RunFunction = TypeVar("RunFunction", bound=Callable[..., "RunResult"])
+
+
+def _guarded(run: RunFunction) -> RunFunction:
+    """What every run shares around its body: process-local storage refused where worker
+    processes would not see it, and the storage watched (a run stops when its storage answers
+    nothing for ``storage_timeout`` seconds, see :mod:`pipeline.io.watchdog`)."""
+
+    @functools.wraps(run)
+    def guarded(options: CelanturOptions | ClearmlOptions, client: Any | None = None) -> RunResult:
+        in_process = client is None and options.execution.resolved_scheduler() == "sync"
+        options.refuse_process_local(in_process=in_process)
+        storage_options = storage_options_with_environment(options.storage_options)
+        check_storage_options(options.urls(), storage_options)  # those of the environment too
+        locations = {name: Location(url, storage_options) for name, url in options.urls().items()}
+        with watch_storage(locations, options.storage_timeout):
+            return run(options, client)
+
+    return cast(RunFunction, guarded)
 
 
 def _start(command: Literal["celantur", "clearml"], options: RunOptions) -> _Run:
@@ -283,13 +312,17 @@ class Plan:
     chunk_batches: list[Batch[VideoChunk]]
 
 
+@_guarded
 def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResult:
     """Run the Celantur pipeline (see :func:`pipeline.api.run_celantur` for the public door).
 
     Raises
     ------
     StorageError
-        When the input cannot be listed or the output cannot be written (exit code 1).
+        When the input cannot be listed or the output cannot be written, or the storage
+        answers nothing for ``storage_timeout`` seconds (exit code 1).
+    OptionError
+        For process-local storage (``memory://``) with worker processes (exit code 2).
     """
     run = _start("celantur", options)
     source = Location(options.source, run.storage_options)
@@ -467,6 +500,7 @@ def _plan_frames(
     return groups, landed
 
 
+@_guarded
 def run_clearml(options: ClearmlOptions, client: Any | None = None) -> RunResult:
     """Run the ClearML pipeline (see :func:`pipeline.api.run_clearml` for the public door).
 
@@ -475,7 +509,8 @@ def run_clearml(options: ClearmlOptions, client: Any | None = None) -> RunResult
     OptionError
         For an unusable ``mask_labels`` (exit code 2).
     StorageError
-        When the frames cannot be read or the output cannot be written (exit code 1).
+        When the frames cannot be read or the output cannot be written, or the storage
+        answers nothing for ``storage_timeout`` seconds (exit code 1).
     """
     run = _start("clearml", options)
     mask_labels = _load_mask_labels(options, run.storage_options)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
-from fsspec.core import url_to_fs
+from fsspec.core import split_protocol, url_to_fs
 from fsspec.spec import AbstractFileSystem
 
 
@@ -525,6 +525,12 @@ class _WrittenBehind(Location):
         self.io.write(self, rel, data)
 
 
+def url_protocol(url: str) -> str:
+    """The fsspec protocol of a URL (``file`` for plain paths)."""
+    protocol, _ = split_protocol(url)
+    return protocol or "file"
+
+
 def is_inside(inner: Location, outer: Location) -> str | None:
     """``inner``'s path relative to ``outer`` when it lies below it on the same filesystem."""
     if type(inner.fs) is not type(outer.fs):
@@ -538,5 +544,5 @@ def is_inside(inner: Location, outer: Location) -> str | None:
 
 __all__ = [
     "DEFAULT_IO_CONCURRENCY", "BatchIO", "InputFile", "Location", "Prefetch", "StorageError",
-    "fsspec", "is_inside", "storable_name",
+    "fsspec", "is_inside", "storable_name", "url_protocol",
 ]  # fmt: skip
