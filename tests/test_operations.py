@@ -1,0 +1,442 @@
+"""Operational failure modes, each with its exact outcome: storage that is closed from the start
+or goes away mid-run (exit 1 within ``storage_timeout`` plus start-up and clean-up, one line
+naming the storage, nothing committed), SIGTERM / SIGINT mid-run (exit 143 / 130, the committed
+output unchanged), a local cluster that cannot start (one line, exit 1), bad or misplaced
+storage options (exit 2 naming the option, the value never echoed), process-local storage with
+worker processes (exit 2), and scripts using the Python API (exit 0, every time).
+
+Runs go through ``python -m pipeline`` in a subprocess: exit codes, stderr and wall times are the
+process's own. Wall times are printed and checked against the documented bound with generous
+slack (the machine is shared); pytest-timeout is the backstop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+from faulty_proxy import FaultPlan, FaultyProxy
+from storage_helpers import upload_tree
+
+from pipeline import read_run, read_table
+from pipeline.sampledata.celantur import make_celantur_tree
+from pipeline.sampledata.video import make_video_fleet
+from pipeline.tables import TABLES
+
+pytestmark = pytest.mark.timeout(180)
+
+#: ``--storage-timeout`` of the outage tests, seconds.
+TIMEOUT = 10.0
+#: What a run may add to the timeout: interpreter and cluster start-up before, cluster
+#: shutdown after (seconds; generous, the machine is shared).
+SLACK = 30.0
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``python -m pipeline ARGS`` started in a subprocess (stdout and stderr piped)."""
+    argv = [sys.executable, "-m", "pipeline", *args]
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or os.environ
+    )
+
+
+def _finish(process: subprocess.Popen[str], timeout: float = 150) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def _one_message(err: str) -> str:
+    """The one ``mask-pipeline:`` line on stderr; nothing else there but our own progress notes
+    (the dashboard link, INFO lines): no traceback, no warnings of Dask's."""
+    lines = err.strip().splitlines()
+    ours = [line for line in lines if line.startswith("mask-pipeline: ")]
+    notes = [line for line in lines if "Dask dashboard: " in line or " INFO " in line]
+    assert len(ours) == 1 and len(ours) + len(notes) == len(lines), err[-3000:]
+    return ours[0]
+
+
+def _tables(out: str, storage: dict[str, Any]) -> dict[str, list[str]]:
+    """Every table of the committed run, rows as sorted JSON (read with the project's API)."""
+    return {
+        table: sorted(
+            json.dumps(r, sort_keys=True, default=str)
+            for r in read_table(out, table, storage).to_pylist()
+        )
+        for table in TABLES
+    }
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 images and a video of 3 chunks: ~20 tasks per pass with one input per batch."""
+    root = tmp_path_factory.mktemp("operations") / "in"
+    make_celantur_tree(root / "images", seed=3, images=12)
+    make_video_fleet(root / "videos", seed=3, videos=1, frames_per_video=1100, quirks=False)
+    return root
+
+
+# --- storage outages ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "local"])
+def test_storage_closed_from_the_start_stops_within_the_timeout(
+    scheduler: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    """An endpoint nobody listens on: exit 1 after ``storage_timeout``, one line naming the
+    option, the URL and the endpoint, nothing written."""
+    closed = "http://127.0.0.1:9"  # the discard port: nothing listens on loopback
+    where = ["--scheduler", "sync"] if scheduler == "sync" else ["--workers", "2"]
+    started = time.monotonic()
+    process = _cli(
+        "celantur", "s3://bucket/in", "s3://bucket/out", "--no-progress",
+        "--storage-option", f"endpoint_url={closed}",
+        "--storage-timeout", str(TIMEOUT), *where,
+    )  # fmt: skip
+    code, out, err = _finish(process)
+    elapsed = time.monotonic() - started
+    print(f"\nclosed endpoint, {scheduler}: exit {code} after {elapsed:.1f} s")
+    assert code == 1
+    message = _one_message(err)
+    assert message.startswith(
+        f"mask-pipeline: cannot proceed: storage of option 'source' (s3://bucket/in at {closed})"
+        f" answered no request for {TIMEOUT:g} s (option 'storage_timeout'); last error: "
+    ), message
+    assert "EndpointConnectionError" in message
+    assert out == ""
+    assert TIMEOUT <= elapsed < TIMEOUT + SLACK
+
+
+@pytest.fixture
+def outage_proxy(s3_endpoint: str) -> Iterator[FaultyProxy]:
+    """A proxy in front of moto's server that, once enabled, resets every connection: the
+    storage is gone (requests fail at the TCP level, as with a crashed endpoint)."""
+    proxy = FaultyProxy(s3_endpoint, FaultPlan(rate=1.0, kinds=("reset",))).start()
+    proxy.enabled = False
+    yield proxy
+    proxy.stop()
+
+
+def _wait_for(condition: Callable[[], bool], process: subprocess.Popen[str], limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert process.poll() is None, f"the run ended early: {_finish(process)}"
+        assert time.monotonic() < deadline, "the run never got there"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "local"])
+def test_storage_gone_mid_run_stops_within_the_timeout_committing_nothing(
+    scheduler: str,
+    tree: Path,
+    s3_bucket: tuple[str, dict[str, Any]],
+    outage_proxy: FaultyProxy,
+) -> None:
+    """A committed run, then a run over more inputs whose storage goes away after its first
+    40 requests (mid pass 1): exit 1 within ``storage_timeout`` of the outage plus clean-up,
+    one line naming the storage, and the committed run unchanged."""
+    bucket, storage = s3_bucket
+    upload_tree(tree / "images", f"{bucket}/in", storage)
+    out = f"{bucket}/out"
+    options = ["--storage-option", f"endpoint_url={outage_proxy.url}", "--no-progress"]
+    code, _, err = _finish(_cli("celantur", f"{bucket}/in", out, *options, "--scheduler", "sync"))
+    assert code == 0, err[-3000:]
+    committed = read_run(out, storage)
+    tables = _tables(out, storage)
+    upload_tree(tree / "videos", f"{bucket}/in/videos", storage)
+
+    where = ["--scheduler", "sync"] if scheduler == "sync" else ["--workers", "2"]
+    first = outage_proxy.counters.requests
+    process = _cli(
+        "celantur", f"{bucket}/in", out, *options, "--batch-bytes", "1",
+        "--storage-timeout", str(TIMEOUT), *where,
+    )  # fmt: skip
+    _wait_for(lambda: outage_proxy.counters.requests - first >= 40, process, 120)
+    outage_proxy.enabled = True
+    gone = time.monotonic()
+    code, out_text, err = _finish(process)
+    elapsed = time.monotonic() - gone
+    print(
+        f"\nstorage gone mid-run, {scheduler}: exit {code} {elapsed:.1f} s after the outage "
+        f"({outage_proxy.counters.faults} requests reset)"
+    )
+    assert code == 1
+    message = _one_message(err)
+    assert message.startswith(
+        f"mask-pipeline: cannot proceed: storage of option 'source' ({bucket}/in at "
+        f"{outage_proxy.url}) answered no request for {TIMEOUT:g} s (option 'storage_timeout');"
+        " last error: "
+    ), message
+    assert out_text == ""
+    assert elapsed < TIMEOUT + SLACK
+    outage_proxy.enabled = False
+    assert read_run(out, storage) == committed
+    assert _tables(out, storage) == tables
+
+
+# --- stop signals ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("signum", "scheduler"),
+    [(signal.SIGTERM, "local"), (signal.SIGINT, "local"), (signal.SIGTERM, "sync")],
+)
+def test_stop_signal_mid_run_exits_fast_and_commits_nothing(
+    signum: int, scheduler: str, tree: Path, tmp_path: Path
+) -> None:
+    """A committed run, then a run over more inputs signalled once its first work item is
+    recorded (pass 1 under way): exit 128 + signal, one line, the committed run unchanged, and
+    no process of the run left behind."""
+    source, out = tmp_path / "in", tmp_path / "out"
+    make_celantur_tree(source / "images", seed=3, images=6)
+    code, _, err = _finish(_cli("celantur", str(source), str(out), "--scheduler", "sync",
+                                "--no-progress"))  # fmt: skip
+    assert code == 0, err[-3000:]
+    committed = read_run(str(out))
+    tables = _tables(str(out), {})
+    make_video_fleet(source / "videos", seed=3, videos=2, frames_per_video=1100)
+
+    where = ["--scheduler", "sync"] if scheduler == "sync" else ["--workers", "2"]
+    process = _cli("celantur", str(source), str(out), "--no-progress", "--batch-bytes", "1",
+                   *where)  # fmt: skip
+    ledger = out / "_ledger"
+    before = set(ledger.rglob("*"))
+    _wait_for(lambda: bool(set(ledger.rglob("*")) - before), process, 120)
+    signalled = time.monotonic()
+    process.send_signal(signum)
+    code, out_text, err = _finish(process, timeout=60)
+    elapsed = time.monotonic() - signalled
+    name = signal.Signals(signum).name
+    print(f"\n{name} mid-run, {scheduler}: exit {code} {elapsed:.1f} s after the signal")
+    assert code == 128 + signum
+    assert _one_message(err) == (
+        f"mask-pipeline: stopped by {name}; the output holds the last committed run"
+    )
+    assert out_text == ""
+    assert read_run(str(out)) == committed
+    assert _tables(str(out), {}) == tables
+    assert elapsed < 30
+
+
+# --- the local cluster cannot start -----------------------------------------------------------
+
+
+def test_worker_dying_while_the_cluster_starts_is_one_message(tmp_path: Path) -> None:
+    """Every worker process exits while starting (a preload that ends it): exit 1, one line
+    naming the cluster and the ``workers`` option, no traceback."""
+    preload = tmp_path / "die_at_start.py"
+    preload.write_text("import os\n\nos._exit(1)\n")
+    source = tmp_path / "in"
+    make_celantur_tree(source, seed=3, images=2)
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps([str(preload)])}
+    code, out, err = _finish(
+        _cli(
+            "celantur",
+            str(source),
+            str(tmp_path / "out"),
+            "--workers",
+            "2",
+            "--no-progress",
+            env=env,
+        )
+    )
+    print(f"\ncluster start-up failure: exit {code}; {err.strip().splitlines()[-1]}")
+    assert code == 1
+    message = _one_message(err)
+    assert message.startswith(
+        "mask-pipeline: cannot proceed: cannot start a local Dask cluster of 2 worker processes "
+        "(option 'workers'): "
+    ), message
+    assert out == ""
+    assert not (tmp_path / "out" / "_run.json").exists()
+
+
+# --- options: exit 2 naming the option, secrets never echoed -----------------------------------
+
+SECRET = "sEcReT-never-to-be-printed"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--storage-option", SECRET],
+         "mask-pipeline: error: option '--storage-option' expects key=value; the value given "
+         "has no = (not shown: it may be a secret)"),
+        (["--storage-option", f"={SECRET}"],
+         "mask-pipeline: error: option '--storage-option' expects key=value; the value given "
+         "has no key before its = (not shown: it may be a secret)"),
+        (["--storage-option", f"config_kwargs={SECRET}"],
+         "mask-pipeline: error: storage option 'config_kwargs' must be a mapping (key.sub=value)"
+         " for s3://, got a str (value not shown)"),
+        (["--storage-option", f"client_kwargs={SECRET}"],
+         "mask-pipeline: error: storage option 'client_kwargs' must be a mapping (key.sub=value)"
+         " for s3://, got a str (value not shown)"),
+        (["--storage-option", f"anon={SECRET}"],
+         "mask-pipeline: error: storage option 'anon' must be true or false for s3://, got a str"
+         " (value not shown)"),
+        (["--storage-option", f"max_concurrency={SECRET}"],
+         "mask-pipeline: error: storage option 'max_concurrency' must be an integer for s3://, "
+         "got a str (value not shown)"),
+        (["--storage-timeout", "0"],
+         "mask-pipeline: error: option 'storage_timeout' must be a positive number of seconds, "
+         "got 0.0"),
+    ],
+)  # fmt: skip
+def test_bad_option_values_exit_2_naming_the_option_never_the_secret(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import main
+
+    code = main(["celantur", "s3://bucket/in", str(tmp_path / "out"), *argv])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.strip() == message
+    assert SECRET not in captured.out + captured.err
+
+
+def test_storage_options_from_the_environment_are_checked_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.cli import main
+
+    monkeypatch.setenv("MASK_PIPELINE_STORAGE_OPTIONS", json.dumps({"config_kwargs": SECRET}))
+    code = main(["celantur", "s3://bucket/in", str(tmp_path / "out"), "--scheduler", "sync"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == (
+        "mask-pipeline: error: storage option 'config_kwargs' must be a mapping (key.sub=value)"
+        " for s3://, got a str (value not shown)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "override", "message"),
+    [
+        ("", SECRET,
+         "option '--set' expects key=value; the value given has no = (not shown: it may be a "
+         "secret)"),
+        (f'storage_options = "{SECRET}"', None,
+         "job key 'storage_options' must be Mapping, got a str (value not shown)"),
+        ("[storage_options]\nconfig_kwargs = 3", None,
+         "storage option 'config_kwargs' must be a mapping (key.sub=value) for s3://, got a int"
+         " (value not shown)"),
+        ("storage_timeout = -1", None,
+         "option 'storage_timeout' must be a positive number of seconds, got -1.0"),
+        ("", "storage_timeout=soon", "job key 'storage_timeout' must be float, got 'soon'"),
+    ],
+)  # fmt: skip
+def test_bad_job_values_exit_2_naming_the_key_never_the_secret(
+    line: str,
+    override: str | None,
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pipeline.cli import main
+
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'command = "celantur"\nsource = "s3://bucket/in"\noutput = "{tmp_path}/out"\n{line}\n'
+    )
+    code = main(["run", str(job), *(["--set", override] if override else [])])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.strip() == f"mask-pipeline: error: {message}"
+    assert SECRET not in captured.out + captured.err
+
+
+# --- process-local storage ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "output", "option"),
+    [("TREE", "memory://ops/out", "output"), ("memory://ops/in", "OUT", "source")],
+)
+def test_memory_storage_with_worker_processes_is_a_usage_error(
+    source: str,
+    output: str,
+    option: str,
+    tree: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pipeline.cli import main
+
+    source = str(tree) if source == "TREE" else source
+    output = str(tmp_path / "out") if output == "OUT" else output
+    url = output if option == "output" else source
+    code = main(["celantur", source, output, "--workers", "2", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == (
+        f"mask-pipeline: error: option {option!r}: {url} lives in this process only and worker "
+        'processes cannot reach it; use --scheduler sync (execution.scheduler = "sync") or a '
+        "shared storage"
+    )
+    assert not fsspec.filesystem("memory").exists("/ops/out/_run.json")
+
+
+def test_memory_storage_in_process_keeps_working(tree: Path, tmp_path: Path) -> None:
+    from pipeline.cli import main
+
+    source, out = "memory://ops-sync/in", str(tmp_path / "out")
+    upload_tree(tree, source, {})
+    assert main(["celantur", source, out, "--scheduler", "sync", "--no-progress"]) == 0
+    record = read_run(out)
+    assert record["accounting"]["in_tables"] == record["accounting"]["found"] == 36
+    assert read_table(out, "masks").num_rows == record["tables"]["masks"]["rows"] > 0
+
+
+# --- scripts using the Python API exit cleanly ---------------------------------------------------
+
+#: Runs of each kind: before the fix, a run that read Parquet back aborted at exit (code 134) in
+#: 1 of 12-24 runs here, about half of the runs on other machines.
+SCRIPT_RUNS = 6
+
+
+def test_api_scripts_and_the_cli_exit_cleanly_every_time(tree: Path, tmp_path: Path) -> None:
+    """A script that runs the pipeline in-process and reads every table back, a script that
+    only reads, and the CLI's run and summary: each exits 0 every time, its output complete
+    (no abort in interpreter teardown, no ``os._exit``)."""
+    out = tmp_path / "out"
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            from pipeline import api
+            from pipeline.config import ExecutionOptions
+
+            if sys.argv[1] == "run":
+                api.run_celantur({str(tree)!r}, {str(out)!r},
+                                 execution=ExecutionOptions(scheduler="sync", progress=False))
+            print(sum(api.read_table({str(out)!r}, t).num_rows for t in {list(TABLES)!r}))
+            """
+        )
+    )
+    kinds = {
+        "API run + read": [str(script), "run"],
+        "API read": [str(script), "read"],
+        "CLI run": ["-m", "pipeline", "celantur", str(tree), str(out), "--scheduler", "sync",
+                    "--no-progress"],
+        "CLI summary": ["-m", "pipeline", "summary", str(out)],
+    }  # fmt: skip
+    codes: dict[str, list[int]] = {kind: [] for kind in kinds}
+    for _ in range(SCRIPT_RUNS):
+        for kind, argv in kinds.items():
+            done = subprocess.run(
+                [sys.executable, *argv], capture_output=True, text=True, timeout=120
+            )
+            codes[kind].append(done.returncode)
+            assert done.returncode == 0, f"{kind}: {done.returncode}\n{done.stderr[-3000:]}"
+            assert done.stdout.strip(), kind
+    print(f"\nexit codes over {SCRIPT_RUNS} runs each: {codes}")
