@@ -260,6 +260,25 @@ def test_worker_dying_while_the_cluster_starts_is_one_message(tmp_path: Path) ->
     assert not (tmp_path / "out" / "_run.json").exists()
 
 
+def test_log_level_debug_adds_the_traceback(tmp_path: Path) -> None:
+    """The same start-up failure at ``--log-level debug``: the line, then its traceback."""
+    preload = tmp_path / "die_at_start.py"
+    preload.write_text("import os\n\nos._exit(1)\n")
+    source = tmp_path / "in"
+    make_celantur_tree(source, seed=3, images=2)
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps([str(preload)])}
+    code, _, err = _finish(
+        _cli("celantur", str(source), str(tmp_path / "out"), "--workers", "2", "--no-progress",
+             "--log-level", "debug", env=env)
+    )  # fmt: skip
+    assert code == 1
+    lines = err.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("mask-pipeline: "))
+    assert lines[first].startswith("mask-pipeline: cannot proceed: cannot start a local Dask")
+    assert lines[first + 1] == "Traceback (most recent call last):"
+    assert "SchedulerError: cannot start a local Dask cluster" in err
+
+
 # --- options: exit 2 naming the option, secrets never echoed -----------------------------------
 
 SECRET = "sEcReT-never-to-be-printed"

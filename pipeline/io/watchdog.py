@@ -27,7 +27,7 @@ from fsspec.core import url_to_fs
 
 from pipeline.io.storage import Location, StorageError, url_protocol
 
-LOG = logging.getLogger("pipeline")
+LOG = logging.getLogger(__name__)
 
 #: Filesystems that cannot go away under a run: nothing to watch.
 LOCAL_PROTOCOLS = frozenset({"file", "local", "memory"})
