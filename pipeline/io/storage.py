@@ -331,7 +331,11 @@ class BatchIO:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
-        self.close(raising=kind is None)
+        # Interrupted (Ctrl-C, a stop signal, the storage watchdog): the run is stopping and
+        # commits nothing, so writes are abandoned, not waited for (against a storage that
+        # went away, waiting is botocore's whole retry schedule).
+        interrupted = kind is not None and not issubclass(kind, Exception)
+        self.close(raising=kind is None, wait=not interrupted)
 
     def prefetch(self, location: Location, files: Sequence[tuple[str, int]]) -> Prefetch:
         """Start reading ``files`` (``(rel, size)`` below ``location``, in the order they will
@@ -360,11 +364,20 @@ class BatchIO:
         assert future is not None  # a blocking start always starts
         self._writes.append((location, rel, future))
 
-    def close(self, *, raising: bool = True) -> None:
+    def close(self, *, raising: bool = True, wait: bool = True) -> None:
         """Cancel reads nobody took, wait for every write; with ``raising``, raise the first
-        failed write as :class:`StorageError` (other errors as they are)."""
+        failed write as :class:`StorageError` (other errors as they are). Without ``wait``,
+        cancel the writes still in flight instead and return at once."""
         for prefetch in self._prefetches:
             prefetch.cancel()
+        if not wait:
+            for _, _, future in self._writes:
+                future.cancel()
+            self._writes.clear()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+            return
         failed: tuple[Location, str, BaseException] | None = None
         for location, rel, future in self._writes:
             error = future.exception()

@@ -14,9 +14,9 @@ the run's last step.
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import logging
+import signal
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -150,7 +150,16 @@ class StorageWatchdog:
             )
             LOG.debug("storage watchdog tripped: %s", self.error)
             if self._interrupt:
-                _thread.interrupt_main()
+                _interrupt_main()
+
+
+def _interrupt_main() -> None:
+    """Interrupt the main thread as Ctrl-C does: a real SIGINT sent to that thread, so a wait
+    inside C (a lock, a future's result) wakes up as well; ``_thread.interrupt_main`` only
+    flags the signal for the next bytecode. Sent only while a Python handler takes SIGINT
+    (Python's default one raises ``KeyboardInterrupt``): with ``SIG_DFL`` it would kill."""
+    if callable(signal.getsignal(signal.SIGINT)):
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
 
 @contextlib.contextmanager
