@@ -139,20 +139,25 @@ def _inputs(kind: str, trees: dict[str, Any], out: str, storage: dict[str, Any])
     return {"a": f"{root}/in-a", "b": f"{root}/in-b"}
 
 
-def _storage_args(storage: dict[str, Any]) -> tuple[str, ...]:
-    return ("--storage-option", f"endpoint_url={storage['endpoint_url']}") if storage else ()
+def _run_a(
+    kind: str, trees: dict[str, Any], tmp_path: Path, request: pytest.FixtureRequest
+) -> tuple[str, dict[str, Any], dict[str, str], tuple[str, ...]]:
+    """A complete run over inputs A on ``kind`` storage: output, storage options, input URLs
+    and the CLI's storage arguments."""
+    out, storage = _output(kind, tmp_path, request)
+    src = _inputs(kind, trees, out, storage)
+    extra = ("--storage-option", f"endpoint_url={storage['endpoint_url']}") if storage else ()
+    first = _cli(src["a"], out, *extra)
+    assert first.wait(timeout=240) == 0, first.stderr.read()[-3000:]
+    return out, storage, src, extra
 
 
 @pytest.mark.parametrize("kind", ["local", "s3"])
 def test_readers_see_one_complete_run_during_a_rerun(
     kind: str, trees: dict[str, Any], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    out, storage = _output(kind, tmp_path, request)
-    src = _inputs(kind, trees, out, storage)
-    extra = _storage_args(storage)
+    out, storage, src, extra = _run_a(kind, trees, tmp_path, request)
     expected = {name: trees["expected"][name] for name in ("A", "B")}
-    first = _cli(src["a"], out, *extra)
-    assert first.wait(timeout=240) == 0, first.stderr.read()[-3000:]
     assert _check_reads(out, storage, expected) == {"A"}
 
     rerun = _cli(src["b"], out, *extra)
@@ -169,12 +174,8 @@ def test_readers_see_one_complete_run_during_a_rerun(
 def test_concurrent_runs_land_consistently_or_one_names_the_conflict(
     kind: str, trees: dict[str, Any], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    out, storage = _output(kind, tmp_path, request)
-    src = _inputs(kind, trees, out, storage)
-    extra = _storage_args(storage)
+    out, storage, src, extra = _run_a(kind, trees, tmp_path, request)
     expected = trees["expected"]
-    first = _cli(src["a"], out, *extra)
-    assert first.wait(timeout=240) == 0, first.stderr.read()[-3000:]
 
     # Two runs with different options (and inputs) into the same output, at the same time.
     runs = {
