@@ -59,8 +59,9 @@ from pipeline.stages.common import TaskContext
 from pipeline.stages.plan import Batch, VideoChunk, batch_groups, order_chunks
 from pipeline.stages.video import _detection_table, _frame_table, process_chunk_batch
 
-#: The issue's target for parse + flatten + Parquet write, detections per second on one core.
-TARGET_DETECTIONS_PER_S = 1_000_000
+#: Issue 16's target for parse + flatten + Parquet write, detections per second on one core
+#: (issue 7 asked 1,000,000).
+TARGET_DETECTIONS_PER_S = 500_000
 
 OURS = "parse_chunk + Arrow tables + table_bytes (ours)"
 PARSE = "  of which parse_chunk"
@@ -308,7 +309,9 @@ def run(scratch: Path, *, chunks: int, seed: int, repeats: int) -> dict[str, Any
             JSON: lambda: [json.loads(raw) for raw in raws],
         }
         cpu, wall = time.process_time(), time.perf_counter()
-        timings = time_interleaved(calls, repeats=repeats)
+        # CPU time of this process (pyarrow held to one thread): one core's work, which load
+        # elsewhere on a shared machine inflates far less than wall-clock time.
+        timings = time_interleaved(calls, repeats=repeats, clock=time.process_time)
         cpu_per_wall = ratio(time.process_time() - cpu, time.perf_counter() - wall)
         ours_rate = detections / (timings[OURS].median_ms / 1000.0)
         met = ours_rate >= TARGET_DETECTIONS_PER_S
@@ -349,7 +352,7 @@ def run(scratch: Path, *, chunks: int, seed: int, repeats: int) -> dict[str, Any
     print_table(
         f"5. Video chunks -> Parquet: {len(ordered)} chunks, {frames:,} frames, {detections:,} "
         f"detections, {total_bytes / 2**20:,.1f} MiB of pretty-printed JSON, one core "
-        f"(median of runs over all chunks)",
+        f"(process CPU time, median of runs over all chunks)",
         ["contender", "ms/chunk", "det/s", "runs", "time / ours"],
         rows,
     )

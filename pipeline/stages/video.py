@@ -148,15 +148,18 @@ def _check_chunk(chunk: VideoChunk, parsed: ParsedChunk, issues: ErrorLog) -> di
 
 def _detection_table(chunk: VideoChunk, parsed: ParsedChunk) -> pa.Table:
     columns: dict[str, Any] = dict(parsed.detections)
-    sizes = dict(zip(parsed.frame_ids, parsed.frame_sizes, strict=True))
-    frame_sizes = [sizes[f] for f in columns["frame"]]
     count = parsed.detection_count
+    # Per frame and per distinct label, then spread by lookups (no Python call per detection).
+    sizes = dict(zip(parsed.frame_ids, parsed.frame_sizes, strict=True))
+    widths = {f: s.width if s else None for f, s in sizes.items()}
+    heights = {f: s.height if s else None for f, s in sizes.items()}
+    names = {label: type_name(label) for label in set(columns["type_label"])}
     columns.update(
         source=[chunk.file.rel] * count,
         media=[chunk.media] * count,
-        type_name=[type_name(label) for label in columns["type_label"]],
-        frame_width=[s.width if s else None for s in frame_sizes],
-        frame_height=[s.height if s else None for s in frame_sizes],
+        type_name=list(map(names.__getitem__, columns["type_label"])),
+        frame_width=list(map(widths.__getitem__, columns["frame"])),
+        frame_height=list(map(heights.__getitem__, columns["frame"])),
     )
     return pa.Table.from_pydict(
         {name: columns[name] for name in SCHEMAS["detections"].names}, schema=SCHEMAS["detections"]

@@ -43,7 +43,10 @@ def _dumps(document: Any) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 _numbers = st.one_of(
-    st.integers(-50, 5000), st.floats(-50, 5000, allow_nan=False, allow_infinity=False)
+    st.integers(-50, 5000),
+    st.floats(-50, 5000, allow_nan=False, allow_infinity=False),
+    # Finite, but a column's sum overflows (the fast path must fall back, not fail).
+    st.sampled_from([1.7e308, -1.7e308]),
 )
 _text = st.text(st.characters(exclude_categories=("Cs",)), max_size=8)
 
@@ -103,6 +106,23 @@ def test_fast_and_validating_paths_give_identical_columns(frames: list[dict[str,
     assert fast.frame_ids == list(dict.fromkeys(f["id"] for f in frames))
     if len(set(f["id"] for f in frames)) == len(frames):
         assert {f.error for f in fast.findings} == {f.error for f in slow.findings}
+
+
+def test_whole_column_fast_paths_equal_the_validating_path() -> None:
+    """Every box, offset and score usable and every colour null (as the product writes): the
+    columns are built whole; huge finite boxes (their sum overflows) take the per-value way."""
+    for big in (1.0, 1.7e308):
+        frames = [
+            {"id": f, "size": [1080, 1920], "detections": [
+                {"id": d, "type": 102, "type_label": "person", "score": 0.25 * d,
+                 "is_anonymised": True, "bbox": [big, 2.0, big, 40.5], "offset": [1, 2],
+                 "color": None} for d in range(5)]}
+            for f in range(4)
+        ]  # fmt: skip
+        data = _dumps(frames)
+        fast = parse_chunk(data, max_bytes=CAP)
+        assert _columns(fast) == _columns(_parse_validating(parse_json(data)))
+        assert fast.detections["x1"] == [big] * 20 and not fast.findings
 
 
 @settings(max_examples=150, deadline=None)
