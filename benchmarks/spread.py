@@ -1,4 +1,4 @@
-"""Section 9: the speed spread — every mask style users have, written by every encoder they use.
+"""Section 10: the speed spread — every mask style users have, written by every encoder they use.
 
 Masks come from :mod:`pipeline.sampledata.styles` (sparse, street, dense, binary, 4k; polygons and
 rotated ellipses, not drawn for our kernels) and are encoded as Pillow (default and
@@ -8,16 +8,16 @@ round-robin in this process and the median taken. Times are this process's CPU t
 (``time.process_time``), not wall-clock: on a shared machine load elsewhere stretches wall-clock
 time by whatever share of the cores it takes, CPU time far less; a sync run is one core's work.
 
-* **9a, per mask**: what a run does per mask file — ``measure_instance`` (``measure_binary``
+* **10a, per mask**: what a run does per mask file — ``measure_instance`` (``measure_binary``
   with the instance foreground, for binary masks) with a 50 % rescale (including its encode)
   and without — against pyspng's and Pillow's decodes;
-* **9b, end to end**: ``run_celantur`` (sync, ``encoding="v26"``) over a tree of N copies of the
+* **10b, end to end**: ``run_celantur`` (sync, ``encoding="v26"``) over a tree of N copies of the
   mask and one of 5N copies; the difference divided by 4N is the run's cost per mask (listing,
   reading, measuring, rescaled masks written, table rows, commit share) without the fixed cost
   of a run. With a 50 % rescale and without, for the encoders of Pillow, libpng level 1 and the
-  forced filter that was slowest in 9a for the style.
+  forced filter that was slowest in 10a for the style.
 
-The verdict is the worst ratio of 9b with a rescale (issue 16: at most 1.0x, goal 0.7x).
+The verdict is the worst ratio of 10b with a rescale (issue 16: at most 1.0x, goal 0.7x).
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def _end_to_end(
 
 
 def run(scratch: Path, *, seed: int, repeats: int, run_repeats: int, copies: int) -> dict[str, Any]:
-    """Build the spread, time it, print tables 9a and 9b and the verdict."""
+    """Build the spread, time it, print tables 10a and 10b and the verdict."""
     figures: dict[str, Any] = {"per_mask": {}, "end_to_end": {}}
     street = style_mask("street", seed=seed)
     foreground = measure_instance(encode_as(street, "pillow"), max_pixels=LIMIT, scale=None)
@@ -163,7 +163,7 @@ def run(scratch: Path, *, seed: int, repeats: int, run_repeats: int, copies: int
             ),
         )
     print_table(
-        f"9a. Spread per mask: measure (+ rescale 50 % and its encode) / pyspng.load of the same "
+        f"10a. Spread per mask: measure (+ rescale 50 % and its encode) / pyspng.load of the same "
         f"bytes (process CPU ms, median of {repeats}, round-robin)",
         ["style / encoder", "KiB", "pyspng ms", "Pillow", "ours, 50 %", "ours, no rescale"],
         rows,
@@ -186,7 +186,7 @@ def run(scratch: Path, *, seed: int, repeats: int, run_repeats: int, copies: int
                 format_ratio(ratio(ms["none"], ms["pyspng"])),
             ])  # fmt: skip
     print_table(
-        f"9b. Spread end to end: run_celantur (sync) process CPU per mask, ({5 * copies} masks "
+        f"10b. Spread end to end: run_celantur (sync) process CPU per mask, ({5 * copies} masks "
         f"- {copies} masks) / {4 * copies}, median of {run_repeats}, against pyspng.load",
         ["style / encoder", "pyspng ms", "run ms, 50 %", "/ pyspng", "run ms, none", "/ pyspng"],
         rows,

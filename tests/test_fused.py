@@ -415,3 +415,11 @@ def test_every_mask_style_and_encoder_measures_identically(style):
             else:
                 result = both_instance(data, scale)
                 assert result.stats.background_pixels < mask.shape[0] * mask.shape[1]
+
+
+@pytest.mark.parametrize("encoder", ["pillow", "up-only", "none-only"])
+def test_full_size_masks_measure_identically_across_strips(encoder):
+    """1080p masks span many 256 KiB strips: rows the same as the row above (measured from the
+    runs already found, rescaled as zeros) continue correctly from one strip into the next."""
+    foreground = both_instance(encode_as(style_mask("street"), encoder), 50).foreground
+    both_binary(encode_as(style_mask("binary"), encoder), 50, foreground)

@@ -294,13 +294,16 @@ def _instance_row(
     row_ends: np.ndarray,
     pattern: np.ndarray,
     starts: np.ndarray,
+    same: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Measure one unfiltered instance-mask row (``channels`` bytes a pixel, black is
     background; ``row`` is padded with zeros to whole 8-byte words): each run of one colour
     (``_run_end``) is added to the colour accumulator (``_add_run``) and its non-black runs to
     the foreground runs (as ``_append_foreground`` would). ``pattern`` is 3 words of scratch;
-    ``starts`` (width + 1) receives each run's first pixel, then ``width``.
-    Returns ``keys``, ``table`` and ``bounds`` (they may have grown) and the number of runs."""
+    ``starts`` (width + 1) receives each run's first pixel, then ``width``; when the row is the
+    ``same`` as the row above, its runs are the ones ``starts`` holds already and are not
+    looked for. Returns ``keys``, ``table`` and ``bounds`` (they may have grown) and the number
+    of runs."""
     words = row.view(np.uint64)
     count = row_ends[y - 1] if y > 0 else 0
     first = count
@@ -317,10 +320,13 @@ def _instance_row(
         j = x * channels
         key = (np.int64(row[j]) << 16) | (np.int64(row[j + 1]) << 8) | np.int64(row[j + 2])
         start = x
-        starts[runs] = start
+        if same:
+            x = starts[runs + 1]
+        else:
+            starts[runs] = start
+            _pattern(row, j, channels, pattern)
+            x = _run_end(row, words, start, width, channels, pattern)
         runs += 1
-        _pattern(row, j, channels, pattern)
-        x = _run_end(row, words, start, width, channels, pattern)
         if not _room_for_one_more(keys, table, state):
             keys, table = _grow(keys, table)
         _add_run(key, start, x, y, True, keys, table, state)
@@ -334,6 +340,31 @@ def _instance_row(
     row_ends[y] = count
     starts[runs] = width
     return keys, table, bounds, runs
+
+
+@numba.njit(cache=True, nogil=True)
+def _same_as_above(row: np.ndarray, above: np.ndarray) -> bool:
+    """Whether two padded row buffers hold the same bytes, compared 8 bytes per step."""
+    words = row.view(np.uint64)
+    above_words = above.view(np.uint64)
+    for w in range(words.shape[0]):  # noqa: SIM110 (a generator does not compile in numba)
+        if words[w] != above_words[w]:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _unchanged_scanline(
+    r: int, sample_rows: np.ndarray, last_change: int, out_row: np.ndarray
+) -> bool:
+    """Write rescaled scanline ``r`` as UP zeros when its source row is the same as the
+    previous scanline's (no row since that one differed from the row above it): nothing to
+    sample. False when it has to be sampled."""
+    if r == 0 or sample_rows[r - 1] < last_change:
+        return False
+    out_row[0] = 2  # PNG filter type UP
+    out_row[1:] = 0
+    return True
 
 
 @numba.njit(cache=True, nogil=True)
@@ -366,24 +397,6 @@ def _sample_runs(
 
 
 @numba.njit(cache=True, nogil=True)
-def _sample_if_due(
-    pixels: np.ndarray,
-    y: int,
-    sample_rows: np.ndarray,
-    sample_cols: np.ndarray,
-    sampled_above: np.ndarray,
-    scaled: np.ndarray,
-    progress: np.ndarray,
-) -> None:
-    """Emit the rescaled scanlines that sample source row ``y`` (``progress[0]`` counts those
-    emitted so far)."""
-    while progress[0] < sample_rows.shape[0] and sample_rows[progress[0]] == y:
-        r = progress[0]
-        _sample_row(pixels, sample_cols, sampled_above, r == 0, scaled[r])
-        progress[0] = r + 1
-
-
-@numba.njit(cache=True, nogil=True)
 def instance_strip(
     raw: np.ndarray,
     first_row: int,
@@ -400,9 +413,16 @@ def instance_strip(
     sampled_above: np.ndarray,
     scaled: np.ndarray,
     progress: np.ndarray,
+    starts: np.ndarray,
+    memory: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Unfilter a strip of an RGB(A) instance mask and measure it: colours (with black as
     background) and foreground runs (``_instance_row``), and the rescaled scanlines.
+
+    ``starts`` (width + 1) and ``memory`` (1) carry from strip to strip: the last row's runs,
+    and the last row that differed from the row above it. A row the same as the
+    one above (background, the inside of shapes with vertical sides) is measured from the runs
+    already found, and a rescaled scanline whose source rows did not change is zeros.
 
     Returns the (possibly grown) ``keys``, ``table``, ``bounds`` and ``ROWS_OK``, or the index
     of the first row with an undefined filter type.
@@ -411,20 +431,25 @@ def instance_strip(
     stride = 1 + length
     pattern = np.empty(3, dtype=np.uint64)
     last = np.empty(4, dtype=np.uint8)
-    starts = np.empty(width + 1, dtype=np.int64)
     for i in range(raw.shape[0] // stride):
         y = first_row + i
         row = lines[y & 1]
-        if not _unfilter(raw, i * stride, stride, channels, lines[(y + 1) & 1], row, last, pattern):
+        above = lines[(y + 1) & 1]
+        if not _unfilter(raw, i * stride, stride, channels, above, row, last, pattern):
             return keys, table, bounds, y
+        same = y > 0 and _same_as_above(row, above)
+        if not same:
+            memory[0] = y
         keys, table, bounds, runs = _instance_row(
-            row, width, channels, y, keys, table, state, bounds, row_ends, pattern, starts
+            row, width, channels, y, keys, table, state, bounds, row_ends, pattern, starts, same
         )
         # RGB rows are sampled from their runs; RGBA ones pixel by pixel (a run is one colour,
         # but its alpha may vary).
         while progress[0] < sample_rows.shape[0] and sample_rows[progress[0]] == y:
             r = progress[0]
-            if channels == 3:
+            if _unchanged_scanline(r, sample_rows, memory[0], scaled[r]):
+                pass  # the previous scanline's pixels again: UP zeros
+            elif channels == 3:
                 _sample_runs(row, starts, runs, sample_cols, sampled_above, r == 0, scaled[r])
             else:
                 pixels = row[:length].reshape((width, channels))
@@ -451,9 +476,11 @@ def binary_strip(
     sampled_above: np.ndarray,
     scaled: np.ndarray,
     progress: np.ndarray,
+    memory: np.ndarray,
 ) -> int:
     """Unfilter a strip of an 8-bit binary mask and measure it (``_binary_row``), adding to
-    ``counts`` = [anonymised, mismatch], and emit its rescaled scanlines.
+    ``counts`` = [anonymised, mismatch], and emit its rescaled scanlines (``memory`` as in
+    :func:`instance_strip`).
 
     Returns ``ROWS_OK`` or the index of the first row with an undefined filter type.
     """
@@ -464,8 +491,11 @@ def binary_strip(
     for i in range(raw.shape[0] // stride):
         y = first_row + i
         row = lines[y & 1]
-        if not _unfilter(raw, i * stride, stride, channels, lines[(y + 1) & 1], row, last, pattern):
+        above = lines[(y + 1) & 1]
+        if not _unfilter(raw, i * stride, stride, channels, above, row, last, pattern):
             return y
+        if y == 0 or not _same_as_above(row, above):
+            memory[0] = y
         samples = row[:length]
         hidden, differ = _binary_row(
             samples, channels, y, threshold, bounds, row_ends, foreground, compare
@@ -473,5 +503,9 @@ def binary_strip(
         counts[0] += hidden
         counts[1] += differ
         pixels = samples.reshape((width, channels))
-        _sample_if_due(pixels, y, sample_rows, sample_cols, sampled_above, scaled, progress)
+        while progress[0] < sample_rows.shape[0] and sample_rows[progress[0]] == y:
+            r = progress[0]
+            if not _unchanged_scanline(r, sample_rows, memory[0], scaled[r]):
+                _sample_row(pixels, sample_cols, sampled_above, r == 0, scaled[r])
+            progress[0] = r + 1
     return ROWS_OK

@@ -151,6 +151,8 @@ class _Rescaled:
         self.above = np.empty(len(cols) * channels, dtype=np.uint8)
         self.scanlines = np.empty((len(rows), 1 + len(cols) * channels), dtype=np.uint8)
         self.progress = np.zeros(1, dtype=np.int64)
+        # What the strip kernels carry from strip to strip (see instance_strip).
+        self.memory = np.zeros(1, dtype=np.int64)
 
     def png(self, data: bytes) -> bytes | None:
         if self.scale is None:
@@ -178,11 +180,13 @@ def _fused_instance(data: bytes, header: PngHeader, scale: int | None) -> Instan
     colours = ColourAccumulator(skip_black=True)
     bounds, row_ends = ForegroundRuns.empty_buffers(header.height)
     rescaled = _Rescaled(header, scale)
+    starts = np.empty(header.width + 1, dtype=np.int64)  # the last row's runs
     for first_row, raw in inflate_scanlines(data, header):
         colours.keys, colours.table, bounds, bad_row = instance_strip(
             raw, first_row, header.width, header.channels, lines,
             colours.keys, colours.table, colours.state, bounds, row_ends,
             rescaled.rows, rescaled.cols, rescaled.above, rescaled.scanlines, rescaled.progress,
+            starts, rescaled.memory,
         )  # fmt: skip
         _check_rows(bad_row)
     return InstanceMeasure(
@@ -208,6 +212,7 @@ def _fused_binary(
             raw, first_row, header.width, header.channels, lines, threshold,
             bounds, row_ends, scratch, compare, counts,
             rescaled.rows, rescaled.cols, rescaled.above, rescaled.scanlines, rescaled.progress,
+            rescaled.memory,
         )  # fmt: skip
         _check_rows(bad_row)
     return BinaryMeasure(
