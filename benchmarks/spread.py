@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.decode import standalone_decoders
 from benchmarks.timing import (
     BenchmarkError,
     format_ms,
@@ -48,10 +49,7 @@ LIMIT = 10**9
 TARGET, GOAL = 1.0, 0.7
 
 
-def _pyspng(data: bytes) -> np.ndarray:
-    import pyspng
-
-    return np.asarray(pyspng.load(data))
+_pyspng = standalone_decoders()["pyspng.load"]
 
 
 def _pillow(data: bytes) -> np.ndarray:

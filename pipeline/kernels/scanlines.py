@@ -24,6 +24,7 @@ from pipeline.kernels.segments import (
     _binary_row,
     _grow,
     _room_for_one_more,
+    _room_for_row,
     _sample_row,
     _up_filter,
 )
@@ -307,13 +308,7 @@ def _instance_row(
     words = row.view(np.uint64)
     count = row_ends[y - 1] if y > 0 else 0
     first = count
-    # Room for the most runs a row can hold, made before the pixel loop (see
-    # _append_foreground).
-    needed = count + (width + 1) // 2
-    if needed > bounds.shape[0]:
-        grown = np.empty((max(needed, bounds.shape[0] * 2), 2), dtype=np.int32)
-        grown[:count] = bounds[:count]
-        bounds = grown
+    bounds = _room_for_row(bounds, count, width)
     x = 0
     runs = 0
     while x < width:

@@ -240,6 +240,19 @@ class ColourAccumulator:
 
 
 @numba.njit(cache=True, nogil=True)
+def _room_for_row(bounds: np.ndarray, count: int, width: int) -> np.ndarray:
+    """``bounds`` with room after its first ``count`` runs for the most a row of ``width``
+    pixels can hold, made before the pixel loop: growing inside it makes the loop ~14x slower.
+    """
+    needed = count + (width + 1) // 2
+    if needed > bounds.shape[0]:
+        grown = np.empty((max(needed, bounds.shape[0] * 2), 2), dtype=np.int32)
+        grown[:count] = bounds[:count]
+        return grown
+    return bounds
+
+
+@numba.njit(cache=True, nogil=True)
 def _append_foreground(
     row: np.ndarray, y: int, bounds: np.ndarray, row_ends: np.ndarray
 ) -> np.ndarray:
@@ -248,13 +261,7 @@ def _append_foreground(
     Returns ``bounds`` (it may have grown)."""
     count = row_ends[y - 1] if y > 0 else 0
     width = row.shape[0]
-    # Room for the most runs a row can hold, made before the pixel loop: growing inside it
-    # makes the loop ~14x slower.
-    needed = count + (width + 1) // 2
-    if needed > bounds.shape[0]:
-        grown = np.empty((max(needed, bounds.shape[0] * 2), 2), dtype=np.int32)
-        grown[:count] = bounds[:count]
-        bounds = grown
+    bounds = _room_for_row(bounds, count, width)
     x = 0
     while x < width:
         if (row[x, 0] | row[x, 1] | row[x, 2]) == 0:
