@@ -21,6 +21,7 @@ import posixpath
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -645,21 +646,24 @@ def _commit(
         "exit_code": exit_code,
     }
     _check_no_commit_since_start(run)
-    tables: dict[str, dict[str, Any]] = {}
-    for table in TABLES:
+
+    def commit(table: str) -> dict[str, Any]:
         rows_in_table = int(summary.rows.get(table, 0))
         if table in unchanged:
-            tables[table] = {**unchanged[table], "rows": rows_in_table}
-            continue
+            return {**unchanged[table], "rows": rows_in_table}
         described = {"run_id": run.run_id, "command": run.command, "rows": rows_in_table,
                      "options": record["options"]}  # fmt: skip
         version = commit_table(
             output, table, run.read_versions[table], adds[table], SCHEMAS[table], described
         )
         files = sorted(f"{table}/{add.path}" for add in adds[table])
-        tables[table] = {
-            "rows": rows_in_table, "version": version, "files": files, "staged": staged[table]
-        }  # fmt: skip
+        return {"rows": rows_in_table, "version": version, "files": files, "staged": staged[table]}
+
+    # Delta has no multi-table transaction, so committing the tables one after another buys no
+    # consistency (only _run.json, written last, pins a cross-table snapshot); at once, each
+    # table's few round trips overlap (7.5 s of a 13 s run at 40 ms per request, one by one).
+    with ThreadPoolExecutor(len(TABLES)) as pool:
+        tables = dict(zip(TABLES, pool.map(commit, TABLES), strict=True))
     run.lap("commit")
     record.update(
         tables=tables, finished=datetime.now(timezone.utc).isoformat(), timings=run.timings
