@@ -163,14 +163,44 @@ def opacity(pixels: np.ndarray) -> tuple[np.ndarray, int]:
 
 def alpha_stats(pixels: np.ndarray) -> AlphaStats:
     """Opacity statistics of an alpha mask (see :func:`opacity` for which channel counts)."""
-    alpha, full = opacity(pixels)
-    total = alpha.size
-    transparent = int(np.count_nonzero(alpha == 0))
-    opaque = int(np.count_nonzero(alpha == full))
-    return AlphaStats(
-        mean_opacity=float(alpha.sum(dtype=np.int64)) / (total * full) if total else 0.0,
-        transparent_pixels=transparent,
-        opaque_pixels=opaque,
-        partial_pixels=total - transparent - opaque,
-        visible_bbox=bbox_of(alpha > 0),
-    )
+    accumulator = AlphaAccumulator()
+    accumulator.add(0, pixels)
+    return accumulator.result()
+
+
+class AlphaAccumulator:
+    """:func:`alpha_stats` of a mask fed a strip of rows at a time (top to bottom): integer
+    sums, counts and box extents, so the result equals the whole image's exactly."""
+
+    def __init__(self) -> None:
+        self.total = self.transparent = self.opaque = self.opacity_sum = 0
+        self.full = 255
+        self.box: tuple[int, int, int, int] | None = None
+
+    def add(self, first_row: int, pixels: np.ndarray) -> None:
+        """Add the (rows, W, C) strip whose first row is ``first_row`` of the mask."""
+        alpha, self.full = opacity(pixels)
+        self.total += alpha.size
+        self.transparent += int(np.count_nonzero(alpha == 0))
+        self.opaque += int(np.count_nonzero(alpha == self.full))
+        self.opacity_sum += int(alpha.sum(dtype=np.int64))
+        box = bbox_of(alpha > 0)
+        if box is None:
+            return
+        x_min, y_min, x_max, y_max = box
+        if self.box is None:  # strips come top down: the first visible row is in this one
+            self.box = (x_min, first_row + y_min, x_max, first_row + y_max)
+            return
+        self.box = (min(self.box[0], x_min), self.box[1], max(self.box[2], x_max),
+                    first_row + y_max)  # fmt: skip
+
+    def result(self) -> AlphaStats:
+        """The statistics of the rows added so far."""
+        total = self.total
+        return AlphaStats(
+            mean_opacity=float(self.opacity_sum) / (total * self.full) if total else 0.0,
+            transparent_pixels=self.transparent,
+            opaque_pixels=self.opaque,
+            partial_pixels=total - self.transparent - self.opaque,
+            visible_bbox=self.box,
+        )

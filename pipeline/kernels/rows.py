@@ -89,6 +89,23 @@ def instance_rows(
 
 
 @numba.njit(cache=True, nogil=True)
+def colour_rows(
+    rgb: np.ndarray,
+    first_row: int,
+    skip_black: bool,
+    keys: np.ndarray,
+    table: np.ndarray,
+    state: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Measure a strip of an (rows, W, C>=3) uint8 mask's colours, as
+    :func:`~pipeline.kernels.segments.colour_stats` does the whole image. Returns the (possibly
+    grown) ``keys``, ``table``."""
+    for i in range(rgb.shape[0]):
+        keys, table = _measure_row(rgb[i], first_row + i, skip_black, keys, table, state)
+    return keys, table
+
+
+@numba.njit(cache=True, nogil=True)
 def binary_rows(
     pixels: np.ndarray,
     first_row: int,

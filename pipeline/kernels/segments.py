@@ -189,13 +189,24 @@ def colour_stats(rgb: np.ndarray, *, skip_black: bool = True) -> ColourStats:
     -------
     ColourStats sorted by colour value (R, G, B), so the result is deterministic.
     """
-    if rgb.ndim != 3 or rgb.shape[2] < 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W, >=3) uint8 array, got {rgb.shape} {rgb.dtype}")
+    check_colour_pixels(rgb.shape, rgb.dtype)
     accumulator = ColourAccumulator(skip_black)
     accumulator.keys, accumulator.table = _colour_stats_kernel(
         rgb, skip_black, accumulator.keys, accumulator.table, accumulator.state
     )
     return accumulator.result(int(rgb.shape[1]), int(rgb.shape[0]))
+
+
+def check_colour_pixels(shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Refuse pixels :func:`colour_stats` cannot measure.
+
+    Raises
+    ------
+    ValueError
+        Unless ``shape`` is (H, W, C>=3) and ``dtype`` uint8.
+    """
+    if len(shape) != 3 or shape[2] < 3 or dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, >=3) uint8 array, got {shape} {dtype}")
 
 
 class ColourAccumulator:

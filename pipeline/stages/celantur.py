@@ -52,7 +52,7 @@ from pipeline.stages.common import (
     batch_io,
     guarded,
     read_input,
-    scaled_rel,
+    write_scaled,
 )
 from pipeline.stages.measure import measure_binary, measure_instance
 from pipeline.stages.plan import Batch, ImageGroup
@@ -148,11 +148,7 @@ def _mask_row(
 
 
 def _write_scaled(file: InputFile, scaled: bytes | None, ctx: TaskContext) -> str | None:
-    if scaled is None:
-        return None
-    rel = scaled_rel(file.rel, scaled)
-    ctx.output.write_bytes(rel, scaled)
-    return rel
+    return None if scaled is None else write_scaled(ctx, file.rel, scaled)
 
 
 @dataclass

@@ -24,12 +24,13 @@ from pipeline.formats.clearml import (
     safe_relative_path,
 )
 from pipeline.io.parquet import staged_part, write_part
-from pipeline.io.png import PngError, decode_png, read_png_header
+from pipeline.io.png import PngError, checked_header
 from pipeline.io.storage import InputFile, Location, Prefetch
-from pipeline.kernels.masks import alpha_stats, label_values
-from pipeline.kernels.segments import colour_stats
+from pipeline.kernels.masks import AlphaStats, alpha_stats, label_values
+from pipeline.kernels.segments import ColourStats, colour_stats
 from pipeline.stages.common import ErrorLog, TaskContext, batch_io, guarded, write_scaled
 from pipeline.stages.plan import Batch
+from pipeline.stages.streamed import streamed_alpha, streamed_labels
 from pipeline.stages.summary import BatchSummary, MaskLabelStats
 from pipeline.tables import to_arrow
 
@@ -134,22 +135,17 @@ def _measure_mask(
     mapping = _mapping_for(ref, ctx.mask_labels)
     ident = {"frame_id": ref.frame_id, "source_id": ref.source_id, "mask_id": ref.mask_id,
              "uri": ref.shown_uri}  # fmt: skip
-    found: list[dict[str, Any]] = []  # this mask's rows, kept only if it decodes to the end
-    first: np.ndarray | None = None
-    frames = 0
+    pixel_mode = ctx.mask_mode == "pixel"
     try:
-        for index, pixels in _decoded_frames(ref, data, ctx.options.max_pixels):
-            first = pixels if first is None else first
-            frames += 1
-            if ctx.mask_mode == "alpha":
-                found.append({**ident, "frame_index": index, **_alpha_row(pixels)})
-            else:
-                found.extend(_label_rows(pixels, mapping, {**ident, "frame_index": index}))
+        if ref.is_video:
+            measured = _measure_video(ref, data, ctx, mapping, ident)
+        else:
+            measured = _measure_png(data, ctx, mapping, {**ident, "frame_index": None})
     except (PngError, ValueError) as exc:
         code = exc.code if isinstance(exc, PngError) else "video"
         rows.errors.add(ref.shown_uri, "decode", code, f"{where}: {exc}")
         return {}
-    pixel_mode = ctx.mask_mode == "pixel"
+    found = measured.rows
     unmapped = [r for r in found if pixel_mode and not r["labels"]]
     rows.masks.append(
         {
@@ -157,18 +153,18 @@ def _measure_mask(
             "stem": posixpath.splitext(posixpath.basename(path))[0],
             "folder": posixpath.dirname(path),
             "kind": ctx.mask_mode,
-            "width": int(first.shape[1]) if first is not None else None,
-            "height": int(first.shape[0]) if first is not None else None,
+            "width": measured.width,
+            "height": measured.height,
             "bytes": len(data),
-            "png_mode": None if ref.is_video else read_png_header(data).mode,
+            "png_mode": measured.png_mode,
             "segments": len(found) if pixel_mode else None,
             "unmapped_values": len(unmapped) if pixel_mode else None,
             "unmapped_pixels": sum(r["pixels"] for r in unmapped) if pixel_mode else None,
             "frame_id": ref.frame_id,
             "source_id": ref.source_id,
             "mask_id": ref.mask_id,
-            "video_frames": frames if ref.is_video else None,
-            "scaled_path": None if ref.is_video else _write_scaled(uri, data, first, ctx),
+            "video_frames": measured.frames if ref.is_video else None,
+            "scaled_path": _write_scaled(uri, measured.scaled, ctx),
         }
     )
     (rows.alpha if ctx.mask_mode == "alpha" else rows.labels).extend(found)
@@ -195,14 +191,51 @@ def _storage_options_for(uri: str, ctx: TaskContext) -> Mapping[str, Any]:
     return ctx.source.storage_options if protocol_of(uri) in meant_for else {}
 
 
-def _decoded_frames(
-    ref: MaskRef, data: bytes, max_pixels: int
-) -> Iterator[tuple[int | None, np.ndarray]]:
-    """(video frame index or None, pixels) of a mask: one PNG, or every frame of a video."""
-    if not ref.is_video:
-        yield None, decode_png(data, max_pixels=max_pixels)
-        return
-    yield from _video_frames(ref, data, max_pixels)
+@dataclass
+class _Measured:
+    """A decoded mask's rows (one per value, or its alpha row; per video frame) and facts."""
+
+    rows: list[dict[str, Any]]
+    width: int | None = None
+    height: int | None = None
+    png_mode: str | None = None
+    frames: int = 0
+    scaled: bytes | None = None  # the rescaled PNG (never for a video)
+
+
+def _measure_png(
+    data: bytes, ctx: TaskContext, mapping: MaskLabels, ident: dict[str, Any]
+) -> _Measured:
+    """A PNG mask measured a strip at a time (:mod:`pipeline.stages.streamed`): the decoded
+    image never exists, so memory stays bounded up to the pixel limit."""
+    header = checked_header(data, max_pixels=ctx.options.max_pixels)
+    scale = ctx.options.mask_scale
+    if ctx.mask_mode == "alpha":
+        alpha, scaled = streamed_alpha(data, header, scale)
+        found = [{**ident, **_alpha_row(alpha)}]
+    else:
+        stats, grey, scaled = streamed_labels(data, header, scale)
+        found = _label_rows(stats, grey, mapping, ident)
+    return _Measured(found, header.width, header.height, header.mode, 1, scaled)
+
+
+def _measure_video(
+    ref: MaskRef, data: bytes, ctx: TaskContext, mapping: MaskLabels, ident: dict[str, Any]
+) -> _Measured:
+    """A video mask measured frame by frame."""
+    measured = _Measured([])
+    for index, pixels in _video_frames(ref, data, ctx.options.max_pixels):
+        if not measured.frames:
+            measured.height, measured.width = int(pixels.shape[0]), int(pixels.shape[1])
+        measured.frames += 1
+        frame = {**ident, "frame_index": index}
+        if ctx.mask_mode == "alpha":
+            measured.rows.append({**frame, **_alpha_row(alpha_stats(pixels))})
+        else:
+            rgb, grey = label_values(pixels)
+            stats = colour_stats(rgb, skip_black=False)
+            measured.rows.extend(_label_rows(stats, grey, mapping, frame))
+    return measured
 
 
 def _video_frames(ref: MaskRef, data: bytes, max_pixels: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -232,11 +265,10 @@ def _mapping_for(ref: MaskRef, mask_labels: MaskLabels) -> MaskLabels:
 
 
 def _label_rows(
-    pixels: np.ndarray, mapping: MaskLabels, ident: dict[str, Any]
+    stats: ColourStats, grey: bool, mapping: MaskLabels, ident: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """One row per distinct value of a pixel-segmentation mask, with its labels."""
-    rgb, grey = label_values(pixels)
-    stats = colour_stats(rgb, skip_black=False)
+    """One row per distinct value of a pixel-segmentation mask (its :func:`label_values`
+    measured by :func:`colour_stats`), with its labels."""
     if grey:
         values = [(int(k), int(k), int(k)) for k in stats.keys]
     else:
@@ -260,8 +292,7 @@ def _label_rows(
     return found
 
 
-def _alpha_row(pixels: np.ndarray) -> dict[str, Any]:
-    stats = alpha_stats(pixels)
+def _alpha_row(stats: AlphaStats) -> dict[str, Any]:
     box = stats.visible_bbox or (None, None, None, None)
     return {
         "mean_opacity": stats.mean_opacity,
@@ -275,8 +306,5 @@ def _alpha_row(pixels: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _write_scaled(uri: str, data: bytes, pixels: np.ndarray | None, ctx: TaskContext) -> str | None:
-    scale = ctx.options.mask_scale
-    if scale is None or pixels is None:
-        return None
-    return write_scaled(ctx, safe_relative_path(uri), data, pixels, scale)
+def _write_scaled(uri: str, png: bytes | None, ctx: TaskContext) -> str | None:
+    return None if png is None else write_scaled(ctx, safe_relative_path(uri), png)

@@ -104,10 +104,9 @@ def scaled_rel(rel: str, png: bytes) -> str:
     return posixpath.join("scaled", folder, digest, name)
 
 
-def write_scaled(ctx: TaskContext, rel: str, data: bytes, pixels: np.ndarray, percent: int) -> str:
-    """Write a mask rescaled to ``percent`` (:func:`scaled_png`) under the output root; returns
-    its path there (:func:`scaled_rel`)."""
-    png = scaled_png(data, pixels, percent)
+def write_scaled(ctx: TaskContext, rel: str, png: bytes) -> str:
+    """Write ``png``, the rescaled copy of the input ``rel``, under the output root; returns its
+    path there (:func:`scaled_rel`)."""
     target = scaled_rel(rel, png)
     ctx.output.write_bytes(target, png)
     return target

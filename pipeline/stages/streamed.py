@@ -1,10 +1,12 @@
-"""Measuring the PNG flavours the fused path does not take, a strip of decoded rows at a time.
+"""Measuring PNG masks a strip of decoded rows at a time.
 
-16-bit, palette, low-bit-depth, interlaced and grey instance masks are decoded strip by strip
+The Celantur flavours the fused path does not take (16-bit, palette, low-bit-depth, interlaced
+and grey instance masks) and every ClearML PNG mask are decoded strip by strip
 (:func:`~pipeline.io.png.decode_strips`) and each strip goes to the row kernels
-(:mod:`pipeline.kernels.rows`) and, for a rescale, to the sampled rows: memory is a strip, the
-accumulators and the rescaled mask, never the decoded image. Results equal decode + whole-image
-kernels (``tests/test_fused.py`` holds them to it).
+(:mod:`pipeline.kernels.rows`, :class:`~pipeline.kernels.masks.AlphaAccumulator`) and, for a
+rescale, to the sampled rows: memory is a strip, the accumulators and the rescaled mask, never
+the decoded image. Results equal decode + whole-image kernels (``tests/test_fused.py`` and
+``tests/test_streamed_clearml.py`` hold them to it).
 """
 
 from __future__ import annotations
@@ -12,17 +14,18 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.io.png import PngError, PngHeader, decode_strips, encode_png
-from pipeline.kernels.masks import nearest_grid, to_rgb8
-from pipeline.kernels.rows import binary_rows, instance_rows
+from pipeline.kernels.masks import AlphaAccumulator, AlphaStats, label_values, nearest_grid, to_rgb8
+from pipeline.kernels.rows import binary_rows, colour_rows, instance_rows
 from pipeline.kernels.segments import (
     ColourAccumulator,
     ColourStats,
     ForegroundRuns,
     binary_threshold,
+    check_colour_pixels,
 )
 
 
-class _Sampled:
+class Sampled:
     """The rows of a nearest-neighbour rescale, gathered from strips as they pass (the same
     pixels :func:`~pipeline.stages.common.scaled_png` samples from the whole image)."""
 
@@ -37,6 +40,7 @@ class _Sampled:
         self.done = 0
 
     def add(self, first_row: int, strip: np.ndarray) -> None:
+        """Keep the sampled pixels of the strip whose first row is ``first_row``."""
         if not len(self.rows):
             return
         if self.pixels is None:
@@ -49,6 +53,8 @@ class _Sampled:
             self.done = end
 
     def png(self, data: bytes) -> bytes | None:
+        """The rescaled PNG of the mask whose file is ``data`` (``None`` without a scale), as
+        :func:`~pipeline.stages.common.scaled_png` encodes it."""
         if self.scale is None:
             return None
         if self.scale == 100:
@@ -70,7 +76,7 @@ def streamed_instance(
     """
     colours = ColourAccumulator(skip_black=True)
     bounds, row_ends = ForegroundRuns.empty_buffers(header.height)
-    sampled = _Sampled(header, scale)
+    sampled = Sampled(header, scale)
     for first_row, strip in decode_strips(data, header):
         try:
             rgb = np.ascontiguousarray(to_rgb8(strip))
@@ -102,10 +108,65 @@ def streamed_binary(
     bounds, row_ends = ForegroundRuns.buffers_of(foreground, header.height)
     scratch = np.zeros(header.width, dtype=np.uint8)
     counts = np.zeros(2, dtype=np.int64)
-    sampled = _Sampled(header, scale)
+    sampled = Sampled(header, scale)
     threshold = binary_threshold(np.dtype(np.uint16 if header.bit_depth == 16 else np.uint8))
     for first_row, strip in decode_strips(data, header):
         rows = np.ascontiguousarray(strip)
         binary_rows(rows, first_row, threshold, bounds, row_ends, scratch, compare, counts)
         sampled.add(first_row, strip)
     return int(counts[0]), int(counts[1]) if compare else None, sampled.png(data)
+
+
+def streamed_labels(
+    data: bytes, header: PngHeader, scale: int | None
+) -> tuple[ColourStats, bool, bytes | None]:
+    """Per-value statistics of a checked pixel-segmentation mask (black measured like any
+    value), whether its values are grey, and its rescaled PNG: what
+    :func:`~pipeline.kernels.masks.label_values` and
+    :func:`~pipeline.kernels.segments.colour_stats` give of the decoded image.
+
+    Raises
+    ------
+    PngError
+        As :func:`~pipeline.io.png.decode_strips`.
+    ValueError
+        As :func:`~pipeline.kernels.segments.colour_stats` (16-bit colour masks), once the whole
+        image is decoded, as when it is measured whole.
+    """
+    colours = ColourAccumulator(skip_black=False)
+    sampled = Sampled(header, scale)
+    grey = False
+    unmeasurable: ValueError | None = None
+    for first_row, strip in decode_strips(data, header):
+        sampled.add(first_row, strip)
+        rgb, grey = label_values(strip)
+        try:
+            check_colour_pixels((header.height, *rgb.shape[1:]), rgb.dtype)
+        except ValueError as exc:
+            unmeasurable = exc
+            continue
+        colours.keys, colours.table = colour_rows(
+            np.ascontiguousarray(rgb), first_row, False, colours.keys, colours.table, colours.state
+        )
+    if unmeasurable is not None:
+        raise unmeasurable
+    return colours.result(header.width, header.height), grey, sampled.png(data)
+
+
+def streamed_alpha(
+    data: bytes, header: PngHeader, scale: int | None
+) -> tuple[AlphaStats, bytes | None]:
+    """:func:`~pipeline.kernels.masks.alpha_stats` of a checked alpha mask, and its rescaled
+    PNG.
+
+    Raises
+    ------
+    PngError
+        As :func:`~pipeline.io.png.decode_strips`.
+    """
+    alpha = AlphaAccumulator()
+    sampled = Sampled(header, scale)
+    for first_row, strip in decode_strips(data, header):
+        alpha.add(first_row, strip)
+        sampled.add(first_row, strip)
+    return alpha.result(), sampled.png(data)
