@@ -897,12 +897,18 @@ PNG_HEAVY_CASES = (
     f"interlaced 16-bit RGBA {LIMIT_SIDE}x{LIMIT_SIDE} binary mask",
     "1x1 PNG inflating to 1 GiB",
 )
+#: ClearML masks (the pixel and alpha modes, rescaled), run by ``mask-pipeline clearml``.
+CLEARML_HEAVY_CASES = {
+    f"ClearML 16-bit grey {LIMIT_SIDE}x{LIMIT_SIDE} label mask": "pixel",
+    f"ClearML 16-bit grey {LIMIT_SIDE}x{LIMIT_SIDE} alpha mask": "alpha",
+}
 HEAVY_CASES = (
     "huge IHDR (100000x100000)",
     "valid 3840x2160 mask",
     f"valid {LIMIT_SIDE}x{LIMIT_SIDE} mask (the default pixel limit)",
     *PNG_HEAVY_CASES,
     *JSON_HEAVY_CASES,
+    *CLEARML_HEAVY_CASES,
 )
 
 
@@ -1035,14 +1041,30 @@ def _heavy_cases() -> dict[str, tuple[str, bytes, str | None]]:
     """name -> (file name, bytes, the one error code expected, or None for a clean run)."""
     uhd = encode(_instances(2160, 3840, 300, seed=1), RGB)
     limit = encode(_instances(LIMIT_SIDE, LIMIT_SIDE, 300, seed=2), RGB)
+    side = LIMIT_SIDE
+
+    def label_id(i: int) -> bytes:  # 16-bit label ids, high bytes used too
+        return (i * 4099).to_bytes(2, "big")
+
+    grey16 = encode_rows(side, side, GREY, 16, _rectangles_rows(side, side, label_id))
     cases = (
         ("x_ins_maks.png", with_size(uhd, 100_000, 100_000), "too_large"),
         ("x_ins_maks.png", uhd, None),
         ("x_ins_maks.png", limit, None),
         *_png_heavy_cases(),
         *_json_heavy_cases(),
+        *[("mask.png", grey16, None) for _ in CLEARML_HEAVY_CASES],
     )
     return dict(zip(HEAVY_CASES, cases, strict=True))
+
+
+def _clearml_command(source: Path, out: Path, mode: str) -> list[str]:
+    """A one-frame ClearML frames document beside ``source/mask.png``, and the command that
+    measures it in ``mode``, rescaled to 50 %."""
+    frame = {"id": "f", "sources": [{"id": "s", "masks": [{"id": "m", "uri": "mask.png"}]}]}
+    (source / "frames.json").write_text(json.dumps(frame))
+    return ["clearml", str(source / "frames.json"), str(out), "--scheduler", "sync",
+            "--no-progress", "--mode", mode, "--mask-scale", "50"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -1059,6 +1081,8 @@ def peak_rss(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
         outputs[name] = source.parent / "out"
         commands[name] = ["celantur", str(source), str(outputs[name]), "--scheduler", "sync",
                           "--no-progress", "--encoding", "v26"]  # fmt: skip
+        if name in CLEARML_HEAVY_CASES:
+            commands[name] = _clearml_command(source, outputs[name], CLEARML_HEAVY_CASES[name])
         expected[name] = error
     env = {k: v for k, v in os.environ.items() if k != "MASK_PIPELINE_STORAGE_OPTIONS"}
     names = list(commands)
