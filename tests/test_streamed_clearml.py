@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -90,28 +91,41 @@ def _assert_colour_stats_equal(actual: ColourStats, expected: ColourStats) -> No
             assert a == e, field.name
 
 
+def _cases(
+    masks: dict[str, bytes],
+) -> Iterator[tuple[str, bytes, np.ndarray, int | None, bytes | None]]:
+    """(name, file, decoded pixels, scale, the whole image's rescaled PNG) of every mask and
+    scale."""
+    for name, data in masks.items():
+        pixels = decode_png(data)
+        for scale in SCALES:
+            yield (
+                name,
+                data,
+                pixels,
+                scale,
+                None if scale is None else scaled_png(data, pixels, scale),
+            )
+
+
 @pytest.mark.parametrize("strip_bytes", STRIP_BYTES)
 def test_streamed_labels_equal_the_whole_image(
     masks: dict[str, bytes], strip_bytes: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _strips_of(monkeypatch, strip_bytes)
-    for name, data in masks.items():
-        header = checked_header(data)
-        pixels = decode_png(data)
+    for name, data, pixels, scale, expected_png in _cases(masks):
         rgb, grey = label_values(pixels)
-        for scale in SCALES:
-            expected_png = None if scale is None else scaled_png(data, pixels, scale)
-            if rgb.dtype != np.uint8:  # 16-bit colour: refused alike, after the whole decode
-                with pytest.raises(ValueError) as whole:
-                    colour_stats(rgb, skip_black=False)
-                with pytest.raises(ValueError) as strips:
-                    streamed.streamed_labels(data, header, scale)
-                assert str(strips.value) == str(whole.value), name
-                continue
-            stats, streamed_grey, png = streamed.streamed_labels(data, header, scale)
-            assert streamed_grey == grey, name
-            _assert_colour_stats_equal(stats, colour_stats(rgb, skip_black=False))
-            assert png == expected_png, (name, scale)
+        if rgb.dtype != np.uint8:  # 16-bit colour: refused alike, after the whole decode
+            with pytest.raises(ValueError) as whole:
+                colour_stats(rgb, skip_black=False)
+            with pytest.raises(ValueError) as strips:
+                streamed.streamed_labels(data, checked_header(data), scale)
+            assert str(strips.value) == str(whole.value), name
+            continue
+        stats, streamed_grey, png = streamed.streamed_labels(data, checked_header(data), scale)
+        assert streamed_grey == grey, name
+        _assert_colour_stats_equal(stats, colour_stats(rgb, skip_black=False))
+        assert png == expected_png, (name, scale)
 
 
 @pytest.mark.parametrize("strip_bytes", STRIP_BYTES)
@@ -119,13 +133,10 @@ def test_streamed_alpha_equals_the_whole_image(
     masks: dict[str, bytes], strip_bytes: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _strips_of(monkeypatch, strip_bytes)
-    for name, data in masks.items():
-        header = checked_header(data)
-        pixels = decode_png(data)
-        for scale in SCALES:
-            stats, png = streamed.streamed_alpha(data, header, scale)
-            assert stats == alpha_stats(pixels), (name, strip_bytes)
-            assert png == (None if scale is None else scaled_png(data, pixels, scale)), name
+    for name, data, pixels, scale, expected_png in _cases(masks):
+        stats, png = streamed.streamed_alpha(data, checked_header(data), scale)
+        assert stats == alpha_stats(pixels), name
+        assert png == expected_png, (name, scale)
 
 
 def test_strips_really_split_the_masks(masks: dict[str, bytes]) -> None:
