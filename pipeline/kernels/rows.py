@@ -11,40 +11,46 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from pipeline.kernels.scanlines import ROWS_OK, _paeth
+from pipeline.kernels.scanlines import ROWS_OK, _unfilter_bytes
 from pipeline.kernels.segments import _append_foreground, _binary_row, _measure_row
 
 
 @numba.njit(cache=True, nogil=True)
 def _unfilter_row(
-    raw: np.ndarray, start: int, length: int, bpp: int, above: np.ndarray, row: np.ndarray
+    raw: np.ndarray,
+    start: int,
+    length: int,
+    bpp: int,
+    above: np.ndarray,
+    row: np.ndarray,
+    last: np.ndarray,
 ) -> bool:
     """Undo the PNG filter of the scanline at ``raw[start]`` (filter byte, then ``length``
     bytes) into ``row``, given the unfiltered row ``above``; False for an undefined filter.
+    ``last`` (at least ``bpp`` bytes) is scratch.
 
-    Byte by byte for any ``bpp`` (1 to 8: 16-bit RGBA is 8) and rows of any length: the fused
-    path's word-at-a-time ``_unfilter`` takes 8-bit pixels (``bpp`` <= 4) in padded rows only.
+    For any ``bpp`` (1 to 8: 16-bit RGBA is 8) and rows of any length: the fused path's
+    word-at-a-time ``_unfilter`` takes 8-bit pixels (``bpp`` <= 4) in padded rows only. Sub,
+    Average and Paeth share its byte loop (``_unfilter_bytes``), one call per filter so each is
+    compiled with its kind as a constant.
     """
     kind = raw[start]
     data = start + 1
     if kind == 0:
-        row[:length] = raw[data : data + length]
-    elif kind == 2:
+        for i in range(length):  # a loop: numba's slice copy is ~10x slower here
+            row[i] = raw[data + i]
+        return True
+    if kind == 2:
         for i in range(length):
             row[i] = raw[data + i] + above[i]
-    elif kind == 1 or kind == 3 or kind == 4:
-        for i in range(length):
-            # int64, not int(): numba's int() of a uint8 is unsigned and a + b - c would wrap.
-            left = np.int64(row[i - bpp]) if i >= bpp else np.int64(0)
-            up = np.int64(above[i])
-            if kind == 1:
-                predicted = left
-            elif kind == 3:
-                predicted = (left + up) >> 1
-            else:
-                up_left = np.int64(above[i - bpp]) if i >= bpp else np.int64(0)
-                predicted = _paeth(left, up, up_left)
-            row[i] = (raw[data + i] + predicted) & 255
+        return True
+    last[:bpp] = 0
+    if kind == 1:
+        _unfilter_bytes(1, raw, data, 0, length, bpp, above, row, last, 0)
+    elif kind == 3:
+        _unfilter_bytes(3, raw, data, 0, length, bpp, above, row, last, 0)
+    elif kind == 4:
+        _unfilter_bytes(4, raw, data, 0, length, bpp, above, row, last, 0)
     else:
         return False
     return True
@@ -60,9 +66,10 @@ def unfilter_strip(
     (at least 1). Returns ``ROWS_OK`` or the strip index of the first row with an undefined
     filter type."""
     rows = raw.shape[0] // stride
+    last = np.zeros(bpp, dtype=np.uint8)
     for i in range(rows):
         previous = above if i == 0 else out[i - 1]
-        if not _unfilter_row(raw, i * stride, stride - 1, bpp, previous, out[i]):
+        if not _unfilter_row(raw, i * stride, stride - 1, bpp, previous, out[i], last):
             return i
     if rows:
         above[:] = out[rows - 1]
