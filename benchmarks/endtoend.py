@@ -2,8 +2,9 @@
 
 Runs (each into a fresh output folder, rescaled masks written at ``mask_scale``):
 
-* ``sync`` in-process, with the default ``encoding="auto"`` (two passes, rows parked under
-  ``_work/`` in between) and with ``encoding="v26"`` (one pass);
+* ``sync`` in-process, with the default ``encoding="auto"`` (a batch whose own evidence decides
+  is typed in pass 1, another's rows are parked under ``_work/`` for pass 2) and with
+  ``encoding="v26"`` (one pass);
 * a ``LocalCluster`` of 1 and of 2 workers started by the run itself (``ExecutionOptions(workers=
   N)``): *cold*, the wall time includes starting the cluster and the workers' first imports;
 * the same clusters started once and handed over as ``client=``, after one untimed run: *warm*,

@@ -20,7 +20,7 @@ import platform
 import posixpath
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -373,24 +373,46 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
 def _execute_celantur(
     options: CelanturOptions, ctx: TaskContext, executor: Executor, plan: Plan, run: _Run
 ) -> tuple[Encoding, str | None, BatchSummary]:
-    """Two passes over the cluster. Pass 1: image batches (measured, or finished when the
-    encoding is given) and video chunk batches. Pass 2: what needs all of pass 1 — finishing
-    images under the encoding ``auto`` decided, and linking each video across its chunks."""
+    """Two passes over the cluster. Pass 1: image batches and video chunk batches; an image
+    batch is finished under the given encoding or, with ``auto``, under the one its own
+    evidence decides (else its measured rows are parked). Pass 2: what needs all of pass 1 —
+    the image batches whose evidence decided nothing (finished from their parked rows) or
+    another encoding than the dataset's (measured again: the dataset's evidence conflicts), and
+    linking each video across its chunks."""
     given = None if options.encoding == "auto" else cast(Encoding, options.encoding)
-    first = [Work("images" if given else "measure", b, given) for b in plan.image_batches]
+    first = [Work("images" if given else "auto", b, given) for b in plan.image_batches]
     first += [Work("chunks", b) for b in plan.chunk_batches]
-    summary = _run_pass(executor, first, ctx, "pass 1")
+    # Summaries by the encoding that typed their image rows (None: none typed), so the rows of
+    # batches typed under another encoding than the dataset's can be left out.
+    by_encoding: dict[str | None, BatchSummary] = {}
+    for part in _pass_results(executor, first, ctx, "pass 1"):
+        typed = next(iter(part.typed.values()), None)
+        by_encoding[typed] = by_encoding.get(typed, BatchSummary()).merge(part)
     run.lap("pass1")
-    _log_pass(run, "pass1", summary)
+    everything = functools.reduce(BatchSummary.merge, by_encoding.values(), BatchSummary())
+    _log_pass(run, "pass1", everything)
     encoding: Encoding
     warning: str | None = None
     if given:
         encoding = given
     elif plan.image_batches:
-        encoding, warning = summary.evidence.decide()
+        encoding, warning = everything.evidence.decide()
     else:
         encoding = "v26"  # no instance mask to decide on, and none to type
-    second = [] if given else [Work("finish", b, encoding) for b in plan.image_batches]
+    summary = by_encoding.pop(None, BatchSummary()).merge(by_encoding.pop(encoding, BatchSummary()))
+    mistyped = {key for other in by_encoding.values() for key in other.typed}
+    for other in by_encoding.values():
+        summary.work += other.work  # done, though its rows are left out
+    if mistyped:
+        LOG.info(
+            "encoding: %d image batches typed %s by their own evidence are measured again as %s",
+            len(mistyped), " or ".join(sorted(map(str, by_encoding))), encoding,
+            extra=fields(phase="pass2", batches=len(mistyped), encoding=encoding),
+        )  # fmt: skip
+    second = [
+        Work("images" if b.key in mistyped else "finish", b, encoding)
+        for b in plan.image_batches if b.key not in summary.typed
+    ]  # fmt: skip
     second += [Work("tracks", a) for a in assign_tracking(plan.chunk_batches, plan.fingerprint)]
     second_summary = _run_pass(executor, second, ctx, "pass 2")
     run.lap("pass2")
@@ -400,14 +422,21 @@ def _execute_celantur(
 
 
 def _run_pass(executor: Executor, work: list[Work], ctx: TaskContext, label: str) -> BatchSummary:
-    """Map the work items over the executor, merging their summaries as they arrive; a batch
+    """Map the work items over the executor, merging their summaries as they arrive."""
+    return functools.reduce(
+        BatchSummary.merge, _pass_results(executor, work, ctx, label), BatchSummary()
+    )
+
+
+def _pass_results(
+    executor: Executor, work: list[Work], ctx: TaskContext, label: str
+) -> Iterator[BatchSummary]:
+    """Map the work items over the executor, yielding their summaries as they arrive; a batch
     with failed inputs is logged at once (the first :data:`WARNING_LINES` of the pass)."""
-    summary = BatchSummary()
     bar = show_bar(ctx.options.execution.progress)
     LOG.info("%s: %d batches", label, len(work), extra=fields(phase=label, batches=len(work)))
     warned = 0
     for part in executor.map(run_work, work, ctx, label=label, progress=bar):
-        summary = summary.merge(part)
         if part.failed and warned < WARNING_LINES:
             warned += 1
             LOG.warning(
@@ -416,7 +445,7 @@ def _run_pass(executor: Executor, work: list[Work], ctx: TaskContext, label: str
                 "; further failures are only counted" if warned == WARNING_LINES else "",
                 extra=fields(phase=label, failed=part.failed),
             )  # fmt: skip
-    return summary
+        yield part
 
 
 def _log_pass(run: _Run, phase: str, summary: BatchSummary) -> None:

@@ -4,7 +4,7 @@ and the rescaled masks that run points at unchanged; the next run finishes the j
 
 Run A completes; run B, over changed inputs, runs in a subprocess and is killed with SIGKILL at a
 deterministic point (the kill is planted by patching the subprocess's own modules): mid-way
-through its second pass, before it writes any data file, after its data files but before any
+through its image batches, before it writes any data file, after its data files but before any
 commit, between two table commits, before ``_run.json``, or after staging its record but before
 the move that commits it. Run C then runs over B's inputs.
 """
@@ -30,7 +30,8 @@ from pipeline.sampledata.celantur import make_celantur_tree
 from pipeline.sampledata.video import make_video_fleet
 from pipeline.tables import TABLES
 
-#: auto encoding: the first pass parks measured rows under _work/ for the second.
+#: auto encoding: the first pass types the batches its evidence decides (parks the others'
+#: measured rows under _work/ for the second).
 ARGS = ("--scheduler", "sync", "--no-progress", "--mask-scale", "50")
 
 _KILLED_RUN = """
@@ -82,10 +83,11 @@ elif where == "mid-pass":
     finished = []
 
     def killing_run_work(work, ctx):
-        if work.step == "finish" and finished:
-            die()  # one image batch finished under the decided encoding, the rest still parked
+        images = work.step in ("auto", "finish")
+        if images and finished:
+            die()  # one image batch finished (its parts and ledger entry written), the rest not
         result = run_work(work, ctx)
-        if work.step == "finish":
+        if images:
             finished.append(work)
         return result
 

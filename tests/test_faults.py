@@ -226,8 +226,9 @@ def _describe(counters: Any) -> str:
     [
         # In-process: one request at a time, the fault sequence replays exactly.
         ("sync", "v26"),
-        # Two worker processes; encoding auto parks measured rows under _work/ in pass 1 and
-        # reads them back in pass 2, so those requests meet faults too.
+        # Two worker processes; encoding auto: pass 1 types the batches whose own evidence
+        # decides (parking the others' rows under _work/ for pass 2), so those requests meet
+        # faults too.
         ("local-2", "auto"),
     ],
 )

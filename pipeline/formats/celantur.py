@@ -208,6 +208,14 @@ class EncodingEvidence:
             return best, f"encoding auto: conflicting evidence ({detail}); using {best}"
         return best, None
 
+    def decisive(self) -> Encoding | None:
+        """The encoding this evidence alone decides without a warning (it votes for exactly
+        one encoding), else ``None``. Merged with evidence that is decisive for the same
+        encoding, or votes for none, it still decides that encoding: a batch whose own evidence
+        is decisive can be typed before the dataset's evidence is complete."""
+        encoding, warning = self.decide()
+        return None if warning else encoding
+
 
 def parse_colour(value: object) -> tuple[int, int, int] | None:
     """A metadata ``color`` as an (r, g, b) tuple, or ``None`` when absent or malformed."""

@@ -9,8 +9,12 @@ A batch is processed in two steps so that ``encoding = auto`` can decide per dat
 * :func:`finish_batch` types the colours under the decided encoding, matches detections and
   writes the batch's parts.
 
-With an explicit encoding both run in one task; with ``auto`` the measured rows are parked under
-``_work/`` between a first pass (evidence) and a second (parts), so no mask is decoded twice.
+With an explicit encoding both run in one task. With ``auto`` they do too for a batch whose own
+evidence decides its encoding (:meth:`EncodingEvidence.decisive`, the common case); only a batch
+whose evidence is ambiguous parks its measured rows under ``_work/`` until a second pass finishes
+them under the encoding decided from the whole dataset's evidence, so no mask is decoded twice
+(unless the dataset's evidence conflicts: then batches typed under the losing encoding are
+measured again).
 """
 
 from __future__ import annotations
@@ -419,8 +423,9 @@ def finish_batch(measured: Measured, encoding: Encoding, ctx: TaskContext) -> Ba
     """Type the measured colours under ``encoding``, match detections, write the batch's parts.
 
     Side effects: writes ``masks/``, ``instances/``, ``detections/``, ``frames/`` and
-    ``errors/`` staged parts ``_staged/<table>/part-<batch key>.parquet`` (a table with no
-    rows gets no part).
+    ``errors/`` staged parts ``_staged/<table>/part-<batch key>-<encoding>.parquet`` (a table
+    with no rows gets no part; named by the encoding too, so a batch typed under two encodings
+    by ``auto``, see :func:`measure_and_finish`, keeps both results and their ledger entries).
     Idempotent: the same batch and options always write the same bytes to the same names.
     """
     segments = measured.segment_table()
@@ -434,7 +439,7 @@ def finish_batch(measured: Measured, encoding: Encoding, ctx: TaskContext) -> Ba
         [segments[c].to_numpy() for c in ("x_min", "y_min", "x_max", "y_max")], axis=1
     ).reshape(-1, 4)
     matched = _match_all(measured, mask_index, colours, flags, boxes)
-    summary = BatchSummary()
+    summary = BatchSummary(typed={measured.batch_key: encoding})
 
     instance_columns: dict[str, Any] = {"r": colours[:, 0], "g": colours[:, 1], "b": colours[:, 2]}
     for name in ("pixels", "x_min", "y_min", "x_max", "y_max", "centroid_x", "centroid_y"):
@@ -501,7 +506,7 @@ def finish_batch(measured: Measured, encoding: Encoding, ctx: TaskContext) -> Ba
         summary.rows[table] = data.num_rows
         if data.num_rows:
             summary.parts[table] = [
-                write_part(ctx.output, staged_part(table, measured.batch_key), data)
+                write_part(ctx.output, staged_part(table, f"{measured.batch_key}-{encoding}"), data)
             ]
     return summary
 
@@ -577,12 +582,23 @@ def process_batch(batch: Batch, ctx: TaskContext, encoding: Encoding) -> BatchSu
         return finish_batch(measure_batch(batch, ctx, storage), encoding, ctx)
 
 
-def measure_and_park(batch: Batch, ctx: TaskContext) -> EncodingEvidence:
-    """First pass of ``auto``: measure, park the rows, return only the encoding evidence."""
+def measure_and_finish(batch: Batch, ctx: TaskContext) -> BatchSummary:
+    """First pass of ``auto``: measure; finish at once under the encoding the batch's own
+    evidence decides, or park the rows for :func:`finish_parked` when it decides none.
+
+    The summary carries the batch's evidence either way, and when finished the encoding that
+    typed it (``typed``): the client keeps it only if the dataset's evidence decides the same.
+    """
     with batch_io(ctx) as (ctx, storage):
         measured = measure_batch(batch, ctx, storage)
-        park_measured(measured, ctx)
-    return measured.evidence
+        own = measured.evidence.decisive()
+        if own is None:
+            park_measured(measured, ctx)
+            summary = BatchSummary()
+        else:
+            summary = finish_batch(measured, own, ctx)
+    summary.evidence = measured.evidence
+    return summary
 
 
 def finish_parked(batch: Batch, ctx: TaskContext, encoding: Encoding) -> BatchSummary:

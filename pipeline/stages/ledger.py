@@ -16,7 +16,8 @@ from pipeline.io.storage import Location
 from pipeline.stages.summary import BatchSummary, summary_from_json, summary_to_json
 
 LEDGER = "_ledger"
-ENTRY_FORMAT = "mask-pipeline-ledger/2"
+#: /3: summaries name the batches they typed and the encoding that typed them (``typed``)
+ENTRY_FORMAT = "mask-pipeline-ledger/3"
 
 
 def entry_path(name: str) -> str:

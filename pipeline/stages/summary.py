@@ -109,6 +109,9 @@ class BatchSummary:
     mask_labels: dict[str, MaskLabelStats] = field(default_factory=dict)  # ClearML labels
     #: the first :data:`FAILED_NAMED` failed inputs by path, as ``[path, error]``
     failed: list[list[str]] = field(default_factory=list)
+    #: image batches whose typed rows this summary holds: batch key -> the encoding that typed
+    #: them (pass 1 of ``auto`` may type a batch under another encoding than the dataset's)
+    typed: dict[str, str] = field(default_factory=dict)
 
     def merge(self, other: BatchSummary) -> BatchSummary:
         """The summary of both batches (associative: reduce in any grouping)."""
@@ -135,6 +138,7 @@ class BatchSummary:
                 self.video_rows + other.video_rows,
                 key=lambda r: (r["scope"], r["name"], r.get("value") or ""),
             ),
+            typed={**self.typed, **other.typed},
         )
 
     def add_mask(self, kind: str) -> None:
@@ -327,6 +331,7 @@ def summary_to_json(summary: BatchSummary) -> dict[str, Any]:
             name: [s.masks, s.frames, s.pixels] for name, s in summary.mask_labels.items()
         },
         "failed": summary.failed,
+        "typed": summary.typed,
     }
 
 
@@ -365,5 +370,6 @@ def summary_from_json(data: dict[str, Any]) -> BatchSummary:
         ),
         video_rows=list(data["video_rows"]),
         mask_labels={name: MaskLabelStats(*values) for name, values in data["mask_labels"].items()},
-        failed=[list(pair) for pair in data.get("failed", [])],  # absent in older ledgers
+        failed=[list(pair) for pair in data["failed"]],
+        typed=dict(data["typed"]),
     )

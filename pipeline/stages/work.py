@@ -15,16 +15,17 @@ from pipeline.stages.ledger import load_entry, save_entry
 from pipeline.stages.plan import Batch, ImageGroup, TrackAssignment, VideoChunk
 from pipeline.stages.summary import BatchSummary
 
-Step = Literal["images", "measure", "finish", "chunks", "tracks", "clearml"]
+Step = Literal["images", "auto", "finish", "chunks", "tracks", "clearml"]
 
 
 @dataclass(frozen=True)
 class Work:
     """One task: a step and its inputs.
 
-    ``images`` measures and finishes image batches under a known encoding; ``measure`` and
-    ``finish`` are the two passes of ``auto``; ``chunks`` parses video chunks; ``tracks`` links
-    videos whose chunks were parsed in an earlier pass.
+    ``images`` measures and finishes image batches under a known encoding; ``auto`` measures
+    them and finishes those whose own evidence decides an encoding (parking the others), and
+    ``finish`` finishes the parked ones once the dataset's encoding is decided; ``chunks``
+    parses video chunks; ``tracks`` links videos whose chunks were parsed in an earlier pass.
     """
 
     step: Step
@@ -33,11 +34,10 @@ class Work:
 
 
 def ledger_name(work: Work) -> str:
-    """The ledger entry of a work item: typed image results depend on the encoding too."""
+    """The ledger entry of a work item: typed image results depend on the encoding too (that
+    of ``auto`` follows from its inputs and is recorded in its summary's ``typed``)."""
     if work.step in ("images", "finish"):
         return f"images-{work.item.key}-{work.encoding}"
-    if work.step == "measure":
-        return f"evidence-{work.item.key}"
     return f"{work.step}-{work.item.key}"
 
 
@@ -67,8 +67,8 @@ def _run_step(work: Work, ctx: TaskContext) -> BatchSummary:
     if work.step == "clearml":
         return clearml.process_frames_batch(cast(Batch[FrameMasks], work.item), ctx)
     images = cast(Batch[ImageGroup], work.item)
-    if work.step == "measure":
-        return BatchSummary(evidence=celantur.measure_and_park(images, ctx))
+    if work.step == "auto":
+        return celantur.measure_and_finish(images, ctx)
     if work.encoding is None:
         raise ValueError(f"work step {work.step!r} needs an encoding")
     if work.step == "images":
