@@ -4,6 +4,7 @@ the SPEC 2.1 tables written out literally. Nothing here calls the product's kern
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,20 @@ import numpy as np
 from deltalake import DeltaTable
 from PIL import Image
 
+from pipeline.tables import TABLES
+
 
 def read_output(out: Path, table: str) -> list[dict[str, Any]]:
     """All rows of one output table, as a plain Delta reader (deltalake) sees its latest version."""
     return DeltaTable(str(out / table)).to_pyarrow_table().to_pylist()
+
+
+def output_tables(out: Path) -> dict[str, list[str]]:
+    """Every output table's rows (:func:`read_output`) as sorted JSON texts, to compare runs."""
+    return {
+        table: sorted(json.dumps(row, sort_keys=True) for row in read_output(out, table))
+        for table in TABLES
+    }
 
 
 V26_FLAGS = {128: "person", 64: "license_plate", 32: "face", 16: "vehicle"}

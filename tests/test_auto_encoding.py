@@ -18,12 +18,11 @@ import numpy as np
 import pytest
 from faulty_proxy import FaultPlan, FaultyProxy
 from PIL import Image
-from reference import read_output
+from reference import output_tables
 from storage_helpers import upload_tree
 
 from pipeline.formats.celantur import Encoding, EncodingEvidence
 from pipeline.sampledata.celantur import make_celantur_tree
-from pipeline.tables import TABLES
 
 RunCli = Callable[..., tuple[int, Any]]
 #: About 20 KB of input per batch: 6 to 14 batches per dataset.
@@ -58,13 +57,6 @@ def _make_dataset(kind: str, root: Path) -> Path:
     else:
         raise ValueError(kind)
     return root
-
-
-def _tables(out: Path) -> dict[str, list[str]]:
-    return {
-        table: sorted(json.dumps(row, sort_keys=True) for row in read_output(out, table))
-        for table in TABLES
-    }
 
 
 def _record(out: Path) -> dict[str, Any]:
@@ -109,7 +101,7 @@ def test_auto_equals_explicit_and_parked(
         assert record["encoding"]["warning"] is None
     else:
         assert record["encoding"]["warning"].startswith(warning)
-    tables = _tables(auto)
+    tables = output_tables(auto)
     assert all(tables[t] for t in ("masks", "instances", "summary"))
 
     # Pass 1 typed each batch whose evidence is decisive, under that encoding; pass 2 did the
@@ -142,12 +134,12 @@ def test_auto_equals_explicit_and_parked(
         code, parked_out = run_cli(src, *ARGS, output=tmp_path / "parked")
     assert code == 0
     assert all(not summary["typed"] for summary in _ledger(parked_out, "auto").values())
-    assert _tables(parked_out) == tables
+    assert output_tables(parked_out) == tables
     assert _record(parked_out)["encoding"] == record["encoding"]
 
     code, explicit = run_cli(src, *ARGS, "--encoding", decided, output=tmp_path / "explicit")
     assert code == 0
-    assert _tables(explicit) == _without_warning(tables)
+    assert output_tables(explicit) == _without_warning(tables)
     assert (_without_warning(tables) == tables) == (warning is None)
 
 
@@ -170,11 +162,11 @@ def test_incremental_reruns_when_the_decision_flips_and_back(
     def full(name: str) -> dict[str, list[str]]:
         code, out = run_cli(src, *args, output=tmp_path / name)
         assert code == 0
-        return _tables(out)
+        return output_tables(out)
 
     code, out = run_cli(src, *incremental, output=tmp_path / "out")
     assert code == 0 and _record(out)["encoding"]["used"] == "v26"
-    v26_tables = _tables(out)
+    v26_tables = output_tables(out)
     first = _ledger(out, "auto")
     typed_v26 = {k for s in first.values() for k in s["typed"]}
     v26_batches = _record(out)["inputs"]["batches"]
@@ -196,14 +188,14 @@ def test_incremental_reruns_when_the_decision_flips_and_back(
     assert record["work"] == {
         "done": len(added) + added_parked + v26_batches, "reused": v26_batches,
     }  # fmt: skip
-    assert _tables(out) == full("full-flipped")
-    flipped_tables = _tables(out)
+    assert output_tables(out) == full("full-flipped")
+    flipped_tables = output_tables(out)
 
     # Unchanged: nothing is done again (neither pass 1 nor the redone batches).
     code, _ = run_cli(src, *incremental, output=out)
     assert code == 0
     assert _record(out)["work"]["done"] == 0
-    assert _tables(out) == flipped_tables
+    assert output_tables(out) == flipped_tables
 
     # The legacy images gone: the decision flips back, and the v26 results of the first run
     # (pass-1 typed and pass-2 finished parts alike) are all still valid.
@@ -213,7 +205,7 @@ def test_incremental_reruns_when_the_decision_flips_and_back(
     assert _record(out)["encoding"]["used"] == "v26"
     assert _record(out)["work"] == {"done": 0, "reused": len(typed_v26) + 2 * (
         v26_batches - len(typed_v26))}  # fmt: skip
-    assert _tables(out) == v26_tables == full("full-back")
+    assert output_tables(out) == v26_tables == full("full-back")
 
 
 @pytest.mark.parametrize(("kind", "parks"), [("v26", False), ("ambiguous", True)])

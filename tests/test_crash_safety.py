@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from deltalake import DeltaTable
-from reference import read_output
+from reference import output_tables, read_output
 
 from pipeline import read_run, read_table
 from pipeline.cli import main
@@ -147,14 +147,6 @@ def _tables(out: Path) -> dict[str, list[str]]:
     }
 
 
-def _plain(out: Path) -> dict[str, list[str]]:
-    """Every table as a plain Delta reader (deltalake, latest version) sees it."""
-    return {
-        table: sorted(json.dumps(row, sort_keys=True) for row in read_output(out, table))
-        for table in TABLES
-    }
-
-
 def _latest_version(out: Path, table: str) -> int:
     return DeltaTable(str(out / table)).version()
 
@@ -223,7 +215,7 @@ def test_killed_run_is_invisible_and_finished_by_the_next(
     changed = [table for table in TABLES if _tables(out)[table] != tables_a[table]]
     assert changed == [], f"after the crash these tables no longer read as run A: {changed}"
     # A plain Delta reader sees, per table, exactly one run's rows: B's where B committed.
-    plain = _plain(out)
+    plain = output_tables(out)
     committed_by_b = [t for t in TABLES if _latest_version(out, t) != run_a["tables"][t]["version"]]
     expected_count = COMMITTED_BY_B[where]
     if expected_count is None:
@@ -243,7 +235,7 @@ def test_killed_run_is_invisible_and_finished_by_the_next(
     run_c = read_run(str(out))
     assert run_c["run_id"] != run_a["run_id"]
     assert _tables(out) == fresh_b["tables"]
-    assert _plain(out) == fresh_b["tables"]
+    assert output_tables(out) == fresh_b["tables"]
     scaled_c = {
         row["path"]: (out / row["scaled_path"]).read_bytes()
         for row in read_table(str(out), "masks").to_pylist()

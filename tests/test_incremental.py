@@ -9,20 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reference import read_output
+from reference import output_tables, read_output
 
 from pipeline.sampledata.celantur import make_celantur_tree
 from pipeline.sampledata.video import make_video_fleet
-from pipeline.tables import TABLES
 
 RunCli = Callable[..., tuple[int, Any]]
-
-
-def _tables(out: Path) -> dict[str, list[str]]:
-    return {
-        table: sorted(json.dumps(row, sort_keys=True) for row in read_output(out, table))
-        for table in TABLES
-    }
 
 
 def _record(out: Path) -> dict[str, Any]:
@@ -55,13 +47,13 @@ def test_unchanged_inputs_do_no_work_and_write_nothing(
     first = _record(out)
     assert first["work"]["done"] > 4 and first["work"]["reused"] == 0
     objects = _data_objects(out)
-    tables = _tables(out)
+    tables = output_tables(out)
 
     code, _ = run_cli(tree, *args, "--incremental", output=out)
     assert code == 0
     again = _record(out)
     assert again["work"] == {"done": 0, "reused": first["work"]["done"]}
-    assert _tables(out) == tables
+    assert output_tables(out) == tables
     assert _data_objects(out) == objects, "no data object may be rewritten"
 
 
@@ -102,7 +94,7 @@ def test_changes_redo_only_their_batches_and_equal_a_full_run(
 
     code, full = run_cli(tree, *args, output=tmp_path / "full")
     assert code == 0
-    assert _tables(out) == _tables(full)
+    assert output_tables(out) == output_tables(full)
     assert sorted(_record(out)["tables"]["masks"]["staged"]) == sorted(
         _record(full)["tables"]["masks"]["staged"]
     )
