@@ -368,6 +368,59 @@ def test_sixteen_bit_instance_values(dataset: ClearmlDataset, pixel_out: Path) -
         assert mine[(23, 23, 23)] == ["sky"]
 
 
+def _sixteen_bit_colours(width: int, height: int) -> np.ndarray:
+    """(H, W, 3) uint16 label values that differ only below their top byte, or only in red:
+    an 8-bit reading would merge them."""
+    colours = np.array([[1000, 2, 65535], [1000, 3, 65535], [1001, 2, 65535], [0, 0, 0],
+                        [60000, 2, 65535], [61000, 2, 65535]], dtype=np.uint16)  # fmt: skip
+    y, x = np.mgrid[0:height, 0:width]
+    return colours[(x // 5 + 2 * (y // 4)) % len(colours)]
+
+
+def test_sixteen_bit_colour_label_masks_are_measured(tmp_path: Path) -> None:
+    """16-bit RGB and RGBA pixel masks: one row per 16-bit [r, g, b] value (SPEC 2.5: each
+    value is looked up in ``mask_labels``, whose values go to 65535), equal to a brute-force
+    reference, and no error row."""
+    from corpus import RGB, RGBA, encode
+
+    width, height = 23, 17
+    values = _sixteen_bit_colours(width, height)
+    alpha = np.full((height, width, 1), 40000, dtype=np.uint16)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "rgb16.png").write_bytes(encode(values, RGB, bit_depth=16))
+    rgba = encode(np.concatenate([values, alpha], axis=2), RGBA, bit_depth=16)
+    (tmp_path / "m" / "rgba16.png").write_bytes(rgba)
+    frames = [{"id": "f1", "sources": [{"id": "cam", "masks": ["m/rgb16.png", "m/rgba16.png"]}]}]
+    (tmp_path / "frames.json").write_text(json.dumps(frames))
+    mask_labels = [{"value": [1000, 3, 65535], "labels": ["car"]},
+                   {"value": [61000, 2, 65535], "labels": ["road"]}]  # fmt: skip
+    (tmp_path / "labels.json").write_text(json.dumps(mask_labels))
+    out = tmp_path / "out"
+
+    code = run(tmp_path / "frames.json", out, "--mask-labels", str(tmp_path / "labels.json"))
+
+    assert code == 0
+    assert rows(out, "errors") == []
+    mapping = {tuple(m["value"]): m["labels"] for m in mask_labels}
+    keys = (values[:, :, 0].astype(np.int64) << 32) | (values[:, :, 1].astype(np.int64) << 16)
+    keys |= values[:, :, 2]
+    expected = {}
+    for key in np.unique(keys).tolist():
+        value = (key >> 32, (key >> 16) & 65535, key & 65535)
+        expected[value] = {"labels": mapping.get(value, []), **region_stats(keys == key)}
+    assert len(expected) == 6
+    table = rows(out, "labels")
+    for mask_id in ("00", "01"):
+        mine = {tuple(r["value"]): {k: r[k] for k in expected[(0, 0, 0)]}
+                for r in table if r["mask_id"] == mask_id}  # fmt: skip
+        assert mine == expected, mask_id
+    masks = {r["mask_id"]: r for r in rows(out, "masks")}
+    assert {m: (r["png_mode"], r["segments"], r["unmapped_values"]) for m, r in masks.items()} == {
+        "00": ("rgb16", 6, 4),
+        "01": ("rgba16", 6, 4),
+    }
+
+
 def test_panoptic_segments_equal_coco_json(dataset: ClearmlDataset, pixel_out: Path) -> None:
     table = rows(pixel_out, "labels")
     checked = 0

@@ -126,7 +126,7 @@ def label_values(pixels: np.ndarray) -> tuple[np.ndarray, bool]:
 
     Returns ``(rgb, grey)``: for L/LA (8 or 16 bit) the grey channel packed by
     :func:`grey_as_rgb` (a value v means (v, v, v)); for RGB/RGBA the colour channels, alpha
-    ignored (palette masks arrive expanded to RGB).
+    ignored, at their depth (palette masks arrive expanded to RGB; 16-bit colours stay 16-bit).
     """
     if pixels.shape[2] in (1, 2):
         return grey_as_rgb(pixels[:, :, 0]), True

@@ -104,7 +104,7 @@ def colour_rows(
     table: np.ndarray,
     state: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Measure a strip of an (rows, W, C>=3) uint8 mask's colours, as
+    """Measure a strip of an (rows, W, C>=3) uint8 or uint16 mask's colours, as
     :func:`~pipeline.kernels.segments.colour_stats` does the whole image. Returns the (possibly
     grown) ``keys``, ``table``."""
     for i in range(rgb.shape[0]):

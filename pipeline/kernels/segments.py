@@ -23,8 +23,9 @@ _USED, _BACKGROUND, _LAST_KEY, _LAST_SLOT = range(4)
 
 @numba.njit(cache=True, nogil=True)
 def _hash_slot(key: Any, mask: int) -> Any:
-    # Fibonacci hashing spreads the 24-bit colour keys over the table.
-    return ((key * 2654435761) >> 7) & mask
+    # Fibonacci hashing spreads the colour keys over the table. The 48-bit keys of 16-bit
+    # colours are folded first, so their red bits reach the slot; 24-bit keys fold to themselves.
+    return (((key ^ (key >> 24)) * 2654435761) >> 7) & mask
 
 
 @numba.njit(cache=True, nogil=True)
@@ -63,9 +64,10 @@ def _add_run(
     state: np.ndarray,
 ) -> None:
     """Add a run of pixels ``start..end-1`` of row ``y``, all of colour ``key``
-    (``r << 16 | g << 8 | b``), to the accumulator, which must have room for one more colour
-    (``_room_for_one_more``, else ``_grow`` it first: growing here would make every call return
-    the arrays, which costs more than the rest of the call).
+    (``r << 16 | g << 8 | b``; 16-bit colours ``r << 32 | g << 16 | b``), to the accumulator,
+    which must have room for one more colour (``_room_for_one_more``, else ``_grow`` it first:
+    growing here would make every call return the arrays, which costs more than the rest of the
+    call).
 
     ``state`` holds what carries from run to run: colours used, background pixels, and the last
     colour seen with its slot (the hash lookup is skipped while the colour repeats). With
@@ -111,10 +113,11 @@ def _measure_row(
     table: np.ndarray,
     state: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Add one (W, C>=3) row of pixels to the accumulator (``_add_run``); returns it (it may
-    have grown). Masks are long runs of one colour, so the row is walked run by run and the
-    accumulator is touched once per run."""
+    """Add one (W, C>=3) row of 8- or 16-bit pixels to the accumulator (``_add_run``); returns
+    it (it may have grown). Masks are long runs of one colour, so the row is walked run by run
+    and the accumulator is touched once per run."""
     width = row.shape[0]
+    bits = np.int64(8 * row.itemsize)  # a constant of each compiled dtype
     x = 0
     while x < width:
         r = row[x, 0]
@@ -126,7 +129,7 @@ def _measure_row(
             x += 1
         if not _room_for_one_more(keys, table, state):
             keys, table = _grow(keys, table)
-        key = (np.int64(r) << 16) | (np.int64(g) << 8) | np.int64(b)
+        key = (np.int64(r) << (2 * bits)) | (np.int64(g) << bits) | np.int64(b)
         _add_run(key, start, x, y, skip_black, keys, table, state)
     return keys, table
 
@@ -149,7 +152,7 @@ class ColourStats:
     as in ``skimage.measure.regionprops`` (``centroid`` = (row, col)).
     """
 
-    colours: np.ndarray  # (n, 3) uint8
+    colours: np.ndarray  # (n, 3) uint8 (uint16 for 16-bit colours)
     pixels: np.ndarray  # (n,) int64
     x_min: np.ndarray
     y_min: np.ndarray
@@ -166,9 +169,10 @@ class ColourStats:
 
     @property
     def keys(self) -> np.ndarray:
-        """Each colour packed as ``r << 16 | g << 8 | b`` (int64)."""
-        c = self.colours.astype(np.int64)
-        return np.asarray((c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2])
+        """Each colour packed as ``r << 16 | g << 8 | b`` (int64; 16 bits a channel for 16-bit
+        colours)."""
+        c, bits = self.colours.astype(np.int64), 8 * self.colours.itemsize
+        return np.asarray((c[:, 0] << (2 * bits)) | (c[:, 1] << bits) | c[:, 2])
 
     @property
     def foreground_pixels(self) -> int:
@@ -181,7 +185,8 @@ def colour_stats(rgb: np.ndarray, *, skip_black: bool = True) -> ColourStats:
 
     Parameters
     ----------
-    rgb : (H, W, C) uint8 array with C >= 3; channels beyond the third (alpha) are ignored.
+    rgb : (H, W, C) uint8 or uint16 array with C >= 3; channels beyond the third (alpha) are
+        ignored.
     skip_black : (0, 0, 0) is background, counted in ``background_pixels`` only (Celantur);
         when false it is measured like any colour (``background_pixels`` is then 0).
 
@@ -194,7 +199,7 @@ def colour_stats(rgb: np.ndarray, *, skip_black: bool = True) -> ColourStats:
     accumulator.keys, accumulator.table = _colour_stats_kernel(
         rgb, skip_black, accumulator.keys, accumulator.table, accumulator.state
     )
-    return accumulator.result(int(rgb.shape[1]), int(rgb.shape[0]))
+    return accumulator.result(int(rgb.shape[1]), int(rgb.shape[0]), 8 * rgb.itemsize)
 
 
 def check_colour_pixels(shape: tuple[int, ...], dtype: np.dtype) -> None:
@@ -203,10 +208,10 @@ def check_colour_pixels(shape: tuple[int, ...], dtype: np.dtype) -> None:
     Raises
     ------
     ValueError
-        Unless ``shape`` is (H, W, C>=3) and ``dtype`` uint8.
+        Unless ``shape`` is (H, W, C>=3) and ``dtype`` uint8 or uint16.
     """
-    if len(shape) != 3 or shape[2] < 3 or dtype != np.uint8:
-        raise ValueError(f"expected an (H, W, >=3) uint8 array, got {shape} {dtype}")
+    if len(shape) != 3 or shape[2] < 3 or dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"expected an (H, W, >=3) uint8 or uint16 array, got {shape} {dtype}")
 
 
 class ColourAccumulator:
@@ -219,19 +224,23 @@ class ColourAccumulator:
         self.table = np.zeros((1024, _FIELDS), dtype=np.int64)
         self.state = np.array([0, 0, _EMPTY, 0], dtype=np.int64)
 
-    def result(self, width: int, height: int) -> ColourStats:
-        """The statistics of the rows measured so far, sorted by colour."""
+    def result(self, width: int, height: int, depth: int = 8) -> ColourStats:
+        """The statistics of the rows measured so far, sorted by colour; ``depth`` is the bits
+        per channel of the rows (8 or 16)."""
         used = self.keys != _EMPTY
         keys, table = self.keys[used], self.table[used]
         order = np.argsort(keys, kind="stable")
         keys, table = keys[order], table[order]
-        colours = np.stack([(keys >> 16) & 255, (keys >> 8) & 255, keys & 255], axis=1)
+        channel = (1 << depth) - 1
+        colours = np.stack(
+            [(keys >> (2 * depth)) & channel, (keys >> depth) & channel, keys & channel], axis=1
+        )
         counts = table[:, _COUNT]
         with np.errstate(invalid="ignore", divide="ignore"):
             centroid_x = table[:, _SUMX] / counts
             centroid_y = table[:, _SUMY] / counts
         return ColourStats(
-            colours=colours.astype(np.uint8),
+            colours=colours.astype(np.uint16 if depth == 16 else np.uint8),
             pixels=counts,
             x_min=table[:, _XMIN],
             y_min=table[:, _YMIN],

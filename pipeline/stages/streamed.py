@@ -21,7 +21,6 @@ from pipeline.kernels.segments import (
     ColourStats,
     ForegroundRuns,
     binary_threshold,
-    check_colour_pixels,
 )
 
 
@@ -121,36 +120,26 @@ def streamed_labels(
     data: bytes, header: PngHeader, scale: int | None
 ) -> tuple[ColourStats, bool, bytes | None]:
     """Per-value statistics of a checked pixel-segmentation mask (black measured like any
-    value), whether its values are grey, and its rescaled PNG: what
-    :func:`~pipeline.kernels.masks.label_values` and
+    value; 16-bit colours at their full 16 bits a channel), whether its values are grey, and
+    its rescaled PNG: what :func:`~pipeline.kernels.masks.label_values` and
     :func:`~pipeline.kernels.segments.colour_stats` give of the decoded image.
 
     Raises
     ------
     PngError
         As :func:`~pipeline.io.png.decode_strips`.
-    ValueError
-        As :func:`~pipeline.kernels.segments.colour_stats` (16-bit colour masks), once the whole
-        image is decoded, as when it is measured whole.
     """
     colours = ColourAccumulator(skip_black=False)
     sampled = Sampled(header, scale)
-    grey = False
-    unmeasurable: ValueError | None = None
+    grey, depth = False, 8
     for first_row, strip in decode_strips(data, header):
         sampled.add(first_row, strip)
         rgb, grey = label_values(strip)
-        try:
-            check_colour_pixels((header.height, *rgb.shape[1:]), rgb.dtype)
-        except ValueError as exc:
-            unmeasurable = exc
-            continue
+        depth = 8 * rgb.itemsize
         colours.keys, colours.table = colour_rows(
             np.ascontiguousarray(rgb), first_row, False, colours.keys, colours.table, colours.state
         )
-    if unmeasurable is not None:
-        raise unmeasurable
-    return colours.result(header.width, header.height), grey, sampled.png(data)
+    return colours.result(header.width, header.height, depth), grey, sampled.png(data)
 
 
 def streamed_alpha(

@@ -75,7 +75,7 @@ def reference_by_pixel(rgb: np.ndarray) -> dict[str, np.ndarray | int]:
     keys = sorted(acc)
     rows = [acc[k] for k in keys]
     return {
-        "colours": np.array(keys, dtype=np.uint8).reshape(-1, 3),
+        "colours": np.array(keys, dtype=rgb.dtype).reshape(-1, 3),
         "pixels": np.array([r[0] for r in rows], dtype=np.int64),
         "x_min": np.array([r[1] for r in rows], dtype=np.int64),
         "y_min": np.array([r[2] for r in rows], dtype=np.int64),
@@ -92,7 +92,7 @@ def assert_stats_equal(stats: ColourStats, ref: dict[str, np.ndarray | int], rgb
     assert stats.width == width
     assert stats.height == height
     assert len(stats) == len(ref["pixels"])
-    assert stats.colours.dtype == np.uint8
+    assert stats.colours.dtype == rgb.dtype
     np.testing.assert_array_equal(stats.colours.reshape(-1, 3), ref["colours"])
     np.testing.assert_array_equal(stats.pixels, ref["pixels"])
     np.testing.assert_array_equal(stats.x_min, ref["x_min"])
@@ -345,13 +345,13 @@ def test_read_only_input(shape_masks):
     [
         np.zeros((4, 4), dtype=np.uint8),
         np.zeros((4, 4, 2), dtype=np.uint8),
-        np.zeros((4, 4, 3), dtype=np.uint16),
+        np.zeros((4, 4, 3), dtype=np.int16),
         np.zeros((4, 4, 3), dtype=np.float32),
         np.zeros((2, 4, 4, 3), dtype=np.uint8),
     ],
-    ids=["2d", "2 channels", "uint16", "float32", "4d"],
+    ids=["2d", "2 channels", "int16", "float32", "4d"],
 )
-def test_rejects_non_rgb_uint8(bad):
+def test_rejects_non_rgb_uint8_or_uint16(bad):
     with pytest.raises(ValueError):
         colour_stats(bad)
 
@@ -388,3 +388,27 @@ def test_thousands_of_repeating_colours():
     stats = colour_stats(rgb)
     assert len(stats) == len(np.unique(palette[palette.any(axis=1)], axis=0))
     assert_stats_equal(stats, reference_by_pixel(rgb), rgb)
+
+
+# ---------------------------------------------------------------------------------------------
+# 16-bit colours (ClearML 16-bit RGB label masks): every channel at its full 16 bits
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sixteen_bit_colours_keep_every_bit():
+    # Colours that differ only in bits an 8-bit reading drops, or only in red (the bits the
+    # hash folds down), in runs and across table growth.
+    rng = np.random.default_rng(303)
+    palette = rng.integers(0, 65536, size=(2000, 3), dtype=np.uint16)
+    palette[:500, 1:] = (7, 65535)  # red alone tells these apart
+    palette[500:1000] = palette[500] + np.arange(500, dtype=np.uint16)[:, None] % 2
+    rgb = np.repeat(palette[rng.integers(0, len(palette), size=(150, 80))], 2, axis=1)
+    stats = colour_stats(rgb)
+    assert len(stats) == len(np.unique(rgb.reshape(-1, 3), axis=0)) > 1000
+    assert_stats_equal(stats, reference_by_pixel(rgb), rgb)
+    np.testing.assert_array_equal(
+        stats.keys,
+        (stats.colours[:, 0].astype(np.int64) << 32)
+        | (stats.colours[:, 1].astype(np.int64) << 16)
+        | stats.colours[:, 2],
+    )
