@@ -161,6 +161,11 @@ class _Run:
     clock: float = field(default_factory=time.perf_counter)
     started_clock: float = field(default_factory=time.perf_counter)
 
+    @property
+    def work_prefix(self) -> str:
+        """Where this run's tasks keep files between passes (``auto`` parks measured rows)."""
+        return f"_work/{self.run_id}"
+
     def lap(self, name: str) -> None:
         """Record the time since the last lap under ``name``."""
         now = time.perf_counter()
@@ -345,7 +350,7 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
                                                    "gap_min_hits", "gap_high_score",
                                                    "mask_scale", "max_pixels", "max_json_bytes")}
     )  # fmt: skip
-    ctx = TaskContext(source, run.output, options, work_prefix=f"_work/{run.run_id}")
+    ctx = TaskContext(source, run.output, options, work_prefix=run.work_prefix)
     cut = functools.partial(
         batch_groups,
         batch_bytes=options.execution.batch_bytes,
@@ -567,7 +572,7 @@ def run_clearml(options: ClearmlOptions, client: Any | None = None) -> RunResult
          "uri_map": sorted(options.uri_map), "mask_scale": options.mask_scale,
          "max_pixels": options.max_pixels, "max_json_bytes": options.max_json_bytes}
     )  # fmt: skip
-    ctx = TaskContext(root, run.output, options, f"_work/{run.run_id}", mask_labels, mode)
+    ctx = TaskContext(root, run.output, options, run.work_prefix, mask_labels, mode)
     batches = batch_groups(
         groups,
         batch_bytes=options.execution.batch_bytes,
@@ -698,6 +703,9 @@ def _commit(
         tables=tables, finished=datetime.now(timezone.utc).isoformat(), timings=run.timings
     )
     write_run_record(output, record)
+    # Committed: the run's work folder goes (its files went as each batch finished). Other
+    # runs' folders stay: one under way is still working, a crashed one waits for vacuum.
+    output.remove_folder(run.work_prefix)
     _log_phase(
         run, "commit", "%s rows, _run.json written", _counts(
             {t: info["rows"] for t, info in record["tables"].items() if info["rows"]}),

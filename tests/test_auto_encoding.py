@@ -231,3 +231,34 @@ def test_s3_decisive_dataset_writes_nothing_under_work(
         assert {method for method, _ in under_work} >= {"PUT", "GET"}
     else:
         assert under_work == []
+
+
+def test_committed_run_removes_its_own_work_folder_only(run_cli: RunCli, tmp_path: Path) -> None:
+    """Parked rows go under ``_work/<run_id>/``; once the run commits, that folder is gone
+    from local disk (no empty folders left), while another run's folder (one under way, or a
+    crashed one waiting for vacuum) keeps every byte."""
+    _write_ambiguous(tmp_path / "in", 8)  # every batch parked
+    out = tmp_path / "out"
+    others = {
+        "_work/crashed-run/masks/0123abcd.parquet": b"parked by a run that crashed",
+        "_work/running-run/segments/4567ef01.parquet": b"parked by a run under way",
+    }
+    for rel, data in others.items():
+        (out / rel).parent.mkdir(parents=True)
+        (out / rel).write_bytes(data)
+    (out / "_work/running-run/masks").mkdir()  # an empty folder of the run under way
+
+    code, _ = run_cli(tmp_path / "in", *ARGS, output=out)
+
+    assert code == 0
+    assert _ledger(out, "images"), "batches were parked, then finished in pass 2"
+    assert sorted(p.relative_to(out).as_posix() for p in (out / "_work").rglob("*")) == [
+        "_work/crashed-run",
+        "_work/crashed-run/masks",
+        "_work/crashed-run/masks/0123abcd.parquet",
+        "_work/running-run",
+        "_work/running-run/masks",
+        "_work/running-run/segments",
+        "_work/running-run/segments/4567ef01.parquet",
+    ]
+    assert {rel: (out / rel).read_bytes() for rel in others} == others

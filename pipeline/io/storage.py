@@ -251,6 +251,15 @@ class Location:
                 with contextlib.suppress(FileNotFoundError):
                     self.fs.rm_file(path)
 
+    def remove_folder(self, rel: str) -> None:
+        """Delete the folder ``rel`` with everything below it, where the filesystem has folders
+        (the parents :meth:`write_bytes` made on local disk); object stores have none, and a
+        run has deleted its files there already, so they are asked nothing."""
+        if _is_object_store(self.fs):
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self.path(rel), recursive=True)
+
     def list_files(self, under: str = "") -> list[InputFile]:
         """Every file below ``under``, from ONE recursive listing pass, sorted by path.
 
