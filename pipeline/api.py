@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from pipeline.config import CelanturOptions, ClearmlOptions, ExecutionOptions
+from pipeline.config import (
+    DEFAULT_STORAGE_TIMEOUT,
+    CelanturOptions,
+    ClearmlOptions,
+    ExecutionOptions,
+    check_storage_timeout,
+)
 from pipeline.io.delta import read_delta
 from pipeline.io.runrecord import read_run_record
 from pipeline.io.storage import Location, storage_options_with_environment
+from pipeline.io.watchdog import watch_storage
 from pipeline.jobs import load_job
 from pipeline.runner import RunResult
 from pipeline.runner import run_celantur as _run_celantur
@@ -120,19 +128,27 @@ def run_job(job: str | os.PathLike[str], *overrides: str, client: Any | None = N
     return _run_options(load_job(job, overrides), client=client)
 
 
-def read_run(output: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def read_run(
+    output: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    storage_timeout: float = DEFAULT_STORAGE_TIMEOUT,
+) -> dict[str, Any]:
     """The ``_run.json`` of the last complete run under ``output``.
+
+    ``storage_timeout`` bounds a storage that answers nothing, as it does a run's (see
+    :func:`_watched`).
 
     Raises
     ------
     FileNotFoundError
         When no run has been committed there (or the last one crashed before committing).
+    StorageError
+        When the storage answered no request for ``storage_timeout`` seconds.
     """
-    location = Location(output, storage_options_with_environment(storage_options or {}))
-    record = read_run_record(location)
-    if record is None:
-        raise FileNotFoundError(f"no committed run under {output} (no _run.json)")
-    return record
+    location = _output_location(output, storage_options)
+    with _watched(location, storage_timeout):
+        return _run_record(location)
 
 
 def read_table(
@@ -143,6 +159,7 @@ def read_table(
     version: int | None = None,
     columns: list[str] | None = None,
     filters: Any = None,
+    storage_timeout: float = DEFAULT_STORAGE_TIMEOUT,
 ) -> pa.Table:
     """One output table: the Delta version the last committed run (``_run.json``) recorded, or
     ``version`` (any version still kept: time travel).
@@ -150,19 +167,44 @@ def read_table(
     Every table read without ``version`` comes from the same run, so tables join consistently
     even while another run is committing. ``columns`` and ``filters`` (pyarrow/DNF form, e.g.
     ``[("kind", "=", "instance")]``) are pushed down to the Parquet files by deltalake.
+    ``storage_timeout`` bounds a storage that answers nothing, as it does a run's (see
+    :func:`_watched`).
 
     Raises
     ------
     FileNotFoundError
         When no run has been committed there (``version`` not given) or the table is absent.
+    StorageError
+        When the storage answered no request for ``storage_timeout`` seconds.
     """
     if table not in SCHEMAS:
         raise ValueError(f"unknown table {table!r}; tables: {', '.join(SCHEMAS)}")
-    location = Location(output, storage_options_with_environment(storage_options or {}))
-    if version is None:
-        record = read_run(output, storage_options)
-        version = record["tables"][table]["version"]
-    return read_delta(location, table, version, columns=columns, filters=filters)
+    location = _output_location(output, storage_options)
+    with _watched(location, storage_timeout):
+        if version is None:
+            version = _run_record(location)["tables"][table]["version"]
+        return read_delta(location, table, version, columns=columns, filters=filters)
+
+
+def _output_location(output: str, storage_options: Mapping[str, Any] | None) -> Location:
+    return Location(output, storage_options_with_environment(storage_options or {}))
+
+
+def _watched(output: Location, storage_timeout: float) -> AbstractContextManager[Any]:
+    """The run's storage watchdog (:mod:`pipeline.io.watchdog`) around a read of ``output``:
+    when the storage answers nothing for ``storage_timeout`` seconds, the read stops with the
+    run's one-line :class:`~pipeline.io.storage.StorageError`, not after the storage client's
+    own retries. Only the main thread can be interrupted (from others the bound is those
+    retries), and a delta-rs or Arrow call under way ends at its own limit first."""
+    check_storage_timeout(storage_timeout)
+    return watch_storage({"output": output}, storage_timeout)
+
+
+def _run_record(output: Location) -> dict[str, Any]:
+    record = read_run_record(output)
+    if record is None:
+        raise FileNotFoundError(f"no committed run under {output.url} (no _run.json)")
+    return record
 
 
 __all__ = ["RunResult", "read_run", "read_table", "run_celantur", "run_clearml", "run_job"]

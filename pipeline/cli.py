@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import (
+    DEFAULT_STORAGE_TIMEOUT,
     CelanturOptions,
     ClearmlOptions,
     ExecutionOptions,
@@ -120,6 +121,17 @@ def _add_storage_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_storage_timeout_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--storage-timeout",
+        type=float,
+        default=DEFAULT_STORAGE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"stop {what} (exit 1) when the storage answers no request for this long "
+        f"(default {DEFAULT_STORAGE_TIMEOUT:g})",
+    )
+
+
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of every run (the fields of RunOptions)."""
     defaults = RunOptions(output="-")
@@ -151,14 +163,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="commit empty tables when no input is found (default: exit 1 naming the URL)",
     )
-    parser.add_argument(
-        "--storage-timeout",
-        type=float,
-        default=defaults.storage_timeout,
-        metavar="SECONDS",
-        help="stop the run (exit 1) when the storage answers no request for this long "
-        f"(default {defaults.storage_timeout:g})",
-    )
+    _add_storage_timeout_argument(parser, "the run")
     _add_storage_argument(parser)
     _add_execution_arguments(parser)
 
@@ -266,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     summary = commands.add_parser("summary", help="print the summary of a finished run")
     summary.add_argument("output", help="output folder of a run")
+    _add_storage_timeout_argument(summary, "reading")
     _add_storage_argument(summary)
     _add_log_arguments(summary)
 
@@ -465,9 +471,9 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _print_summary(args: argparse.Namespace) -> int:
     from pipeline.api import read_run, read_table
 
-    storage = _storage_options(args)
-    record = read_run(args.output, storage)
-    summary = read_table(args.output, "summary", storage).to_pylist()
+    storage, timeout = _storage_options(args), args.storage_timeout
+    record = read_run(args.output, storage, storage_timeout=timeout)
+    summary = read_table(args.output, "summary", storage, storage_timeout=timeout).to_pylist()
     print(format_summary(record, summary, args.output))
     return 0
 

@@ -101,6 +101,20 @@ def _check_scale(scale: Any) -> None:
         raise OptionError(f"option 'mask_scale' must be an integer percent 1..100, got {scale!r}")
 
 
+def check_storage_timeout(timeout: object) -> None:
+    """Refuse a ``storage_timeout`` that is not a positive number of seconds.
+
+    Raises
+    ------
+    OptionError
+        Naming the option (exit code 2).
+    """
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise OptionError(
+            f"option 'storage_timeout' must be a positive number of seconds, got {timeout!r}"
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunOptions:
     """What every run takes, whatever its input format.
@@ -138,11 +152,7 @@ class RunOptions:
         _check_scale(self.mask_scale)
         _check_positive("max_pixels", self.max_pixels)
         _check_positive("max_json_bytes", self.max_json_bytes)
-        timeout = self.storage_timeout
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise OptionError(
-                f"option 'storage_timeout' must be a positive number of seconds, got {timeout!r}"
-            )
+        check_storage_timeout(self.storage_timeout)
         if not isinstance(self.storage_options, Mapping):
             # The value is not shown: a misplaced credential is still a credential.
             raise OptionError(

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -30,6 +31,7 @@ from faulty_proxy import FaultPlan, FaultyProxy
 from storage_helpers import upload_tree
 
 from pipeline import read_run, read_table
+from pipeline.io.storage import StorageError
 from pipeline.sampledata.celantur import make_celantur_tree
 from pipeline.sampledata.video import make_video_fleet
 from pipeline.tables import TABLES
@@ -189,6 +191,67 @@ def test_storage_gone_mid_run_stops_within_the_timeout_committing_nothing(
     outage_proxy.enabled = False
     assert read_run(out, storage) == committed
     assert _tables(out, storage) == tables
+
+
+# --- readers under the same watchdog ---------------------------------------------------------
+
+
+@pytest.fixture(params=["closed", "silent"])
+def dead_endpoint(request: pytest.FixtureRequest, s3_endpoint: str) -> Iterator[str]:
+    """An endpoint that answers nothing: ``closed`` (nobody listens: connections refused) or
+    ``silent`` (a socket that listens but never accepts: connections are made, requests are
+    sent, no answer ever comes, as with a hung storage). ``s3_endpoint`` sets the dummy
+    credentials (the requests are signed before they are sent)."""
+    if request.param == "closed":
+        yield "http://127.0.0.1:9"
+        return
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as silent:
+        yield f"http://127.0.0.1:{silent.getsockname()[1]}"
+
+
+def _reader_error(out: str, endpoint: str) -> str:
+    return (
+        f"storage of option 'output' ({out} at {endpoint}) answered no request for "
+        f"{TIMEOUT:g} s (option 'storage_timeout'); last error: "
+    )
+
+
+def test_summary_of_a_dead_storage_stops_within_the_timeout(dead_endpoint: str) -> None:
+    """``mask-pipeline summary`` takes ``--storage-timeout``: exit 1 with the run's one line,
+    not after the storage client's own retries."""
+    out = "s3://bucket/out"
+    started = time.monotonic()
+    process = _cli("summary", out, "--storage-option", f"endpoint_url={dead_endpoint}",
+                   "--storage-timeout", str(TIMEOUT))  # fmt: skip
+    code, out_text, err = _finish(process)
+    elapsed = time.monotonic() - started
+    print(f"\nsummary, dead endpoint: exit {code} after {elapsed:.1f} s")
+    assert code == 1
+    message = _one_message(err)
+    assert message.startswith(f"mask-pipeline: cannot proceed: {_reader_error(out, dead_endpoint)}")
+    assert out_text == ""
+    assert TIMEOUT <= elapsed < TIMEOUT + SLACK
+
+
+@pytest.mark.parametrize("reader", ["read_run", "read_table"])
+def test_api_readers_of_a_dead_storage_stop_within_the_timeout(
+    reader: str, dead_endpoint: str
+) -> None:
+    """``read_run`` and ``read_table`` in the main thread: the run's ``StorageError`` after
+    ``storage_timeout``."""
+    out = "s3://bucket/out"
+    storage = {"endpoint_url": dead_endpoint}
+    read: Callable[[], object] = {
+        "read_run": lambda: read_run(out, storage, storage_timeout=TIMEOUT),
+        "read_table": lambda: read_table(out, "masks", storage, storage_timeout=TIMEOUT),
+    }[reader]
+    started = time.monotonic()
+    with pytest.raises(StorageError) as raised:
+        read()
+    elapsed = time.monotonic() - started
+    print(f"\n{reader}, dead endpoint: {elapsed:.1f} s")
+    assert str(raised.value).startswith(_reader_error(out, dead_endpoint))
+    assert TIMEOUT <= elapsed < TIMEOUT + SLACK
 
 
 # --- stop signals ----------------------------------------------------------------------------

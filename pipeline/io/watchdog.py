@@ -66,11 +66,16 @@ def _probe_filesystem(location: Location, timeout: float) -> Any:
     """A filesystem for ``location`` of the watchdog's own (no shared listing cache) that
     answers or fails within about ``timeout`` seconds (S3: one attempt, short timeouts)."""
     options = dict(location.storage_options)
-    if location.url.startswith(("s3://", "s3a://")):
+    s3 = location.url.startswith(("s3://", "s3a://"))
+    if s3:
         config = dict(options.get("config_kwargs") or {})
         config.update(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1})
         options["config_kwargs"] = config
     fs, _ = url_to_fs(location.url, skip_instance_cache=True, **options)
+    if s3:
+        # s3fs asks again itself after a timeout (5 times): against a storage that takes
+        # requests but never answers, one probe took 30 s and a 10 s timeout tripped at 33 s.
+        fs.retries = 1
     return fs
 
 
