@@ -3,6 +3,15 @@
 >>> from pipeline import api
 >>> result = api.run_celantur("celantur-out/", "stats/", mask_scale=50)   # doctest: +SKIP
 >>> api.read_table("stats/", "instances").to_pandas()                      # doctest: +SKIP
+
+Signals: unlike the CLI, the API installs no signal handler. A library must not take its
+host's signals (a notebook kernel, a web server or a job wrapper has its own handlers, and only
+the main thread may install one). Ctrl-C raises ``KeyboardInterrupt`` as usual: the run closes
+the cluster it started and commits nothing. SIGTERM does whatever the host set; Python's default
+ends the process at once. Either way ``_run.json``, written last, still names the last
+committed run, which is what :func:`read_run` and :func:`read_table` read. To get the CLI's
+behaviour (exit 143, the cluster closed), a script installs its own handler before the run:
+``signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))``.
 """
 
 from __future__ import annotations

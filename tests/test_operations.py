@@ -298,6 +298,60 @@ def test_stop_signal_mid_run_exits_fast_and_commits_nothing(
     assert elapsed < 30
 
 
+@pytest.mark.parametrize("scheduler", ["sync", "local"])
+def test_api_runs_leave_stop_signals_to_the_host(
+    scheduler: str, tree: Path, tmp_path: Path
+) -> None:
+    """The API installs no signal handler (a library must not take the host's signals): a
+    script's own SIGTERM handler stays in place through a run and is what a SIGTERM mid-run
+    calls; raising from it stops the run, which commits nothing (the README's recipe)."""
+    source, out = tmp_path / "in", tmp_path / "out"
+    make_celantur_tree(source / "images", seed=3, images=6)
+    code, _, err = _finish(_cli("celantur", str(source), str(out), "--scheduler", "sync",
+                                "--no-progress"))  # fmt: skip
+    assert code == 0, err[-3000:]
+    committed = read_run(str(out))
+    tables = _tables(str(out), {})
+    make_video_fleet(source / "videos", seed=3, videos=2, frames_per_video=1100, quirks=False)
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import signal
+            from pipeline import api
+            from pipeline.config import ExecutionOptions
+
+            def stop(signum, frame):
+                raise SystemExit(128 + signum)
+
+            if __name__ == "__main__":
+                signal.signal(signal.SIGTERM, stop)
+                local = {scheduler == "local"!r}  # a local cluster of 2 worker processes
+                execution = ExecutionOptions(
+                    scheduler=None if local else "sync", workers=2 if local else None,
+                    batch_bytes=1, progress=False,
+                )
+                try:
+                    api.run_celantur({str(source)!r}, {str(out)!r}, execution=execution)
+                finally:
+                    print("handler in place:", signal.getsignal(signal.SIGTERM) is stop)
+            """
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    ledger = out / "_ledger"
+    before = set(ledger.rglob("*"))
+    _wait_for(lambda: bool(set(ledger.rglob("*")) - before), process, 120)
+    process.send_signal(signal.SIGTERM)
+    code, out_text, err = _finish(process, timeout=60)
+    assert code == 128 + signal.SIGTERM, err[-3000:]
+    assert out_text == "handler in place: True\n"
+    assert read_run(str(out)) == committed
+    assert _tables(str(out), {}) == tables
+
+
 # --- the local cluster cannot start -----------------------------------------------------------
 
 
