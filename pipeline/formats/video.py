@@ -11,12 +11,15 @@ Both paths give identical columns for valid input (a test holds them to it).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter, itemgetter
+from itertools import chain
+from operator import attrgetter
 from typing import Annotated, Any, cast
 
 import msgspec
 import numpy as np
+import pyarrow as pa
 
 from pipeline.formats.metadata import (
     INT64_LIMIT,
@@ -32,6 +35,7 @@ from pipeline.formats.metadata import (
     resolve_size_order,
 )
 from pipeline.io.jsonio import check_json_bounds, parse_json
+from pipeline.tables import SCHEMAS
 
 #: Celantur writes at most this many frames per chunk file.
 MAX_CHUNK_FRAMES = 500
@@ -46,28 +50,39 @@ DETECTION_COLUMNS = (
 _Int64 = Annotated[int, msgspec.Meta(ge=-INT64_LIMIT, le=INT64_LIMIT - 1)]
 
 
-# gc=False: these objects hold no reference cycles, so the cyclic collector need not track the
-# hundreds of thousands a batch decodes (decoding is faster, and so is every collection).
-class _Detection(msgspec.Struct, gc=False):
-    id: _Int64 | None = None
-    type: _Int64 | None = None
-    type_label: str | None = None
-    score: float | None = None
-    is_anonymised: bool | None = None
-    is_anonymized: bool | None = None
-    bbox: list[float] | None = None
-    offset: list[float] | None = None
-    color: list[int] | None = None
+def _chunk_decoder(box: Any, point: Any, size: Any) -> msgspec.json.Decoder[Any]:
+    """A typed decoder of chunks whose ``bbox``, ``offset`` and ``size`` decode as ``box``,
+    ``point`` and ``size``.
+
+    ``gc=False``: these objects hold no reference cycles, so the cyclic collector need not
+    track the hundreds of thousands a batch decodes (decoding is faster, and so is every
+    collection). Fields in the order the product writes them: msgspec finds each key fastest
+    when it is the next field.
+    """
+    detection = msgspec.defstruct(
+        "Detection",
+        [("id", _Int64 | None, None), ("offset", point | None, None),
+         ("bbox", box | None, None), ("type", _Int64 | None, None),
+         ("score", float | None, None), ("is_anonymised", bool | None, None),
+         ("type_label", str | None, None), ("color", list[int] | None, None),
+         ("is_anonymized", bool | None, None)],
+        gc=False,
+    )  # fmt: skip
+    frame = msgspec.defstruct(
+        "Frame",
+        [("id", _Int64), ("detections", list[detection]),  # type: ignore[valid-type]
+         ("size", size | None, None), ("duration", float | None, None)],
+        gc=False,
+    )  # fmt: skip
+    return msgspec.json.Decoder(list[frame])  # type: ignore[valid-type]
 
 
-class _Frame(msgspec.Struct, gc=False):
-    id: _Int64
-    detections: list[_Detection]
-    size: list[int] | None = None
-    duration: float | None = None
-
-
-_DECODER = msgspec.json.Decoder(list[_Frame])
+#: The common case: boxes, offsets and sizes as fixed-length tuples. msgspec does not make the
+#: collector track tuples of numbers (lists it must): with the collector running, as in a run,
+#: this decodes twice as fast, and every box is known to hold 4 numbers.
+_DECODER = _chunk_decoder(tuple[float, float, float, float], tuple[float, float], tuple[int, int])
+#: Boxes, offsets and sizes of any length (refused value by value, as the validating path does).
+_LENIENT_DECODER = _chunk_decoder(list[float], list[float], list[int])
 
 
 @dataclass
@@ -75,16 +90,15 @@ class ParsedChunk:
     """A chunk's frames and detections as columns, with its validation findings.
 
     ``frame_*`` lists are aligned (one entry per frame kept: duplicates of an earlier frame id
-    are dropped with a finding); ``detections`` maps :data:`DETECTION_COLUMNS` to aligned lists.
+    are dropped with a finding); ``detections`` maps :data:`DETECTION_COLUMNS` to aligned Arrow
+    arrays of the ``detections/`` table's types.
     """
 
     frame_ids: list[int] = field(default_factory=list)
     frame_detections: list[int] = field(default_factory=list)
     frame_sizes: list[ResolvedSize | None] = field(default_factory=list)
     frame_durations: list[float | None] = field(default_factory=list)
-    detections: dict[str, list[Any]] = field(
-        default_factory=lambda: {name: [] for name in DETECTION_COLUMNS}
-    )
+    detections: dict[str, pa.Array] = field(default_factory=dict)
     frames_in_file: int = 0
     duplicate_frames: int = 0
     findings: list[Finding] = field(default_factory=list)
@@ -109,7 +123,7 @@ def parse_chunk(data: bytes, *, max_bytes: int) -> ParsedChunk:
     """
     check_json_bounds(data, max_bytes=max_bytes)
     try:
-        frames = _DECODER.decode(data)
+        frames = _decode_typed(data)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
         # Not the common case: the validating path says exactly what is wrong.
         return _parse_validating(parse_json(data, max_bytes=max_bytes))
@@ -117,8 +131,16 @@ def parse_chunk(data: bytes, *, max_bytes: int) -> ParsedChunk:
     return _parse_typed(frames)
 
 
+def _decode_typed(data: bytes) -> list[Any]:
+    """The chunk's frames, by the strict typed decoder or else the lenient one."""
+    try:
+        return cast(list[Any], _DECODER.decode(data))
+    except msgspec.ValidationError:  # a box, offset or size of another length, most likely
+        return cast(list[Any], _LENIENT_DECODER.decode(data))
+
+
 class _Columns:
-    """Accumulates a chunk's frames and detections, resolving each frame's size order."""
+    """Accumulates a chunk's frames, resolving each frame's size order."""
 
     def __init__(self) -> None:
         self.chunk = ParsedChunk()
@@ -144,15 +166,28 @@ class _Columns:
         self.chunk.frame_durations.append(duration)
         return True
 
-    def finish(self) -> ParsedChunk:
-        """Resolve frame sizes (per distinct ``size`` value, from the chunk's boxes)."""
-        columns = self.chunk.detections
-        boxes = [
-            (x1, y1, x2, y2)
-            for x1, y1, x2, y2 in zip(columns["x1"], columns["y1"], columns["x2"], columns["y2"],
-                                      strict=True)
-            if x1 is not None
-        ]  # fmt: skip
+    def add_frames(
+        self, ids: list[int], sizes: list[tuple[int, int] | None], durations: list[float | None]
+    ) -> None:
+        """Add a chunk's frames at once, when no id repeats."""
+        self.chunk.frames_in_file += len(ids)
+        self._seen.update(ids)
+        self.chunk.frame_ids.extend(ids)
+        self.chunk.frame_detections.extend([0] * len(ids))
+        self._pending_sizes.extend(sizes)
+        self.chunk.frame_durations.extend(durations)
+
+    def finish(self, detections: dict[str, pa.Array]) -> ParsedChunk:
+        """Take the detection columns; resolve frame sizes (per distinct ``size`` value, from
+        the chunk's usable boxes)."""
+        self.chunk.detections = detections
+        # resolve_size_order reads only the largest x2 and y2 of the usable boxes (a box is
+        # usable whole or not at all): one box holds both.
+        x2, y2 = (detections[axis].to_numpy(zero_copy_only=False) for axis in ("x2", "y2"))
+        usable = ~np.isnan(x2)  # null: NaN
+        boxes = (
+            [(0.0, 0.0, float(x2[usable].max()), float(y2[usable].max()))] if usable.any() else []
+        )
         resolved: dict[tuple[int, int], ResolvedSize] = {}
         for size in self._pending_sizes:
             if size is not None and size not in resolved:
@@ -163,95 +198,103 @@ class _Columns:
         return self.chunk
 
 
+_TYPES: dict[str, pa.DataType] = {
+    name: SCHEMAS["detections"].field(name).type for name in DETECTION_COLUMNS
+}
+
+
 def _finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and np.isfinite(value) else None
+    return value if value is not None and math.isfinite(value) else None
 
 
-def _parse_typed(frames: list[_Frame]) -> ParsedChunk:
+def _parse_typed(frames: list[Any]) -> ParsedChunk:
+    """Columns of decoded frames. Each column is made by C-level iteration over the flat list
+    of frames or detections (an attribute getter mapped over it, Arrow or NumPy converting the
+    values) and checked whole, without Python code per detection unless a value needs it."""
     columns = _Columns()
-    kept: list[_Frame] = []
-    bad_sizes = 0
-    for frame in frames:
-        size = _valid_size(frame.size)
-        bad_sizes += frame.size is not None and size is None
-        if columns.add_frame(frame.id, size, _finite_or_none(frame.duration)):
-            columns.chunk.frame_detections[-1] = len(frame.detections)
-            kept.append(frame)
-    # Column by column over one flat list, each built by C-level iteration (map over an
-    # attribute getter, zip to transpose boxes): no Python code runs per detection unless a
-    # value needs checking one by one.
-    dets = [d for frame in kept for d in frame.detections]
-    out = columns.chunk.detections
-    out["frame"] = [frame.id for frame in kept for _ in frame.detections]
-    out["detection_index"] = [i for frame in kept for i in range(len(frame.detections))]
-    out["detection_id"] = list(map(attrgetter("id"), dets))
-    out["type"] = list(map(attrgetter("type"), dets))
-    out["type_label"] = list(map(attrgetter("type_label"), dets))
-    given_scores = list(map(attrgetter("score"), dets))
-    scores = (
-        given_scores
-        if None not in given_scores and min(given_scores, default=0.0) >= 0.0
-        and max(given_scores, default=0.0) <= 1.0
-        else [s if s is not None and 0.0 <= s <= 1.0 else None for s in given_scores]
-    )  # fmt: skip
-    out["score"] = scores
+    ids = list(map(attrgetter("id"), frames))
+    given_sizes = [
+        None if size is None else tuple(size) for size in map(attrgetter("size"), frames)
+    ]
+    usable_sizes = {size: _valid_size(size) for size in set(given_sizes) if size is not None}
+    bad_sizes = sum(given_sizes.count(s) for s, usable in usable_sizes.items() if usable is None)
+    sizes = [None if size is None else usable_sizes[size] for size in given_sizes]
+    durations = [_finite_or_none(d) for d in map(attrgetter("duration"), frames)]
+    if len(set(ids)) == len(ids):
+        columns.add_frames(ids, sizes, durations)
+        kept = frames
+    else:
+        kept = [frame for frame, *values in zip(frames, ids, sizes, durations, strict=True)
+                if columns.add_frame(*values)]  # fmt: skip
+    columns.chunk.frame_detections = list(map(len, map(attrgetter("detections"), kept)))
+    counts = np.asarray(columns.chunk.frame_detections, dtype=np.int64)
+    dets = list(chain.from_iterable(map(attrgetter("detections"), kept)))
+    firsts = np.repeat(np.cumsum(counts) - counts, counts)
+    out: dict[str, pa.Array] = {
+        "frame": pa.array(
+            np.repeat(np.asarray(columns.chunk.frame_ids, np.int64), counts), pa.int64()
+        ),
+        "detection_index": pa.array((np.arange(len(dets)) - firsts).astype(np.int32), pa.int32()),
+    }
+    for name, attribute in (("detection_id", "id"), ("type", "type"),
+                            ("type_label", "type_label")):  # fmt: skip
+        out[name] = pa.array(list(map(attrgetter(attribute), dets)), _TYPES[name])
+    out["score"], bad_scores = _scores(list(map(attrgetter("score"), dets)))
     anonymised = list(map(attrgetter("is_anonymised"), dets))
     if None in anonymised:
         spelled = map(attrgetter("is_anonymized"), dets)
         anonymised = [a if a is not None else b for a, b in zip(anonymised, spelled, strict=True)]
-    out["is_anonymised"] = anonymised
-    (x1, y1, x2, y2), bad_boxes = _transposed(list(map(attrgetter("bbox"), dets)), 4)
-    out.update(x1=x1, y1=y1, x2=x2, y2=y2)
-    (out["offset_x"], out["offset_y"]), _ = _transposed(list(map(attrgetter("offset"), dets)), 2)
-    given_colours = list(map(attrgetter("color"), dets))
-    colours = (
-        given_colours
-        if given_colours.count(None) == len(given_colours)
-        else [_colour(c) for c in given_colours]
+    out["is_anonymised"] = pa.array(anonymised, pa.bool_())
+    (out["x1"], out["y1"], out["x2"], out["y2"]), bad_boxes = _coordinates(
+        list(map(attrgetter("bbox"), dets)), 4
     )
-    out["color"] = colours
-    bad = {
-        "bad_bbox": bad_boxes,
-        "bad_color": 0 if colours is given_colours else _refused(given_colours, colours),
-        "bad_score": 0 if scores is given_scores else _refused(given_scores, scores),
-        "bad_size": bad_sizes,
-    }
+    (out["offset_x"], out["offset_y"]), _ = _coordinates(list(map(attrgetter("offset"), dets)), 2)
+    given_colours = list(map(attrgetter("color"), dets))
+    if given_colours.count(None) == len(given_colours):
+        out["color"] = pa.nulls(len(dets), _TYPES["color"])
+        bad_colours = 0
+    else:
+        colours = [_colour(c) for c in given_colours]
+        out["color"] = pa.array(colours, _TYPES["color"])
+        bad_colours = colours.count(None) - given_colours.count(None)
+    bad = {"bad_bbox": bad_boxes, "bad_color": bad_colours, "bad_score": bad_scores,
+           "bad_size": bad_sizes}  # fmt: skip
     for code, count in bad.items():
         if count:
             columns.chunk.findings.append(Finding("warning", code, f"{count} values unusable"))
-    return columns.finish()
+    return columns.finish(out)
 
 
-def _transposed(values: list[list[float] | None], length: int) -> tuple[list[list[Any]], int]:
-    """``length`` columns of the coordinate lists (None in every column where a list is
-    missing, of another length or not finite) and how many given lists were refused. Whole
-    columns at once when every list is fine (a column's sum is finite exactly when all its
-    values are; an overflow only sends it the slow way). ``map(itemgetter)`` per axis, not
-    ``zip(*values)``: zip over thousands of lists is ~4x slower."""
-    if values and None not in values:
-        lists = cast(list[list[float]], values)
-        if set(map(len, lists)) == {length}:
-            columns = [list(map(itemgetter(axis), lists)) for axis in range(length)]
-            try:
-                if all(math.isfinite(math.fsum(c)) for c in columns):
-                    return columns, 0
-            except OverflowError:  # fsum's intermediate overflow: huge, maybe finite values
-                pass
-    kept = [_coords(v, length) for v in values]
-    return [[k[axis] if k else None for k in kept] for axis in range(length)], _refused(
-        values, kept
-    )
+def _scores(given: list[float | None]) -> tuple[pa.Array, int]:
+    """The score column, scores outside 0..1 (infinities included) made null; how many given
+    scores were refused."""
+    if None in given:
+        values = pa.array(given, pa.float64()).to_numpy(zero_copy_only=False)  # None: NaN
+        present = len(given) - given.count(None)
+    else:
+        values, present = np.fromiter(given, np.float64, len(given)), len(given)
+    usable = (values >= 0.0) & (values <= 1.0)  # NaN is not
+    mask = None if usable.all() else ~usable
+    return pa.array(values, pa.float64(), mask=mask), present - int(usable.sum())
 
 
-def _refused(given: list[Any], kept: list[Any]) -> int:
-    """How many values were given but refused by validation."""
-    return sum(g is not None and k is None for g, k in zip(given, kept, strict=True))
-
-
-def _coords(values: list[float] | None, length: int) -> list[float] | None:
-    if values is None or len(values) != length or not all(map(math.isfinite, values)):
-        return None
-    return values
+def _coordinates(given: list[Any], length: int) -> tuple[list[pa.Array], int]:
+    """``length`` float64 columns of coordinate lists: null in every column where a list is
+    missing, of another length or not finite; and how many given lists were refused."""
+    lists = pa.array(given, pa.list_(pa.float64()))  # Arrow reads the sequences in C++
+    values = lists.values.to_numpy()
+    shaped = lists.value_lengths().fill_null(0).to_numpy() == length
+    if shaped.all():
+        table = values.reshape(-1, length).T
+    else:  # rows of another length (or missing) read as NaN, so they are refused below
+        table = np.full((length, len(given)), np.nan)
+        starts = lists.offsets.to_numpy()[:-1][shaped]
+        table[:, shaped] = values[starts[:, None] + np.arange(length)].T
+    usable = np.isfinite(table).all(axis=0)
+    refused = int((lists.is_valid().to_numpy(zero_copy_only=False) & ~usable).sum())
+    mask = None if usable.all() else ~usable
+    columns = [pa.array(np.ascontiguousarray(axis), pa.float64(), mask=mask) for axis in table]
+    return columns, refused
 
 
 def _colour(values: list[int] | None) -> list[int] | None:
@@ -260,7 +303,7 @@ def _colour(values: list[int] | None) -> list[int] | None:
     return values
 
 
-def _valid_size(size: list[int] | None) -> tuple[int, int] | None:
+def _valid_size(size: Sequence[int] | None) -> tuple[int, int] | None:
     if size is None or len(size) != 2 or not all(0 < side < SIDE_LIMIT for side in size):
         return None
     return (size[0], size[1])
@@ -273,7 +316,7 @@ def _parse_validating(document: Any) -> ParsedChunk:
             f"video metadata must be a JSON array of frames, got {type(document).__name__}",
         )
     columns = _Columns()
-    out = columns.chunk.detections
+    out: dict[str, list[Any]] = {name: [] for name in DETECTION_COLUMNS}
     findings = columns.chunk.findings
     for position, raw in enumerate(document):
         frame_id = raw.get("id") if isinstance(raw, dict) else None
@@ -312,7 +355,7 @@ def _parse_validating(document: Any) -> ParsedChunk:
             )  # fmt: skip
             for name, value in zip(DETECTION_COLUMNS, values, strict=True):
                 out[name].append(value)
-    return columns.finish()
+    return columns.finish({name: pa.array(out[name], _TYPES[name]) for name in DETECTION_COLUMNS})
 
 
 def summarise_findings(findings: list[Finding], limit: int = 3) -> list[Finding]:

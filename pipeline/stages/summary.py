@@ -15,6 +15,7 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline.formats.celantur import (
     TYPE_NAMES,
@@ -171,24 +172,27 @@ class BatchSummary:
             [row.get("is_anonymised") for row in rows],
         )
 
-    def add_detection_columns(
-        self, labels: list[Any], scores: list[float | None], anonymised: list[bool | None]
-    ) -> None:
-        """Add detections given as columns, per raw ``type_label``.
+    def add_detection_columns(self, labels: Any, scores: Any, anonymised: Any) -> None:
+        """Add detections given as columns (Arrow arrays or lists), per raw ``type_label``
+        (a missing label counts as ``"None"``).
 
         A label's scores are summed with ``math.fsum`` (exactly rounded) and kept as the exact
         value of that sum: batches are fixed by the plan, so the total is the same whichever
         worker ran which batch, in whatever order.
         """
-        grouped: dict[str, list[int]] = {}
-        for position, label in enumerate(labels):
-            grouped.setdefault(str(label), []).append(position)
-        for label, positions in grouped.items():
-            stats = self.labels.setdefault(label, LabelStats())
-            finite = [s for s in (scores[p] for p in positions) if s is not None]
-            stats.detections += len(positions)
-            stats.anonymised += sum(1 for p in positions if anonymised[p])
-            stats.score_sum += Fraction(math.fsum(finite))
+        encoded = pa.array(labels, pa.string()).dictionary_encode()
+        keys = [str(label) for label in encoded.dictionary.to_pylist()] + [str(None)]
+        codes = encoded.indices.fill_null(len(keys) - 1).to_numpy()
+        values = pa.array(scores, pa.float64()).to_numpy(zero_copy_only=False)  # null: NaN
+        flags = pa.array(anonymised, pa.bool_()).fill_null(False).to_numpy(zero_copy_only=False)
+        for code in np.unique(codes).tolist():
+            selected = codes == code
+            finite = values[selected]
+            finite = finite[~np.isnan(finite)]
+            stats = self.labels.setdefault(keys[code], LabelStats())
+            stats.detections += int(selected.sum())
+            stats.anonymised += int(flags[selected].sum())
+            stats.score_sum += Fraction(math.fsum(finite.tolist()))
             stats.scored += len(finite)
 
     def add_frames(self, rows: Iterable[Mapping[str, Any]]) -> None:

@@ -149,21 +149,21 @@ def _check_chunk(chunk: VideoChunk, parsed: ParsedChunk, issues: ErrorLog) -> di
 def _detection_table(chunk: VideoChunk, parsed: ParsedChunk) -> pa.Table:
     columns: dict[str, Any] = dict(parsed.detections)
     count = parsed.detection_count
-    # Per frame and per distinct label, then spread by lookups (no Python call per detection).
-    sizes = dict(zip(parsed.frame_ids, parsed.frame_sizes, strict=True))
-    widths = {f: s.width if s else None for f, s in sizes.items()}
-    heights = {f: s.height if s else None for f, s in sizes.items()}
-    names = {label: type_name(label) for label in set(columns["type_label"])}
+    # Per frame and per distinct label, then spread by Arrow takes (no Python call per
+    # detection).
+    labels = columns["type_label"].dictionary_encode()
+    names = pa.array(map(type_name, labels.dictionary.to_pylist()), pa.string())
+    frame_of = np.repeat(np.arange(len(parsed.frame_ids)), parsed.frame_detections)
+    sizes = parsed.frame_sizes
     columns.update(
-        source=[chunk.file.rel] * count,
-        media=[chunk.media] * count,
-        type_name=list(map(names.__getitem__, columns["type_label"])),
-        frame_width=list(map(widths.__getitem__, columns["frame"])),
-        frame_height=list(map(heights.__getitem__, columns["frame"])),
+        source=pa.repeat(pa.scalar(chunk.file.rel, pa.string()), count),
+        media=pa.repeat(pa.scalar(chunk.media, pa.string()), count),
+        type_name=names.take(labels.indices),
+        frame_width=pa.array([s.width if s else None for s in sizes], pa.int32()).take(frame_of),
+        frame_height=pa.array([s.height if s else None for s in sizes], pa.int32()).take(frame_of),
     )
-    return pa.Table.from_pydict(
-        {name: columns[name] for name in SCHEMAS["detections"].names}, schema=SCHEMAS["detections"]
-    )
+    schema = SCHEMAS["detections"]
+    return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
 
 
 def _frame_table(chunk: VideoChunk, parsed: ParsedChunk) -> pa.Table:
