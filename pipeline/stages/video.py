@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.config import CelanturOptions
 from pipeline.formats.celantur import type_name
@@ -220,7 +219,7 @@ class _VideoStats:
     detections: int = 0
     labels: Counter[str] = field(default_factory=Counter)
     # Plain float sums: one video's frames are always added in the same (frame) order.
-    label_score_sum: Counter[str] = field(default_factory=Counter)
+    label_score_sum: dict[str, float] = field(default_factory=dict)
     label_scored: Counter[str] = field(default_factory=Counter)
     scores: ScoreHistogram = field(default_factory=ScoreHistogram)
     duration_sum: float = 0.0
@@ -316,12 +315,22 @@ class _VideoStream:
         stats.duration_sum += float(finite.sum())
         stats.durations += len(finite)
         stats.scores.add(scores)
-        for label, score in zip(labels, scores.tolist(), strict=True):
-            key = str(label)
-            stats.labels[key] += 1
-            if np.isfinite(score):
-                stats.label_score_sum[key] += score
-                stats.label_scored[key] += 1
+        # Per distinct str(label), not per detection; each label's scores are added one after
+        # the other in frame order (np.add.accumulate is sequential), as a plain loop would.
+        encoded = pa.array(labels, pa.string()).dictionary_encode()
+        names = [str(label) for label in [*encoded.dictionary.to_pylist(), None]]
+        keys = list(dict.fromkeys(names))
+        key_of = np.array([keys.index(name) for name in names], dtype=np.int64)
+        grouped = key_of[encoded.indices.fill_null(len(names) - 1).to_numpy(zero_copy_only=False)]
+        scored = np.isfinite(scores)
+        for index in np.unique(grouped).tolist():
+            selected = grouped == index
+            key, kept = keys[index], scores[selected & scored]
+            stats.labels[key] += int(selected.sum())
+            if len(kept):
+                running = np.concatenate(([stats.label_score_sum.get(key, 0.0)], kept))
+                stats.label_score_sum[key] = float(np.add.accumulate(running)[-1])
+                stats.label_scored[key] += len(kept)
 
 
 def track_videos(assignment: TrackAssignment, ctx: TaskContext) -> BatchSummary:
@@ -340,7 +349,9 @@ def track_videos(assignment: TrackAssignment, ctx: TaskContext) -> BatchSummary:
 
 
 def _track(
-    assignment: TrackAssignment, ctx: TaskContext, parts: dict[str, dict[str, pa.Table]]
+    assignment: TrackAssignment,
+    ctx: TaskContext,
+    parts: dict[str, dict[str, dict[str, pa.Table]]],
 ) -> BatchSummary:
     issues = ErrorLog()
     gap_rows: list[dict[str, Any]] = []
@@ -388,46 +399,62 @@ def _part_rels(key: str) -> list[str]:
     return [staged_part(table, key) for table in _PART_COLUMNS]
 
 
-def _read_parts(ctx: TaskContext, key: str, reads: Prefetch) -> dict[str, pa.Table]:
-    tables: dict[str, pa.Table] = {}
+def _read_parts(ctx: TaskContext, key: str, reads: Prefetch) -> dict[str, dict[str, pa.Table]]:
+    """The batch's parts: table name -> the rows of each chunk (by ``source``)."""
+    tables: dict[str, dict[str, pa.Table]] = {}
     for (table, columns), rel in zip(_PART_COLUMNS.items(), _part_rels(key), strict=True):
         try:
-            tables[table] = table_from_bytes(reads.take(ctx.output, rel), columns=columns)
+            tables[table] = _by_source(table_from_bytes(reads.take(ctx.output, rel), columns))
         except FileNotFoundError:
-            tables[table] = SCHEMAS[table].empty_table().select(columns)  # no rows written
+            tables[table] = {}  # no rows written
     return tables
 
 
+def _by_source(table: pa.Table) -> dict[str, pa.Table]:
+    """``table``'s rows per ``source``, in table order: one grouping pass, not a filter per
+    chunk over the whole batch."""
+    sources = table["source"].combine_chunks().dictionary_encode()
+    codes = sources.indices.to_numpy()
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(sources.dictionary) + 1))
+    return {
+        source: table.take(order[start:end])
+        for source, start, end in zip(
+            sources.dictionary.to_pylist(), bounds[:-1], bounds[1:], strict=True
+        )
+    }
+
+
 def _floats(column: pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(column.to_pylist(), dtype=np.float64)  # nulls become NaN
+    """A column as float64, nulls as NaN."""
+    return np.asarray(column.cast(pa.float64()).to_numpy(), dtype=np.float64)
 
 
-def _chunk_rows(parts: dict[str, dict[str, pa.Table]], chunk: VideoChunk) -> _ChunkFrames | None:
+def _chunk_rows(
+    parts: dict[str, dict[str, dict[str, pa.Table]]], chunk: VideoChunk
+) -> _ChunkFrames | None:
     """The chunk's frames and detections, sorted by frame (``None`` when it has no ``chunks/``
     row: it failed to parse)."""
+    rel = chunk.file.rel
     for tables in parts.values():
-        mine = {
-            name: table.filter(pc.equal(table["source"], chunk.file.rel))
-            for name, table in tables.items()
-        }
-        if mine["chunks"].num_rows == 0:
+        if rel not in tables["chunks"]:
             continue
-        frames, det = mine["frames"], mine["detections"]
+        frames = tables["frames"].get(rel, SCHEMAS["frames"].empty_table())
+        det = tables["detections"].get(rel, SCHEMAS["detections"].empty_table())
         ids = frames["frame"].to_numpy()
         keep = np.argsort(ids, kind="stable")
         det_frames = det["frame"].to_numpy()
         det_keep = np.argsort(det_frames, kind="stable")
-        labels = det["type_label"].to_pylist()
         boxes = np.column_stack([_floats(det[c]) for c in ("x1", "y1", "x2", "y2")])
         return _ChunkFrames(
             frames=ids[keep],
             durations=_floats(frames["duration"])[keep],
             sizes=np.column_stack([_floats(frames["width"]), _floats(frames["height"])])[keep],
             detection_frames=det_frames[det_keep],
-            labels=[labels[i] for i in det_keep],
+            labels=det["type_label"].take(det_keep).to_pylist(),
             scores=_floats(det["score"])[det_keep],
             boxes=boxes.reshape(-1, 4)[det_keep],
-            duplicates=int(mine["chunks"]["duplicate_frames"][0].as_py() or 0),
+            duplicates=int(tables["chunks"][rel]["duplicate_frames"][0].as_py() or 0),
         )
     return None
 
