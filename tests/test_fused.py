@@ -198,6 +198,40 @@ def test_random_masks_with_every_filter_type_measure_identically(
     assert both_binary(data, scale, None).mismatch is None
 
 
+@st.composite
+def edited_rows(draw):
+    """An RGB(A) mask whose rows are the row above with a few edits, as masks are (the runs of a
+    row are then mostly found from the row above's): an edge moved by a few pixels, a span
+    repainted in one of a few colours, or its alpha changed."""
+    height, width = draw(st.integers(2, 12)), draw(st.integers(1, 40))
+    colours = [(0, 0, 0), (0, 5, 2), (0, 9, 6), (7, 5, 2)]
+    rows = [np.zeros((width, 4), np.uint8)]
+    for _ in range(height - 1):
+        row = rows[-1].copy()
+        for _ in range(draw(st.integers(0, 4))):
+            start = draw(st.integers(0, width - 1))
+            end = draw(st.integers(start + 1, min(width, start + 12)))
+            edit = draw(st.sampled_from(["grow", "shrink", "paint", "alpha"]))
+            if edit == "grow":  # the run left of ``start`` grows over start..end-1
+                row[start:end] = row[start - 1] if start else row[start]
+            elif edit == "shrink":  # the run right of ``end - 1`` grows leftwards
+                row[start:end] = row[end] if end < width else row[end - 1]
+            elif edit == "paint":
+                row[start:end, :3] = colours[draw(st.integers(0, len(colours) - 1))]
+            else:
+                row[start:end, 3] = draw(st.sampled_from([0, 255]))
+        rows.append(row)
+    return draw(st.sampled_from([RGB, RGBA])), np.stack(rows)
+
+
+@settings(max_examples=150, deadline=None)
+@given(edited_rows(), filters, st.integers(1, 3), scales)
+def test_masks_edited_from_row_to_row_measure_identically(mask, row_filters, parts, scale):
+    instance_type, pixels = mask
+    instance = pixels[:, :, : CHANNELS[instance_type]]
+    both_instance(write_png(instance, instance_type, row_filters, parts), scale)
+
+
 #: The flavours the fused path leaves to row-streamed decode: (colour type, bit depth).
 STREAMED = [
     *((GREY, depth) for depth in (1, 2, 4, 8, 16)),

@@ -26,7 +26,6 @@ from pipeline.kernels.segments import (
     _room_for_one_more,
     _room_for_row,
     _sample_row,
-    _up_filter,
 )
 
 #: Returned by a strip kernel when every row was good.
@@ -63,18 +62,14 @@ def _unfilter(
     padded to whole 8-byte words. ``last`` (4 bytes) and ``pattern`` (3 words) are scratch.
     False for a filter type PNG does not define.
 
-    None and Up are a copy and a byte-wise add, which the compiler vectorises. Sub, Average and
-    Paeth predict from the byte one pixel to the left (``_unfilter_left``).
+    None and Up are a copy and a byte-wise add, 8 bytes per step (``_unfilter_words``). Sub,
+    Average and Paeth predict from the byte one pixel to the left (``_unfilter_left``).
     """
     kind = raw[start]
     data = start + 1
     length = stride - 1
-    if kind == 0:
-        for i in range(length):  # a loop: numba's slice copy is ~10x slower here
-            row[i] = raw[data + i]
-    elif kind == 2:
-        for i in range(length):
-            row[i] = raw[data + i] + above[i]
+    if kind == 0 or kind == 2:
+        _unfilter_words(kind == 2, raw, data, length, above, row)
     # One call per filter with the kind as a constant: the compiler specialises each (with the
     # kind a variable, the byte loop runs ~50x slower).
     elif kind == 1:
@@ -86,6 +81,38 @@ def _unfilter(
     else:
         return False
     return True
+
+
+#: Every byte's low 7 bits, and every byte's top bit, of a word (``_unfilter_words``).
+_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+_TOP = np.uint64(0x8080808080808080)
+
+
+@numba.njit(cache=True, nogil=True)
+def _unfilter_words(
+    up: bool, raw: np.ndarray, data: int, length: int, above: np.ndarray, row: np.ndarray
+) -> None:
+    """None (a copy) or, with ``up``, Up (a byte-wise add of the row above) 8 bytes per step:
+    a byte loop here is not vectorised (the compiler cannot rule out that the rows overlap),
+    and costs about as much as the rest of the row's measurement. The eight byte sums of a
+    word are added without carries between them: the low 7 bits of each byte are added, and
+    the top bits put back by exclusive or."""
+    whole = length >> 3
+    raw_words = raw[data : data + 8 * whole].view(np.uint64)
+    row_words = row.view(np.uint64)
+    if up:
+        above_words = above.view(np.uint64)
+        for w in range(whole):
+            a = raw_words[w]
+            b = above_words[w]
+            row_words[w] = ((a & _LOW7) + (b & _LOW7)) ^ ((a ^ b) & _TOP)
+        for i in range(8 * whole, length):
+            row[i] = raw[data + i] + above[i]
+    else:
+        for w in range(whole):
+            row_words[w] = raw_words[w]
+        for i in range(8 * whole, length):
+            row[i] = raw[data + i]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -242,15 +269,21 @@ def _pixel_of(byte: int, channels: int) -> int:
 
 @numba.njit(cache=True, nogil=True)
 def _run_end(
-    row: np.ndarray, words: np.ndarray, start: int, width: int, channels: int, pattern: np.ndarray
+    row: np.ndarray,
+    words: np.ndarray,
+    start: int,
+    x: int,
+    width: int,
+    channels: int,
+    pattern: np.ndarray,
 ) -> int:
-    """The first pixel after ``start`` whose colour (first three samples) differs from pixel
-    ``start``'s, or ``width``. ``words`` is the row as 8-byte words and ``pattern`` is
-    ``_pattern`` of pixel ``start``: the run is followed a word (8 bytes) per step, and pixel by
-    pixel only inside the word where something changes (or where only alpha does)."""
+    """The first pixel from ``x`` on whose colour (first three samples) differs from pixel
+    ``start``'s, or ``width``, when pixels ``start..x-1`` are of that colour. ``words`` is the
+    row as 8-byte words and ``pattern`` is ``_pattern`` of pixel ``start``: the run is followed
+    a word (8 bytes) per step, and pixel by pixel only inside the word where something changes
+    (or where only alpha does)."""
     base = start * channels
     r, g, b = row[base], row[base + 1], row[base + 2]
-    x = start + 1
     w = (x * channels) >> 3
     whole = (width * channels) >> 3  # words entirely inside the row
     m = w - 3 * _pixel_of(w, 3)  # w % 3
@@ -283,8 +316,16 @@ def _run_end(
 
 
 @numba.njit(cache=True, nogil=True)
+def _colour_key(row: np.ndarray, j: int) -> Any:
+    """The colour of the pixel at byte ``j`` as the accumulator's key, ``r << 16 | g << 8 | b``."""
+    return (np.int64(row[j]) << 16) | (np.int64(row[j + 1]) << 8) | np.int64(row[j + 2])
+
+
+@numba.njit(cache=True, nogil=True)
 def _instance_row(
     row: np.ndarray,
+    words: np.ndarray,
+    above_words: np.ndarray,
     width: int,
     channels: int,
     y: int,
@@ -295,33 +336,52 @@ def _instance_row(
     row_ends: np.ndarray,
     pattern: np.ndarray,
     starts: np.ndarray,
-    same: bool,
+    above_starts: np.ndarray,
+    differ: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Measure one unfiltered instance-mask row (``channels`` bytes a pixel, black is
-    background; ``row`` is padded with zeros to whole 8-byte words): each run of one colour
-    (``_run_end``) is added to the colour accumulator (``_add_run``) and its non-black runs to
-    the foreground runs (as ``_append_foreground`` would). ``pattern`` is 3 words of scratch;
-    ``starts`` (width + 1) receives each run's first pixel, then ``width``; when the row is the
-    ``same`` as the row above, its runs are the ones ``starts`` holds already and are not
-    looked for. Returns ``keys``, ``table`` and ``bounds`` (they may have grown) and the number
-    of runs."""
-    words = row.view(np.uint64)
+    background; ``row`` is padded with zeros to whole 8-byte words, ``words`` and
+    ``above_words`` are it and the row above as words):
+    each run of one colour is added to the colour accumulator (``_add_run``) and its non-black
+    runs to the foreground runs (as ``_append_foreground`` would). ``pattern`` is 3 words of
+    scratch; ``starts`` (width + 1) receives each run's first pixel, then ``width``.
+
+    ``above_starts`` holds the runs of the row above the same way, and ``differ`` is the first
+    8-byte word where the rows differ (``_next_difference``; -1 for the first row, which has no
+    row above). Masks change from row to row at the edges of their shapes only, so a run is
+    mostly found from the row above: where the row above's run covering the start, and the
+    pixel after that run, are the same bytes in this row, the run ends where that one does,
+    without looking at its pixels; else the pixels up to the next word where the rows differ
+    still continue the run, and it is followed (``_run_end``) from there.
+    Returns ``keys``, ``table`` and ``bounds`` (they may have grown) and the number of runs."""
     count = row_ends[y - 1] if y > 0 else 0
     first = count
     bounds = _room_for_row(bounds, count, width)
     x = 0
     runs = 0
+    k = 0  # the run of the row above covering x
     while x < width:
         j = x * channels
-        key = (np.int64(row[j]) << 16) | (np.int64(row[j + 1]) << 8) | np.int64(row[j + 2])
+        key = _colour_key(row, j)
         start = x
-        if same:
-            x = starts[runs + 1]
-        else:
-            starts[runs] = start
-            _pattern(row, j, channels, pattern)
-            x = _run_end(row, words, start, width, channels, pattern)
+        starts[runs] = start
         runs += 1
+        x = start + 1  # the first pixel not known to continue the run
+        found = False
+        if differ >= 0:
+            while above_starts[k + 1] <= start:
+                k += 1
+            end = above_starts[k + 1]
+            if differ < j >> 3:
+                differ = _next_difference(words, above_words, j >> 3)
+            if (min(end + 1, width) * channels - 1) >> 3 < differ:
+                x = end  # its pixels and the pixel after it are unchanged
+                found = True
+            else:  # the pixels before the one overlapping word ``differ`` are unchanged
+                x = max(x, min(end, _pixel_of(8 * differ, channels)))
+        if not found:
+            _pattern(row, j, channels, pattern)
+            x = _run_end(row, words, start, x, width, channels, pattern)
         if not _room_for_one_more(keys, table, state):
             keys, table = _grow(keys, table)
         _add_run(key, start, x, y, True, keys, table, state)
@@ -338,14 +398,13 @@ def _instance_row(
 
 
 @numba.njit(cache=True, nogil=True)
-def _same_as_above(row: np.ndarray, above: np.ndarray) -> bool:
-    """Whether two padded row buffers hold the same bytes, compared 8 bytes per step."""
-    words = row.view(np.uint64)
-    above_words = above.view(np.uint64)
-    for w in range(words.shape[0]):  # noqa: SIM110 (a generator does not compile in numba)
-        if words[w] != above_words[w]:
-            return False
-    return True
+def _next_difference(words: np.ndarray, above_words: np.ndarray, first: int) -> int:
+    """The first word from ``first`` on where two padded rows (as 8-byte words) differ, or the
+    number of words when none does."""
+    w = first
+    while w < words.shape[0] and words[w] == above_words[w]:
+        w += 1
+    return w
 
 
 @numba.njit(cache=True, nogil=True)
@@ -367,28 +426,59 @@ def _sample_runs(
     row: np.ndarray,
     starts: np.ndarray,
     runs: int,
-    cols: np.ndarray,
-    above: np.ndarray,
-    first: bool,
+    first_col: np.ndarray,
+    sampled: np.ndarray,
+    memory: np.ndarray,
     out_row: np.ndarray,
 ) -> None:
-    """``_sample_row`` of an RGB row from its runs (``_instance_row``'s ``starts``): each
-    sampled pixel is its run's colour, written without reading the row again."""
-    out_row[0] = 2  # PNG filter type UP
-    c = 0
-    count = cols.shape[0]
+    """The UP-filtered scanline of an RGB row's nearest-neighbour sample, from its runs
+    (``_instance_row``'s ``starts``): the bytes ``_sample_row`` writes, without a pass per
+    sampled pixel.
+
+    ``first_col[x]`` is the number of sampled columns before pixel x, so a run covers a span of
+    them. ``sampled`` (2, 2, columns + 1) holds two scanlines' sampled runs (first columns, then
+    the column count; colours), ``memory[1]`` which of the two is the previous scanline's and
+    ``memory[2]`` its run count (one black run before the first scanline). The scanline is the
+    difference of this row's runs and the previous scanline's, zero where the colours agree,
+    so only spans whose colour changed are written pixel by pixel.
+    """
+    count = first_col[first_col.shape[0] - 1]
+    previous = memory[1]
+    current = 1 - previous
+    above_starts, above_colours = sampled[previous, 0], sampled[previous, 1]
+    run_starts, colours = sampled[current, 0], sampled[current, 1]
+    n = 0
     for r in range(runs):
-        end = starts[r + 1]
-        if c < count and cols[c] < end:
+        c = first_col[starts[r]]
+        if first_col[starts[r + 1]] > c:
             j = starts[r] * 3
-            red, green, blue = row[j], row[j + 1], row[j + 2]
-            while c < count and cols[c] < end:
-                o = 1 + 3 * c
+            run_starts[n] = c
+            colours[n] = _colour_key(row, j)
+            n += 1
+    run_starts[n] = count
+    out_row[0] = 2  # PNG filter type UP
+    out_row[1:] = 0
+    a = 0
+    b = 0
+    c = 0
+    while c < count:
+        end = min(run_starts[a + 1], above_starts[b + 1])
+        colour, above_colour = colours[a], above_colours[b]
+        if colour != above_colour:
+            red = ((colour >> 16) - (above_colour >> 16)) & 255
+            green = ((colour >> 8) - (above_colour >> 8)) & 255
+            blue = (colour - above_colour) & 255
+            for o in range(1 + 3 * c, 1 + 3 * end, 3):
                 out_row[o] = red
                 out_row[o + 1] = green
                 out_row[o + 2] = blue
-                c += 1
-    _up_filter(out_row, above, first)
+        c = end
+        if run_starts[a + 1] == end:
+            a += 1
+        if above_starts[b + 1] == end:
+            b += 1
+    memory[1] = current
+    memory[2] = n
 
 
 @numba.njit(cache=True, nogil=True)
@@ -405,7 +495,9 @@ def instance_strip(
     row_ends: np.ndarray,
     sample_rows: np.ndarray,
     sample_cols: np.ndarray,
+    first_col: np.ndarray,
     sampled_above: np.ndarray,
+    sampled: np.ndarray,
     scaled: np.ndarray,
     progress: np.ndarray,
     starts: np.ndarray,
@@ -414,10 +506,13 @@ def instance_strip(
     """Unfilter a strip of an RGB(A) instance mask and measure it: colours (with black as
     background) and foreground runs (``_instance_row``), and the rescaled scanlines.
 
-    ``starts`` (width + 1) and ``memory`` (1) carry from strip to strip: the last row's runs,
-    and the last row that differed from the row above it. A row the same as the
-    one above (background, the inside of shapes with vertical sides) is measured from the runs
-    already found, and a rescaled scanline whose source rows did not change is zeros.
+    ``starts`` (2, width + 1), ``sampled`` and ``memory`` (3) carry from strip to strip: the
+    runs of the last two rows (by row parity, as ``lines``), the last row that differed from
+    the row above it (``memory[0]``) and the last scanline's sampled runs (``_sample_runs``).
+    A row is measured from the runs of the row above wherever the two are the same
+    (``_instance_row``), and a rescaled scanline whose source rows did not change is zeros.
+    RGB rows are sampled from their runs (``first_col``), RGBA ones pixel by pixel
+    (``sample_cols``, ``sampled_above``).
 
     Returns the (possibly grown) ``keys``, ``table``, ``bounds`` and ``ROWS_OK``, or the index
     of the first row with an undefined filter type.
@@ -426,18 +521,23 @@ def instance_strip(
     stride = 1 + length
     pattern = np.empty(3, dtype=np.uint64)
     last = np.empty(4, dtype=np.uint8)
+    words_of = lines.view(np.uint64)  # the row buffers as 8-byte words
     for i in range(raw.shape[0] // stride):
         y = first_row + i
         row = lines[y & 1]
         above = lines[(y + 1) & 1]
         if not _unfilter(raw, i * stride, stride, channels, above, row, last, pattern):
             return keys, table, bounds, y
-        same = y > 0 and _same_as_above(row, above)
-        if not same:
+        words = words_of[y & 1]
+        above_words = words_of[(y + 1) & 1]
+        differ = _next_difference(words, above_words, 0) if y > 0 else -1
+        if differ < words.shape[0]:
             memory[0] = y
+        row_starts = starts[y & 1]
         keys, table, bounds, runs = _instance_row(
-            row, width, channels, y, keys, table, state, bounds, row_ends, pattern, starts, same
-        )
+            row, words, above_words, width, channels, y, keys, table, state, bounds, row_ends,
+            pattern, row_starts, starts[(y + 1) & 1], differ,
+        )  # fmt: skip
         # RGB rows are sampled from their runs; RGBA ones pixel by pixel (a run is one colour,
         # but its alpha may vary).
         while progress[0] < sample_rows.shape[0] and sample_rows[progress[0]] == y:
@@ -445,7 +545,7 @@ def instance_strip(
             if _unchanged_scanline(r, sample_rows, memory[0], scaled[r]):
                 pass  # the previous scanline's pixels again: UP zeros
             elif channels == 3:
-                _sample_runs(row, starts, runs, sample_cols, sampled_above, r == 0, scaled[r])
+                _sample_runs(row, row_starts, runs, first_col, sampled, memory, scaled[r])
             else:
                 pixels = row[:length].reshape((width, channels))
                 _sample_row(pixels, sample_cols, sampled_above, r == 0, scaled[r])
@@ -483,13 +583,15 @@ def binary_strip(
     stride = 1 + length
     pattern = np.empty(3, dtype=np.uint64)
     last = np.empty(4, dtype=np.uint8)
+    words_of = lines.view(np.uint64)  # the row buffers as 8-byte words
     for i in range(raw.shape[0] // stride):
         y = first_row + i
         row = lines[y & 1]
         above = lines[(y + 1) & 1]
         if not _unfilter(raw, i * stride, stride, channels, above, row, last, pattern):
             return y
-        if y == 0 or not _same_as_above(row, above):
+        words = words_of[y & 1]
+        if y == 0 or _next_difference(words, words_of[(y + 1) & 1], 0) < words.shape[0]:
             memory[0] = y
         samples = row[:length]
         hidden, differ = _binary_row(

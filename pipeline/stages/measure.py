@@ -151,8 +151,12 @@ class _Rescaled:
         self.above = np.empty(len(cols) * channels, dtype=np.uint8)
         self.scanlines = np.empty((len(rows), 1 + len(cols) * channels), dtype=np.uint8)
         self.progress = np.zeros(1, dtype=np.int64)
-        # What the strip kernels carry from strip to strip (see instance_strip).
-        self.memory = np.zeros(1, dtype=np.int64)
+        # What the strip kernels carry from strip to strip (see instance_strip): the sampled
+        # runs of the scanline above the first are one black run.
+        self.first_col = np.searchsorted(cols, np.arange(header.width + 1))
+        self.sampled = np.zeros((2, 2, len(cols) + 1), dtype=np.int64)
+        self.sampled[0, 0, -1] = len(cols)
+        self.memory = np.array([0, 0, 1], dtype=np.int64)
 
     def png(self, data: bytes) -> bytes | None:
         if self.scale is None:
@@ -180,13 +184,13 @@ def _fused_instance(data: bytes, header: PngHeader, scale: int | None) -> Instan
     colours = ColourAccumulator(skip_black=True)
     bounds, row_ends = ForegroundRuns.empty_buffers(header.height)
     rescaled = _Rescaled(header, scale)
-    starts = np.empty(header.width + 1, dtype=np.int64)  # the last row's runs
+    starts = np.empty((2, header.width + 1), dtype=np.int64)  # the last two rows' runs
     for first_row, raw in inflate_scanlines(data, header):
         colours.keys, colours.table, bounds, bad_row = instance_strip(
             raw, first_row, header.width, header.channels, lines,
             colours.keys, colours.table, colours.state, bounds, row_ends,
-            rescaled.rows, rescaled.cols, rescaled.above, rescaled.scanlines, rescaled.progress,
-            starts, rescaled.memory,
+            rescaled.rows, rescaled.cols, rescaled.first_col, rescaled.above, rescaled.sampled,
+            rescaled.scanlines, rescaled.progress, starts, rescaled.memory,
         )  # fmt: skip
         _check_rows(bad_row)
     return InstanceMeasure(
