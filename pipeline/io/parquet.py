@@ -1,4 +1,5 @@
-"""Parquet parts: zstd, deterministic bytes, one object per part, no ``_metadata``.
+"""Parquet parts: deterministic bytes, one object per part, no ``_metadata``; zstd for the
+tables' data files, Snappy for the staged parts they are assembled from.
 
 Batch tasks stage their rows as parts under ``_staged/<table>/`` (named by batch key, so an
 incremental run finds them again); a run's commit assembles them into the tables' Delta data
@@ -15,11 +16,17 @@ import pyarrow.parquet as pq
 from pipeline.io.storage import Location
 
 
-def table_bytes(table: pa.Table) -> bytes:
-    """Serialise a table as one Parquet file (zstd). The same table gives the same bytes."""
+def table_bytes(table: pa.Table, *, compression: str = "zstd") -> bytes:
+    """Serialise a table as one Parquet file (zstd unless told). The same table gives the same
+    bytes."""
     sink = pa.BufferOutputStream()  # Arrow's own memory: no Python file object in between
-    pq.write_table(table, sink, compression="zstd", write_statistics=True)
+    pq.write_table(table, sink, compression=compression, write_statistics=True)
     return sink.getvalue().to_pybytes()
+
+
+#: Staged parts are read once, by the assembly: Snappy writes a batch's small parts in ~40 % of
+#: zstd's time (zstd's set-up per column dominates them), for ~10 % more bytes.
+STAGED_COMPRESSION = "snappy"
 
 
 def table_from_bytes(data: bytes, columns: list[str] | None = None) -> pa.Table:
@@ -50,8 +57,9 @@ def staged_part(table: str, key: str) -> str:
 
 
 def write_part(location: Location, rel: str, table: pa.Table) -> str:
-    """Write ``table`` to ``rel`` below ``location`` in one request; returns ``rel``."""
-    location.write_bytes(rel, table_bytes(table))
+    """Write the staged part ``table`` to ``rel`` below ``location`` in one request; returns
+    ``rel``."""
+    location.write_bytes(rel, table_bytes(table, compression=STAGED_COMPRESSION))
     return rel
 
 
@@ -61,7 +69,7 @@ def write_content_part(location: Location, folder: str, table: pa.Table) -> str:
     For the rows the client stages at commit time (summary, run-level errors): a rerun with
     the same content finds the part already there and writes nothing.
     """
-    data = table_bytes(table)
+    data = table_bytes(table, compression=STAGED_COMPRESSION)
     rel = f"{folder}/part-{hashlib.sha256(data).hexdigest()[:20]}.parquet"
     if not location.exists(rel):
         location.write_bytes(rel, data)
