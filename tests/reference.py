@@ -69,3 +69,16 @@ def region_stats(area: np.ndarray) -> dict[str, Any]:
         "centroid_x": float(xs.mean()),
         "centroid_y": float(ys.mean()),
     }
+
+
+def many_colours_repeating_across_black(colours: int) -> np.ndarray:
+    """An RGB mask of ``colours`` distinct colours, each as colour, black, colour: the colour comes
+    back right after the black run, while the accumulator grows in between (its table doubles
+    at 512, 1024, 2048 colours)."""
+    rgb = np.zeros((2, 3 * colours, 3), dtype=np.uint8)
+    for k in range(colours):
+        value = k + 1
+        colour = (value >> 16 or 1, (value >> 8) & 255, value & 255)
+        rgb[:, 3 * k] = colour
+        rgb[:, 3 * k + 2] = colour
+    return rgb

@@ -20,6 +20,7 @@ from corpus import GREY, GREY_ALPHA, PALETTE, RGB, RGBA, SIGNATURE, chunk, ihdr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from reference import many_colours_repeating_across_black
 from test_bad_inputs import build_corpus
 
 from pipeline.io.png import PngError, checked_header, decode_png, inflate_scanlines
@@ -449,6 +450,15 @@ def test_every_mask_style_and_encoder_measures_identically(style):
             else:
                 result = both_instance(data, scale)
                 assert result.stats.background_pixels < mask.shape[0] * mask.shape[1]
+
+
+def test_colours_repeating_while_the_accumulator_grows():
+    """The fused kernel grows the colour accumulator mid-row too (2,100 colours, each as colour,
+    black, colour): the same statistics as the whole-image kernel, which its test checks
+    against a reference."""
+    rgb = many_colours_repeating_across_black(2100)
+    result = both_instance(write_png(rgb, RGB, [0, 2]), 50)
+    assert result.stats.pixels.tolist() == [4] * 2100
 
 
 @pytest.mark.parametrize("encoder", ["pillow", "up-only", "none-only"])

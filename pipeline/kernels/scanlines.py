@@ -20,12 +20,16 @@ import numba
 import numpy as np
 
 from pipeline.kernels.segments import (
-    _add_run,
+    _BACKGROUND,
+    _LAST_KEY,
+    _LAST_SLOT,
+    _add_to_slot,
     _binary_row,
     _grow,
     _room_for_one_more,
     _room_for_row,
     _sample_row,
+    _slot_of,
 )
 
 #: Returned by a strip kernel when every row was good.
@@ -341,9 +345,9 @@ def _instance_row(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Measure one unfiltered instance-mask row (``channels`` bytes a pixel, black is
     background; ``row`` is padded with zeros to whole 8-byte words, ``words`` and
-    ``above_words`` are it and the row above as words):
-    each run of one colour is added to the colour accumulator (``_add_run``) and its non-black
-    runs to the foreground runs (as ``_append_foreground`` would). ``pattern`` is 3 words of
+    ``above_words`` are it and the row above as words): each run of one colour is added to the
+    colour accumulator (as ``_add_run`` would) and its non-black runs to the foreground runs
+    (as ``_append_foreground`` would). ``pattern`` is 3 words of
     scratch; ``starts`` (width + 1) receives each run's first pixel, then ``width``.
 
     ``above_starts`` holds the runs of the row above the same way, and ``differ`` is the first
@@ -360,6 +364,10 @@ def _instance_row(
     x = 0
     runs = 0
     k = 0  # the run of the row above covering x
+    # The accumulator's run-to-run state (see _add_run) in local variables: kept in memory, it
+    # is reloaded after every store to the table (the arrays might overlap), ~30 % of the row.
+    last_key, last_slot = state[_LAST_KEY], state[_LAST_SLOT]
+    background = 0
     while x < width:
         j = x * channels
         key = _colour_key(row, j)
@@ -382,18 +390,25 @@ def _instance_row(
         if not found:
             _pattern(row, j, channels, pattern)
             x = _run_end(row, words, start, x, width, channels, pattern)
-        if not _room_for_one_more(keys, table, state):
-            keys, table = _grow(keys, table)
-        _add_run(key, start, x, y, True, keys, table, state)
-        if key != 0:
-            if count > first and bounds[count - 1, 1] == start:
-                bounds[count - 1, 1] = x
-            else:
-                bounds[count, 0] = start
-                bounds[count, 1] = x
-                count += 1
+        if key == 0:
+            background += x - start
+            continue
+        if key != last_key:
+            if not _room_for_one_more(keys, table, state):
+                keys, table = _grow(keys, table)  # it moves the slots: look up after it
+            last_slot = _slot_of(key, start, x, y, keys, table, state)
+            last_key = key
+        _add_to_slot(last_slot, start, x, y, table)
+        if count > first and bounds[count - 1, 1] == start:
+            bounds[count - 1, 1] = x
+        else:
+            bounds[count, 0] = start
+            bounds[count, 1] = x
+            count += 1
     row_ends[y] = count
     starts[runs] = width
+    state[_BACKGROUND] += background
+    state[_LAST_KEY], state[_LAST_SLOT] = last_key, last_slot
     return keys, table, bounds, runs
 
 

@@ -70,28 +70,43 @@ def _add_run(
     call).
 
     ``state`` holds what carries from run to run: colours used, background pixels, and the last
-    colour seen with its slot (the hash lookup is skipped while the colour repeats). With
-    ``skip_black``, (0, 0, 0) is counted apart and not measured (Celantur background); without,
-    it is measured like any colour (a ClearML label value may be black).
+    colour seen with its slot (the hash lookup is skipped while the colour repeats; whoever
+    grows the accumulator forgets it, since growing moves the slots). With ``skip_black``,
+    (0, 0, 0) is counted apart and not measured (Celantur background); without, it is measured
+    like any colour (a ClearML label value may be black).
     """
-    run = end - start
     if key == 0 and skip_black:
-        state[_BACKGROUND] += run
+        state[_BACKGROUND] += end - start
         return
     if key != state[_LAST_KEY]:
-        mask = keys.shape[0] - 1
-        slot = _hash_slot(key, mask)
-        while keys[slot] != key and keys[slot] != _EMPTY:
-            slot = (slot + 1) & mask
-        if keys[slot] == _EMPTY:
-            keys[slot] = key
-            table[slot, _XMIN] = start
-            table[slot, _XMAX] = end - 1
-            table[slot, _YMIN] = y
-            state[_USED] += 1
+        state[_LAST_SLOT] = _slot_of(key, start, end, y, keys, table, state)
         state[_LAST_KEY] = key
-        state[_LAST_SLOT] = slot
-    slot = state[_LAST_SLOT]
+    _add_to_slot(state[_LAST_SLOT], start, end, y, table)
+
+
+@numba.njit(cache=True, nogil=True)
+def _slot_of(
+    key: Any, start: int, end: int, y: int, keys: np.ndarray, table: np.ndarray, state: np.ndarray
+) -> Any:
+    """The accumulator's slot of colour ``key``; a new colour takes a free one, with the run
+    ``start..end-1`` of row ``y`` as its first bounds (the accumulator must have room)."""
+    mask = keys.shape[0] - 1
+    slot = _hash_slot(key, mask)
+    while keys[slot] != key and keys[slot] != _EMPTY:
+        slot = (slot + 1) & mask
+    if keys[slot] == _EMPTY:
+        keys[slot] = key
+        table[slot, _XMIN] = start
+        table[slot, _XMAX] = end - 1
+        table[slot, _YMIN] = y
+        state[_USED] += 1
+    return slot
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_to_slot(slot: Any, start: int, end: int, y: int, table: np.ndarray) -> None:
+    """Add the run ``start..end-1`` of row ``y`` to the colour in ``slot``."""
+    run = end - start
     table[slot, _COUNT] += run
     if start < table[slot, _XMIN]:
         table[slot, _XMIN] = start
@@ -129,6 +144,7 @@ def _measure_row(
             x += 1
         if not _room_for_one_more(keys, table, state):
             keys, table = _grow(keys, table)
+            state[_LAST_KEY] = _EMPTY  # its slot moved
         key = (np.int64(r) << (2 * bits)) | (np.int64(g) << bits) | np.int64(b)
         _add_run(key, start, x, y, skip_black, keys, table, state)
     return keys, table

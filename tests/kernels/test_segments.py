@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from reference import many_colours_repeating_across_black
 from skimage.draw import ellipse
 from skimage.measure import regionprops
 
@@ -388,6 +389,15 @@ def test_thousands_of_repeating_colours():
     stats = colour_stats(rgb)
     assert len(stats) == len(np.unique(palette[palette.any(axis=1)], axis=0))
     assert_stats_equal(stats, reference_by_pixel(rgb), rgb)
+
+
+@pytest.mark.parametrize("colours", [600, 1100, 2100])
+def test_colours_repeating_while_the_accumulator_grows(colours):
+    """Regression: a colour seen again right after the accumulator grew was added to the slot it
+    had before the table was rehashed (another colour's, or none)."""
+    stats = check(many_colours_repeating_across_black(colours))
+    assert len(stats) == colours
+    assert stats.pixels.tolist() == [4] * colours
 
 
 # ---------------------------------------------------------------------------------------------
