@@ -22,6 +22,12 @@ from pipeline.config import SCHEDULER_ENV, ExecutionOptions
 #: (a 1080p mask measured 46% slower). Up to 8 MiB, buffers are reused from the heap instead,
 #: which Dask's trim threshold still returns to the system when freed at its top.
 WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(8 << 20)}
+#: Dask configuration of the workers a run starts. Dask's statistical profiler samples the task
+#: thread's stack every 10 ms on the worker's event loop, holding the GIL the task needs: 25-40%
+#: of a worker's event-loop CPU during a run of 1080p masks (5% of a 2-worker run's CPU on 40
+#: images), on the very cores the tasks need. It feeds only the dashboard's profile page; a
+#: cluster started by the user (option ``scheduler``) keeps its own configuration.
+LOCAL_WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 
 LOG = logging.getLogger(__name__)
 
@@ -122,13 +128,15 @@ def _describe(client: Any, kind: str) -> dict[str, Any]:
     return description
 
 
-def worker_malloc_settings() -> contextlib.AbstractContextManager[Any]:
+def local_worker_settings() -> contextlib.AbstractContextManager[Any]:
     """Dask configuration under which a ``LocalCluster`` spawns its workers with
-    :data:`WORKER_MALLOC_ENV` (values the user configured take precedence)."""
+    :data:`WORKER_MALLOC_ENV` (environment values the user configured take precedence) and
+    :data:`LOCAL_WORKER_CONFIG` (the nannies hand their configuration to the workers)."""
     import dask
 
     key = "distributed.nanny.pre-spawn-environ"
-    return dask.config.set({key: {**WORKER_MALLOC_ENV, **dask.config.get(key, default={})}})
+    environ = {**WORKER_MALLOC_ENV, **dask.config.get(key, default={})}
+    return dask.config.set({key: environ, **LOCAL_WORKER_CONFIG})
 
 
 @contextlib.contextmanager
@@ -188,7 +196,7 @@ def open_executor(
     with contextlib.ExitStack() as stack:
         stack.callback(logging.disable, logging.root.manager.disable)  # after the cluster closed
         try:
-            with worker_malloc_settings():
+            with local_worker_settings():
                 cluster = stack.enter_context(
                     LocalCluster(
                         n_workers=workers,

@@ -470,17 +470,26 @@ def test_dashboard_link_is_printed_when_the_cluster_starts(
 MALLOC_KEYS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
-def test_started_workers_get_the_malloc_settings():
+def test_started_workers_get_the_malloc_settings_and_no_profiler():
     """Workers of the LocalCluster a run starts have WORKER_MALLOC_ENV in their environment
-    (Dask's own MALLOC_TRIM_THRESHOLD_ stays)."""
+    (Dask's own MALLOC_TRIM_THRESHOLD_ stays) and run no statistical profiler; the client's
+    own configuration is left as it was."""
+    import dask
+    import distributed  # noqa: F401  (its configuration defaults)
+
     from pipeline.config import ExecutionOptions
     from pipeline.graph import WORKER_MALLOC_ENV, open_executor
 
+    profiling = dask.config.get("distributed.worker.profile.enabled")
     with open_executor(ExecutionOptions(workers=1, progress=False)) as executor:
         assert executor.client is not None
         # A lambda travels by value: a worker cannot import this test module by name.
         seen = executor.client.run(lambda: {k: os.environ.get(k) for k in MALLOC_KEYS})
+        callbacks = executor.client.run(lambda dask_worker: sorted(dask_worker.periodic_callbacks))
     assert list(seen.values()) == [
         {"MALLOC_MMAP_THRESHOLD_": WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"],
          "MALLOC_TRIM_THRESHOLD_": "65536"}
     ]  # fmt: skip
+    [names] = callbacks.values()
+    assert "heartbeat" in names and "profile" not in names and "profile-cycle" not in names
+    assert dask.config.get("distributed.worker.profile.enabled") == profiling
