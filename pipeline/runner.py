@@ -440,8 +440,12 @@ def _pass_results(
     with failed inputs is logged at once (the first :data:`WARNING_LINES` of the pass)."""
     bar = show_bar(ctx.options.execution.progress)
     LOG.info("%s: %d batches", label, len(work), extra=fields(phase=label, batches=len(work)))
+    # Largest first: a cluster starts tasks in the order given, so the last ones to start are
+    # the smallest and the workers finish together (content-defined batches range up to twice
+    # their target size; one of them started last would leave the other workers idle).
+    largest_first = sorted(work, key=lambda item: -item.item.bytes)
     warned = 0
-    for part in executor.map(run_work, work, ctx, label=label, progress=bar):
+    for part in executor.map(run_work, largest_first, ctx, label=label, progress=bar):
         if part.failed and warned < WARNING_LINES:
             warned += 1
             LOG.warning(

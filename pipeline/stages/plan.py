@@ -100,6 +100,11 @@ class Batch(Generic[Item]):
     key: str
     groups: tuple[Item, ...]
 
+    @property
+    def bytes(self) -> int:
+        """Input bytes of the batch."""
+        return sum(g.bytes for g in self.groups)
+
 
 @dataclass(frozen=True)
 class TrackAssignment:
@@ -108,6 +113,11 @@ class TrackAssignment:
     key: str
     videos: tuple[tuple[str, tuple[VideoChunk, ...]], ...]  # (media, chunks by start frame)
     batch_keys: tuple[str, ...]
+
+    @property
+    def bytes(self) -> int:
+        """Input bytes of the linked videos' chunks."""
+        return sum(chunk.bytes for _, chunks in self.videos for chunk in chunks)
 
 
 @dataclass
