@@ -149,6 +149,7 @@ def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
         decode_repeats, encode_repeats, run_repeats, images = {"full-hd": 3}, 3, 1, 24
         video_chunks, video_repeats = 2, 2
         fullhd_images, fullhd_repeats, memory_mask, memory_images = 8, 1, "full-hd", 2
+        fullhd_scaling_images = 24
         scale_masks, scale_chunks = 10_000, 1
         storage_images, storage_repeats = 24, 1
         spread_repeats, spread_runs, spread_copies = 3, 1, 2
@@ -169,6 +170,7 @@ def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
         images = args.images
         video_chunks, video_repeats = 12, 5
         fullhd_images, fullhd_repeats, memory_mask, memory_images = 40, 3, "18mp", 3
+        fullhd_scaling_images = 300
         scale_masks, scale_chunks = 100_000, 3
         storage_images, storage_repeats = 100, 2
         spread_repeats, spread_runs, spread_copies = 11, 3, 4
@@ -192,7 +194,11 @@ def _run_sections(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
         ),
         "gaps": lambda: gaps.run(seeds=2 if args.quick else 6, repeats=2 if args.quick else 5),
         "full_hd_targets": lambda: fullhd.run(
-            scratch, images=fullhd_images, seed=args.seed, repeats=fullhd_repeats
+            scratch,
+            images=fullhd_images,
+            scaling_images=fullhd_scaling_images,
+            seed=args.seed,
+            repeats=fullhd_repeats,
         ),
         "worker_memory": lambda: memory.run(
             scratch,
