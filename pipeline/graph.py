@@ -22,12 +22,22 @@ from pipeline.config import SCHEDULER_ENV, ExecutionOptions
 #: (a 1080p mask measured 46% slower). Up to 8 MiB, buffers are reused from the heap instead,
 #: which Dask's trim threshold still returns to the system when freed at its top.
 WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(8 << 20)}
-#: Dask configuration of the workers a run starts. Dask's statistical profiler samples the task
-#: thread's stack every 10 ms on the worker's event loop, holding the GIL the task needs: 25-40%
-#: of a worker's event-loop CPU during a run of 1080p masks (5% of a 2-worker run's CPU on 40
-#: images), on the very cores the tasks need. It feeds only the dashboard's profile page; a
-#: cluster started by the user (option ``scheduler``) keeps its own configuration.
-LOCAL_WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
+#: Dask configuration of the local cluster a run starts (its scheduler and nannies live in the
+#: client's process), measured on two cores where every CPU second they take is a task's:
+#: * no statistical profiler in the workers: it samples the task thread's stack every 10 ms on
+#:   the worker's event loop, holding the GIL the task needs — 25-40% of a worker's event-loop
+#:   CPU during a run of 1080p masks (5% of a 2-worker run's CPU on 40 images); it feeds only
+#:   the dashboard's profile page;
+#: * event-loop health ticks every 200 ms (Dask: 20 ms; a loop blocked for 3 s is still
+#:   reported) and the system monitor's samples every 2 s (Dask: 0.5 s; the dashboard's system
+#:   charts, not the memory limits): an idle cluster of 2 workers took 43-49 ms of CPU per
+#:   second across its processes, 24 with both — about 1% of the machine during a run.
+#: A cluster started by the user (option ``scheduler``) keeps its own configuration.
+LOCAL_CLUSTER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "200ms",
+    "distributed.admin.system-monitor.interval": "2s",
+}
 
 LOG = logging.getLogger(__name__)
 
@@ -128,15 +138,16 @@ def _describe(client: Any, kind: str) -> dict[str, Any]:
     return description
 
 
-def local_worker_settings() -> contextlib.AbstractContextManager[Any]:
+def local_cluster_settings() -> contextlib.AbstractContextManager[Any]:
     """Dask configuration under which a ``LocalCluster`` spawns its workers with
-    :data:`WORKER_MALLOC_ENV` (environment values the user configured take precedence) and
-    :data:`LOCAL_WORKER_CONFIG` (the nannies hand their configuration to the workers)."""
+    :data:`WORKER_MALLOC_ENV` (environment values the user configured take precedence), and
+    its scheduler, nannies and workers with :data:`LOCAL_CLUSTER_CONFIG` (the nannies hand
+    their configuration to the workers)."""
     import dask
 
     key = "distributed.nanny.pre-spawn-environ"
     environ = {**WORKER_MALLOC_ENV, **dask.config.get(key, default={})}
-    return dask.config.set({key: environ, **LOCAL_WORKER_CONFIG})
+    return dask.config.set({key: environ, **LOCAL_CLUSTER_CONFIG})
 
 
 @contextlib.contextmanager
@@ -196,7 +207,7 @@ def open_executor(
     with contextlib.ExitStack() as stack:
         stack.callback(logging.disable, logging.root.manager.disable)  # after the cluster closed
         try:
-            with local_worker_settings():
+            with local_cluster_settings():
                 cluster = stack.enter_context(
                     LocalCluster(
                         n_workers=workers,

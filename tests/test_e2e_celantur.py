@@ -470,10 +470,11 @@ def test_dashboard_link_is_printed_when_the_cluster_starts(
 MALLOC_KEYS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
-def test_started_workers_get_the_malloc_settings_and_no_profiler():
+def test_started_cluster_gets_the_malloc_settings_and_its_configuration():
     """Workers of the LocalCluster a run starts have WORKER_MALLOC_ENV in their environment
-    (Dask's own MALLOC_TRIM_THRESHOLD_ stays) and run no statistical profiler; the client's
-    own configuration is left as it was."""
+    (Dask's own MALLOC_TRIM_THRESHOLD_ stays) and run no statistical profiler; workers and
+    scheduler tick and sample the system as LOCAL_CLUSTER_CONFIG says; the client's own
+    configuration is left as it was."""
     import dask
     import distributed  # noqa: F401  (its configuration defaults)
 
@@ -485,11 +486,18 @@ def test_started_workers_get_the_malloc_settings_and_no_profiler():
         assert executor.client is not None
         # A lambda travels by value: a worker cannot import this test module by name.
         seen = executor.client.run(lambda: {k: os.environ.get(k) for k in MALLOC_KEYS})
-        callbacks = executor.client.run(lambda dask_worker: sorted(dask_worker.periodic_callbacks))
+        callbacks = executor.client.run(
+            lambda dask_worker: {
+                k: c.callback_time for k, c in dask_worker.periodic_callbacks.items()
+            }
+        )
+        scheduler = executor.client.cluster.scheduler.periodic_callbacks
+        assert scheduler["tick"].callback_time == 200 and scheduler["monitor"].callback_time == 2000
     assert list(seen.values()) == [
         {"MALLOC_MMAP_THRESHOLD_": WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"],
          "MALLOC_TRIM_THRESHOLD_": "65536"}
     ]  # fmt: skip
-    [names] = callbacks.values()
-    assert "heartbeat" in names and "profile" not in names and "profile-cycle" not in names
+    [times] = callbacks.values()
+    assert "heartbeat" in times and "profile" not in times and "profile-cycle" not in times
+    assert times["tick"] == 200 and times["monitor"] == 2000
     assert dask.config.get("distributed.worker.profile.enabled") == profiling
