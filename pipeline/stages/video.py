@@ -412,15 +412,17 @@ def _read_parts(ctx: TaskContext, key: str, reads: Prefetch) -> dict[str, dict[s
 
 def _by_source(table: pa.Table) -> dict[str, pa.Table]:
     """``table``'s rows per ``source``, in table order: one grouping pass, not a filter per
-    chunk over the whole batch."""
+    chunk over the whole batch. Pass 1 writes each chunk's rows together, so they are
+    zero-copy slices unless the part was written otherwise."""
     sources = table["source"].combine_chunks().dictionary_encode()
     codes = sources.indices.to_numpy()
-    order = np.argsort(codes, kind="stable")
+    grouped = bool(np.all(codes[1:] >= codes[:-1]))  # dictionary codes follow first appearance
+    order = np.arange(len(codes)) if grouped else np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(len(sources.dictionary) + 1))
     return {
-        source: table.take(order[start:end])
+        source: table.slice(start, end - start) if grouped else table.take(order[start:end])
         for source, start, end in zip(
-            sources.dictionary.to_pylist(), bounds[:-1], bounds[1:], strict=True
+            sources.dictionary.to_pylist(), bounds[:-1].tolist(), bounds[1:].tolist(), strict=True
         )
     }
 
