@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -180,16 +180,12 @@ class BatchSummary:
         value of that sum: batches are fixed by the plan, so the total is the same whichever
         worker ran which batch, in whatever order.
         """
-        encoded = pa.array(labels, pa.string()).dictionary_encode()
-        keys = [str(label) for label in encoded.dictionary.to_pylist()] + [str(None)]
-        codes = encoded.indices.fill_null(len(keys) - 1).to_numpy()
         values = pa.array(scores, pa.float64()).to_numpy(zero_copy_only=False)  # null: NaN
         flags = pa.array(anonymised, pa.bool_()).fill_null(False).to_numpy(zero_copy_only=False)
-        for code in np.unique(codes).tolist():
-            selected = codes == code
+        for key, selected in label_groups(labels):
             finite = values[selected]
             finite = finite[~np.isnan(finite)]
-            stats = self.labels.setdefault(keys[code], LabelStats())
+            stats = self.labels.setdefault(key, LabelStats())
             stats.detections += int(selected.sum())
             stats.anonymised += int(flags[selected].sum())
             stats.score_sum += Fraction(math.fsum(finite.tolist()))
@@ -291,6 +287,22 @@ class BatchSummary:
 
 def _fraction_text(value: Fraction) -> str:
     return f"{value.numerator}/{value.denominator}"
+
+
+def label_groups(labels: Any) -> Iterator[tuple[str, np.ndarray]]:
+    """Each distinct ``str(label)`` of a label column (an Arrow array or a list; a missing
+    label is ``"None"``) with the boolean mask of its positions, in order of first appearance:
+    one hashing pass in Arrow, no Python code per label value."""
+    encoded = pa.array(labels, pa.string()).dictionary_encode()
+    names = [str(label) for label in [*encoded.dictionary.to_pylist(), None]]
+    keys = list(dict.fromkeys(names))  # a label "None" and missing labels are one key
+    key_of = np.array([keys.index(name) for name in names], dtype=np.int64)
+    grouped = key_of[encoded.indices.fill_null(len(names) - 1).to_numpy(zero_copy_only=False)]
+    present = np.flatnonzero(np.bincount(grouped, minlength=len(keys)))
+    firsts = np.full(len(keys), len(grouped))
+    np.minimum.at(firsts, grouped, np.arange(len(grouped)))
+    for index in present[np.argsort(firsts[present])].tolist():
+        yield keys[index], grouped == index
 
 
 def summary_to_json(summary: BatchSummary) -> dict[str, Any]:

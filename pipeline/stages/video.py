@@ -35,7 +35,7 @@ from pipeline.kernels.quantiles import ScoreHistogram
 from pipeline.kernels.tracking import Gap, GapFinder
 from pipeline.stages.common import ErrorLog, TaskContext, batch_io, guarded, read_input
 from pipeline.stages.plan import Batch, TrackAssignment, VideoChunk
-from pipeline.stages.summary import BatchSummary
+from pipeline.stages.summary import BatchSummary, label_groups
 from pipeline.tables import SCHEMAS, to_arrow
 
 # ---------------------------------------------------------------------------------------------
@@ -317,15 +317,9 @@ class _VideoStream:
         stats.scores.add(scores)
         # Per distinct str(label), not per detection; each label's scores are added one after
         # the other in frame order (np.add.accumulate is sequential), as a plain loop would.
-        encoded = pa.array(labels, pa.string()).dictionary_encode()
-        names = [str(label) for label in [*encoded.dictionary.to_pylist(), None]]
-        keys = list(dict.fromkeys(names))
-        key_of = np.array([keys.index(name) for name in names], dtype=np.int64)
-        grouped = key_of[encoded.indices.fill_null(len(names) - 1).to_numpy(zero_copy_only=False)]
         scored = np.isfinite(scores)
-        for index in np.unique(grouped).tolist():
-            selected = grouped == index
-            key, kept = keys[index], scores[selected & scored]
+        for key, selected in label_groups(labels):
+            kept = scores[selected & scored]
             stats.labels[key] += int(selected.sum())
             if len(kept):
                 running = np.concatenate(([stats.label_score_sum.get(key, 0.0)], kept))

@@ -1,0 +1,85 @@
+"""Per-label statistics computed per distinct label (``label_groups``) against plain loops
+over the detections, one by one: the batch summary's exact sums and a video's frame-order
+float sums, bit for bit."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.stages.summary import BatchSummary, label_groups
+from pipeline.stages.video import _VideoStats, _VideoStream
+
+_labels = st.lists(st.sampled_from([None, "None", "face", "person", "", "licence plate"]))
+_score = st.one_of(st.none(), st.floats(0, 1), st.sampled_from([0.1, 0.2, 0.7, -0.0]))
+
+
+@st.composite
+def _detections(draw: st.DrawFn) -> tuple[list[Any], list[Any], list[Any]]:
+    labels = draw(_labels)
+    scores = draw(st.lists(_score, min_size=len(labels), max_size=len(labels)))
+    flags = draw(st.lists(st.sampled_from([None, True, False]), min_size=len(labels),
+                          max_size=len(labels)))  # fmt: skip
+    return labels, scores, flags
+
+
+@settings(max_examples=200, deadline=None)
+@given(_labels)
+def test_label_groups_partition_the_positions_by_str_label(labels: list[Any]) -> None:
+    groups = list(label_groups(labels))
+    assert [key for key, _ in groups] == list(dict.fromkeys(map(str, labels)))
+    for key, selected in groups:
+        assert np.flatnonzero(selected).tolist() == [
+            i for i, label in enumerate(labels) if str(label) == key
+        ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(_detections())
+def test_batch_label_statistics_equal_a_loop(columns: tuple[list[Any], ...]) -> None:
+    labels, scores, flags = columns
+    summary = BatchSummary()
+    summary.add_detection_columns(pa.array(labels, pa.string()), scores, flags)
+    expected: dict[str, list[Any]] = {}
+    for label, score, flag in zip(labels, scores, flags, strict=True):
+        row = expected.setdefault(str(label), [0, 0, [], 0])
+        row[0] += 1
+        row[1] += bool(flag)
+        if score is not None:
+            row[2].append(score)
+            row[3] += 1
+    got = {
+        key: [s.detections, s.anonymised, s.score_sum, s.scored]
+        for key, s in summary.labels.items()
+    }
+    assert got == {k: [d, a, Fraction(math.fsum(v)), n] for k, (d, a, v, n) in expected.items()}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_detections(), max_size=4))
+def test_video_label_sums_equal_a_loop_in_frame_order(batches: list[tuple[list[Any], ...]]) -> None:
+    stats = _VideoStats()
+    stream = _VideoStream(finder=None, stats=stats)  # type: ignore[arg-type]  # _count only
+    counts: Counter[str] = Counter()
+    sums: Counter[str] = Counter()
+    scored: Counter[str] = Counter()
+    for labels, given_scores, _ in batches:
+        scores = np.array([math.nan if s is None else s for s in given_scores], dtype=np.float64)
+        frames = np.zeros(len(labels), dtype=np.int64)
+        stream._count(frames, frames, labels, scores, np.zeros((len(labels), 4)), np.zeros(1))
+        for label, score in zip(labels, scores.tolist(), strict=True):
+            counts[str(label)] += 1
+            if math.isfinite(score):
+                sums[str(label)] += score
+                scored[str(label)] += 1
+    assert stats.labels == counts and stats.label_scored == scored
+    assert stats.label_score_sum == {key: sums[key] for key in scored}
+    assert all(math.copysign(1, stats.label_score_sum[k]) == math.copysign(1, sums[k])
+               for k in scored)  # fmt: skip
