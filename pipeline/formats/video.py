@@ -2,10 +2,13 @@
 
 A chunk is a JSON array of at most 500 frames ``{id, detections, size, duration}``. Chunks are
 the bulk of a fleet's metadata, so the common case is decoded against a strict typed schema
-(msgspec: no dict per detection, no silent bool-as-number coercion) straight into columns.
-Anything the schema refuses — ``NaN`` literals, wrong types, missing ids — is decoded again by the
-validating path, which reuses the image-metadata parser and reports each problem as a finding.
-Both paths give identical columns for valid input (a test holds them to it).
+(msgspec: no dict per detection, no silent bool-as-number coercion; boxes, offsets and sizes as
+fixed-length tuples, which the cyclic collector does not track) and each column is then built
+whole, by C-level iteration and checks on NumPy/Arrow arrays: no Python code per detection.
+A box, offset or size of another length is refused value by value after a decode with lists.
+Anything else the schema refuses — ``NaN`` literals, wrong types, missing ids — is decoded again by
+the validating path, which reuses the image-metadata parser and reports each problem as a
+finding. All paths give identical columns for valid input (tests hold them to it).
 """
 
 from __future__ import annotations
