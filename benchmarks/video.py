@@ -138,8 +138,8 @@ def write_dense_chunks(
 def ours(chunk: VideoChunk, data: bytes, max_bytes: int) -> tuple[ParsedChunk, bytes, bytes]:
     """Parse, flatten into the stage's detections and frames tables, serialise both as Parquet."""
     parsed = parse_chunk(data, max_bytes=max_bytes)
-    detections = _detection_table(chunk, parsed)
-    frames = _frame_table(chunk, parsed)
+    detections = _detection_table([(chunk, parsed)])
+    frames = _frame_table([(chunk, parsed)])
     return parsed, table_bytes(detections), table_bytes(frames)
 
 
@@ -338,13 +338,15 @@ def run(scratch: Path, *, chunks: int, seed: int, repeats: int) -> dict[str, Any
     with _one_core():
         parsed = [parse_chunk(data[c.file.rel], max_bytes=max_bytes) for c in ordered]
         pairs = list(zip(ordered, parsed, strict=True))
-        tables = [(_detection_table(c, p), _frame_table(c, p)) for c, p in pairs]
+        tables = [(_detection_table([(c, p)]), _frame_table([(c, p)])) for c, p in pairs]
 
         ours_all = dense.ours_all
         calls: dict[str, Callable[[], object]] = {
             OURS: ours_all,
             PARSE: lambda: [parse_chunk(raw, max_bytes=max_bytes) for raw in raws],
-            TABLES: lambda: [(_detection_table(c, p), _frame_table(c, p)) for c, p in pairs],
+            TABLES: lambda: [
+                (_detection_table([(c, p)]), _frame_table([(c, p)])) for c, p in pairs
+            ],
             PARQUET: lambda: [(table_bytes(d), table_bytes(f)) for d, f in tables],
             STAGE: dense.stage,
             PANDAS: lambda: [pandas_chunk(raw) for raw in raws],

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import pairwise
@@ -27,7 +28,13 @@ import pyarrow as pa
 from pipeline.config import CelanturOptions
 from pipeline.formats.celantur import type_name
 from pipeline.formats.metadata import MetadataError
-from pipeline.formats.video import MAX_CHUNK_FRAMES, ParsedChunk, parse_chunk, summarise_findings
+from pipeline.formats.video import (
+    DETECTION_COLUMNS,
+    MAX_CHUNK_FRAMES,
+    ParsedChunk,
+    parse_chunk,
+    summarise_findings,
+)
 from pipeline.io.jsonio import JsonError
 from pipeline.io.parquet import staged_part, table_from_bytes, write_part
 from pipeline.io.storage import Prefetch
@@ -54,8 +61,7 @@ def process_chunk_batch(batch: Batch[VideoChunk], ctx: TaskContext) -> BatchSumm
 
 def _process_chunks(batch: Batch[VideoChunk], ctx: TaskContext, reads: Prefetch) -> BatchSummary:
     issues = ErrorLog()
-    detections: list[pa.Table] = []
-    frames: list[pa.Table] = []
+    parsed_chunks: list[tuple[VideoChunk, ParsedChunk]] = []
     chunk_rows: list[dict[str, Any]] = []
     summary = BatchSummary()
     for chunk in batch.groups:
@@ -64,12 +70,9 @@ def _process_chunks(batch: Batch[VideoChunk], ctx: TaskContext, reads: Prefetch)
             if parsed is None:
                 continue
             found = ErrorLog()
-            tables = (_check_chunk(chunk, parsed, found), _detection_table(chunk, parsed),
-                      _frame_table(chunk, parsed))  # fmt: skip
+            chunk_rows.append(_check_chunk(chunk, parsed, found))
             issues.extend(found)
-            chunk_rows.append(tables[0])
-            detections.append(tables[1])
-            frames.append(tables[2])
+            parsed_chunks.append((chunk, parsed))
             summary.landed["video_metadata"] += 1
             summary.frames += len(parsed.frame_ids)
             durations = [d for d in parsed.frame_durations if d is not None]
@@ -80,9 +83,11 @@ def _process_chunks(batch: Batch[VideoChunk], ctx: TaskContext, reads: Prefetch)
                 columns["type_label"], columns["score"], columns["is_anonymised"]
             )
     summary.add_errors(issues)
+    # The batch's tables at once: what building a table costs whatever its size is paid per
+    # batch, not per chunk (real videos are often far shorter than a 500-frame chunk).
     outputs = {
-        "detections": pa.concat_tables(detections) if detections else None,
-        "frames": pa.concat_tables(frames) if frames else None,
+        "detections": _detection_table(parsed_chunks) if parsed_chunks else None,
+        "frames": _frame_table(parsed_chunks) if parsed_chunks else None,
         "chunks": to_arrow("chunks", chunk_rows),
         "errors": to_arrow("errors", issues),
     }
@@ -145,18 +150,23 @@ def _check_chunk(chunk: VideoChunk, parsed: ParsedChunk, issues: ErrorLog) -> di
     }
 
 
-def _detection_table(chunk: VideoChunk, parsed: ParsedChunk) -> pa.Table:
-    columns: dict[str, Any] = dict(parsed.detections)
-    count = parsed.detection_count
-    # Per frame and per distinct label, then spread by Arrow takes (no Python call per
-    # detection).
+def _detection_table(parsed: Sequence[tuple[VideoChunk, ParsedChunk]]) -> pa.Table:
+    """The ``detections/`` rows of parsed chunks (at least one), in order."""
+    columns: dict[str, Any] = {
+        name: pa.concat_arrays([chunk.detections[name] for _, chunk in parsed])
+        for name in DETECTION_COLUMNS
+    }
+    # Per chunk, per frame and per distinct label, then spread by Arrow takes (no Python call
+    # per detection).
+    of_chunk = np.repeat(np.arange(len(parsed)), [chunk.detection_count for _, chunk in parsed])
+    sizes = [size for _, chunk in parsed for size in chunk.frame_sizes]
+    per_frame = [count for _, chunk in parsed for count in chunk.frame_detections]
+    frame_of = np.repeat(np.arange(len(sizes)), per_frame)
     labels = columns["type_label"].dictionary_encode()
     names = pa.array(map(type_name, labels.dictionary.to_pylist()), pa.string())
-    frame_of = np.repeat(np.arange(len(parsed.frame_ids)), parsed.frame_detections)
-    sizes = parsed.frame_sizes
     columns.update(
-        source=pa.repeat(pa.scalar(chunk.file.rel, pa.string()), count),
-        media=pa.repeat(pa.scalar(chunk.media, pa.string()), count),
+        source=pa.array([c.file.rel for c, _ in parsed], pa.string()).take(of_chunk),
+        media=pa.array([c.media for c, _ in parsed], pa.string()).take(of_chunk),
         type_name=names.take(labels.indices),
         frame_width=pa.array([s.width if s else None for s in sizes], pa.int32()).take(frame_of),
         frame_height=pa.array([s.height if s else None for s in sizes], pa.int32()).take(frame_of),
@@ -165,21 +175,26 @@ def _detection_table(chunk: VideoChunk, parsed: ParsedChunk) -> pa.Table:
     return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
 
 
-def _frame_table(chunk: VideoChunk, parsed: ParsedChunk) -> pa.Table:
-    count = len(parsed.frame_ids)
-    sizes = parsed.frame_sizes
+def _frame_table(parsed: Sequence[tuple[VideoChunk, ParsedChunk]]) -> pa.Table:
+    """The ``frames/`` rows of parsed chunks, in order."""
+    of_chunk = np.repeat(np.arange(len(parsed)), [len(chunk.frame_ids) for _, chunk in parsed])
+    sizes = [size for _, chunk in parsed for size in chunk.frame_sizes]
+
+    def spread(values: list[Any], kind: pa.DataType) -> pa.Array:
+        return pa.array(values, kind).take(of_chunk)
+
     columns = {
-        "source": [chunk.file.rel] * count,
-        "media": [chunk.media] * count,
-        "frame": parsed.frame_ids,
-        "detections": parsed.frame_detections,
+        "source": spread([c.file.rel for c, _ in parsed], pa.string()),
+        "media": spread([c.media for c, _ in parsed], pa.string()),
+        "frame": [frame for _, chunk in parsed for frame in chunk.frame_ids],
+        "detections": [count for _, chunk in parsed for count in chunk.frame_detections],
         "width": [s.width if s else None for s in sizes],
         "height": [s.height if s else None for s in sizes],
         "size_order": [s.order if s else None for s in sizes],
         "size_order_source": [s.source if s else None for s in sizes],
-        "duration": parsed.frame_durations,
-        "chunk_start": [chunk.start] * count,
-        "chunk_end": [chunk.end] * count,
+        "duration": [d for _, chunk in parsed for d in chunk.frame_durations],
+        "chunk_start": spread([c.start for c, _ in parsed], pa.int64()),
+        "chunk_end": spread([c.end for c, _ in parsed], pa.int64()),
     }
     return pa.Table.from_pydict(columns, schema=SCHEMAS["frames"])
 
