@@ -182,7 +182,11 @@ def _unfilter_left(
 @numba.njit(cache=True, nogil=True)
 def _left_pattern(last: np.ndarray, bpp: int, pattern: np.ndarray) -> None:
     """The three words of a row continuing ``last`` (channel k's byte at every byte q with
-    q % bpp == k), as ``_pattern`` lays them out."""
+    q % bpp == k), as ``_pattern`` lays them out (and, for RGB(A) pixels, builds them: a few
+    shifts, where the byte loop here costs as much as unfiltering the word that precedes it)."""
+    if bpp >= 3:
+        _pattern(last, 0, bpp, pattern)
+        return
     k = 0
     for m in range(3):
         word = np.uint64(0)
