@@ -587,14 +587,17 @@ def binary_strip(
     counts: np.ndarray,
     sample_rows: np.ndarray,
     sample_cols: np.ndarray,
+    first_col: np.ndarray,
     sampled_above: np.ndarray,
+    sampled_row: np.ndarray,
     scaled: np.ndarray,
     progress: np.ndarray,
     memory: np.ndarray,
 ) -> int:
     """Unfilter a strip of an 8-bit binary mask and measure it (``_binary_row``), adding to
     ``counts`` = [anonymised, mismatch], and emit its rescaled scanlines (``memory`` as in
-    :func:`instance_strip`).
+    :func:`instance_strip`; ``sampled_row`` and ``sampled_above``, zeros before the first
+    scanline, as in ``_sample_changes``).
 
     Returns ``ROWS_OK`` or the index of the first row with an undefined filter type.
     """
@@ -618,10 +621,53 @@ def binary_strip(
         )
         counts[0] += hidden
         counts[1] += differ
-        pixels = samples.reshape((width, channels))
         while progress[0] < sample_rows.shape[0] and sample_rows[progress[0]] == y:
             r = progress[0]
             if not _unchanged_scanline(r, sample_rows, memory[0], scaled[r]):
-                _sample_row(pixels, sample_cols, sampled_above, r == 0, scaled[r])
+                _sample_changes(
+                    row, words, sampled_row.view(np.uint64), width, channels, sample_cols,
+                    first_col, sampled_above, scaled[r],
+                )  # fmt: skip
             progress[0] = r + 1
     return ROWS_OK
+
+
+@numba.njit(cache=True, nogil=True)
+def _sample_changes(
+    row: np.ndarray,
+    words: np.ndarray,
+    sampled_words: np.ndarray,
+    width: int,
+    channels: int,
+    cols: np.ndarray,
+    first_col: np.ndarray,
+    above: np.ndarray,
+    out_row: np.ndarray,
+) -> None:
+    """The UP-filtered scanline of a row's nearest-neighbour sample, given the source row of the
+    previous scanline (``sampled_words``, 8-byte words of a padded row) and that scanline's
+    sample (``above``): zeros wherever the source words are unchanged, and only the columns
+    (``first_col`` as in ``_sample_runs``) of changed words sampled and differenced. Both are
+    updated to this row; zeros before the first scanline."""
+    out_row[0] = 2  # PNG filter type UP
+    out_row[1:] = 0
+    count = words.shape[0]
+    w = 0
+    while w < count:
+        if words[w] == sampled_words[w]:
+            w += 1
+            continue
+        end = w + 1
+        while end < count and words[end] != sampled_words[end]:
+            end += 1
+        # The pixels overlapping bytes 8w .. 8 end - 1.
+        last = min(width, (8 * end - 1) // channels + 1)
+        for c in range(first_col[(8 * w) // channels], first_col[last]):
+            j = cols[c] * channels
+            for k in range(channels):
+                o = c * channels + k
+                value = row[j + k]
+                out_row[1 + o] = value - above[o]  # uint8 wraps mod 256
+                above[o] = value
+        sampled_words[w:end] = words[w:end]
+        w = end

@@ -148,7 +148,7 @@ class _Rescaled:
         self.scale = scale
         self.channels = channels
         self.rows, self.cols = rows, cols
-        self.above = np.empty(len(cols) * channels, dtype=np.uint8)
+        self.above = np.zeros(len(cols) * channels, dtype=np.uint8)
         self.scanlines = np.empty((len(rows), 1 + len(cols) * channels), dtype=np.uint8)
         self.progress = np.zeros(1, dtype=np.int64)
         # What the strip kernels carry from strip to strip (see instance_strip): the sampled
@@ -210,13 +210,14 @@ def _fused_binary(
     scratch = np.zeros(header.width, dtype=np.uint8)
     counts = np.zeros(2, dtype=np.int64)
     rescaled = _Rescaled(header, scale)
+    sampled_row = np.zeros_like(lines[0])  # the source row of the last scanline
     threshold = binary_threshold(np.dtype(np.uint8))
     for first_row, raw in inflate_scanlines(data, header):
         bad_row = binary_strip(
             raw, first_row, header.width, header.channels, lines, threshold,
             bounds, row_ends, scratch, compare, counts,
-            rescaled.rows, rescaled.cols, rescaled.above, rescaled.scanlines, rescaled.progress,
-            rescaled.memory,
+            rescaled.rows, rescaled.cols, rescaled.first_col, rescaled.above, sampled_row,
+            rescaled.scanlines, rescaled.progress, rescaled.memory,
         )  # fmt: skip
         _check_rows(bad_row)
     return BinaryMeasure(
