@@ -12,6 +12,7 @@ more is removed by ``mask-pipeline vacuum``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -48,10 +49,12 @@ from pipeline.formats.clearml import (
 from pipeline.graph import Executor, InputSize, open_executor
 from pipeline.io.delta import (
     CommitConflict,
+    DeltaTable,
     UnsupportedOutput,
     commit_table,
+    committed_since,
     delta_storage_options,
-    latest_versions,
+    open_tables,
 )
 from pipeline.io.jsonio import JsonError, parse_json
 from pipeline.io.parquet import STAGED, write_content_part
@@ -65,7 +68,13 @@ from pipeline.io.storage import (
 )
 from pipeline.io.watchdog import watch_storage
 from pipeline.logs import fields, show_bar
-from pipeline.stages.assemble import FileGroup, assemble_file, plan_files, staged_sizes
+from pipeline.stages.assemble import (
+    FileGroup,
+    assemble_files,
+    bundle_files,
+    plan_files,
+    staged_sizes,
+)
 from pipeline.stages.clearml import FrameMasks
 from pipeline.stages.common import ErrorLog, TaskContext
 from pipeline.stages.ledger import LEDGER
@@ -153,8 +162,10 @@ class _Run:
     options: RunOptions
     output: Location
     storage_options: dict[str, Any]
-    # Each table's version when the run started its work (read after listing the inputs).
-    read_versions: dict[str, int | None] = field(default_factory=dict)
+    # Each table as the run found it when it started (its latest version; None: no table
+    # yet), which the run commits on top of, and the last committed run's record.
+    snapshots: dict[str, DeltaTable | None] = field(default_factory=dict)
+    previous: dict[str, Any] | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     timings: dict[str, float] = field(default_factory=dict)
@@ -165,6 +176,11 @@ class _Run:
     def work_prefix(self) -> str:
         """Where this run's tasks keep files between passes (``auto`` parks measured rows)."""
         return f"_work/{self.run_id}"
+
+    @property
+    def read_versions(self) -> dict[str, int | None]:
+        """Each table's version when the run started (``None``: no table yet)."""
+        return {t: None if s is None else s.version() for t, s in self.snapshots.items()}
 
     def lap(self, name: str) -> None:
         """Record the time since the last lap under ``name``."""
@@ -203,6 +219,17 @@ def _start(command: Literal["celantur", "clearml"], options: RunOptions) -> _Run
     run = _Run(command, options, Location(options.output, storage_options), storage_options)
     LOG.info("%s run to %s", command, run.output.url, extra=fields(output=run.output.url))
     return run
+
+
+@contextlib.contextmanager
+def _reading_output(run: _Run) -> Iterator[None]:
+    """Read what the output holds — every table's latest snapshot and the last run's record —
+    while the block lists the inputs, so the run's first round trips overlap."""
+    with ThreadPoolExecutor(2) as pool:
+        snapshots = pool.submit(open_tables, run.output, TABLES)
+        previous = pool.submit(read_run_record, run.output)
+        yield
+        run.snapshots, run.previous = snapshots.result(), previous.result()
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -332,8 +359,9 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
     """
     run = _start("celantur", options)
     source = Location(options.source, run.storage_options)
-    files, earlier, skipped = _without_earlier_outputs(_list_inputs(source, run.output), source)
-    run.read_versions = latest_versions(run.output, TABLES)
+    with _reading_output(run):
+        listed = _list_inputs(source, run.output)
+    files, earlier, skipped = _without_earlier_outputs(listed, source)
     groups, inventory = group_images(files)
     found = {kind: inventory.found.get(kind, 0)
              for kind in ("instance", "binary", "metadata", "video_metadata")}  # fmt: skip
@@ -557,8 +585,8 @@ def run_clearml(options: ClearmlOptions, client: Any | None = None) -> RunResult
         options.mode if options.mode != "auto" else ("pixel" if mask_labels else "alpha")
     )
     frames = Location(options.frames, run.storage_options)
-    root, documents, earlier = _frames_documents(frames)
-    run.read_versions = latest_versions(run.output, TABLES)
+    with _reading_output(run):
+        root, documents, earlier = _frames_documents(frames)
     client_errors = ErrorLog()
     groups, landed = _plan_frames(root, documents, options, client_errors)
     masks = sum(len(group.masks) for group in groups)
@@ -636,27 +664,43 @@ def _commit(
         When another run committed to the output since this run started (exit code 1).
     """
     output, options = run.output, run.options
+    client_rows: dict[str, Any] = {}
     if client_errors:
         summary.add_errors(client_errors, kind="frames_document")
         summary.rows["errors"] += len(client_errors)
-        rows = to_arrow("errors", client_errors)
-        summary.parts.setdefault("errors", []).append(
-            write_content_part(output, f"{STAGED}/errors", rows)
-        )
+        client_rows["errors"] = to_arrow("errors", client_errors)
     summary_rows = summary.summary_rows(summary_value)
-    summary_table = to_arrow("summary", summary_rows)
-    summary.parts["summary"] = [write_content_part(output, f"{STAGED}/summary", summary_table)]
-    summary.rows["summary"] = summary_table.num_rows
+    client_rows["summary"] = to_arrow("summary", summary_rows)
+    summary.rows["summary"] = client_rows["summary"].num_rows
+    summary.parts["summary"] = []
+    # The client's parts are written while the staged parts are listed.
+    with ThreadPoolExecutor(len(client_rows) + 1) as pool:
+        listing = pool.submit(staged_sizes, output, STAGED)
+        writes = {
+            table: pool.submit(write_content_part, output, f"{STAGED}/{table}", rows)
+            for table, rows in client_rows.items()
+        }
+        sizes = listing.result()
+        for table, write in writes.items():
+            rel, sizes[rel] = write.result()
+            summary.parts.setdefault(table, []).append(rel)
     staged = {table: sorted(summary.parts.get(table, [])) for table in TABLES}
     unchanged = _unchanged_tables(run, staged)
-    sizes = staged_sizes(output, STAGED)
     groups: list[FileGroup] = [
         group for table in TABLES if table not in unchanged
         for group in plan_files(table, staged[table], sizes)
     ]  # fmt: skip
     adds: dict[str, list[Any]] = {table: [] for table in TABLES}
-    for table, add in executor.map(assemble_file, groups, output, label="assemble"):
-        adds[table].append(add)
+    # Whether another run committed since this one started is asked while the data files are
+    # assembled (one request per table, all at once); delta-rs asks again, per table, right
+    # before each commit.
+    with ThreadPoolExecutor(1) as pool:
+        newer = pool.submit(committed_since, output, run.read_versions)
+        bundles = bundle_files(groups, executor.total_threads)
+        for assembled in executor.map(assemble_files, bundles, output, label="assemble"):
+            for table, add in assembled:
+                adds[table].append(add)
+        _stop_if_committed(run, newer.result())
     run.lap("assemble")
     scheduler = dict(executor.description)
     exit_code = EXIT_INPUT_ERRORS if summary.errors.get("error") else EXIT_OK
@@ -683,7 +727,6 @@ def _commit(
         "work": {"done": summary.work.get("done", 0), "reused": summary.work.get("reused", 0)},
         "exit_code": exit_code,
     }
-    _check_no_commit_since_start(run)
 
     def commit(table: str) -> dict[str, Any]:
         rows_in_table = int(summary.rows.get(table, 0))
@@ -692,14 +735,14 @@ def _commit(
         described = {"run_id": run.run_id, "command": run.command, "rows": rows_in_table,
                      "options": record["options"]}  # fmt: skip
         version = commit_table(
-            output, table, run.read_versions[table], adds[table], SCHEMAS[table], described
+            output, table, run.snapshots[table], adds[table], SCHEMAS[table], described
         )
         files = sorted(f"{table}/{add.path}" for add in adds[table])
         return {"rows": rows_in_table, "version": version, "files": files, "staged": staged[table]}
 
     # Delta has no multi-table transaction, so committing the tables one after another buys no
     # consistency (only _run.json, written last, pins a cross-table snapshot); at once, each
-    # table's few round trips overlap (7.5 s of a 13 s run at 40 ms per request, one by one).
+    # table's round trips overlap (7.5 s of a 13 s run at 40 ms per request, one by one).
     with ThreadPoolExecutor(len(TABLES)) as pool:
         tables = dict(zip(TABLES, pool.map(commit, TABLES), strict=True))
     run.lap("commit")
@@ -751,11 +794,10 @@ def _unchanged_tables(run: _Run, staged: dict[str, list[str]]) -> dict[str, dict
     """The tables whose latest version the last committed run made from exactly these staged
     parts (whose bytes the ledger verified): an incremental rerun over unchanged inputs then
     writes and commits nothing for them."""
-    previous = read_run_record(run.output)
-    if previous is None:
+    if run.previous is None:
         return {}
     unchanged = {}
-    for table, info in previous.get("tables", {}).items():
+    for table, info in run.previous.get("tables", {}).items():
         if (
             table in staged
             and info.get("version") is not None
@@ -766,14 +808,13 @@ def _unchanged_tables(run: _Run, staged: dict[str, list[str]]) -> dict[str, dict
     return unchanged
 
 
-def _check_no_commit_since_start(run: _Run) -> None:
-    """Stop before committing anything when another run committed to the output while this
-    one ran (delta-rs catches the races this check leaves, table by table)."""
-    now = latest_versions(run.output, TABLES)
-    for table in TABLES:
-        if now[table] != run.read_versions[table]:
-            raise CommitConflict(
-                f"another run committed {run.output.url_of(table)} (version {now[table]}) "
-                f"while this run was running (it started at version "
-                f"{run.read_versions[table]}); nothing of this run was committed"
-            )
+def _stop_if_committed(run: _Run, committed: list[str]) -> None:
+    """Stop before committing anything when another run committed to some of the ``committed``
+    tables of the output while this one ran (delta-rs catches the races this check leaves,
+    table by table)."""
+    if committed:
+        table = committed[0]
+        raise CommitConflict(
+            f"another run committed {run.output.url_of(table)} while this run was running (it "
+            f"started at version {run.read_versions[table]}); nothing of this run was committed"
+        )

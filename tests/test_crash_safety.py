@@ -48,7 +48,7 @@ if where == "before-record":
     pipeline.io.runrecord.write_run_record = die
     runner.write_run_record = die  # bound by ``from ... import`` when the runner was imported
 elif where == "before-data-files":
-    runner.assemble_file = die
+    runner.assemble_files = die
 elif where == "before-commit":
     runner.commit_table = die
 elif where == "between-tables":
@@ -73,7 +73,7 @@ elif where == "record-staged":
     move = LocalFileSystem.mv
 
     def mv(self, path1, path2, *args, **kwargs):
-        if str(path1).endswith(".partial"):
+        if "_run.json." in str(path1) and str(path1).endswith(".partial"):
             die()
         return move(self, path1, path2, *args, **kwargs)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import posixpath
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +26,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from deltalake.transaction import (
     AddAction,
     CommitProperties,
+    PostCommitHookProperties,
     RemoveAction,
     create_table_with_add_actions,
 )
@@ -195,49 +195,79 @@ def open_table(output: Location, table: str, version: int | None = None) -> Delt
     return _retrying(load, f"cannot read {output.url_of(table)}")
 
 
-def latest_versions(output: Location, tables: Sequence[str]) -> dict[str, int | None]:
-    """Each table's latest committed version (``None``: no table yet); the tables are opened
-    at once (each is a few requests, and delta-rs waits for them without the GIL)."""
-
-    def version(table: str) -> int | None:
-        opened = open_table(output, table)
-        return None if opened is None else opened.version()
-
+def open_tables(output: Location, tables: Sequence[str]) -> dict[str, DeltaTable | None]:
+    """Each table at its latest committed version (``None``: no table yet), the snapshot a run
+    commits against; the tables are opened at once (each is a few requests in series, and
+    delta-rs waits for them without the GIL)."""
     with ThreadPoolExecutor(max(1, len(tables))) as pool:
-        return dict(zip(tables, pool.map(version, tables), strict=True))
+        opened = pool.map(lambda table: open_table(output, table), tables)
+        return dict(zip(tables, opened, strict=True))
+
+
+def committed_since(output: Location, versions: Mapping[str, int | None]) -> list[str]:
+    """The tables of ``versions`` (table -> the version a run read, ``None``: none) that have a
+    newer commit: one GET of the next commit file per table, all at once."""
+
+    def newer(table: str) -> bool:
+        version = versions[table]
+        following = 0 if version is None else version + 1
+        try:
+            output.read_bytes(f"{table}/_delta_log/{following:020d}.json")
+        except FileNotFoundError:
+            return False
+        return True
+
+    tables = list(versions)
+    with ThreadPoolExecutor(max(1, len(tables))) as pool:
+        changed = list(pool.map(newer, tables))
+    return [table for table, newer_commit in zip(tables, changed, strict=True) if newer_commit]
+
+
+#: After a commit delta-rs writes a checkpoint when the version is a multiple of the table's
+#: interval (as Delta writers do), but leaves expired-log clean-up to ``vacuum``: it lists the
+#: whole log after every commit.
+POST_COMMIT = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
 
 
 def commit_table(
     output: Location,
     table: str,
-    read_version: int | None,
+    snapshot: DeltaTable | None,
     adds: list[AddAction],
     schema: pa.Schema,
     run: Mapping[str, Any],
 ) -> int:
-    """Replace ``table``'s rows with the files of ``adds`` in one transaction, against the
-    version the run read (``None``: the table did not exist); returns the new version.
+    """Replace ``table``'s rows with the files of ``adds`` in one transaction on top of
+    ``snapshot``, the version the run read (``None``: the table did not exist); returns the new
+    version, always the one after ``snapshot``'s.
+
+    The commit is delta-rs's: it looks for a newer version, then writes the next commit file
+    with a conditional put (If-None-Match; an exclusive create on local disk). A snapshot that
+    is no longer the latest fails at once (no retries: the run's rows replace the version it
+    read, never one it did not see). Nothing is read back after a commit that succeeded.
 
     Raises
     ------
     CommitConflict
-        When another run committed to the table since ``read_version``.
+        When another run committed to the table after ``snapshot``.
     """
     uri = table_uri(output, table)
-    properties = CommitProperties(custom_metadata={RUN_KEY: dict(run)}, max_commit_retries=3)
+    read_version = None if snapshot is None else snapshot.version()
+    properties = CommitProperties(custom_metadata={RUN_KEY: dict(run)}, max_commit_retries=0)
     actions: list[AddAction | RemoveAction] = list(adds)
     for attempt in range(ATTEMPTS):
         try:
-            if read_version is None:
+            if snapshot is None:
                 create_table_with_add_actions(
                     uri, Schema.from_arrow(schema), adds, mode="error",
                     storage_options=_storage(output), commit_properties=properties,
+                    post_commithook_properties=POST_COMMIT,
                 )  # fmt: skip
             else:
-                snapshot = DeltaTable(uri, version=read_version, storage_options=_storage(output))
                 snapshot.create_write_transaction(
-                    actions, mode="overwrite", schema=schema, commit_properties=properties
-                )
+                    actions, mode="overwrite", schema=schema, commit_properties=properties,
+                    post_commithook_properties=POST_COMMIT,
+                )  # fmt: skip
         except (OSError, DeltaError) as exc:
             if not _in_transit(exc):
                 if not isinstance(exc, CommitFailedError) and "already exists" not in str(exc):
@@ -258,10 +288,7 @@ def commit_table(
                 raise StorageError(f"cannot commit {output.url_of(table)}: {exc}") from exc
             time.sleep(min(0.1 * 2**attempt, 2.0))
             continue
-        landed = _committed_by(output, table, run["run_id"])
-        if landed is None:
-            raise StorageError(f"commit of {output.url_of(table)} not found after it succeeded")
-        return landed
+        return 0 if read_version is None else read_version + 1
     raise AssertionError("unreachable")
 
 
@@ -332,15 +359,3 @@ def table_history(output: Location, table: str) -> list[dict[str, Any]]:
     if opened is None:
         return []
     return _retrying(opened.history, f"cannot read {output.url_of(table)}")
-
-
-def data_file_paths(output: Location, table: str, version: int) -> list[str]:
-    """The data files of ``table`` at ``version``, relative to the output root."""
-    opened = open_table(output, table, version)
-    if opened is None:
-        return []
-    base = table_uri(output, table).rstrip("/")
-    return sorted(
-        posixpath.join(table, uri[len(base) + 1 :] if uri.startswith(base) else uri)
-        for uri in (u.replace("file://", "", 1) for u in opened.file_uris())
-    )

@@ -81,14 +81,15 @@ def write_part(location: Location, rel: str, table: pa.Table) -> str:
     return rel
 
 
-def write_content_part(location: Location, folder: str, table: pa.Table) -> str:
-    """Write ``table`` under ``folder`` named by a hash of its bytes; returns the part's path.
+def write_content_part(location: Location, folder: str, table: pa.Table) -> tuple[str, int]:
+    """Write ``table`` under ``folder`` named by a hash of its bytes; returns the part's path
+    and size.
 
     For the rows the client stages at commit time (summary, run-level errors): a rerun with
-    the same content finds the part already there and writes nothing.
+    the same content writes the same bytes under the same name, whole (one PUT, no request
+    first to ask whether it is there), so a run reading the part meanwhile reads it whole.
     """
     data = table_bytes(table, compression=STAGED_COMPRESSION)
     rel = f"{folder}/part-{hashlib.sha256(data).hexdigest()[:20]}.parquet"
-    if not location.exists(rel):
-        location.write_bytes(rel, data)
-    return rel
+    location.replace_bytes(rel, data)
+    return rel, len(data)

@@ -12,15 +12,11 @@ RECORD_FORMAT = "mask-pipeline-run/1"
 
 
 def write_run_record(output: Location, record: dict[str, Any]) -> None:
-    """Commit a run: write ``_run.json`` in one request, after every part it lists.
-
-    The record is first written under a temporary name and then moved, so a reader never sees
-    a half-written record (on object stores the move is a server-side copy of a complete object).
-    """
+    """Commit a run: write ``_run.json`` whole, after every part it lists, so that a reader
+    never sees a half-written record (one PUT on object stores; on local disk a temporary file
+    moved into place, see :meth:`~pipeline.io.storage.Location.replace_bytes`)."""
     payload = json.dumps({"format": RECORD_FORMAT, **record}, indent=2, sort_keys=True).encode()
-    staging = f"{RUN_RECORD}.{record['run_id']}.partial"
-    output.write_bytes(staging, payload)
-    output.fs.mv(output.path(staging), output.path(RUN_RECORD))
+    output.replace_bytes(RUN_RECORD, payload)
 
 
 def read_run_record(output: Location) -> dict[str, Any] | None:

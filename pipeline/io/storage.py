@@ -29,6 +29,7 @@ import os
 import posixpath
 import sys
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -221,6 +222,26 @@ class Location:
         """
         try:
             self._put(rel, data)
+        except OSError as exc:
+            raise self._write_error(rel, exc) from exc
+
+    def replace_bytes(self, rel: str, data: bytes) -> None:
+        """Write one file whole, replacing any earlier one, so that a reader sees either the
+        old or the new bytes, never a part: one PUT on object stores (atomic there), a
+        temporary file moved into place elsewhere (``<rel>.<random>.partial``).
+
+        Raises
+        ------
+        StorageError
+            As :meth:`write_bytes`.
+        """
+        if _is_object_store(self.fs):
+            self.write_bytes(rel, data)
+            return
+        staging = f"{rel}.{uuid.uuid4().hex}.partial"
+        self.write_bytes(staging, data)
+        try:
+            self.fs.mv(self.path(staging), self.path(rel))
         except OSError as exc:
             raise self._write_error(rel, exc) from exc
 
