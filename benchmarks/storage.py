@@ -4,10 +4,12 @@ The tree: ``images`` Celantur images of 960x540 (:func:`~benchmarks.data.write_s
 an instance mask, a binary mask and a metadata JSON. It is uploaded once to moto's S3 server on
 127.0.0.1 and read through :class:`tests.faulty_proxy.FaultyProxy` without faults, holding every
 request for a fixed delay (0 / 20 / 40 / 80 ms): the round trip of a cloud store for small
-objects. Every run is ``run_celantur(SRC, OUT, mask_scale=50)`` (default ``encoding="auto"``: two
-passes, measured rows parked on the output storage in between) with 2 workers, into a fresh
-output folder, and is checked: exit code 0, one ``masks/`` row per mask file, the same rows per
-table as the local run.
+objects. Server and proxy each run in a process of their own, so neither takes turns at the GIL
+of this process, which holds the Dask scheduler and the run's client. Every run is
+``run_celantur(SRC, OUT, mask_scale=50)`` (default ``encoding="auto"``: two passes, measured
+rows parked on the output storage in between) with 2 workers, into a fresh output folder, and
+is checked: exit code 0, one ``masks/`` row per mask file, the same rows per table as the local
+run.
 
 * *warm*: one ``LocalCluster`` of 2 workers started once and passed as ``client=`` (one untimed
   run of each kind first): at each latency the same run from local disk is timed right before
@@ -18,6 +20,9 @@ table as the local run.
 The table shows the medians, their ratio (target at 40 ms: at most 1.5x, goal 1.1x) and what the
 proxy counted during the S3 runs: requests per input file by HTTP method (a listing is a GET;
 deleting many objects is one POST), the client's requests included (listing, commit, clean-up).
+A second table shows the CPU seconds each process spent per warm run (medians): the S3 stand-in
+(moto's server), the proxy, the workers and this process (client and scheduler). On a machine of
+few cores their sum, not the latency, bounds the S3 run's time.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from benchmarks.data import write_scene_tree
 from benchmarks.endtoend import _local_client
@@ -60,10 +67,18 @@ def _free_port() -> int:
 
 @contextmanager
 def _moto_server() -> Iterator[str]:
+    """:func:`_moto_process`'s endpoint URL."""
+    with _moto_process() as (endpoint, _):
+        yield endpoint
+
+
+@contextmanager
+def _moto_process() -> Iterator[tuple[str, int]]:
     """moto's S3 server in a process of its own on a free loopback port (its CPU per request
     then competes with the workers for cores, as it must, but not for this process's GIL with
-    the proxy and the Dask scheduler), with dummy credentials in the environment (which the
-    cluster's workers inherit); real AWS configuration is hidden meanwhile."""
+    the Dask scheduler): its endpoint URL and process id, with dummy credentials in the
+    environment (which the cluster's workers inherit); real AWS configuration is hidden
+    meanwhile."""
     saved = {name: value for name, value in os.environ.items() if name.startswith("AWS_")}
     for name in saved:
         os.environ.pop(name)
@@ -88,7 +103,7 @@ def _moto_server() -> Iterator[str]:
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise BenchmarkError("moto's S3 server did not start") from None
                 time.sleep(0.2)
-        yield endpoint
+        yield endpoint, server.pid
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -110,13 +125,22 @@ def _table_rows(result: RunResult) -> dict[str, int]:
     return {table: info["rows"] for table, info in result.record["tables"].items()}
 
 
+def _cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds (user + system) each named group of processes has spent so far."""
+    spent = {}
+    for name, group in pids.items():
+        times = [psutil.Process(pid).cpu_times() for pid in group]
+        spent[name] = sum(t.user + t.system for t in times)
+    return spent
+
+
 def run(scratch: Path, *, images: int, seed: int, repeats: int) -> dict[str, Any]:
     """Generate and upload the tree, time local and S3 runs at each latency, print the table.
 
     Side effects: removes ``DASK_SCHEDULER_ADDRESS`` from this process's environment (the runs
     use their own cluster); sets dummy ``AWS_*`` variables for the section's duration.
     """
-    from tests.faulty_proxy import FaultPlan, FaultyProxy
+    from tests.faulty_proxy import FaultPlan, FaultyProxyProcess
 
     os.environ.pop(SCHEDULER_ENV, None)
     source = scratch / "storage-tree"
@@ -129,34 +153,40 @@ def run(scratch: Path, *, images: int, seed: int, repeats: int) -> dict[str, Any
                                         "bytes": sum((source / r).stat().st_size for r in files),
                                         "generate_s": generate_s}}  # fmt: skip
     with (
-        _moto_server() as endpoint,
-        FaultyProxy(endpoint, FaultPlan(rate=0.0)) as proxy,
+        _moto_process() as (endpoint, server_pid),
+        FaultyProxyProcess(endpoint, FaultPlan(rate=0.0)) as proxy,
         _local_client(WORKERS) as client,
     ):
         _upload(source, files, endpoint)
         storage = {"endpoint_url": proxy.url}
         expected: dict[str, int] = {}
+        processes = {
+            "s3": [server_pid], "proxy": [proxy.pid],
+            "workers": sorted(client.run(os.getpid).values()), "client": [os.getpid()],
+        }  # fmt: skip
 
-        def one(kind: str, cold: bool = False) -> tuple[float, RunResult]:
+        def one(kind: str, cold: bool = False) -> tuple[float, RunResult, dict[str, float]]:
             n = next(outputs)
             src, out, options = (
                 (str(source), str(scratch / f"storage-out-{n}"), {}) if kind == "local"
                 else (f"s3://{BUCKET}/in", f"s3://{BUCKET}/out-{n}", storage)
             )  # fmt: skip
             execution = ExecutionOptions(workers=WORKERS if cold else None, progress=False)
+            before = _cpu_seconds(processes)
             elapsed, result = seconds(
                 lambda: run_celantur(
                     src, out, mask_scale=MASK_SCALE, storage_options=options,
                     execution=execution, client=None if cold else client,
                 )
             )  # fmt: skip
+            cpu = {name: t - before[name] for name, t in _cpu_seconds(processes).items()}
             rows = _table_rows(result)
             if result.exit_code != 0 or rows["masks"] != masks or rows != expected.get(kind, rows):
                 raise BenchmarkError(
                     f"storage run {kind} {n}: exit code {result.exit_code}, rows {rows}"
                 )
             expected.setdefault(kind, rows)
-            return elapsed, result
+            return elapsed, result, cpu
 
         one("local")
         one("s3")  # warm-up: imports, numba caches, connection pools
@@ -166,12 +196,17 @@ def run(scratch: Path, *, images: int, seed: int, repeats: int) -> dict[str, Any
         def pair(count: int, cold: bool) -> dict[str, Any]:
             local_s: list[float] = []
             s3_s: list[float] = []
+            cpu: dict[str, list[dict[str, float]]] = {"local": [], "s3": []}
             methods: Counter[str] = Counter()
             for _ in range(count):
-                local_s.append(one("local", cold)[0])
-                before = Counter(proxy.counters.methods)
-                s3_s.append(one("s3", cold)[0])
-                methods += Counter(proxy.counters.methods) - before
+                elapsed, _, spent = one("local", cold)
+                local_s.append(elapsed)
+                cpu["local"].append(spent)
+                proxy.reset_counters()
+                elapsed, _, spent = one("s3", cold)
+                s3_s.append(elapsed)
+                cpu["s3"].append(spent)
+                methods += proxy.counters.methods
             per_run = {m: n / count for m, n in methods.items()}
             return {
                 "local_s": statistics.median(local_s), "s3_s": statistics.median(s3_s),
@@ -179,6 +214,12 @@ def run(scratch: Path, *, images: int, seed: int, repeats: int) -> dict[str, Any
                 "ratio": ratio(statistics.median(s3_s), statistics.median(local_s)),
                 "requests_per_run": per_run,
                 "requests_per_input": {m: n / len(files) for m, n in per_run.items()},
+                # CPU seconds per run (median); a cold run's workers are not these processes.
+                "cpu_s": {
+                    kind: {name: statistics.median(run[name] for run in runs)
+                           for name in processes if not (cold and name == "workers")}
+                    for kind, runs in cpu.items()
+                },
             }  # fmt: skip
 
         by_latency: dict[str, dict[str, Any]] = {}
@@ -226,3 +267,24 @@ def _print(figures: dict[str, Any], images: int, inputs: int, repeats: int) -> N
         "   requests per input include the writes (rescaled masks, table parts, parked rows, "
         "ledger entries) and the client's (listing, commit, clean-up)"
     )
+    rows = []
+    for label, f in figures["runs"].items():
+        local, s3 = f["cpu_s"]["local"], f["cpu_s"]["s3"]
+        cells = [label if "cold" in label else f"{label}, warm"]
+        cells += [_cpu_cell(local, "workers"), _cpu_cell(local, "client"),
+                  f"{f['local_s']:.2f}"]  # fmt: skip
+        cells += [_cpu_cell(s3, name) for name in ("s3", "proxy", "workers", "client")]
+        cells += [f"{sum(s3.values()):.2f}", f"{f['s3_s']:.2f}"]
+        rows.append(cells)
+    print_table(
+        "10b. CPU seconds per run (medians) by process: local disk, and S3 (moto's server, the "
+        "latency proxy, the 2 workers, this process = client + Dask scheduler); cold runs start "
+        "their own workers, not counted",
+        ["latency, cluster", "local: workers", "local: client", "local wall s",
+         "S3: server", "S3: proxy", "S3: workers", "S3: client", "S3: CPU sum", "S3 wall s"],
+        rows,
+    )  # fmt: skip
+
+
+def _cpu_cell(spent: dict[str, float], name: str) -> str:
+    return f"{spent[name]:.2f}" if name in spent else "-"

@@ -6,6 +6,9 @@
   through the answer's body, or refuses with ``403 AccessDenied``; it counts what it injected
   and every request by HTTP method. It can also hold every request for a fixed ``delay``, as a
   cloud store's round trip does for small objects (the storage benchmark uses it without faults).
+* :class:`FaultyProxyProcess`: the same proxy in a process of its own (its threads then take
+  no turns at the GIL of the process that measures, e.g. one holding a Dask scheduler), steered
+  and read over a pipe: the storage benchmark uses it.
 * :class:`KillWorkerOnce`: a Dask worker plugin that kills its worker process (``os._exit``) the
   first time a chosen task finishes after a number of others, once per test (a marker file
   survives the Nanny's restart of the worker).
@@ -16,7 +19,9 @@ benchmarks as ``tests.faulty_proxy``).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import multiprocessing
 import os
 import random
 import socket
@@ -28,6 +33,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing.connection import Connection
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -319,6 +325,118 @@ class _Handler(BaseHTTPRequestHandler):
             self._forward(body)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+
+class FaultyProxyProcess:
+    """A :class:`FaultyProxy` in a child process (started with ``spawn``), for measurements:
+    :attr:`delay` is set and :attr:`counters` read over a pipe, :attr:`pid` names the process
+    (e.g. to measure its CPU time). Use as a context manager, or :meth:`start` / :meth:`stop`.
+    """
+
+    def __init__(self, upstream: str, plan: FaultPlan | None = None, *, delay: float = 0.0) -> None:
+        self._arguments = (upstream, plan or FaultPlan(), delay)
+        self._pipe: Connection | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._url = ""
+
+    @property
+    def url(self) -> str:
+        """The proxy's endpoint URL."""
+        if not self._url:
+            raise RuntimeError("proxy not started")
+        return self._url
+
+    @property
+    def pid(self) -> int:
+        """The child process's id."""
+        if self._process is None or self._process.pid is None:
+            raise RuntimeError("proxy not started")
+        return self._process.pid
+
+    @property
+    def delay(self) -> float:
+        """Seconds every request is held (see :class:`FaultyProxy`)."""
+        return float(self._ask("delay"))
+
+    @delay.setter
+    def delay(self, seconds: float) -> None:
+        self._ask("delay", seconds)
+
+    @property
+    def counters(self) -> FaultCounters:
+        """A copy of what the proxy counted so far."""
+        counted: FaultCounters = self._ask("counters")
+        return counted
+
+    def reset_counters(self) -> FaultCounters:
+        """Start counting afresh; returns what was counted so far."""
+        counted: FaultCounters = self._ask("reset")
+        return counted
+
+    def start(self) -> FaultyProxyProcess:
+        """Start the child and wait until its proxy listens."""
+        context = multiprocessing.get_context("spawn")
+        self._pipe, theirs = context.Pipe()
+        self._process = context.Process(
+            target=_serve_proxy, args=(theirs, *self._arguments), daemon=True,
+            name="faulty-proxy",
+        )  # fmt: skip
+        self._process.start()
+        theirs.close()
+        if not self._pipe.poll(SOCKET_TIMEOUT):
+            self.stop()
+            raise RuntimeError("the proxy process did not start")
+        self._url = self._pipe.recv()
+        return self
+
+    def stop(self) -> None:
+        """Stop the proxy and wait for the child to end."""
+        if self._pipe is not None:
+            with contextlib.suppress(OSError):
+                self._pipe.send(("stop", None))
+            self._pipe.close()
+        if self._process is not None:
+            self._process.join(timeout=SOCKET_TIMEOUT)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+        self._pipe = self._process = None
+        self._url = ""
+
+    def __enter__(self) -> FaultyProxyProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _ask(self, command: str, value: Any = None) -> Any:
+        if self._pipe is None:
+            raise RuntimeError("proxy not started")
+        self._pipe.send((command, value))
+        return self._pipe.recv()
+
+
+def _serve_proxy(pipe: Connection, upstream: str, plan: FaultPlan, delay: float) -> None:
+    """The child of :class:`FaultyProxyProcess`: serve, and answer the parent until it says
+    ``stop`` (or goes away)."""
+    with FaultyProxy(upstream, plan, delay=delay) as proxy:
+        pipe.send(proxy.url)
+        while True:
+            try:
+                command, value = pipe.recv()
+            except EOFError:
+                return
+            if command == "stop":
+                return
+            if command == "delay":
+                if value is not None:
+                    proxy.delay = float(value)
+                pipe.send(proxy.delay)
+            elif command == "counters":
+                with proxy._lock:
+                    pipe.send(proxy.counters)
+            elif command == "reset":
+                pipe.send(proxy.reset_counters())
 
 
 class KillWorkerOnce(WorkerPlugin):

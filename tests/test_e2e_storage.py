@@ -245,3 +245,79 @@ def test_external_scheduler_and_worker_processes_on_s3(
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
+
+
+#: The requests a run makes on one table's ``_delta_log/`` on S3, in order (``LIST``: a listing;
+#: ``N.json``: the commit file of version N). At the start the table is opened (delta-rs reads
+#: ``_last_checkpoint``, lists the log and reads the latest commit file twice); while the data
+#: files are assembled, one GET asks for the next commit file (someone else's commit). The
+#: commit itself is delta-rs's: a listing for a newer version, the conditional PUT, then its own
+#: reload of the state it just wrote — once after an overwrite, twice after creating a table —
+#: and nothing of ours after it.
+OPEN_NEW = ["GET _last_checkpoint", "LIST"]
+OPEN_V0 = ["GET _last_checkpoint", "LIST", "GET 0.json", "GET 0.json"]
+RELOAD_V0 = OPEN_V0
+CREATE = ["LIST", "PUT 0.json", *RELOAD_V0, *RELOAD_V0]
+OVERWRITE_V1 = ["LIST", "PUT 1.json", "LIST", "GET 1.json", "GET 1.json"]
+
+
+def _delta_log_requests(seen: list[tuple[str, str]], root: str) -> dict[str, list[str]]:
+    """Per table below ``root`` (``/bucket/out``), the ``_delta_log`` requests in order."""
+    from urllib.parse import parse_qs, urlsplit
+
+    found: dict[str, list[str]] = {table: [] for table in TABLES}
+    for method, target in seen:
+        parts = urlsplit(target)
+        if "list-type" in parts.query:
+            path, name = "/" + parts.path.strip("/") + "/" + parse_qs(parts.query)["prefix"][0], ""
+        else:
+            path, name = parts.path, parts.path.rsplit("/", 1)[-1]
+        table, _, rest = path.removeprefix(f"{root}/").partition("/")
+        if not rest.startswith("_delta_log") or table not in found:
+            continue
+        if not name:
+            found[table].append("LIST")
+        else:
+            short = f"{int(name.split('.')[0])}.json" if name[0].isdigit() else name
+            found[table].append(f"{method} {short}")
+    return found
+
+
+def test_s3_commit_takes_few_requests_per_table_and_run_record_one_put(
+    local_tree: Path,
+    run_cli: RunCli,
+    s3_bucket: tuple[str, dict[str, Any]],
+    s3_endpoint: str,
+) -> None:
+    """Every request of a run on each table's log and on ``_run.json``, counted by a proxy: a
+    first run creates every table (10 requests per commit), a rerun without one image
+    overwrites the tables that changes (5 per commit) and leaves the video tables alone;
+    ``_run.json`` is read once at the start and written in one PUT."""
+    bucket, storage = s3_bucket
+    upload_tree(local_tree, f"{bucket}/in", storage)
+    root = "/" + bucket.removeprefix("s3://") + "/out"
+    with FaultyProxy(s3_endpoint, FaultPlan(rate=0.0)) as proxy:
+        options = ("--storage-option", f"endpoint_url={proxy.url}")
+        code, _ = run_cli(f"{bucket}/in", *ARGS, *options, output=f"{bucket}/out")
+        first = proxy.reset_counters().seen
+        fs, _ = fsspec.core.url_to_fs(bucket, **storage)
+        mask = sorted(p for p in fs.find(f"{bucket}/in/images") if "_ins_ma" in p)[0]
+        fs.rm(fs.glob(mask.split("_ins_ma")[0] + "*"))
+        code_again, _ = run_cli(f"{bucket}/in", *ARGS, *options, output=f"{bucket}/out")
+        again = proxy.reset_counters().seen
+    assert (code, code_again) == (3, 3)
+
+    assert len(CREATE) == 10 and len(OVERWRITE_V1) == 5
+    assert _delta_log_requests(first, root) == {
+        table: [*OPEN_NEW, "GET 0.json", *CREATE] for table in TABLES
+    }
+    record = read_run(f"{bucket}/out", storage)
+    overwritten = [t for t in TABLES if record["tables"][t]["version"] == 1]
+    assert "masks" in overwritten and not {"chunks", "gaps"} & set(overwritten)
+    assert _delta_log_requests(again, root) == {
+        table: [*OPEN_V0, "GET 1.json", *(OVERWRITE_V1 if table in overwritten else [])]
+        for table in TABLES
+    }
+    for seen in (first, again):
+        assert [m for m, p in seen if "_run.json" in p] == ["GET", "PUT"]
+        assert not [p for m, p in seen if "_run.json" in p and "?" in p]
