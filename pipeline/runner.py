@@ -673,14 +673,12 @@ def _commit(
     client_rows["summary"] = to_arrow("summary", summary_rows)
     summary.rows["summary"] = client_rows["summary"].num_rows
     summary.parts["summary"] = []
-    # The client's parts are written while the staged parts are listed.
-    with ThreadPoolExecutor(len(client_rows) + 1) as pool:
-        listing = pool.submit(staged_sizes, output, STAGED)
+    sizes = staged_sizes(output, STAGED)
+    with ThreadPoolExecutor(len(client_rows)) as pool:
         writes = {
-            table: pool.submit(write_content_part, output, f"{STAGED}/{table}", rows)
+            table: pool.submit(write_content_part, output, f"{STAGED}/{table}", rows, sizes)
             for table, rows in client_rows.items()
         }
-        sizes = listing.result()
         for table, write in writes.items():
             rel, sizes[rel] = write.result()
             summary.parts.setdefault(table, []).append(rel)

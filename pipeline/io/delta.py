@@ -210,12 +210,16 @@ def committed_since(output: Location, versions: Mapping[str, int | None]) -> lis
 
     def newer(table: str) -> bool:
         version = versions[table]
-        following = 0 if version is None else version + 1
-        try:
-            output.read_bytes(f"{table}/_delta_log/{following:020d}.json")
-        except FileNotFoundError:
-            return False
-        return True
+        following = f"{table}/_delta_log/{0 if version is None else version + 1:020d}.json"
+
+        def look() -> bool:
+            try:
+                output.read_bytes(following)
+            except FileNotFoundError:
+                return False
+            return True
+
+        return _retrying(look, f"cannot read {output.url_of(following)}")
 
     tables = list(versions)
     with ThreadPoolExecutor(max(1, len(tables))) as pool:

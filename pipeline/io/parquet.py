@@ -9,6 +9,7 @@ files (:mod:`pipeline.io.delta`). Readers never read staged parts.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -81,15 +82,20 @@ def write_part(location: Location, rel: str, table: pa.Table) -> str:
     return rel
 
 
-def write_content_part(location: Location, folder: str, table: pa.Table) -> tuple[str, int]:
-    """Write ``table`` under ``folder`` named by a hash of its bytes; returns the part's path
-    and size.
+def write_content_part(
+    location: Location, folder: str, table: pa.Table, listed: Collection[str]
+) -> tuple[str, int]:
+    """Write ``table`` under ``folder`` named by a hash of its bytes, unless a part of that
+    name is among the ``listed`` ones (paths below ``location``); returns the part's path and
+    size.
 
     For the rows the client stages at commit time (summary, run-level errors): a rerun with
-    the same content writes the same bytes under the same name, whole (one PUT, no request
-    first to ask whether it is there), so a run reading the part meanwhile reads it whole.
+    the same content writes nothing, and a part is written whole (see
+    :meth:`~pipeline.io.storage.Location.replace_bytes`), so a run reading it meanwhile never
+    reads a part of it.
     """
     data = table_bytes(table, compression=STAGED_COMPRESSION)
     rel = f"{folder}/part-{hashlib.sha256(data).hexdigest()[:20]}.parquet"
-    location.replace_bytes(rel, data)
+    if rel not in listed:
+        location.replace_bytes(rel, data)
     return rel, len(data)
