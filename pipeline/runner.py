@@ -63,6 +63,8 @@ from pipeline.io.storage import (
     InputFile,
     Location,
     StorageError,
+    all_at_once,
+    in_background,
     is_inside,
     storage_options_with_environment,
 )
@@ -225,11 +227,10 @@ def _start(command: Literal["celantur", "clearml"], options: RunOptions) -> _Run
 def _reading_output(run: _Run) -> Iterator[None]:
     """Read what the output holds — every table's latest snapshot and the last run's record —
     while the block lists the inputs, so the run's first round trips overlap."""
-    with ThreadPoolExecutor(2) as pool:
-        snapshots = pool.submit(open_tables, run.output, TABLES)
-        previous = pool.submit(read_run_record, run.output)
-        yield
-        run.snapshots, run.previous = snapshots.result(), previous.result()
+    snapshots = in_background(functools.partial(open_tables, run.output, TABLES))
+    previous = in_background(functools.partial(read_run_record, run.output))
+    yield
+    run.snapshots, run.previous = snapshots.result(), previous.result()
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -674,14 +675,13 @@ def _commit(
     summary.rows["summary"] = client_rows["summary"].num_rows
     summary.parts["summary"] = []
     sizes = staged_sizes(output, STAGED)
-    with ThreadPoolExecutor(len(client_rows)) as pool:
-        writes = {
-            table: pool.submit(write_content_part, output, f"{STAGED}/{table}", rows, sizes)
-            for table, rows in client_rows.items()
-        }
-        for table, write in writes.items():
-            rel, sizes[rel] = write.result()
-            summary.parts.setdefault(table, []).append(rel)
+    written = all_at_once([
+        functools.partial(write_content_part, output, f"{STAGED}/{table}", rows, sizes)
+        for table, rows in client_rows.items()
+    ])  # fmt: skip
+    for table, (rel, size) in zip(client_rows, written, strict=True):
+        sizes[rel] = size
+        summary.parts.setdefault(table, []).append(rel)
     staged = {table: sorted(summary.parts.get(table, [])) for table in TABLES}
     unchanged = _unchanged_tables(run, staged)
     groups: list[FileGroup] = [
@@ -692,13 +692,12 @@ def _commit(
     # Whether another run committed since this one started is asked while the data files are
     # assembled (one request per table, all at once); delta-rs asks again, per table, right
     # before each commit.
-    with ThreadPoolExecutor(1) as pool:
-        newer = pool.submit(committed_since, output, run.read_versions)
-        bundles = bundle_files(groups, executor.total_threads)
-        for assembled in executor.map(assemble_files, bundles, output, label="assemble"):
-            for table, add in assembled:
-                adds[table].append(add)
-        _stop_if_committed(run, newer.result())
+    newer = in_background(functools.partial(committed_since, output, run.read_versions))
+    bundles = bundle_files(groups, executor.total_threads)
+    for assembled in executor.map(assemble_files, bundles, output, label="assemble"):
+        for table, add in assembled:
+            adds[table].append(add)
+    _stop_if_committed(run, newer.result())
     run.lap("assemble")
     scheduler = dict(executor.description)
     exit_code = EXIT_INPUT_ERRORS if summary.errors.get("error") else EXIT_OK

@@ -10,12 +10,12 @@ S3, MinIO and moto's server support) and the loser stops.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -32,7 +32,7 @@ from deltalake.transaction import (
 )
 
 from pipeline.io.parquet import table_bytes
-from pipeline.io.storage import Location, StorageError
+from pipeline.io.storage import Location, StorageError, all_at_once
 
 T = TypeVar("T")
 #: Commits looked at when finding out whether a commit whose answer was lost landed.
@@ -199,9 +199,8 @@ def open_tables(output: Location, tables: Sequence[str]) -> dict[str, DeltaTable
     """Each table at its latest committed version (``None``: no table yet), the snapshot a run
     commits against; the tables are opened at once (each is a few requests in series, and
     delta-rs waits for them without the GIL)."""
-    with ThreadPoolExecutor(max(1, len(tables))) as pool:
-        opened = pool.map(lambda table: open_table(output, table), tables)
-        return dict(zip(tables, opened, strict=True))
+    opened = all_at_once([functools.partial(open_table, output, table) for table in tables])
+    return dict(zip(tables, opened, strict=True))
 
 
 def committed_since(output: Location, versions: Mapping[str, int | None]) -> list[str]:
@@ -222,8 +221,7 @@ def committed_since(output: Location, versions: Mapping[str, int | None]) -> lis
         return _retrying(look, f"cannot read {output.url_of(following)}")
 
     tables = list(versions)
-    with ThreadPoolExecutor(max(1, len(tables))) as pool:
-        changed = list(pool.map(newer, tables))
+    changed = all_at_once([functools.partial(newer, table) for table in tables])
     return [table for table, newer_commit in zip(tables, changed, strict=True) if newer_commit]
 
 
@@ -280,9 +278,12 @@ def commit_table(
                 landed = _committed_by(output, table, run["run_id"])
                 if landed is not None:
                     return landed
+                detail = str(exc).splitlines()[0]
+                if detail.startswith("Failed to commit transaction"):  # retries are off
+                    detail = "a newer version exists"
                 raise CommitConflict(
                     f"another run committed {output.url_of(table)} while this run was running "
-                    f"(this run read version {read_version}): {str(exc).splitlines()[0]}"
+                    f"(this run read version {read_version}): {detail}"
                 ) from exc
             # Failed in transit: the commit may or may not have landed. Look before retrying.
             landed = _committed_by(output, table, run["run_id"])

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import fsspec
 from fsspec.core import split_protocol, url_to_fs
@@ -568,6 +568,39 @@ class _WrittenBehind(Location):
         self.io.write(self, rel, data)
 
 
+T = TypeVar("T")
+
+
+def in_background(call: Callable[[], T], name: str = "pipeline-request") -> Future[T]:
+    """Start ``call`` on a daemon thread of its own; its future holds the result or error.
+
+    For a few requests in series each (a Delta table's open, a look at one object) that should
+    overlap other work: a run interrupted while waiting for them (a stop signal, the storage
+    watchdog) stops at once, and the interpreter's exit does not wait for requests nobody
+    wants any more (threads of a ``ThreadPoolExecutor`` would be joined, each up to its
+    client's whole retry schedule against a storage that went away).
+    """
+    future: Future[T] = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(call())
+        except BaseException as exc:  # the waiting thread raises it
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
+def all_at_once(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """The results of ``calls``, each run on a thread of its own (:func:`in_background`) and
+    all at once; the first that failed (in order) raises."""
+    futures = [in_background(call) for call in calls]
+    return [future.result() for future in futures]
+
+
 def url_protocol(url: str) -> str:
     """The fsspec protocol of a URL (``file`` for plain paths)."""
     protocol, _ = split_protocol(url)
@@ -587,5 +620,5 @@ def is_inside(inner: Location, outer: Location) -> str | None:
 
 __all__ = [
     "DEFAULT_IO_CONCURRENCY", "BatchIO", "InputFile", "Location", "Prefetch", "StorageError",
-    "fsspec", "is_inside", "storable_name", "url_protocol",
+    "all_at_once", "fsspec", "in_background", "is_inside", "storable_name", "url_protocol",
 ]  # fmt: skip
