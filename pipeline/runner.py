@@ -12,7 +12,6 @@ more is removed by ``mask-pipeline vacuum``.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -21,8 +20,8 @@ import platform
 import posixpath
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -164,10 +163,12 @@ class _Run:
     options: RunOptions
     output: Location
     storage_options: dict[str, Any]
-    # Each table as the run found it when it started (its latest version; None: no table
-    # yet), which the run commits on top of, and the last committed run's record.
+    # Each table as the run found it (its latest version; None: no table yet), which the run
+    # commits on top of, and the last committed run's record: read in the background once the
+    # inputs are listed (see _read_output), complete when `reading` is.
     snapshots: dict[str, DeltaTable | None] = field(default_factory=dict)
     previous: dict[str, Any] | None = None
+    reading: Future[None] | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     timings: dict[str, float] = field(default_factory=dict)
@@ -181,7 +182,7 @@ class _Run:
 
     @property
     def read_versions(self) -> dict[str, int | None]:
-        """Each table's version when the run started (``None``: no table yet)."""
+        """Each table's version when the run read it (``None``: no table yet)."""
         return {t: None if s is None else s.version() for t, s in self.snapshots.items()}
 
     def lap(self, name: str) -> None:
@@ -223,14 +224,18 @@ def _start(command: Literal["celantur", "clearml"], options: RunOptions) -> _Run
     return run
 
 
-@contextlib.contextmanager
-def _reading_output(run: _Run) -> Iterator[None]:
-    """Read what the output holds — every table's latest snapshot and the last run's record —
-    while the block lists the inputs, so the run's first round trips overlap."""
-    snapshots = in_background(functools.partial(open_tables, run.output, TABLES))
-    previous = in_background(functools.partial(read_run_record, run.output))
-    yield
-    run.snapshots, run.previous = snapshots.result(), previous.result()
+def _read_output(run: _Run) -> None:
+    """Start reading what the output holds — every table's latest snapshot and the last run's
+    record — in the background: its round trips overlap planning and the first pass, and the
+    commit waits for them (:func:`_commit`). Started once the inputs are listed, so a storage
+    that is not there fails the listing first, with no Delta request in flight."""
+
+    def read() -> None:
+        snapshots = in_background(functools.partial(open_tables, run.output, TABLES))
+        run.previous = read_run_record(run.output)
+        run.snapshots = snapshots.result()
+
+    run.reading = in_background(read)
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -360,9 +365,8 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
     """
     run = _start("celantur", options)
     source = Location(options.source, run.storage_options)
-    with _reading_output(run):
-        listed = _list_inputs(source, run.output)
-    files, earlier, skipped = _without_earlier_outputs(listed, source)
+    files, earlier, skipped = _without_earlier_outputs(_list_inputs(source, run.output), source)
+    _read_output(run)
     groups, inventory = group_images(files)
     found = {kind: inventory.found.get(kind, 0)
              for kind in ("instance", "binary", "metadata", "video_metadata")}  # fmt: skip
@@ -586,8 +590,8 @@ def run_clearml(options: ClearmlOptions, client: Any | None = None) -> RunResult
         options.mode if options.mode != "auto" else ("pixel" if mask_labels else "alpha")
     )
     frames = Location(options.frames, run.storage_options)
-    with _reading_output(run):
-        root, documents, earlier = _frames_documents(frames)
+    root, documents, earlier = _frames_documents(frames)
+    _read_output(run)
     client_errors = ErrorLog()
     groups, landed = _plan_frames(root, documents, options, client_errors)
     masks = sum(len(group.masks) for group in groups)
@@ -665,6 +669,8 @@ def _commit(
         When another run committed to the output since this run started (exit code 1).
     """
     output, options = run.output, run.options
+    assert run.reading is not None, "the output is read once the inputs are listed"
+    run.reading.result()
     client_rows: dict[str, Any] = {}
     if client_errors:
         summary.add_errors(client_errors, kind="frames_document")

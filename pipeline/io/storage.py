@@ -572,13 +572,13 @@ T = TypeVar("T")
 
 
 def in_background(call: Callable[[], T], name: str = "pipeline-request") -> Future[T]:
-    """Start ``call`` on a daemon thread of its own; its future holds the result or error.
+    """Start ``call`` on a thread of its own; its future holds the result or error.
 
     For a few requests in series each (a Delta table's open, a look at one object) that should
-    overlap other work: a run interrupted while waiting for them (a stop signal, the storage
-    watchdog) stops at once, and the interpreter's exit does not wait for requests nobody
-    wants any more (threads of a ``ThreadPoolExecutor`` would be joined, each up to its
-    client's whole retry schedule against a storage that went away).
+    overlap other work. Unlike waiting at the end of a ``ThreadPoolExecutor`` block, a run
+    interrupted while waiting for them (a stop signal, the storage watchdog) stops at once;
+    the interpreter's exit then waits for the thread (not a daemon: native code such as
+    delta-rs must not be running when the interpreter finalises).
     """
     future: Future[T] = Future()
 
@@ -590,7 +590,7 @@ def in_background(call: Callable[[], T], name: str = "pipeline-request") -> Futu
         except BaseException as exc:  # the waiting thread raises it
             future.set_exception(exc)
 
-    threading.Thread(target=run, name=name, daemon=True).start()
+    threading.Thread(target=run, name=name).start()
     return future
 
 
