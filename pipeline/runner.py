@@ -695,15 +695,14 @@ def _commit(
         for group in plan_files(table, staged[table], sizes)
     ]  # fmt: skip
     adds: dict[str, list[Any]] = {table: [] for table in TABLES}
-    # Whether another run committed since this one started is asked while the data files are
-    # assembled (one request per table, all at once); delta-rs asks again, per table, right
-    # before each commit.
-    newer = in_background(functools.partial(committed_since, output, run.read_versions))
     bundles = bundle_files(groups, executor.total_threads)
     for assembled in executor.map(assemble_files, bundles, output, label="assemble"):
         for table, add in assembled:
             adds[table].append(add)
-    _stop_if_committed(run, newer.result())
+    # Right before the commits (one request per table, all at once), so that two runs whose
+    # commits would interleave table by table rarely get that far: delta-rs asks again, per
+    # table, right before each commit.
+    _stop_if_committed(run, committed_since(output, run.read_versions))
     run.lap("assemble")
     scheduler = dict(executor.description)
     exit_code = EXIT_INPUT_ERRORS if summary.errors.get("error") else EXIT_OK

@@ -248,12 +248,12 @@ def test_external_scheduler_and_worker_processes_on_s3(
 
 
 #: The requests a run makes on one table's ``_delta_log/`` on S3, in order (``LIST``: a listing;
-#: ``N.json``: the commit file of version N). At the start the table is opened (delta-rs reads
-#: ``_last_checkpoint``, lists the log and reads the latest commit file twice); while the data
-#: files are assembled, one GET asks for the next commit file (someone else's commit). The
-#: commit itself is delta-rs's: a listing for a newer version, the conditional PUT, then its own
-#: reload of the state it just wrote — once after an overwrite, twice after creating a table —
-#: and nothing of ours after it.
+#: ``N.json``: the commit file of version N). Once the inputs are listed the table is opened
+#: (delta-rs reads ``_last_checkpoint``, lists the log and reads the latest commit file twice);
+#: once the data files are assembled, one GET asks for the next commit file (someone else's
+#: commit). The commit itself is delta-rs's: a listing for a newer version, the conditional
+#: PUT, then its own reload of the state it just wrote — once after an overwrite, twice after
+#: creating a table — and nothing of ours after it.
 OPEN_NEW = ["GET _last_checkpoint", "LIST"]
 OPEN_V0 = ["GET _last_checkpoint", "LIST", "GET 0.json", "GET 0.json"]
 RELOAD_V0 = OPEN_V0
