@@ -172,23 +172,29 @@ class BatchSummary:
             [row.get("is_anonymised") for row in rows],
         )
 
-    def add_detection_columns(self, labels: Any, scores: Any, anonymised: Any) -> None:
+    def add_detection_columns(
+        self, labels: Any, scores: Any, anonymised: Any, *, files: Any = None
+    ) -> None:
         """Add detections given as columns (Arrow arrays or lists), per raw ``type_label``
         (a missing label counts as ``"None"``).
 
-        A label's scores are summed with ``math.fsum`` (exactly rounded) and kept as the exact
-        value of that sum: batches are fixed by the plan, so the total is the same whichever
-        worker ran which batch, in whatever order.
+        A label's scores are summed with ``math.fsum`` (exactly rounded) per file and kept as
+        the exact value of those sums: batches are fixed by the plan, so the total is the same
+        whichever worker ran which batch, in whatever order. ``files``: the file of each row
+        (non-decreasing numbers; one file when not given), so that the columns of several files
+        add as each file's columns added alone.
         """
         values = pa.array(scores, pa.float64()).to_numpy(zero_copy_only=False)  # null: NaN
         flags = pa.array(anonymised, pa.bool_()).fill_null(False).to_numpy(zero_copy_only=False)
+        of_file = np.zeros(len(values), np.int64) if files is None else np.asarray(files)
         for key, selected in label_groups(labels):
-            finite = values[selected]
-            finite = finite[~np.isnan(finite)]
+            scored = selected & ~np.isnan(values)
+            finite, where = values[scored], of_file[scored]
+            per_file = np.split(finite, np.flatnonzero(np.diff(where)) + 1)
             stats = self.labels.setdefault(key, LabelStats())
             stats.detections += int(selected.sum())
             stats.anonymised += int(flags[selected].sum())
-            stats.score_sum += Fraction(math.fsum(finite.tolist()))
+            stats.score_sum += sum((Fraction(math.fsum(s.tolist())) for s in per_file), Fraction(0))
             stats.scored += len(finite)
 
     def add_frames(self, rows: Iterable[Mapping[str, Any]]) -> None:

@@ -78,15 +78,22 @@ def _process_chunks(batch: Batch[VideoChunk], ctx: TaskContext, reads: Prefetch)
             durations = [d for d in parsed.frame_durations if d is not None]
             summary.duration_sum += Fraction(math.fsum(durations))
             summary.durations += len(durations)
-            columns = parsed.detections
-            summary.add_detection_columns(
-                columns["type_label"], columns["score"], columns["is_anonymised"]
-            )
     summary.add_errors(issues)
-    # The batch's tables at once: what building a table costs whatever its size is paid per
-    # batch, not per chunk (real videos are often far shorter than a 500-frame chunk).
+    # The batch's tables and label statistics at once: what building a table costs whatever
+    # its size is paid per batch, not per chunk (real videos are often far shorter than a
+    # 500-frame chunk).
+    detections = _detection_table(parsed_chunks) if parsed_chunks else None
+    if detections is not None:
+        counts = [parsed.detection_count for _, parsed in parsed_chunks]
+        summary.add_detection_columns(
+            *(
+                detections[name].combine_chunks()
+                for name in ("type_label", "score", "is_anonymised")
+            ),
+            files=np.repeat(np.arange(len(counts)), counts),
+        )
     outputs = {
-        "detections": _detection_table(parsed_chunks) if parsed_chunks else None,
+        "detections": detections,
         "frames": _frame_table(parsed_chunks) if parsed_chunks else None,
         "chunks": to_arrow("chunks", chunk_rows),
         "errors": to_arrow("errors", issues),

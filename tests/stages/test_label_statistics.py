@@ -83,3 +83,22 @@ def test_video_label_sums_equal_a_loop_in_frame_order(batches: list[tuple[list[A
     assert stats.label_score_sum == {key: sums[key] for key in scored}
     assert all(math.copysign(1, stats.label_score_sum[k]) == math.copysign(1, sums[k])
                for k in scored)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_detections(), max_size=5))
+def test_files_added_at_once_equal_each_file_added_alone(
+    files: list[tuple[list[Any], ...]],
+) -> None:
+    """The stage adds a batch's chunks in one call, each chunk's scores summed on their own."""
+    alone = BatchSummary()
+    for labels, scores, flags in files:
+        alone.add_detection_columns(labels, scores, flags)
+    at_once = BatchSummary()
+    at_once.add_detection_columns(
+        [label for labels, _, _ in files for label in labels],
+        [score for _, scores, _ in files for score in scores],
+        [flag for _, _, flags in files for flag in flags],
+        files=[i for i, (labels, _, _) in enumerate(files) for _ in labels],
+    )
+    assert at_once.labels == alone.labels
