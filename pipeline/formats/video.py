@@ -285,19 +285,18 @@ def _coordinates(given: list[Any], length: int) -> tuple[list[pa.Array], int]:
     """``length`` float64 columns of coordinate lists: null in every column where a list is
     missing, of another length or not finite; and how many given lists were refused."""
     lists = pa.array(given, pa.list_(pa.float64()))  # Arrow reads the sequences in C++
-    values = lists.values.to_numpy()
-    shaped = lists.value_lengths().fill_null(0).to_numpy() == length
+    values, offsets = lists.values.to_numpy(), lists.offsets.to_numpy()
+    shaped = np.diff(offsets) == length  # a missing list has none
     if shaped.all():
-        table = values.reshape(-1, length).T
+        table = np.ascontiguousarray(values.reshape(-1, length).T)
     else:  # rows of another length (or missing) read as NaN, so they are refused below
         table = np.full((length, len(given)), np.nan)
-        starts = lists.offsets.to_numpy()[:-1][shaped]
-        table[:, shaped] = values[starts[:, None] + np.arange(length)].T
+        table[:, shaped] = values[offsets[:-1][shaped, None] + np.arange(length)].T
     usable = np.isfinite(table).all(axis=0)
-    refused = int((lists.is_valid().to_numpy(zero_copy_only=False) & ~usable).sum())
-    mask = None if usable.all() else ~usable
-    columns = [pa.array(np.ascontiguousarray(axis), pa.float64(), mask=mask) for axis in table]
-    return columns, refused
+    kept = int(usable.sum())
+    mask = None if kept == len(given) else ~usable
+    columns = [pa.array(axis, pa.float64(), mask=mask) for axis in table]
+    return columns, len(given) - lists.null_count - kept
 
 
 def _colour(values: list[int] | None) -> list[int] | None:
