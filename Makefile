@@ -25,8 +25,10 @@ check: $(STAMP)
 	$(BIN)/ruff format --check pipeline tests benchmarks fuzz
 	$(BIN)/mypy
 
+# BENCH_ARGS: options of python -m benchmarks, e.g. make bench BENCH_ARGS="--section storage".
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 # Coverage-guided fuzzing of every door (PNG, image metadata, video chunks with their names,
 # ClearML frames, job files, all JSON doors at once); FUZZ_SECONDS per target (findings: crash-*).
