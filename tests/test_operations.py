@@ -269,6 +269,10 @@ def test_stop_signal_mid_run_exits_fast_and_commits_nothing(
     no process of the run left behind."""
     source, out = tmp_path / "in", tmp_path / "out"
     make_celantur_tree(source / "images", seed=3, images=6)
+    # A small video too, so that this first run compiles every kernel into numba's cache: a
+    # signal arriving while numba compiles lands in one of its ctypes callbacks, where Python
+    # prints and drops whatever the handler raises (see the README's recipe).
+    make_video_fleet(source / "warm-up", seed=4, videos=1, frames_per_video=100, quirks=False)
     code, _, err = _finish(_cli("celantur", str(source), str(out), "--scheduler", "sync",
                                 "--no-progress"))  # fmt: skip
     assert code == 0, err[-3000:]
@@ -307,6 +311,10 @@ def test_api_runs_leave_stop_signals_to_the_host(
     calls; raising from it stops the run, which commits nothing (the README's recipe)."""
     source, out = tmp_path / "in", tmp_path / "out"
     make_celantur_tree(source / "images", seed=3, images=6)
+    # A small video too, so that this first run compiles every kernel into numba's cache: a
+    # signal arriving while numba compiles lands in one of its ctypes callbacks, where Python
+    # prints and drops whatever the handler raises (see the README's recipe).
+    make_video_fleet(source / "warm-up", seed=4, videos=1, frames_per_video=100, quirks=False)
     code, _, err = _finish(_cli("celantur", str(source), str(out), "--scheduler", "sync",
                                 "--no-progress"))  # fmt: skip
     assert code == 0, err[-3000:]
