@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -11,8 +12,10 @@ from typing import Any
 import pytest
 from reference import output_tables, read_output
 
+from pipeline.io.storage import Location
 from pipeline.sampledata.celantur import make_celantur_tree
 from pipeline.sampledata.video import make_video_fleet
+from pipeline.stages import work
 
 RunCli = Callable[..., tuple[int, Any]]
 
@@ -100,3 +103,55 @@ def test_changes_redo_only_their_batches_and_equal_a_full_run(
     )
     removed_rel = removed.relative_to(tree).as_posix()
     assert not any(row["scaled_path"].endswith(removed_rel) for row in read_output(out, "masks"))
+
+
+def test_ledger_entries_fingerprint_the_parts_as_written_without_reading_them(
+    tree: Path, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saving = []
+    reads_while_saving: list[str] = []
+    save_entry = work.save_entry
+
+    def counting_save(output: Location, name: str, summary: Any) -> None:
+        saving.append(name)
+        try:
+            save_entry(output, name, summary)
+        finally:
+            saving.remove(name)
+
+    def read_many(self: Location, rels: Any, *args: Any, **kwargs: Any) -> Any:
+        rels = list(rels)
+        if saving:
+            reads_while_saving.extend(rels)
+        return original_many(self, rels, *args, **kwargs)
+
+    def read_bytes(self: Location, rel: str) -> bytes:
+        if saving:
+            reads_while_saving.append(rel)
+        return original_bytes(self, rel)
+
+    original_many, original_bytes = Location.read_many, Location.read_bytes
+    monkeypatch.setattr(work, "save_entry", counting_save)
+    monkeypatch.setattr(Location, "read_many", read_many)
+    monkeypatch.setattr(Location, "read_bytes", read_bytes)
+
+    args = ("--encoding", "auto", "--mask-scale", "50", "--batch-bytes", "20000")
+    code, out = run_cli(tree, *args, output=tmp_path / "out")
+    assert code == 0
+    assert reads_while_saving == [], "saving a ledger entry reads nothing back"
+
+    entries = sorted((out / "_ledger").glob("*.json"))
+    assert len(entries) == _record(out)["work"]["done"]
+    fingerprinted = 0
+    for entry in entries:
+        recorded = json.loads(entry.read_text())["parts"]
+        for part, (size, digest) in recorded.items():
+            data = (out / part).read_bytes()
+            assert [size, digest] == [len(data), hashlib.sha256(data).hexdigest()], part
+            fingerprinted += 1
+    staged = {str(p.relative_to(out)) for p in (out / "_staged").rglob("*.parquet")}
+    assert fingerprinted > 10
+    # every part a work item staged is in exactly one entry (the client's summary part is not)
+    in_entries = [part for e in entries for part in json.loads(e.read_text())["parts"]]
+    assert len(in_entries) == len(set(in_entries))
+    assert set(in_entries) == {p for p in staged if not p.startswith("_staged/summary/")}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -75,11 +76,22 @@ def staged_part(table: str, key: str) -> str:
     return f"{STAGED}/{table}/part-{key}.parquet"
 
 
-def write_part(location: Location, rel: str, table: pa.Table) -> str:
+class StagedPart(NamedTuple):
+    """A staged part as written: its path below the output root, and the size and SHA-256 of
+    its bytes (what the ledger records, without reading the part back)."""
+
+    rel: str
+    size: int
+    sha256: str
+
+
+def write_part(location: Location, rel: str, table: pa.Table) -> StagedPart:
     """Write the staged part ``table`` to ``rel`` below ``location`` in one request; returns
-    ``rel``."""
-    location.write_bytes(rel, table_bytes(table, compression=STAGED_COMPRESSION))
-    return rel
+    the part with the fingerprint of exactly the bytes written (a write that succeeds stores
+    them whole)."""
+    data = table_bytes(table, compression=STAGED_COMPRESSION)
+    location.write_bytes(rel, data)
+    return StagedPart(rel, len(data), hashlib.sha256(data).hexdigest())
 
 
 def write_content_part(

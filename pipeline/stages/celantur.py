@@ -505,9 +505,8 @@ def finish_batch(measured: Measured, encoding: Encoding, ctx: TaskContext) -> Ba
     for table, data in outputs.items():
         summary.rows[table] = data.num_rows
         if data.num_rows:
-            summary.parts[table] = [
-                write_part(ctx.output, staged_part(table, f"{measured.batch_key}-{encoding}"), data)
-            ]
+            part = staged_part(table, f"{measured.batch_key}-{encoding}")
+            summary.add_part(table, write_part(ctx.output, part, data))
     return summary
 
 

@@ -113,7 +113,7 @@ def _process_frames(batch: Batch[FrameMasks], ctx: TaskContext, reads: Prefetch)
         if data.num_rows:
             summary.rows[table] = data.num_rows
             part = staged_part(table, batch.key)
-            summary.parts[table] = [write_part(ctx.output, part, data)]
+            summary.add_part(table, write_part(ctx.output, part, data))
     return summary
 
 

@@ -23,6 +23,7 @@ from pipeline.formats.celantur import (
     classify_name,
     normalise_type_label,
 )
+from pipeline.io.parquet import StagedPart
 from pipeline.kernels.quantiles import AreaSketch
 
 #: Failed inputs a summary names (the first by path; ``errors/`` has them all).
@@ -113,6 +114,9 @@ class BatchSummary:
     #: image batches whose typed rows this summary holds: batch key -> the encoding that typed
     #: them (pass 1 of ``auto`` may type a batch under another encoding than the dataset's)
     typed: dict[str, str] = field(default_factory=dict)
+    #: size and SHA-256 of each staged part this summary's work wrote, taken from the bytes as
+    #: written (for its ledger entry; not part of the summary's JSON)
+    written: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def merge(self, other: BatchSummary) -> BatchSummary:
         """The summary of both batches (associative: reduce in any grouping)."""
@@ -140,7 +144,13 @@ class BatchSummary:
                 key=lambda r: (r["scope"], r["name"], r.get("value") or ""),
             ),
             typed={**self.typed, **other.typed},
+            written={**self.written, **other.written},
         )
+
+    def add_part(self, table: str, part: StagedPart) -> None:
+        """Record a staged part of ``table`` that this work wrote, with its fingerprint."""
+        self.parts.setdefault(table, []).append(part.rel)
+        self.written[part.rel] = (part.size, part.sha256)
 
     def add_mask(self, kind: str) -> None:
         """Count one mask written to ``masks/``."""

@@ -101,9 +101,9 @@ def _process_chunks(batch: Batch[VideoChunk], ctx: TaskContext, reads: Prefetch)
     for table, data_table in outputs.items():
         if data_table is not None and data_table.num_rows:
             summary.rows[table] = data_table.num_rows
-            summary.parts[table] = [
-                write_part(ctx.output, staged_part(table, batch.key), data_table)
-            ]
+            summary.add_part(
+                table, write_part(ctx.output, staged_part(table, batch.key), data_table)
+            )
     return summary
 
 
@@ -407,7 +407,7 @@ def _track(
         if rows_out:
             summary.rows[table] = len(rows_out)
             part = staged_part(table, assignment.key)
-            summary.parts[table] = [write_part(ctx.output, part, to_arrow(table, rows_out))]
+            summary.add_part(table, write_part(ctx.output, part, to_arrow(table, rows_out)))
     return summary
 
 
