@@ -18,12 +18,12 @@ import pyarrow.parquet as pq
 from pipeline.io.storage import Location
 
 
-def table_bytes(table: pa.Table, *, compression: str = "zstd") -> bytes:
-    """Serialise a table as one Parquet file (zstd unless told). The same table gives the same
-    bytes."""
+def table_bytes(table: pa.Table, *, compression: str = "zstd", statistics: bool = True) -> bytes:
+    """Serialise a table as one Parquet file (zstd and column statistics unless told). The same
+    table gives the same bytes."""
     sink = pa.BufferOutputStream()  # Arrow's own memory: no Python file object in between
     pq.write_table(
-        table, sink, compression=compression, write_statistics=True,
+        table, sink, compression=compression, write_statistics=statistics,
         use_dictionary=_dictionary_columns(table.schema),
     )  # fmt: skip
     return sink.getvalue().to_pybytes()
@@ -47,6 +47,13 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
 #: Staged parts are read once, by the assembly: Snappy writes a batch's small parts in ~40 % of
 #: zstd's time (zstd's set-up per column dominates them), for ~10 % more bytes.
 STAGED_COMPRESSION = "snappy"
+
+
+def _staged_bytes(table: pa.Table) -> bytes:
+    """A staged part's bytes: no column statistics (nothing reads a staged part's; the data
+    files the assembly writes have their own). Measured on an instance-mask batch's small
+    parts: ~10 % less time per part and ~25 % fewer bytes."""
+    return table_bytes(table, compression=STAGED_COMPRESSION, statistics=False)
 
 
 def table_from_bytes(data: bytes, columns: list[str] | None = None) -> pa.Table:
@@ -89,7 +96,7 @@ def write_part(location: Location, rel: str, table: pa.Table) -> StagedPart:
     """Write the staged part ``table`` to ``rel`` below ``location`` in one request; returns
     the part with the fingerprint of exactly the bytes written (a write that succeeds stores
     them whole)."""
-    data = table_bytes(table, compression=STAGED_COMPRESSION)
+    data = _staged_bytes(table)
     location.write_bytes(rel, data)
     return StagedPart(rel, len(data), hashlib.sha256(data).hexdigest())
 
@@ -106,7 +113,7 @@ def write_content_part(
     :meth:`~pipeline.io.storage.Location.replace_bytes`), so a run reading it meanwhile never
     reads a part of it.
     """
-    data = table_bytes(table, compression=STAGED_COMPRESSION)
+    data = _staged_bytes(table)
     rel = f"{folder}/part-{hashlib.sha256(data).hexdigest()[:20]}.parquet"
     if rel not in listed:
         location.replace_bytes(rel, data)
