@@ -257,6 +257,26 @@ def test_api_readers_of_a_dead_storage_stop_within_the_timeout(
 # --- stop signals ----------------------------------------------------------------------------
 
 
+def _committed_then_more_inputs(
+    tmp_path: Path,
+) -> tuple[Path, Path, dict[str, Any] | None, dict[str, Any]]:
+    """A committed run over 6 images and a small video, then two long videos added to its
+    source (a run over them has minutes of work): the source, the output, the committed
+    ``_run.json`` and tables."""
+    source, out = tmp_path / "in", tmp_path / "out"
+    make_celantur_tree(source / "images", seed=3, images=6)
+    # The small video makes this first run compile every kernel into numba's cache: a signal
+    # arriving while numba compiles lands in one of its ctypes callbacks, where Python prints
+    # and drops whatever the handler raises (see the README).
+    make_video_fleet(source / "warm-up", seed=4, videos=1, frames_per_video=100, quirks=False)
+    code, _, err = _finish(_cli("celantur", str(source), str(out), "--scheduler", "sync",
+                                "--no-progress"))  # fmt: skip
+    assert code == 0, err[-3000:]
+    committed, tables = read_run(str(out)), _tables(str(out), {})
+    make_video_fleet(source / "videos", seed=3, videos=2, frames_per_video=1100, quirks=False)
+    return source, out, committed, tables
+
+
 @pytest.mark.parametrize(
     ("signum", "scheduler"),
     [(signal.SIGTERM, "local"), (signal.SIGINT, "local"), (signal.SIGTERM, "sync")],
@@ -267,18 +287,7 @@ def test_stop_signal_mid_run_exits_fast_and_commits_nothing(
     """A committed run, then a run over more inputs signalled once its first work item is
     recorded (pass 1 under way): exit 128 + signal, one line, the committed run unchanged, and
     no process of the run left behind."""
-    source, out = tmp_path / "in", tmp_path / "out"
-    make_celantur_tree(source / "images", seed=3, images=6)
-    # A small video too, so that this first run compiles every kernel into numba's cache: a
-    # signal arriving while numba compiles lands in one of its ctypes callbacks, where Python
-    # prints and drops whatever the handler raises (see the README's recipe).
-    make_video_fleet(source / "warm-up", seed=4, videos=1, frames_per_video=100, quirks=False)
-    code, _, err = _finish(_cli("celantur", str(source), str(out), "--scheduler", "sync",
-                                "--no-progress"))  # fmt: skip
-    assert code == 0, err[-3000:]
-    committed = read_run(str(out))
-    tables = _tables(str(out), {})
-    make_video_fleet(source / "videos", seed=3, videos=2, frames_per_video=1100, quirks=False)
+    source, out, committed, tables = _committed_then_more_inputs(tmp_path)
 
     where = ["--scheduler", "sync"] if scheduler == "sync" else ["--workers", "2"]
     process = _cli("celantur", str(source), str(out), "--no-progress", "--batch-bytes", "1",
@@ -309,18 +318,7 @@ def test_api_runs_leave_stop_signals_to_the_host(
     """The API installs no signal handler (a library must not take the host's signals): a
     script's own SIGTERM handler stays in place through a run and is what a SIGTERM mid-run
     calls; raising from it stops the run, which commits nothing (the README's recipe)."""
-    source, out = tmp_path / "in", tmp_path / "out"
-    make_celantur_tree(source / "images", seed=3, images=6)
-    # A small video too, so that this first run compiles every kernel into numba's cache: a
-    # signal arriving while numba compiles lands in one of its ctypes callbacks, where Python
-    # prints and drops whatever the handler raises (see the README's recipe).
-    make_video_fleet(source / "warm-up", seed=4, videos=1, frames_per_video=100, quirks=False)
-    code, _, err = _finish(_cli("celantur", str(source), str(out), "--scheduler", "sync",
-                                "--no-progress"))  # fmt: skip
-    assert code == 0, err[-3000:]
-    committed = read_run(str(out))
-    tables = _tables(str(out), {})
-    make_video_fleet(source / "videos", seed=3, videos=2, frames_per_video=1100, quirks=False)
+    source, out, committed, tables = _committed_then_more_inputs(tmp_path)
     script = tmp_path / "script.py"
     script.write_text(
         textwrap.dedent(
