@@ -21,7 +21,7 @@ import posixpath
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -751,8 +751,9 @@ def _commit(
     first = [table for table in TABLES if table not in unchanged][:1]
     committed = {table: commit(table) for table in first}
     others = [table for table in TABLES if table not in committed]
-    with ThreadPoolExecutor(len(TABLES)) as pool:
-        committed.update(zip(others, pool.map(commit, others), strict=True))
+    committed.update(
+        zip(others, all_at_once([functools.partial(commit, t) for t in others]), strict=True)
+    )
     tables = {table: committed[table] for table in TABLES}
     run.lap("commit")
     record.update(
