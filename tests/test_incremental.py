@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from reference import output_tables, read_output
 
+from pipeline import runner
 from pipeline.io.storage import Location
 from pipeline.sampledata.celantur import make_celantur_tree
 from pipeline.sampledata.video import make_video_fleet
@@ -155,3 +157,34 @@ def test_ledger_entries_fingerprint_the_parts_as_written_without_reading_them(
     in_entries = [part for e in entries for part in json.loads(e.read_text())["parts"]]
     assert len(in_entries) == len(set(in_entries))
     assert set(in_entries) == {p for p in staged if not p.startswith("_staged/summary/")}
+
+
+def test_summaries_reaching_the_client_carry_no_part_fingerprints(
+    tree: Path, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parts' sizes and SHA-256 go to the ledger entries only: no summary a work item
+    returns to the client holds one, done or reused, and reuse still checks them."""
+    reaching: list[bytes] = []
+    pass_results = runner._pass_results
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        for summary in pass_results(*args, **kwargs):
+            reaching.append(pickle.dumps(summary))
+            yield summary
+
+    monkeypatch.setattr(runner, "_pass_results", recording)
+    args = ("--encoding", "auto", "--mask-scale", "50", "--batch-bytes", "20000")
+    code, out = run_cli(tree, *args, output=tmp_path / "out")
+    assert code == 0
+    done = _record(out)["work"]["done"]
+    code, _ = run_cli(tree, *args, "--incremental", output=out)
+    assert code == 0
+    assert _record(out)["work"] == {"done": 0, "reused": done}
+
+    digests = {
+        digest
+        for entry in (out / "_ledger").glob("*.json")
+        for _, digest in json.loads(entry.read_text())["parts"].values()
+    }
+    assert len(digests) > 10 and len(reaching) == 2 * done
+    assert not [s for s in reaching if any(d.encode() in s for d in digests)]

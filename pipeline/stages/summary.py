@@ -115,7 +115,8 @@ class BatchSummary:
     #: them (pass 1 of ``auto`` may type a batch under another encoding than the dataset's)
     typed: dict[str, str] = field(default_factory=dict)
     #: size and SHA-256 of each staged part this summary's work wrote, taken from the bytes as
-    #: written (for its ledger entry; not part of the summary's JSON)
+    #: written: for its ledger entry only (not in the summary's JSON, dropped by
+    #: :func:`~pipeline.stages.work.run_work` once the entry is saved, so never merged)
     written: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def merge(self, other: BatchSummary) -> BatchSummary:
@@ -144,7 +145,6 @@ class BatchSummary:
                 key=lambda r: (r["scope"], r["name"], r.get("value") or ""),
             ),
             typed={**self.typed, **other.typed},
-            written={**self.written, **other.written},
         )
 
     def add_part(self, table: str, part: StagedPart) -> None:

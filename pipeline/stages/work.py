@@ -45,7 +45,8 @@ def run_work(work: Work, ctx: TaskContext) -> BatchSummary:
     """Run one work item on a worker; returns its small summary.
 
     With ``incremental``, a ledger entry for exactly this work (whose parts all still exist) is
-    returned instead. Either way the finished work is recorded in the ledger.
+    returned instead. Either way the finished work is recorded in the ledger, and the summary
+    returned carries no part fingerprints (``written``: those are for the ledger entry).
     """
     name = ledger_name(work)
     if ctx.options.incremental:
@@ -55,6 +56,9 @@ def run_work(work: Work, ctx: TaskContext) -> BatchSummary:
             return recorded
     summary = _run_step(work, ctx)
     save_entry(ctx.output, name, summary)
+    # The parts' fingerprints are the ledger's alone (~100 bytes a part): the client never
+    # reads them, so they do not travel back with every summary.
+    summary.written = {}
     summary.work = Counter(done=1)
     return summary
 
