@@ -47,6 +47,7 @@ from pipeline.runner import (
     run_celantur,
     run_options,
 )
+from pipeline.stopping import Stopped, ask_to_stop, forget_stops
 from pipeline.tables import schema_markdown
 
 
@@ -507,20 +508,12 @@ def _vacuum(args: argparse.Namespace) -> int:
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class Stopped(BaseException):
-    """A stop signal reached the CLI. A ``BaseException``, like ``KeyboardInterrupt``: no
-    handler of an input's failure may take it for that input's error."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 @contextlib.contextmanager
 def _stop_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGINT raise :class:`Stopped` in the main thread: the run stops scheduling
-    where it is, its cluster is closed, and nothing more is committed (the commit is the run's
-    last step). A second signal during that clean-up ends the process at once."""
+    """SIGTERM and SIGINT raise :class:`~pipeline.stopping.Stopped` in the main thread: the run
+    stops scheduling where it is, its cluster is closed, and nothing more is committed (the
+    commit is the run's last step, and looks for a stop first). A second signal during that
+    clean-up ends the process at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -528,14 +521,16 @@ def _stop_on_signals() -> Iterator[None]:
     def stop(signum: int, frame: object) -> None:
         for number in STOP_SIGNALS:
             signal.signal(number, signal.SIG_DFL)
-        raise Stopped(signum)
+        raise ask_to_stop(signum)
 
+    forget_stops()
     previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
     try:
         yield
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+        forget_stops()
 
 
 def _fail(message: str) -> int:

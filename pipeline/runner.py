@@ -90,6 +90,7 @@ from pipeline.stages.plan import (
 )
 from pipeline.stages.summary import BatchSummary
 from pipeline.stages.work import Work, run_work
+from pipeline.stopping import stop_if_asked
 from pipeline.tables import SCHEMAS, TABLES, to_arrow
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT_ERRORS = 0, 1, 2, 3
@@ -219,7 +220,8 @@ def _start(command: Literal["celantur", "clearml"], options: RunOptions) -> _Run
         delta_storage_options(options.output, storage_options)
     except UnsupportedOutput as exc:
         raise OptionError(f"option 'output': {exc}") from exc
-    run = _Run(command, options, Location(options.output, storage_options), storage_options)
+    output = Location(options.output, storage_options, options.storage_timeout)
+    run = _Run(command, options, output, storage_options)
     LOG.info("%s run to %s", command, run.output.url, extra=fields(output=run.output.url))
     return run
 
@@ -748,6 +750,9 @@ def _commit(
     # the other stops having committed nothing, instead of each winning some tables. The rest
     # go at once, so that their round trips overlap (7.5 s of a 13 s run at 40 ms per request,
     # one by one).
+    # A stop signal's exception can be lost in rare timing (pipeline.stopping); its record
+    # cannot: a stopped run commits nothing.
+    stop_if_asked()
     first = [table for table in TABLES if table not in unchanged][:1]
     committed = {table: commit(table) for table in first}
     others = [table for table in TABLES if table not in committed]
