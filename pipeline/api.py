@@ -155,7 +155,7 @@ def read_run(
     StorageError
         When the storage answered no request for ``storage_timeout`` seconds.
     """
-    location = _output_location(output, storage_options)
+    location = _output_location(output, storage_options, storage_timeout)
     with _watched(location, storage_timeout):
         return _run_record(location)
 
@@ -188,15 +188,18 @@ def read_table(
     """
     if table not in SCHEMAS:
         raise ValueError(f"unknown table {table!r}; tables: {', '.join(SCHEMAS)}")
-    location = _output_location(output, storage_options)
+    location = _output_location(output, storage_options, storage_timeout)
     with _watched(location, storage_timeout):
         if version is None:
             version = _run_record(location)["tables"][table]["version"]
         return read_delta(location, table, version, columns=columns, filters=filters)
 
 
-def _output_location(output: str, storage_options: Mapping[str, Any] | None) -> Location:
-    return Location(output, storage_options_with_environment(storage_options or {}))
+def _output_location(
+    output: str, storage_options: Mapping[str, Any] | None, storage_timeout: float
+) -> Location:
+    options = storage_options_with_environment(storage_options or {})
+    return Location(output, options, storage_timeout)
 
 
 def _watched(output: Location, storage_timeout: float) -> AbstractContextManager[Any]:

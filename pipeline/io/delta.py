@@ -50,12 +50,15 @@ class UnsupportedOutput(ValueError):
     """An output URL delta-rs cannot write (a process-local filesystem such as ``memory://``)."""
 
 
-def delta_storage_options(url: str, options: Mapping[str, Any]) -> dict[str, str]:
+def delta_storage_options(
+    url: str, options: Mapping[str, Any], storage_timeout: float | None = None
+) -> dict[str, str]:
     """delta-rs storage options for ``url`` from fsspec (s3fs-style) ``options``.
 
     ``endpoint_url`` (top level or in ``client_kwargs``), ``key``/``secret``/``token``,
     ``anon``, ``profile`` and ``client_kwargs.region_name`` are translated; delta-rs reads the
     ``AWS_*`` environment variables itself. Options of other filesystems pass as strings.
+    ``storage_timeout`` (the run's) bounds how long delta-rs retries a request that fails.
 
     Raises
     ------
@@ -87,9 +90,16 @@ def delta_storage_options(url: str, options: Mapping[str, Any]) -> dict[str, str
             translated[theirs] = str(options[ours])
     if options.get("anon"):
         translated["AWS_SKIP_SIGNATURE"] = "true"
-    # A request that gets no answer is abandoned (and retried) after this, not object_store's
-    # 30 s; its retries give up after retry_timeout.
-    translated.update(timeout="10s", connect_timeout="5s", retry_timeout="60s")
+    # A request that gets no answer is abandoned (and retried) after `timeout`, not
+    # object_store's 30 s. Its retries give up after the run's storage_timeout: by then the
+    # watchdog has stopped the run, and a read still retrying in the background would hold
+    # the process's exit (60 s, object_store's own limit, without one).
+    retry_ms = round(1000 * (storage_timeout or 60.0))
+    translated.update(
+        timeout=f"{min(10_000, retry_ms)}ms",
+        connect_timeout=f"{min(5_000, retry_ms)}ms",
+        retry_timeout=f"{retry_ms}ms",
+    )
     return translated
 
 
@@ -104,7 +114,7 @@ def table_uri(output: Location, table: str) -> str:
 
 
 def _storage(output: Location) -> dict[str, str]:
-    return delta_storage_options(output.url, output.storage_options)
+    return delta_storage_options(output.url, output.storage_options, output.storage_timeout)
 
 
 def write_data_file(output: Location, table: str, data: pa.Table) -> AddAction:

@@ -167,6 +167,10 @@ class Location:
     url: str
     # Never in repr: task arguments are printed in worker logs, and options hold credentials.
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: Seconds the storage may answer nothing before the run gives up on it (the run's
+    #: ``storage_timeout``, enforced by :mod:`pipeline.io.watchdog`); clients with retries of
+    #: their own (delta-rs) stop retrying after it. ``None``: their own defaults.
+    storage_timeout: float | None = None
 
     @property
     def fs(self) -> AbstractFileSystem:
@@ -186,7 +190,11 @@ class Location:
 
     def __getstate__(self) -> dict[str, Any]:
         # Ship the URL and options only: each worker resolves its own filesystem.
-        return {"url": self.url, "storage_options": self.storage_options}
+        return {
+            "url": self.url,
+            "storage_options": self.storage_options,
+            "storage_timeout": self.storage_timeout,
+        }
 
     def path(self, rel: str) -> str:
         """Filesystem path of ``rel`` below this location."""
