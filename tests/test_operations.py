@@ -30,7 +30,7 @@ import pytest
 from faulty_proxy import FaultPlan, FaultyProxy
 from storage_helpers import upload_tree
 
-from pipeline import read_run, read_table
+from pipeline import cli, read_run, read_table, runner, stopping
 from pipeline.io.storage import StorageError
 from pipeline.sampledata.celantur import make_celantur_tree
 from pipeline.sampledata.video import make_video_fleet
@@ -309,6 +309,38 @@ def test_stop_signal_mid_run_exits_fast_and_commits_nothing(
     assert read_run(str(out)) == committed
     assert _tables(str(out), {}) == tables
     assert elapsed < 30
+
+
+def test_a_stop_whose_exception_was_lost_still_commits_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stop signal whose :class:`~pipeline.stopping.Stopped` never reached the run (dropped
+    in a C callback or a finaliser, in rare timing) still stops it before its commit: the run
+    ends with 128 + signal and the committed run is unchanged."""
+    source, out = tmp_path / "in", tmp_path / "out"
+    make_celantur_tree(source / "images", seed=3, images=4)
+    run = ["celantur", str(source), str(out), "--scheduler", "sync", "--no-progress"]
+    assert cli.main(run) == 0
+    committed, tables = read_run(str(out)), _tables(str(out), {})
+    make_celantur_tree(source / "more", seed=4, images=2)
+
+    look = runner._stop_if_committed
+
+    def look_then_lose_a_stop(*args: Any) -> None:
+        look(*args)
+        stopping.ask_to_stop(signal.SIGTERM)  # recorded; the exception is never raised
+
+    monkeypatch.setattr(runner, "_stop_if_committed", look_then_lose_a_stop)
+    capsys.readouterr()
+    assert cli.main(run) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "mask-pipeline: stopped by SIGTERM; the output holds the last committed run"
+    )
+    assert read_run(str(out)) == committed
+    assert _tables(str(out), {}) == tables
+    monkeypatch.undo()
+    assert cli.main(run) == 0, "the stop is forgotten once its command ended"
+    assert read_run(str(out)) != committed
 
 
 @pytest.mark.parametrize("scheduler", ["sync", "local"])
