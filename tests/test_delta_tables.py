@@ -302,3 +302,17 @@ def test_vacuum_keeps_what_is_younger_than_the_retention(tmp_path: Path) -> None
     for table in TABLES:
         on_disk = {p.name for p in (out / table).glob("*.parquet")}
         assert on_disk == {Path(u).name for u in DeltaTable(str(out / table)).file_uris()}
+
+
+def test_delta_rs_retries_end_with_the_runs_storage_timeout() -> None:
+    """delta-rs gives up on a failing request once the run's ``storage_timeout`` has passed
+    (the watchdog has stopped the run by then; a read retrying in the background would hold
+    the process's exit), and never waits longer for one answer than that either."""
+    storage = {"endpoint_url": "http://127.0.0.1:9", "key": "k", "secret": "s"}
+    assert {
+        key: value
+        for key, value in delta_storage_options("s3://b/out", storage, 2.5).items()
+        if "timeout" in key
+    } == {"timeout": "2500ms", "connect_timeout": "2500ms", "retry_timeout": "2500ms"}
+    defaults = delta_storage_options("s3://b/out", storage)
+    assert (defaults["timeout"], defaults["retry_timeout"]) == ("10000ms", "60000ms")
