@@ -449,8 +449,11 @@ def _execute_celantur(
             len(mistyped), " or ".join(sorted(map(str, by_encoding))), encoding,
             extra=fields(phase="pass2", batches=len(mistyped), encoding=encoding),
         )  # fmt: skip
+    # Finished from parked rows where this run parked them; measured again otherwise: typed
+    # under another encoding, or parked by the run whose ledger entry pass 1 reused (its rows
+    # were in that run's _work/ folder, so none are looked for).
     second = [
-        Work("images" if b.key in mistyped else "finish", b, encoding)
+        Work("finish" if b.key in summary.parked else "images", b, encoding)
         for b in plan.image_batches if b.key not in summary.typed
     ]  # fmt: skip
     second += [Work("tracks", a) for a in assign_tracking(plan.chunk_batches, plan.fingerprint)]

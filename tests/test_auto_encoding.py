@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -22,7 +23,7 @@ from PIL import Image
 from reference import output_tables
 from storage_helpers import upload_tree
 
-from pipeline import read_table
+from pipeline import read_run, read_table
 from pipeline.formats.celantur import Encoding, EncodingEvidence
 from pipeline.sampledata.celantur import make_celantur_tree
 from pipeline.tables import TABLES
@@ -209,6 +210,51 @@ def test_incremental_reruns_when_the_decision_flips_and_back(
     assert _record(out)["work"] == {"done": 0, "reused": len(typed_v26) + 2 * (
         v26_batches - len(typed_v26))}  # fmt: skip
     assert output_tables(out) == v26_tables == full("full-back")
+
+
+@pytest.mark.timeout(150)
+def test_incremental_measures_a_batch_parked_by_an_earlier_run_without_looking_for_its_rows(
+    tmp_path: Path,
+    run_cli: RunCli,
+    s3_endpoint: str,
+    s3_bucket: tuple[str, dict[str, Any]],
+) -> None:
+    """A rerun that reuses pass 1 of batches an earlier run parked (that run stopped before
+    pass 2 recorded anything: its ``images-*`` ledger entries are gone) measures them again at
+    once. Their parked rows were under the earlier run's ``_work/`` folder: the rerun sends no
+    request under ``_work/`` at all (it used to GET each batch's 6 parked files, not found),
+    and its tables are the first run's."""
+    bucket, storage = s3_bucket
+    src = tmp_path / "in"
+    _write_ambiguous(src, 8)
+    upload_tree(src, f"{bucket}/in", storage)
+    with FaultyProxy(s3_endpoint, FaultPlan(rate=0.0)) as proxy:
+        argv = (f"{bucket}/in", *ARGS, "--incremental", "--storage-option",
+                f"endpoint_url={proxy.url}")  # fmt: skip
+
+        def under_work() -> list[tuple[str, str]]:
+            seen, proxy.counters.seen = proxy.counters.seen, []
+            return [(method, path) for method, path in seen if "/_work/" in path]
+
+        code, out = run_cli(*argv, output=f"{bucket}/out")
+        assert code == 0
+        batches = read_run(out, storage)["inputs"]["batches"]
+        # Every batch ambiguous, so every one parked: 6 files written and read back each.
+        assert Counter(method for method, _ in under_work()) == {
+            "PUT": 6 * batches,
+            "GET": 6 * batches,
+        }
+        tables = {t: read_table(out, t, storage).to_pylist() for t in TABLES}
+
+        fs, root = fsspec.core.url_to_fs(f"{out}/_ledger", **storage)
+        finished = fs.glob(f"{root}/images-*")
+        assert len(finished) == batches
+        fs.rm(finished)
+        code, _ = run_cli(*argv, output=out)
+        assert code == 0
+        assert under_work() == []
+    assert read_run(out, storage)["work"] == {"done": batches, "reused": batches}
+    assert {t: read_table(out, t, storage).to_pylist() for t in TABLES} == tables
 
 
 #: Transient faults (see tests/faulty_proxy.py): what botocore's and s3fs's retries absorb.

@@ -593,7 +593,7 @@ def measure_and_finish(batch: Batch, ctx: TaskContext) -> BatchSummary:
         own = measured.evidence.decisive()
         if own is None:
             park_measured(measured, ctx)
-            summary = BatchSummary()
+            summary = BatchSummary(parked={batch.key})
         else:
             summary = finish_batch(measured, own, ctx)
     summary.evidence = measured.evidence
@@ -603,8 +603,10 @@ def measure_and_finish(batch: Batch, ctx: TaskContext) -> BatchSummary:
 def finish_parked(batch: Batch, ctx: TaskContext, encoding: Encoding) -> BatchSummary:
     """Second pass of ``auto``: finish the parked rows under the decided encoding.
 
-    Nothing is parked when an incremental run took this batch's evidence from the ledger but
-    the encoding then changed: the batch is measured again here.
+    The client asks this only of batches whose rows this run parked (a batch whose pass 1 came
+    from the ledger is measured again as ``images`` instead: nothing was parked for it). Rows
+    that are gone all the same (the task is a retry of one that removed them) are measured
+    again here.
     """
     with batch_io(ctx) as (ctx, storage):
         try:

@@ -114,6 +114,9 @@ class BatchSummary:
     #: image batches whose typed rows this summary holds: batch key -> the encoding that typed
     #: them (pass 1 of ``auto`` may type a batch under another encoding than the dataset's)
     typed: dict[str, str] = field(default_factory=dict)
+    #: image batches whose measured rows this run's ``auto`` pass 1 parked for pass 2 to finish
+    #: (not in the summary's JSON: a summary reused from the ledger parked nothing in this run)
+    parked: set[str] = field(default_factory=set)
     #: size and SHA-256 of each staged part this summary's work wrote, taken from the bytes as
     #: written: for its ledger entry only (not in the summary's JSON, dropped by
     #: :func:`~pipeline.stages.work.run_work` once the entry is saved, so never merged)
@@ -145,6 +148,7 @@ class BatchSummary:
                 key=lambda r: (r["scope"], r["name"], r.get("value") or ""),
             ),
             typed={**self.typed, **other.typed},
+            parked=self.parked | other.parked,
         )
 
     def add_part(self, table: str, part: StagedPart) -> None:
