@@ -64,7 +64,8 @@ def vacuum_output(
     """Delete what no kept table version needs and is older than ``retention_hours``: data
     files of superseded versions and of runs that never committed, staged parts and ledger
     entries the last committed run does not use, abandoned ``_work/`` folders, rescaled masks
-    no kept ``masks/`` version points at. Returns the removed paths (below ``output``).
+    no kept ``masks/`` version points at; on local disk, then the folders that left empty
+    (never ``output`` itself). Returns the removed paths (below ``output``).
 
     Table versions older than the retention may no longer be readable afterwards.
     """
@@ -103,6 +104,7 @@ def vacuum_output(
     ]  # fmt: skip
     if not dry_run:
         location.remove(stale)
+        location.remove_emptied_folders(removed + stale)
     return sorted(removed + stale)
 
 

@@ -10,9 +10,11 @@ give exactly the rows of one complete run: the one before, or one of the runs un
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -316,3 +318,53 @@ def test_delta_rs_retries_end_with_the_runs_storage_timeout() -> None:
     } == {"timeout": "2500ms", "connect_timeout": "2500ms", "retry_timeout": "2500ms"}
     defaults = delta_storage_options("s3://b/out", storage)
     assert (defaults["timeout"], defaults["retry_timeout"]) == ("10000ms", "60000ms")
+
+
+def _empty_folders(root: Path) -> list[str]:
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_dir() and not any(p.iterdir())
+    )
+
+
+def test_vacuum_removes_the_folders_it_emptied(tmp_path: Path) -> None:
+    """On local disk vacuum leaves no folder empty that it emptied (a crashed run's ``_work/``
+    folder, a dropped mask's ``scaled/`` folder), keeps every folder with anything left (a run
+    under way's ``_work/`` folder, younger than the retention) and the output itself; a dry run
+    removes no folder."""
+    tree = make_celantur_tree(tmp_path / "in", seed=9, images=6)
+    out = tmp_path / "out"
+    assert main(["celantur", str(tree.root), str(out), *ARGS]) == 0
+    dropped = read_table(str(out), "masks").to_pylist()
+    (tree.root / tree.images[0].instance_path).unlink()
+    assert main(["celantur", str(tree.root), str(out), *ARGS]) == 0
+    kept = {row["scaled_path"] for row in read_table(str(out), "masks").to_pylist()}
+    dropped_scaled = {row["scaled_path"] for row in dropped if row["scaled_path"]} - kept
+    assert len(dropped_scaled) == 1
+    crashed, under_way = out / "_work" / "crashed" / "masks", out / "_work" / "under-way" / "masks"
+    for folder in (crashed, under_way):
+        folder.mkdir(parents=True)
+        (folder / "b.parquet").write_bytes(b"parked")
+    hours_ago = time.time() - 2 * 3600
+    for path in out.rglob("*"):
+        if path.is_file() and under_way not in path.parents:
+            os.utime(path, (hours_ago, hours_ago))
+    tables = _tables(str(out))
+    assert _empty_folders(out) == []
+    folders = {p for p in out.rglob("*") if p.is_dir()}
+
+    assert main(["vacuum", str(out), "--retention-hours", "1", "--dry-run"]) == 0
+    assert {p for p in out.rglob("*") if p.is_dir()} == folders
+    assert main(["vacuum", str(out), "--retention-hours", "1"]) == 0
+    assert _empty_folders(out) == []
+    assert (under_way / "b.parquet").read_bytes() == b"parked"
+    gone = {p for p in folders if not p.exists()}
+    assert gone == {crashed, crashed.parent}
+    # No retention: the first version's rescaled mask goes (no kept version points at it).
+    assert main(["vacuum", str(out), "--retention-hours", "0"]) == 0
+    assert _empty_folders(out) == []
+    gone = {p for p in folders if not p.exists()}
+    assert {out / "_work", *(out / Path(rel).parent for rel in dropped_scaled)} <= gone
+    assert all(any(p.iterdir()) for p in folders - gone) and out.is_dir()
+    assert _tables(str(out)) == tables

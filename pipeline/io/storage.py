@@ -289,6 +289,24 @@ class Location:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self.path(rel), recursive=True)
 
+    def remove_emptied_folders(self, rels: Iterable[str]) -> None:
+        """After the files ``rels`` were deleted, delete their folders that are left empty,
+        and so upwards; never the location itself, and never a folder with anything left in
+        it (the filesystem's own ``rmdir`` refuses those). Object stores have no folders: they
+        are asked nothing."""
+        if _is_object_store(self.fs):
+            return
+        folders = set()
+        for rel in rels:
+            folder = posixpath.dirname(rel.strip("/"))
+            while folder and folder not in folders:
+                folders.add(folder)
+                folder = posixpath.dirname(folder)
+        # Deepest first: a folder's emptied subfolders are gone before its turn comes.
+        for folder in sorted(folders, key=lambda f: (-f.count("/"), f)):
+            with contextlib.suppress(OSError):  # not empty (or already gone): kept
+                self.fs.rmdir(self.path(folder))
+
     def list_files(self, under: str = "") -> list[InputFile]:
         """Every file below ``under``, from ONE recursive listing pass, sorted by path.
 

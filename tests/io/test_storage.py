@@ -203,3 +203,38 @@ def test_names_of_any_bytes_become_valid_text(listed: str, rel: str) -> None:
     file = InputFile.listed(listed, 1, "v")
     assert (file.rel, file.key) == (rel, listed)
     assert file.stored == (None if rel == listed else listed)
+
+
+def test_remove_emptied_folders_deletes_only_what_the_removal_left_empty(tmp_path: Path) -> None:
+    """Upwards from the removed files: folders left empty go, a folder with anything left
+    stays, an empty folder the removal did not touch stays, the location itself stays."""
+    root = tmp_path / "root"
+    location = Location(str(root))
+    write_all(location, FILES)
+    (root / "untouched").mkdir()
+    gone = ["a/b/c.bin", "a/b/d/deep.json"]
+    location.remove(gone)
+    location.remove_emptied_folders(gone)
+    folders = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_dir()}
+    assert folders == {"a", "a b", "untouched"}
+    assert [f.rel for f in location.list_files()] == sorted(set(FILES) - set(gone))
+
+    location.remove(FILES)
+    location.remove_emptied_folders(FILES)
+    assert sorted(p.name for p in root.iterdir()) == ["untouched"]
+    location.remove_emptied_folders(["untouched/x", "y"])  # the root itself: never
+    assert root.is_dir() and not any(root.iterdir())
+
+
+def test_remove_emptied_folders_asks_an_object_store_nothing(
+    memory_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    location = Location(memory_url)
+    write_all(location, FILES)
+    location.remove(["a/b/d/deep.json"])
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an object store has no folders to remove")
+
+    monkeypatch.setattr(type(location.fs), "rmdir", refused)
+    location.remove_emptied_folders(["a/b/d/deep.json"])
