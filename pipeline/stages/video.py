@@ -13,7 +13,6 @@ counts; it is linked when its chunk's name starts at or before it.
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -216,6 +215,50 @@ _PART_COLUMNS = {
     "chunks": ["source", "duplicate_frames"],
 }
 
+#: Detections fed to the gap finder per call: the finder's scratch arrays grow with a call's
+#: detections (about 150 bytes each), and where a video is cut into calls changes nothing.
+_FEED_DETECTIONS = 1 << 16
+
+
+@dataclass
+class _BatchRows:
+    """A chunk batch's ``frames/`` and ``detections/`` parts as arrays (each chunk's rows
+    together), and where each chunk's rows are: converted once per batch, not per chunk."""
+
+    frames: np.ndarray  # (f,) frame ids
+    durations: np.ndarray  # (f,) seconds, NaN when unknown
+    sizes: np.ndarray  # (f, 2) width and height, NaN when unknown
+    detection_frames: np.ndarray  # (n,)
+    labels: np.ndarray  # (n,) objects: str or None
+    scores: np.ndarray  # (n,) NaN when unknown
+    boxes: np.ndarray  # (n, 4) NaN rows when unknown
+    frame_rows: dict[str, tuple[int, int]]  # source -> its rows of the frames arrays
+    detection_rows: dict[str, tuple[int, int]]
+    duplicates: dict[str, int]  # source (parsed: it has a chunks/ row) -> repeats dropped
+
+    def chunk(self, rel: str) -> _ChunkFrames:
+        """The chunk's frames and detections, each sorted by frame (file order on ties)."""
+        keep = _in_order(self.frames, self.frame_rows.get(rel, (0, 0)))
+        det_keep = _in_order(self.detection_frames, self.detection_rows.get(rel, (0, 0)))
+        return _ChunkFrames(
+            frames=self.frames[keep], durations=self.durations[keep], sizes=self.sizes[keep],
+            detection_frames=self.detection_frames[det_keep], labels=self.labels[det_keep],
+            scores=self.scores[det_keep], boxes=self.boxes[det_keep],
+            duplicates=self.duplicates[rel],
+        )  # fmt: skip
+
+
+def _in_order(frames: np.ndarray, rows: tuple[int, int]) -> slice | np.ndarray:
+    """The ``rows`` (first, end) of ``frames``, as an index that sorts them by frame (stable)."""
+    first, end = rows
+    if _ascending(frames[first:end]):
+        return slice(first, end)
+    return first + np.argsort(frames[first:end], kind="stable")
+
+
+def _ascending(values: np.ndarray) -> bool:
+    return bool(np.all(values[1:] >= values[:-1]))
+
 
 @dataclass
 class _ChunkFrames:
@@ -225,7 +268,7 @@ class _ChunkFrames:
     durations: np.ndarray  # (f,) seconds, NaN when unknown
     sizes: np.ndarray  # (f, 2) width and height, NaN when unknown
     detection_frames: np.ndarray  # (n,)
-    labels: list[str | None]
+    labels: np.ndarray  # (n,) objects: str or None
     scores: np.ndarray  # (n,) NaN when unknown
     boxes: np.ndarray  # (n, 4) NaN rows when unknown
     duplicates: int  # repeats of a frame id within the chunk file (dropped in pass 1)
@@ -233,7 +276,7 @@ class _ChunkFrames:
 
 @dataclass
 class _VideoStats:
-    """What one video's pass accumulates (one video at a time, so memory stays small)."""
+    """What one video's pass accumulates."""
 
     frames: int = 0
     frames_with_detections: int = 0
@@ -248,105 +291,122 @@ class _VideoStats:
     durations: int = 0
     gaps: int = 0
 
-
-class _VideoStream:
-    """Feeds one video's frames to the gap finder in frame order.
-
-    The rule, over the whole video: the first copy of a frame (chunks in start order, then file
-    order) counts; it is linked when its chunk's name starts at or before it. Streaming follows
-    from it: once a chunk starting at ``s`` arrives, no frame below ``s`` can still be linked,
-    so those are fed; frames at or above ``s`` wait, since a later, overlapping chunk may hold
-    the ones this chunk lacks. A first copy below its own chunk's start (named out of range)
-    is counted in the statistics but not linked: frames after it were linked already.
-    """
-
-    def __init__(self, finder: GapFinder, stats: _VideoStats) -> None:
-        self.finder = finder
-        self.stats = stats
-        self.pending: dict[int, tuple[_ChunkFrames, int, slice]] = {}
-        self.horizon: int | None = None  # every frame below was fed
-        self.linked: list[tuple[int, int]] = []  # runs of fed frame ids, for duplicate checks
-        self.late: set[int] = set()  # first copies below their chunk's start (rare)
-        self.gaps: list[Gap] = []
-
-    def _was_linked(self, frame: int) -> bool:
-        index = bisect.bisect_right(self.linked, (frame, 2**63)) - 1
-        return index >= 0 and self.linked[index][0] <= frame <= self.linked[index][1]
-
-    def add(self, chunk: _ChunkFrames, start: int) -> None:
-        """Take a chunk (after feeding what it makes final)."""
-        self.flush(below=start)
-        self.stats.duplicate_frames += chunk.duplicates
-        bounds = np.searchsorted(chunk.detection_frames, chunk.frames, side="left")
-        ends = np.searchsorted(chunk.detection_frames, chunk.frames, side="right")
-        for position, frame in enumerate(chunk.frames.tolist()):
-            span = slice(bounds[position], ends[position])
-            if frame in self.pending or frame in self.late or self._was_linked(frame):
-                self.stats.duplicate_frames += 1
-            elif self.horizon is not None and frame < self.horizon:
-                self.late.add(frame)
-                self._count(*self._gather([frame], [(chunk, position, span)]))
-            else:
-                self.pending[frame] = (chunk, position, span)
-
-    def flush(self, below: int | None = None) -> None:
-        """Feed the pending frames below ``below`` (all of them when ``None``) in frame order."""
-        ready = sorted(f for f in self.pending if below is None or f < below)
-        if ready:
-            entries = [self.pending.pop(f) for f in ready]
-            frames, det_frames, labels, scores, boxes, durations = self._gather(ready, entries)
-            self._count(frames, det_frames, labels, scores, boxes, durations)
-            sizes = np.array([c.sizes[p] for c, p, _ in entries], dtype=np.float64)
-            linked = self.finder.feed(det_frames, labels, boxes, frames, scores, sizes)
-            self.gaps.extend(linked.gaps)
-            for frame in ready:
-                if self.linked and self.linked[-1][1] == frame - 1:
-                    self.linked[-1] = (self.linked[-1][0], frame)
-                else:
-                    self.linked.append((frame, frame))
-        if below is not None:
-            self.horizon = below if self.horizon is None else max(self.horizon, below)
-
-    @staticmethod
-    def _gather(
-        frame_ids: list[int], entries: list[tuple[_ChunkFrames, int, slice]]
-    ) -> tuple[np.ndarray, np.ndarray, list[str | None], np.ndarray, np.ndarray, np.ndarray]:
-        """Columns of the given frames, in the order given."""
-        det_frames = np.concatenate([c.detection_frames[s] for c, _, s in entries])
-        labels = [label for c, _, s in entries for label in c.labels[s]]
-        scores = np.concatenate([c.scores[s] for c, _, s in entries])
-        boxes = np.concatenate([c.boxes[s] for c, _, s in entries]).reshape(-1, 4)
-        durations = np.array([c.durations[p] for c, p, _ in entries], dtype=np.float64)
-        frames = np.asarray(frame_ids, dtype=np.int64)
-        return frames, det_frames, labels, scores, boxes, durations
-
-    def _count(
-        self,
-        frames: np.ndarray,
-        det_frames: np.ndarray,
-        labels: list[str | None],
-        scores: np.ndarray,
-        boxes: np.ndarray,
-        durations: np.ndarray,
-    ) -> None:
-        stats = self.stats
-        stats.frames += len(frames)
-        stats.frames_with_detections += len(np.unique(det_frames))
-        stats.detections += len(det_frames)
-        finite = durations[np.isfinite(durations)]
-        stats.duration_sum += float(finite.sum())
-        stats.durations += len(finite)
-        stats.scores.add(scores)
+    def add_detections(self, labels: Any, scores: np.ndarray) -> None:
+        """Count detections (a label column, scores with NaN unknown) in the order given."""
+        self.detections += len(scores)
+        self.scores.add(scores)
         # Per distinct str(label), not per detection; each label's scores are added one after
-        # the other in frame order (np.add.accumulate is sequential), as a plain loop would.
+        # the other (np.add.accumulate is sequential), as a plain loop would.
         scored = np.isfinite(scores)
         for key, selected in label_groups(labels):
             kept = scores[selected & scored]
-            stats.labels[key] += int(selected.sum())
+            self.labels[key] += int(selected.sum())
             if len(kept):
-                running = np.concatenate(([stats.label_score_sum.get(key, 0.0)], kept))
-                stats.label_score_sum[key] = float(np.add.accumulate(running)[-1])
-                stats.label_scored[key] += len(kept)
+                running = np.concatenate(([self.label_score_sum.get(key, 0.0)], kept))
+                self.label_score_sum[key] = float(np.add.accumulate(running)[-1])
+                self.label_scored[key] += len(kept)
+
+
+class _Video:
+    """One video's chunks (in start order) as arrays, and the linking rule over them.
+
+    The rule, over the whole video: the first copy of a frame (chunks in start order, then file
+    order) counts; it is linked when its chunk's name starts at or before it. A first copy
+    below its own chunk's start (named out of range) is counted in the statistics but not
+    linked. The frames linked go to the gap finder in frame order.
+
+    The statistics are added in the order a stream over the chunks adds them, so their float
+    sums do not depend on how the video was read: frames wait until a later chunk's start
+    passes them (an overlapping chunk may hold the ones an earlier lacks), so each chunk's
+    arrival first counts the waiting frames below its start (in frame order, duration summed
+    as a group), then its own first copies below its start (one by one); the rest at the end.
+    """
+
+    def __init__(self, chunks: list[tuple[VideoChunk, _ChunkFrames]]) -> None:
+        parts = [rows for _, rows in chunks]
+        self.frames = np.concatenate([r.frames for r in parts])
+        self.durations = np.concatenate([r.durations for r in parts])
+        self.sizes = np.concatenate([r.sizes for r in parts]).reshape(-1, 2)
+        self.detection_frames = np.concatenate([r.detection_frames for r in parts])
+        self.labels = np.concatenate([r.labels for r in parts])
+        self.scores = np.concatenate([r.scores for r in parts])
+        self.boxes = np.concatenate([r.boxes for r in parts]).reshape(-1, 4)
+        self.repeats = sum(r.duplicates for r in parts)
+        frame_counts = [len(r.frames) for r in parts]
+        self.chunk_of = np.repeat(np.arange(len(parts)), frame_counts)
+        self.starts = np.array([c.start for c, _ in chunks], dtype=np.int64)
+        # Each frame row's detections: searched within its own chunk's rows.
+        lows, highs, offset = [], [], 0
+        for r in parts:
+            lows.append(offset + np.searchsorted(r.detection_frames, r.frames, side="left"))
+            highs.append(offset + np.searchsorted(r.detection_frames, r.frames, side="right"))
+            offset += len(r.detection_frames)
+        self.low, self.high = np.concatenate(lows), np.concatenate(highs)
+
+    def rows(self, stats: _VideoStats) -> np.ndarray:
+        """Count the video's frames into ``stats``; returns the frame rows to link, in frame
+        order."""
+        frames, chunk_of = self.frames, self.chunk_of
+        first = np.zeros(len(frames), dtype=bool)
+        first[np.unique(frames, return_index=True)[1]] = True  # earliest row of each frame id
+        late = first & (frames < self.starts[chunk_of])
+        # Linked frames are counted when the first later chunk starting above them arrives
+        # (event 2 * that chunk; the end: 2 * chunks); late ones when their own chunk does.
+        arrival = np.maximum(chunk_of + 1, np.searchsorted(self.starts, frames, side="right"))
+        event = np.where(late, 2 * chunk_of + 1, 2 * arrival)
+        counted = np.flatnonzero(first)
+        counted = counted[np.lexsort((frames[counted], event[counted]))]
+        stats.duplicate_frames += self.repeats + len(frames) - len(counted)
+        stats.frames += len(counted)
+        sizes = self.high[counted] - self.low[counted]
+        stats.frames_with_detections += int(np.count_nonzero(sizes))
+        detections = _spans(self.low[counted], sizes)
+        stats.add_detections(self.labels[detections], self.scores[detections])
+        durations, events = self.durations[counted], event[counted]
+        finite = np.isfinite(durations)
+        stats.durations += int(finite.sum())
+        bounds = np.flatnonzero(np.diff(events)) + 1
+        for group, values in zip(
+            np.split(events, bounds), np.split(durations, bounds), strict=True
+        ):
+            kept = values[np.isfinite(values)]
+            if group[0] % 2:  # late frames, one at a time
+                running = np.concatenate(([stats.duration_sum], kept))
+                stats.duration_sum = float(np.add.accumulate(running)[-1])
+            else:
+                stats.duration_sum += float(kept.sum())
+        linked = np.flatnonzero(first & ~late)
+        return linked[np.argsort(frames[linked], kind="stable")]
+
+    def link(self, finder: GapFinder, rows: np.ndarray) -> list[Gap]:
+        """Feed the frame ``rows`` (in frame order) to the gap finder; the gaps found."""
+        gaps: list[Gap] = []
+        counts = self.high[rows] - self.low[rows]
+        ends = np.cumsum(counts)
+        start = 0
+        while start < len(rows):
+            # At least one frame per call, then whole frames up to _FEED_DETECTIONS.
+            base = ends[start] - counts[start]
+            end = max(start + 1, int(np.searchsorted(ends, base + _FEED_DETECTIONS, "right")))
+            piece = rows[start:end]
+            detections = _spans(self.low[piece], counts[start:end])
+            linked = finder.feed(
+                self.detection_frames[detections], self.labels[detections].tolist(),
+                self.boxes[detections], self.frames[piece], self.scores[detections],
+                self.sizes[piece],
+            )  # fmt: skip
+            gaps.extend(linked.gaps)
+            start = end
+        return gaps
+
+
+def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The indices ``starts[i] .. starts[i] + lengths[i] - 1`` of every span, in order."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.cumsum(lengths) - lengths
+    return np.repeat(starts - offsets, lengths) + np.arange(total)
 
 
 def track_videos(assignment: TrackAssignment, ctx: TaskContext) -> BatchSummary:
@@ -360,46 +420,39 @@ def track_videos(assignment: TrackAssignment, ctx: TaskContext) -> BatchSummary:
         reads = storage.prefetch(
             ctx.output, [(rel, 0) for key in assignment.batch_keys for rel in _part_rels(key)]
         )
-        parts = {key: _read_parts(ctx, key, reads) for key in assignment.batch_keys}
+        parts = [_read_parts(ctx, key, reads) for key in assignment.batch_keys]
         return _track(assignment, ctx, parts)
 
 
-def _track(
-    assignment: TrackAssignment,
-    ctx: TaskContext,
-    parts: dict[str, dict[str, dict[str, pa.Table]]],
-) -> BatchSummary:
+def _track(assignment: TrackAssignment, ctx: TaskContext, parts: list[_BatchRows]) -> BatchSummary:
     issues = ErrorLog()
     gap_rows: list[dict[str, Any]] = []
     summary = BatchSummary()
     options = ctx.options
     assert isinstance(options, CelanturOptions), "video tracks belong to Celantur runs"
     for media, chunks in assignment.videos:
-        finder = GapFinder(
-            min_iou=options.gap_iou,
-            max_gap=options.gap_max_frames,
-            min_hits=options.gap_min_hits,
-            high_score=options.gap_high_score,
-        )
         stats = _VideoStats()
-        stream = _VideoStream(finder, stats)
-        parsed_chunks: list[VideoChunk] = []
-        for chunk in chunks:
-            rows = _chunk_rows(parts, chunk)
-            if rows is None:
-                continue  # the chunk failed to parse: already in errors/
-            parsed_chunks.append(chunk)
-            stream.add(rows, chunk.start)
-        stream.flush()
-        stats.gaps = len(stream.gaps)
-        gap_rows.extend(_gap_row(media, gap) for gap in stream.gaps)
+        parsed = [
+            (chunk, rows.chunk(chunk.file.rel))
+            for chunk in chunks
+            for rows in parts
+            if chunk.file.rel in rows.duplicates  # else it failed to parse: already in errors/
+        ]
+        gaps: list[Gap] = []
+        if parsed:
+            video = _Video(parsed)
+            finder = GapFinder(
+                min_iou=options.gap_iou,
+                max_gap=options.gap_max_frames,
+                min_hits=options.gap_min_hits,
+                high_score=options.gap_high_score,
+            )
+            gaps = video.link(finder, video.rows(stats))
+        stats.gaps = len(gaps)
+        gap_rows.extend(_gap_row(media, gap) for gap in gaps)
         numbered = tuple(c for c in chunks if c.numbered)  # the others are misnamed
         chunk_gaps, chunk_overlaps = _compare_chunks(media, numbered, issues)
-        span = (
-            max(c.end for c in parsed_chunks) - min(c.start for c in parsed_chunks) + 1
-            if parsed_chunks
-            else 0
-        )
+        span = max(c.end for c, _ in parsed) - min(c.start for c, _ in parsed) + 1 if parsed else 0
         missing = max(span - stats.frames, 0)
         summary.video_rows.extend(_video_rows(media, stats, chunk_gaps, chunk_overlaps, missing))
     summary.add_errors(issues)
@@ -415,30 +468,47 @@ def _part_rels(key: str) -> list[str]:
     return [staged_part(table, key) for table in _PART_COLUMNS]
 
 
-def _read_parts(ctx: TaskContext, key: str, reads: Prefetch) -> dict[str, dict[str, pa.Table]]:
-    """The batch's parts: table name -> the rows of each chunk (by ``source``)."""
-    tables: dict[str, dict[str, pa.Table]] = {}
+def _read_parts(ctx: TaskContext, key: str, reads: Prefetch) -> _BatchRows:
+    """The batch's parts as arrays."""
+    tables: dict[str, tuple[pa.Table, dict[str, tuple[int, int]]]] = {}
     for (table, columns), rel in zip(_PART_COLUMNS.items(), _part_rels(key), strict=True):
         try:
-            tables[table] = _by_source(table_from_bytes(reads.take(ctx.output, rel), columns))
-        except FileNotFoundError:
-            tables[table] = {}  # no rows written
-    return tables
+            data = table_from_bytes(reads.take(ctx.output, rel), columns)
+        except FileNotFoundError:  # no rows written
+            data = SCHEMAS[table].empty_table().select(columns)
+        tables[table] = _by_source(data)
+    (frames, frame_rows), (det, det_rows) = tables["frames"], tables["detections"]
+    chunks, chunk_rows = tables["chunks"]
+    repeats = chunks["duplicate_frames"].fill_null(0).to_numpy()
+    return _BatchRows(
+        frames=np.asarray(frames["frame"].to_numpy(), dtype=np.int64),
+        durations=_floats(frames["duration"]),
+        sizes=np.column_stack([_floats(frames["width"]), _floats(frames["height"])]),
+        detection_frames=np.asarray(det["frame"].to_numpy(), dtype=np.int64),
+        labels=np.asarray(det["type_label"].to_numpy(), dtype=object),
+        scores=_floats(det["score"]),
+        boxes=np.column_stack([_floats(det[c]) for c in ("x1", "y1", "x2", "y2")]),
+        frame_rows=frame_rows,
+        detection_rows=det_rows,
+        duplicates={rel: int(repeats[start]) for rel, (start, _) in chunk_rows.items()},
+    )
 
 
-def _by_source(table: pa.Table) -> dict[str, pa.Table]:
-    """``table``'s rows per ``source``, in table order: one grouping pass, not a filter per
-    chunk over the whole batch. Pass 1 writes each chunk's rows together, so they are
-    zero-copy slices unless the part was written otherwise."""
+def _by_source(table: pa.Table) -> tuple[pa.Table, dict[str, tuple[int, int]]]:
+    """``table`` with each ``source``'s rows together (in table order within a source), and
+    their row range per source: one grouping pass, not a filter per chunk over the whole
+    batch. Pass 1 writes each chunk's rows together, so the table comes back as it is unless
+    the part was written otherwise."""
     sources = table["source"].combine_chunks().dictionary_encode()
     codes = sources.indices.to_numpy()
-    grouped = bool(np.all(codes[1:] >= codes[:-1]))  # dictionary codes follow first appearance
-    order = np.arange(len(codes)) if grouped else np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(sources.dictionary) + 1))
-    return {
-        source: table.slice(start, end - start) if grouped else table.take(order[start:end])
+    if not _ascending(codes):  # dictionary codes follow first appearance
+        order = np.argsort(codes, kind="stable")
+        table, codes = table.take(order), codes[order]
+    bounds = np.searchsorted(codes, np.arange(len(sources.dictionary) + 1)).tolist()
+    return table, {
+        source: (start, end)
         for source, start, end in zip(
-            sources.dictionary.to_pylist(), bounds[:-1].tolist(), bounds[1:].tolist(), strict=True
+            sources.dictionary.to_pylist(), bounds[:-1], bounds[1:], strict=True
         )
     }
 
@@ -446,35 +516,6 @@ def _by_source(table: pa.Table) -> dict[str, pa.Table]:
 def _floats(column: pa.ChunkedArray) -> np.ndarray:
     """A column as float64, nulls as NaN."""
     return np.asarray(column.cast(pa.float64()).to_numpy(), dtype=np.float64)
-
-
-def _chunk_rows(
-    parts: dict[str, dict[str, dict[str, pa.Table]]], chunk: VideoChunk
-) -> _ChunkFrames | None:
-    """The chunk's frames and detections, sorted by frame (``None`` when it has no ``chunks/``
-    row: it failed to parse)."""
-    rel = chunk.file.rel
-    for tables in parts.values():
-        if rel not in tables["chunks"]:
-            continue
-        frames = tables["frames"].get(rel, SCHEMAS["frames"].empty_table())
-        det = tables["detections"].get(rel, SCHEMAS["detections"].empty_table())
-        ids = frames["frame"].to_numpy()
-        keep = np.argsort(ids, kind="stable")
-        det_frames = det["frame"].to_numpy()
-        det_keep = np.argsort(det_frames, kind="stable")
-        boxes = np.column_stack([_floats(det[c]) for c in ("x1", "y1", "x2", "y2")])
-        return _ChunkFrames(
-            frames=ids[keep],
-            durations=_floats(frames["duration"])[keep],
-            sizes=np.column_stack([_floats(frames["width"]), _floats(frames["height"])])[keep],
-            detection_frames=det_frames[det_keep],
-            labels=det["type_label"].take(det_keep).to_pylist(),
-            scores=_floats(det["score"])[det_keep],
-            boxes=boxes.reshape(-1, 4)[det_keep],
-            duplicates=int(tables["chunks"][rel]["duplicate_frames"][0].as_py() or 0),
-        )
-    return None
 
 
 def _compare_chunks(

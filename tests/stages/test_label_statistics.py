@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.stages.summary import BatchSummary, label_groups
-from pipeline.stages.video import _VideoStats, _VideoStream
+from pipeline.stages.video import _VideoStats
 
 _labels = st.lists(st.sampled_from([None, "None", "face", "person", "", "licence plate"]))
 _score = st.one_of(st.none(), st.floats(0, 1), st.sampled_from([0.1, 0.2, 0.7, -0.0]))
@@ -66,14 +66,12 @@ def test_batch_label_statistics_equal_a_loop(columns: tuple[list[Any], ...]) -> 
 @given(st.lists(_detections(), max_size=4))
 def test_video_label_sums_equal_a_loop_in_frame_order(batches: list[tuple[list[Any], ...]]) -> None:
     stats = _VideoStats()
-    stream = _VideoStream(finder=None, stats=stats)  # type: ignore[arg-type]  # _count only
     counts: Counter[str] = Counter()
     sums: Counter[str] = Counter()
     scored: Counter[str] = Counter()
     for labels, given_scores, _ in batches:
         scores = np.array([math.nan if s is None else s for s in given_scores], dtype=np.float64)
-        frames = np.zeros(len(labels), dtype=np.int64)
-        stream._count(frames, frames, labels, scores, np.zeros((len(labels), 4)), np.zeros(1))
+        stats.add_detections(labels, scores)
         for label, score in zip(labels, scores.tolist(), strict=True):
             counts[str(label)] += 1
             if math.isfinite(score):
