@@ -430,7 +430,7 @@ class GapFinder:
         count = len(frames)
         usable = np.flatnonzero(~np.isnan(boxes).any(axis=1))
         score = np.full(count, np.nan) if scores is None else np.asarray(scores, np.float64)
-        codes = np.array([self._labels.setdefault(x, len(self._labels)) for x in labels], np.int64)
+        codes = self._codes(labels)
         ids = np.asarray(frame_ids, dtype=np.int64)
         size = np.full((len(ids), 2), np.nan) if sizes is None else np.asarray(sizes, np.float64)
         # A frame is linked when it comes after every frame linked or listed before it.
@@ -477,6 +477,16 @@ class GapFinder:
             ints[:live], floats[:live] = self._ints[:live], self._floats[:live]
             self._ints, self._floats = ints, floats
 
+    def _codes(self, labels: list[str | None]) -> np.ndarray:
+        """Each label's number (the same label, the same number in every call), numbered in
+        order of first appearance: a look-up per detection in C, a Python call per distinct
+        label."""
+        known = {
+            label: self._labels.setdefault(label, len(self._labels))
+            for label in dict.fromkeys(labels)
+        }
+        return np.fromiter(map(known.__getitem__, labels), np.int64, len(labels))
+
     def _gaps(
         self,
         records: np.ndarray,
@@ -487,44 +497,50 @@ class GapFinder:
         labels: list[str | None],
         boxes: np.ndarray,
     ) -> list[Gap]:
-        """The recorded returns that are gaps: predicted inside the frame while missing."""
+        """The recorded returns that are gaps: predicted inside the frame while missing. Every
+        return's predicted boxes are computed and checked at once, a row per missing frame."""
+        track, first, last, detection, hits = records.T
+        missing = last - first + 1
+        of_gap = np.repeat(np.arange(len(records)), missing)
+        starts = np.cumsum(missing) - missing
+        steps = (np.arange(len(of_gap)) - starts[of_gap] + 1).astype(np.float64)[:, np.newaxis]
+        predicted = floats[of_gap, 1:5] + steps * floats[of_gap, 5:9]
+        return_at = np.searchsorted(ids, last + 1)
+        inside = _inside(predicted, size[return_at][of_gap])
+        # Every missing frame's prediction in view (an empty segment cannot occur: missing >= 1).
+        kept = np.logical_and.reduceat(inside, starts) if len(records) else inside
         linked_frames = np.r_[self._recent, ids]
+        processed = np.searchsorted(linked_frames, last, side="right") - np.searchsorted(
+            linked_frames, first, side="left"
+        )
+        returns = usable[detection]
         gaps = []
-        for record, values in zip(records.tolist(), floats.tolist(), strict=True):
-            track, first, last, detection, hits = record
-            fit, position, velocity = values[0], np.array(values[1:5]), np.array(values[5:9])
-            missing = last - first + 1
-            steps = np.arange(1, missing + 1, dtype=np.float64)[:, np.newaxis]
-            predicted = position + steps * velocity
-            return_at = int(np.searchsorted(ids, last + 1))
-            if not _inside(predicted, size[return_at]).all():
-                continue  # predicted out of view in some missing frame: not a gap
-            processed = int(np.searchsorted(linked_frames, last, side="right")
-                            - np.searchsorted(linked_frames, first, side="left"))  # fmt: skip
-            index = int(usable[detection])
+        for g in np.flatnonzero(kept).tolist():
+            index = int(returns[g])
+            span = predicted[starts[g] : starts[g] + missing[g]].tolist()
             gaps.append(
                 Gap(
-                    track=track, label=labels[index], first_missing=first, last_missing=last,
-                    unprocessed=missing - processed, box_before=_box(values[9:13]),
-                    box_after=_box(boxes[index]), iou=fit,
-                    predicted=tuple(_box(b) for b in predicted), track_frames=hits,
-                    confidence=gap_confidence(fit, hits, missing, self.min_hits),
+                    track=int(track[g]), label=labels[index], first_missing=int(first[g]),
+                    last_missing=int(last[g]), unprocessed=int(missing[g] - processed[g]),
+                    box_before=_box(floats[g, 9:13]), box_after=_box(boxes[index]),
+                    iou=float(floats[g, 0]), predicted=tuple(map(_box, span)),
+                    track_frames=int(hits[g]),
+                    confidence=gap_confidence(
+                        float(floats[g, 0]), int(hits[g]), int(missing[g]), self.min_hits
+                    ),
                 )
             )  # fmt: skip
         return gaps
 
 
-def _inside(boxes: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """Whether each box's centre lies inside a frame of ``size`` (unknown size: everywhere)."""
-    width, height = size
+def _inside(boxes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Whether each box's centre lies inside its frame of ``sizes`` (width, height; unknown
+    NaN: everywhere)."""
     cx = (boxes[:, 0] + boxes[:, 2]) / 2
     cy = (boxes[:, 1] + boxes[:, 3]) / 2
-    inside = np.ones(len(boxes), bool)
-    if width == width:  # not NaN
-        inside &= (cx >= 0) & (cx < width)
-    if height == height:
-        inside &= (cy >= 0) & (cy < height)
-    return inside
+    width, height = sizes[:, 0], sizes[:, 1]
+    inside_x = np.isnan(width) | ((cx >= 0) & (cx < width))
+    return inside_x & (np.isnan(height) | ((cy >= 0) & (cy < height)))
 
 
 def _box(row: Any) -> Box:
