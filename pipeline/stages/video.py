@@ -18,7 +18,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from itertools import pairwise
+from itertools import chain, pairwise
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -426,7 +427,8 @@ def track_videos(assignment: TrackAssignment, ctx: TaskContext) -> BatchSummary:
 
 def _track(assignment: TrackAssignment, ctx: TaskContext, parts: list[_BatchRows]) -> BatchSummary:
     issues = ErrorLog()
-    gap_rows: list[dict[str, Any]] = []
+    found: list[Gap] = []
+    gap_media: list[str] = []
     summary = BatchSummary()
     options = ctx.options
     assert isinstance(options, CelanturOptions), "video tracks belong to Celantur runs"
@@ -449,18 +451,23 @@ def _track(assignment: TrackAssignment, ctx: TaskContext, parts: list[_BatchRows
             )
             gaps = video.link(finder, video.rows(stats))
         stats.gaps = len(gaps)
-        gap_rows.extend(_gap_row(media, gap) for gap in gaps)
+        found.extend(gaps)
+        gap_media.extend([media] * len(gaps))
         numbered = tuple(c for c in chunks if c.numbered)  # the others are misnamed
         chunk_gaps, chunk_overlaps = _compare_chunks(media, numbered, issues)
         span = max(c.end for c, _ in parsed) - min(c.start for c, _ in parsed) + 1 if parsed else 0
         missing = max(span - stats.frames, 0)
         summary.video_rows.extend(_video_rows(media, stats, chunk_gaps, chunk_overlaps, missing))
     summary.add_errors(issues)
-    for table, rows_out in (("gaps", gap_rows), ("errors", issues)):
-        if rows_out:
-            summary.rows[table] = len(rows_out)
+    outputs = {
+        "gaps": _gap_table(gap_media, found) if found else None,
+        "errors": to_arrow("errors", issues) if issues else None,
+    }
+    for table, data in outputs.items():
+        if data is not None:
+            summary.rows[table] = data.num_rows
             part = staged_part(table, assignment.key)
-            summary.add_part(table, write_part(ctx.output, part, to_arrow(table, rows_out)))
+            summary.add_part(table, write_part(ctx.output, part, data))
     return summary
 
 
@@ -541,22 +548,38 @@ def _compare_chunks(
     return gaps, overlaps
 
 
-def _gap_row(media: str, gap: Gap) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "media": media, "track": gap.track, "type_label": gap.label,
-        "type_name": type_name(gap.label),
-        "first_missing_frame": gap.first_missing, "last_missing_frame": gap.last_missing,
-        "missing_frames": gap.last_missing - gap.first_missing + 1,
-        "frames_without_metadata": gap.unprocessed, "iou": gap.iou,
-        "track_frames": gap.track_frames, "confidence": gap.confidence,
+def _gap_table(media: list[str], gaps: list[Gap]) -> pa.Table:
+    """The ``gaps/`` rows of ``gaps`` (the video of each in ``media``), built a column at a
+    time."""
+
+    def column(name: str) -> list[Any]:
+        return list(map(attrgetter(name), gaps))
+
+    first, last = column("first_missing"), column("last_missing")
+    labels = column("label")
+    names = {label: type_name(label) for label in dict.fromkeys(labels)}
+    predicted = column("predicted")
+    offsets = np.concatenate(([0], np.cumsum(list(map(len, predicted))))).astype(np.int32)
+    boxes = np.array(list(chain.from_iterable(predicted)), dtype=np.float64).reshape(-1, 4)
+    columns: dict[str, Any] = {
+        "media": media, "track": column("track"), "type_label": labels,
+        "type_name": list(map(names.__getitem__, labels)),
+        "first_missing_frame": first, "last_missing_frame": last,
+        "missing_frames": (np.array(last) - np.array(first) + 1).astype(np.int32),
+        "frames_without_metadata": column("unprocessed"), "iou": column("iou"),
+        "track_frames": column("track_frames"), "confidence": column("confidence"),
     }  # fmt: skip
-    for side, box in (("before", gap.box_before), ("after", gap.box_after)):
-        row.update(zip((f"{side}_{c}" for c in ("x1", "y1", "x2", "y2")), box, strict=True))
-    for axis, values in zip(
-        ("x1", "y1", "x2", "y2"), zip(*gap.predicted, strict=True), strict=True
-    ):
-        row[f"predicted_{axis}"] = list(values)
-    return row
+    for side, name in (("before", "box_before"), ("after", "box_after")):
+        values = np.array(column(name), dtype=np.float64).reshape(-1, 4)
+        for axis, corner in enumerate(("x1", "y1", "x2", "y2")):
+            columns[f"{side}_{corner}"] = values[:, axis]
+    for axis, corner in enumerate(("x1", "y1", "x2", "y2")):
+        values = pa.array(np.ascontiguousarray(boxes[:, axis]), pa.float64())
+        columns[f"predicted_{corner}"] = pa.ListArray.from_arrays(pa.array(offsets), values)
+    schema = SCHEMAS["gaps"]
+    return pa.Table.from_arrays(
+        [pa.array(columns[name], schema.field(name).type) for name in schema.names], schema=schema
+    )
 
 
 def _video_rows(
