@@ -126,20 +126,21 @@ def parse_chunk(data: bytes, *, max_bytes: int) -> ParsedChunk:
     """
     check_json_bounds(data, max_bytes=max_bytes)
     try:
-        frames = _decode_typed(data)
+        frames, fixed = _decode_typed(data)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
         # Not the common case: the validating path says exactly what is wrong.
         return _parse_validating(parse_json(data, max_bytes=max_bytes))
     check_detection_count(sum(len(frame.detections) for frame in frames))
-    return _parse_typed(frames)
+    return _parse_typed(frames, fixed=fixed)
 
 
-def _decode_typed(data: bytes) -> list[Any]:
-    """The chunk's frames, by the strict typed decoder or else the lenient one."""
+def _decode_typed(data: bytes) -> tuple[list[Any], bool]:
+    """The chunk's frames, by the strict typed decoder (``True``: boxes, offsets and sizes
+    have their fixed lengths) or else the lenient one."""
     try:
-        return cast(list[Any], _DECODER.decode(data))
+        return cast(list[Any], _DECODER.decode(data)), True
     except msgspec.ValidationError:  # a box, offset or size of another length, most likely
-        return cast(list[Any], _LENIENT_DECODER.decode(data))
+        return cast(list[Any], _LENIENT_DECODER.decode(data)), False
 
 
 class _Columns:
@@ -210,10 +211,11 @@ def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _parse_typed(frames: list[Any]) -> ParsedChunk:
-    """Columns of decoded frames. Each column is made by C-level iteration over the flat list
-    of frames or detections (an attribute getter mapped over it, Arrow or NumPy converting the
-    values) and checked whole, without Python code per detection unless a value needs it."""
+def _parse_typed(frames: list[Any], *, fixed: bool) -> ParsedChunk:
+    """Columns of decoded frames (``fixed``: boxes and offsets decoded as tuples of their
+    length). Each column is made by C-level iteration over the flat list of frames or
+    detections (an attribute getter mapped over it, Arrow or NumPy converting the values) and
+    checked whole, without Python code per detection unless a value needs it."""
     columns = _Columns()
     ids = list(map(attrgetter("id"), frames))
     given_sizes = [
@@ -249,9 +251,11 @@ def _parse_typed(frames: list[Any]) -> ParsedChunk:
         anonymised = [a if a is not None else b for a, b in zip(anonymised, spelled, strict=True)]
     out["is_anonymised"] = pa.array(anonymised, pa.bool_())
     (out["x1"], out["y1"], out["x2"], out["y2"]), bad_boxes = _coordinates(
-        list(map(attrgetter("bbox"), dets)), 4
+        list(map(attrgetter("bbox"), dets)), 4, fixed=fixed
     )
-    (out["offset_x"], out["offset_y"]), _ = _coordinates(list(map(attrgetter("offset"), dets)), 2)
+    (out["offset_x"], out["offset_y"]), _ = _coordinates(
+        list(map(attrgetter("offset"), dets)), 2, fixed=fixed
+    )
     given_colours = list(map(attrgetter("color"), dets))
     if given_colours.count(None) == len(given_colours):
         out["color"] = pa.nulls(len(dets), _TYPES["color"])
@@ -281,22 +285,28 @@ def _scores(given: list[float | None]) -> tuple[pa.Array, int]:
     return pa.array(values, pa.float64(), mask=mask), present - int(usable.sum())
 
 
-def _coordinates(given: list[Any], length: int) -> tuple[list[pa.Array], int]:
-    """``length`` float64 columns of coordinate lists: null in every column where a list is
-    missing, of another length or not finite; and how many given lists were refused."""
-    lists = pa.array(given, pa.list_(pa.float64()))  # Arrow reads the sequences in C++
-    values, offsets = lists.values.to_numpy(), lists.offsets.to_numpy()
-    shaped = np.diff(offsets) == length  # a missing list has none
-    if shaped.all():
+def _coordinates(given: list[Any], length: int, *, fixed: bool) -> tuple[list[pa.Array], int]:
+    """``length`` float64 columns of coordinate sequences (``fixed``: each is a tuple of
+    ``length`` floats or ``None``): null in every column where a sequence is missing, of
+    another length or not finite; and how many given sequences were refused."""
+    missing = given.count(None)
+    if fixed and not missing:  # the common case: one pass in C over every number
+        values = np.fromiter(chain.from_iterable(given), np.float64, length * len(given))
         table = np.ascontiguousarray(values.reshape(-1, length).T)
-    else:  # rows of another length (or missing) read as NaN, so they are refused below
-        table = np.full((length, len(given)), np.nan)
-        table[:, shaped] = values[offsets[:-1][shaped, None] + np.arange(length)].T
+    else:
+        lists = pa.array(given, pa.list_(pa.float64()))  # Arrow reads the sequences in C++
+        values, offsets = lists.values.to_numpy(), lists.offsets.to_numpy()
+        shaped = np.diff(offsets) == length  # a missing list has none
+        if shaped.all():
+            table = np.ascontiguousarray(values.reshape(-1, length).T)
+        else:  # rows of another length (or missing) read as NaN, so they are refused below
+            table = np.full((length, len(given)), np.nan)
+            table[:, shaped] = values[offsets[:-1][shaped, None] + np.arange(length)].T
     usable = np.isfinite(table).all(axis=0)
     kept = int(usable.sum())
     mask = None if kept == len(given) else ~usable
     columns = [pa.array(axis, pa.float64(), mask=mask) for axis in table]
-    return columns, len(given) - lists.null_count - kept
+    return columns, len(given) - missing - kept
 
 
 def _colour(values: list[int] | None) -> list[int] | None:
