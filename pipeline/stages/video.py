@@ -366,12 +366,12 @@ class _Video:
         durations, events = self.durations[counted], event[counted]
         finite = np.isfinite(durations)
         stats.durations += int(finite.sum())
-        bounds = np.flatnonzero(np.diff(events)) + 1
+        firsts = np.flatnonzero(np.diff(events, prepend=-1))  # each event's first frame
         for group, values in zip(
-            np.split(events, bounds), np.split(durations, bounds), strict=True
+            events[firsts].tolist(), np.split(durations, firsts)[1:], strict=True
         ):
             kept = values[np.isfinite(values)]
-            if group[0] % 2:  # late frames, one at a time
+            if group % 2:  # late frames, one at a time
                 running = np.concatenate(([stats.duration_sum], kept))
                 stats.duration_sum = float(np.add.accumulate(running)[-1])
             else:
