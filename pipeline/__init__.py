@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from pipeline.api import read_run, read_table, run_celantur, run_clearml
+from pipeline.api import (
+    read_run,
+    read_table,
+    run_celantur,
+    run_clearml,
+    run_history,
+    vacuum_output,
+)
 from pipeline.config import CelanturOptions, ClearmlOptions, ExecutionOptions, OptionError
 
 __all__ = [
@@ -14,4 +21,6 @@ __all__ = [
     "read_table",
     "run_celantur",
     "run_clearml",
+    "run_history",
+    "vacuum_output",
 ]

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
+from pipeline import housekeeping
 from pipeline.config import (
     DEFAULT_STORAGE_TIMEOUT,
     CelanturOptions,
@@ -195,6 +196,53 @@ def read_table(
         return read_delta(location, table, version, columns=columns, filters=filters)
 
 
+def run_history(
+    output: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    storage_timeout: float = DEFAULT_STORAGE_TIMEOUT,
+) -> list[dict[str, Any]]:
+    """The runs that committed to ``output``, newest first, from the tables' Delta history:
+    one entry per run with its ``time``, ``command``, ``options`` and, per table, the
+    ``version`` it committed and its ``rows`` (as ``mask-pipeline history`` prints them).
+    ``storage_timeout`` bounds a storage that answers nothing, as it does a run's (see
+    :func:`_watched`).
+
+    Raises
+    ------
+    StorageError
+        When the storage answered no request for ``storage_timeout`` seconds.
+    """
+    location = _output_location(output, storage_options, storage_timeout)
+    with _watched(location, storage_timeout):
+        return housekeeping.run_history(location)
+
+
+def vacuum_output(
+    output: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    retention_hours: float = housekeeping.DEFAULT_RETENTION_HOURS,
+    dry_run: bool = False,
+    storage_timeout: float = DEFAULT_STORAGE_TIMEOUT,
+) -> list[str]:
+    """Delete what no kept table version needs and is older than ``retention_hours``, as
+    ``mask-pipeline vacuum`` does (see :func:`pipeline.housekeeping.vacuum_output`); returns
+    the removed paths (below ``output``), or with ``dry_run`` those it would remove.
+    ``storage_timeout`` bounds a storage that answers nothing, as it does a run's (see
+    :func:`_watched`).
+
+    Raises
+    ------
+    StorageError
+        When the storage answered no request for ``storage_timeout`` seconds (what was
+        deleted until then stays deleted; a vacuum run again picks up where it stopped).
+    """
+    location = _output_location(output, storage_options, storage_timeout)
+    with _watched(location, storage_timeout):
+        return housekeeping.vacuum_output(location, retention_hours, dry_run)
+
+
 def _output_location(
     output: str, storage_options: Mapping[str, Any] | None, storage_timeout: float
 ) -> Location:
@@ -219,4 +267,13 @@ def _run_record(output: Location) -> dict[str, Any]:
     return record
 
 
-__all__ = ["RunResult", "read_run", "read_table", "run_celantur", "run_clearml", "run_job"]
+__all__ = [
+    "RunResult",
+    "read_run",
+    "read_table",
+    "run_celantur",
+    "run_clearml",
+    "run_history",
+    "run_job",
+    "vacuum_output",
+]

@@ -36,7 +36,7 @@ from pipeline.config import (
 from pipeline.formats.celantur import ENCODING_CHOICES
 from pipeline.formats.clearml import MASK_MODES
 from pipeline.graph import SchedulerError
-from pipeline.housekeeping import DEFAULT_RETENTION_HOURS, run_history, vacuum_output
+from pipeline.housekeeping import DEFAULT_RETENTION_HOURS
 from pipeline.io.storage import StorageError
 from pipeline.jobs import load_job
 from pipeline.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
@@ -278,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     history = commands.add_parser("history", help="list the runs committed to an output folder")
     history.add_argument("output", help="output folder")
+    _add_storage_timeout_argument(history, "reading")
     _add_storage_argument(history)
     _add_log_arguments(history)
 
@@ -295,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep everything younger than this (default %(default)s: a week, as Delta Lake)",
     )  # fmt: skip
     vacuum.add_argument("--dry-run", action="store_true", help="list, do not delete")
+    _add_storage_timeout_argument(vacuum, "the vacuum")
     _add_storage_argument(vacuum)
     _add_log_arguments(vacuum)
     return parser
@@ -480,7 +482,9 @@ def _print_summary(args: argparse.Namespace) -> int:
 
 
 def _print_history(args: argparse.Namespace) -> int:
-    runs = run_history(args.output, _storage_options(args))
+    from pipeline.api import run_history
+
+    runs = run_history(args.output, _storage_options(args), storage_timeout=args.storage_timeout)
     if not runs:
         print(f"no runs committed under {args.output}")
         return 0
@@ -494,9 +498,12 @@ def _print_history(args: argparse.Namespace) -> int:
 
 
 def _vacuum(args: argparse.Namespace) -> int:
+    from pipeline.api import vacuum_output
+
     removed = vacuum_output(
-        args.output, _storage_options(args), args.retention_hours, dry_run=args.dry_run
-    )
+        args.output, _storage_options(args), retention_hours=args.retention_hours,
+        dry_run=args.dry_run, storage_timeout=args.storage_timeout,
+    )  # fmt: skip
     for rel in removed:
         print(rel)
     verb = "would remove" if args.dry_run else "removed"

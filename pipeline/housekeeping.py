@@ -5,19 +5,20 @@ travel), and what crashed or superseded runs left behind stays on storage until
 :func:`vacuum_output` removes it. Vacuum keeps everything younger than its retention (default
 :data:`DEFAULT_RETENTION_HOURS`, Delta Lake's own default), so a run still writing into the
 output is never robbed of its files, and everything the last committed run (``_run.json``) reads.
+The doors (:mod:`pipeline.api`, the CLI) run both under the storage watchdog.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import posixpath
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pipeline.io.delta import RUN_KEY, open_table, read_delta, table_history
 from pipeline.io.parquet import STAGED
 from pipeline.io.runrecord import read_run_record
-from pipeline.io.storage import Location, storage_options_with_environment
+from pipeline.io.storage import Location
 from pipeline.stages.ledger import LEDGER
 from pipeline.tables import TABLES
 
@@ -25,19 +26,12 @@ from pipeline.tables import TABLES
 DEFAULT_RETENTION_HOURS = 168
 
 
-def _location(output: str, storage_options: Mapping[str, Any] | None) -> Location:
-    return Location(output, storage_options_with_environment(storage_options or {}))
-
-
-def run_history(
-    output: str, storage_options: Mapping[str, Any] | None = None
-) -> list[dict[str, Any]]:
+def run_history(output: Location) -> list[dict[str, Any]]:
     """The runs that committed to ``output``, newest first: one entry per run with its time,
     command, options and, per table, the version it committed and its rows."""
-    location = _location(output, storage_options)
     runs: dict[str, dict[str, Any]] = {}
-    for table in TABLES:
-        for commit in table_history(location, table):
+    for table in _tables_present(output):
+        for commit in table_history(output, table):
             described = commit.get(RUN_KEY)
             if not isinstance(described, dict) or "run_id" not in described:
                 continue
@@ -55,11 +49,21 @@ def run_history(
     return sorted(runs.values(), key=lambda e: e["timestamp"], reverse=True)
 
 
+def _tables_present(output: Location) -> list[str]:
+    """The tables with a folder under ``output``, from one listing: a Python request, which
+    the storage watchdog can interrupt (a delta-rs call cannot be: opening a table against a
+    storage that never answers took minutes), and none for a table not there."""
+    output.fs.invalidate_cache(output.root)
+    try:
+        listed = output.fs.ls(output.root, detail=False)
+    except FileNotFoundError:
+        return []
+    names = {posixpath.basename(str(path).rstrip("/")) for path in listed}
+    return [table for table in TABLES if table in names]
+
+
 def vacuum_output(
-    output: str,
-    storage_options: Mapping[str, Any] | None = None,
-    retention_hours: float = DEFAULT_RETENTION_HOURS,
-    dry_run: bool = False,
+    output: Location, retention_hours: float = DEFAULT_RETENTION_HOURS, dry_run: bool = False
 ) -> list[str]:
     """Delete what no kept table version needs and is older than ``retention_hours``: data
     files of superseded versions and of runs that never committed, staged parts and ledger
@@ -69,20 +73,19 @@ def vacuum_output(
 
     Table versions older than the retention may no longer be readable afterwards.
     """
-    location = _location(output, storage_options)
-    record = read_run_record(location) or {"tables": {}}
+    record = read_run_record(output) or {"tables": {}}
     cutoff = datetime.now(timezone.utc) - timedelta(hours=retention_hours)
     removed: list[str] = []
     kept_scaled: set[str] = set()
     for table in TABLES:
-        opened = open_table(location, table)
+        opened = open_table(output, table)
         if opened is None:
             continue
         pinned = record["tables"].get(table, {}).get("version")
         keep = sorted({opened.version(), *([pinned] if pinned is not None else [])})
         if table == "masks":
-            for version in _versions_since(location, table, cutoff, keep):
-                paths = read_delta(location, table, version, columns=["scaled_path"])
+            for version in _versions_since(output, table, cutoff, keep):
+                paths = read_delta(output, table, version, columns=["scaled_path"])
                 kept_scaled.update(p for p in paths["scaled_path"].to_pylist() if p)
         deleted = opened.vacuum(
             retention_hours=int(retention_hours), dry_run=dry_run,
@@ -91,20 +94,20 @@ def vacuum_output(
         removed += [f"{table}/{path.rsplit(table + '/', 1)[-1]}" for path in deleted]
     staged = {p for info in record["tables"].values() for p in info.get("staged", [])}
     stale = [
-        rel for rel, modified in _files(location, STAGED) if rel not in staged and modified < cutoff
+        rel for rel, modified in _files(output, STAGED) if rel not in staged and modified < cutoff
     ]
     stale += [
-        rel for rel, modified in _files(location, LEDGER)
-        if modified < cutoff and not _ledger_entry_kept(location, rel, staged)
+        rel for rel, modified in _files(output, LEDGER)
+        if modified < cutoff and not _ledger_entry_kept(output, rel, staged)
     ]  # fmt: skip
-    stale += [rel for rel, modified in _files(location, "_work") if modified < cutoff]
+    stale += [rel for rel, modified in _files(output, "_work") if modified < cutoff]
     stale += [
-        rel for rel, modified in _files(location, "scaled")
+        rel for rel, modified in _files(output, "scaled")
         if rel not in kept_scaled and modified < cutoff
     ]  # fmt: skip
     if not dry_run:
-        location.remove(stale)
-        location.remove_emptied_folders(removed + stale)
+        output.remove(stale)
+        output.remove_emptied_folders(removed + stale)
     return sorted(removed + stale)
 
 

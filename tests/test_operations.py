@@ -30,6 +30,7 @@ import pytest
 from faulty_proxy import FaultPlan, FaultyProxy
 from storage_helpers import upload_tree
 
+import pipeline
 from pipeline import cli, read_run, read_table, runner, stopping
 from pipeline.io.storage import StorageError
 from pipeline.sampledata.celantur import make_celantur_tree
@@ -252,6 +253,38 @@ def test_api_readers_of_a_dead_storage_stop_within_the_timeout(
     print(f"\n{reader}, dead endpoint: {elapsed:.1f} s")
     assert str(raised.value).startswith(_reader_error(out, dead_endpoint))
     assert TIMEOUT <= elapsed < TIMEOUT + SLACK
+
+
+@pytest.mark.parametrize("command", ["history", "vacuum"])
+def test_history_and_vacuum_of_a_dead_storage_stop_with_the_watchdogs_line(
+    command: str, dead_endpoint: str
+) -> None:
+    """``mask-pipeline history`` and ``vacuum`` take ``--storage-timeout`` as ``summary``
+    does: exit 1 with the run's one line, nothing on stdout."""
+    out = "s3://bucket/out"
+    started = time.monotonic()
+    process = _cli(command, out, "--storage-option", f"endpoint_url={dead_endpoint}",
+                   "--storage-timeout", str(TIMEOUT))  # fmt: skip
+    code, out_text, err = _finish(process)
+    print(f"\n{command}, dead endpoint: exit {code} after {time.monotonic() - started:.1f} s")
+    assert code == 1
+    message = _one_message(err)
+    assert message.startswith(f"mask-pipeline: cannot proceed: {_reader_error(out, dead_endpoint)}")
+    assert out_text == ""
+
+
+@pytest.mark.parametrize("function", ["run_history", "vacuum_output"])
+def test_api_history_and_vacuum_of_a_dead_storage_raise_the_watchdogs_error(
+    function: str, dead_endpoint: str
+) -> None:
+    """``run_history`` and ``vacuum_output`` in the main thread: the run's ``StorageError``."""
+    out = "s3://bucket/out"
+    storage = {"endpoint_url": dead_endpoint}
+    started = time.monotonic()
+    with pytest.raises(StorageError) as raised:
+        getattr(pipeline, function)(out, storage, storage_timeout=TIMEOUT)
+    print(f"\n{function}, dead endpoint: {time.monotonic() - started:.1f} s")
+    assert str(raised.value).startswith(_reader_error(out, dead_endpoint))
 
 
 # --- stop signals ----------------------------------------------------------------------------
