@@ -11,6 +11,7 @@ The doors (:mod:`pipeline.api`, the CLI) run both under the storage watchdog.
 from __future__ import annotations
 
 import json
+import math
 import posixpath
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -87,8 +88,9 @@ def vacuum_output(
             for version in _versions_since(output, table, cutoff, keep):
                 paths = read_delta(output, table, version, columns=["scaled_path"])
                 kept_scaled.update(p for p in paths["scaled_path"].to_pylist() if p)
+        # delta-rs takes whole hours: rounded up, no file younger than asked is removed.
         deleted = opened.vacuum(
-            retention_hours=int(retention_hours), dry_run=dry_run,
+            retention_hours=math.ceil(retention_hours), dry_run=dry_run,
             enforce_retention_duration=False, full=True, keep_versions=keep,
         )  # fmt: skip
         removed += [f"{table}/{path.rsplit(table + '/', 1)[-1]}" for path in deleted]

@@ -281,9 +281,9 @@ def test_memory_output_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_vacuum_keeps_what_is_younger_than_the_retention(tmp_path: Path) -> None:
-    """The default retention keeps everything of a fresh rerun (time travel still works); no
-    retention removes the superseded data files and unused staged parts, never what the
-    committed run reads."""
+    """The default retention, and one of half an hour, keep everything of a fresh rerun (time
+    travel still works); no retention removes the superseded data files and unused staged
+    parts, never what the committed run reads."""
     tree = make_celantur_tree(tmp_path / "in", seed=9, images=6)
     out = tmp_path / "out"
     assert main(["celantur", str(tree.root), str(out), *ARGS]) == 0
@@ -293,6 +293,11 @@ def test_vacuum_keeps_what_is_younger_than_the_retention(tmp_path: Path) -> None
     files = {p for p in out.rglob("*") if p.is_file()}
     assert main(["vacuum", str(out)]) == 0
     assert {p for p in out.rglob("*") if p.is_file()} == files
+    # Half an hour (delta-rs takes whole hours) keeps them too: every file is minutes old.
+    assert main(["vacuum", str(out), "--retention-hours", "0.5"]) == 0
+    assert {p for p in out.rglob("*") if p.is_file() and "_delta_log" not in p.parts} == {
+        p for p in files if "_delta_log" not in p.parts
+    }
     assert read_table(str(out), "masks", version=0).num_rows == len(tables["masks"]) + 1
     assert main(["vacuum", str(out), "--retention-hours", "0"]) == 0
     # (delta-rs logs a vacuum as two commits of its own: only data files are compared)
