@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,6 +123,66 @@ class Executor:
                 bar.update(1)
         finally:
             bar.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# A task waiting on storage steps aside: the worker thread's next task starts meanwhile
+# ---------------------------------------------------------------------------------------------
+
+#: The calling thread's task: whether it may step aside, and the slot it holds once it has.
+_aside = threading.local()
+_aside_lock = threading.Lock()
+#: Per Dask worker, one slot per worker thread: tasks stepped aside and still waiting.
+_aside_slots: weakref.WeakKeyDictionary[Any, threading.BoundedSemaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@contextlib.contextmanager
+def may_step_aside(enabled: bool) -> Iterator[None]:
+    """The body of a task that may :func:`step_aside` once it only waits on storage (with
+    ``enabled``: its outputs go to remote storage, where finishing its writes and recording
+    it take round trips). On leaving the block the task gives its slot back."""
+    _aside.enabled, _aside.slot = enabled, None
+    try:
+        yield
+    finally:
+        slot = _aside.slot
+        _aside.enabled, _aside.slot = False, None
+        if slot is not None:
+            slot.release()
+
+
+def step_aside() -> bool:
+    """Let the worker thread running this task start its next task while this one finishes
+    its round trips to storage (its writes behind, its ledger entry): Dask's ``secede``, so a
+    worker's batches overlap on remote storage — the next batch's reads and measuring run
+    while this one's last writes are in flight. The results are the same either way; only
+    the waits overlap.
+
+    Bounded: at most one task per worker thread waits aside (a slot per thread of each
+    worker), so a worker holds at most twice its threads' batches in memory; when the slots
+    are taken, the task waits in its thread as before. Nothing happens outside a
+    :func:`may_step_aside` block that allows it, or in-process (no Dask worker: nothing else
+    would run meanwhile). Returns whether the task is aside now.
+    """
+    if not getattr(_aside, "enabled", False) or _aside.slot is not None:
+        return bool(getattr(_aside, "slot", None))
+    try:
+        from distributed import get_worker, secede
+
+        worker = get_worker()
+    except (ImportError, ValueError):  # not in a Dask worker's task
+        return False
+    with _aside_lock:
+        slots = _aside_slots.get(worker)
+        if slots is None:
+            slots = _aside_slots[worker] = threading.BoundedSemaphore(max(1, worker.state.nthreads))
+    if not slots.acquire(blocking=False):
+        return False
+    _aside.slot = slots
+    secede()
+    return True
 
 
 def _describe(client: Any, kind: str) -> dict[str, Any]:

@@ -10,8 +10,9 @@
   no turns at the GIL of the process that measures, e.g. one holding a Dask scheduler), steered
   and read over a pipe: the storage benchmark uses it.
 * :class:`KillWorkerOnce`: a Dask worker plugin that kills its worker process (``os._exit``) the
-  first time a chosen task finishes after a number of others, once per test (a marker file
-  survives the Nanny's restart of the worker).
+  first time a chosen task finishes (or steps aside) after a number of others, once per test (a
+  marker file survives the Nanny's restart of the worker).
+* :class:`RecordTransitions`: a Dask worker plugin writing down which tasks reached a state.
 
 Both live here, not in the test module, so worker processes can import them by name (and the
 benchmarks as ``tests.faulty_proxy``).
@@ -441,16 +442,21 @@ def _serve_proxy(pipe: Connection, upstream: str, plan: FaultPlan, delay: float)
 
 class KillWorkerOnce(WorkerPlugin):
     """A ``distributed`` worker plugin: on the worker named ``worker_name``, the moment the
-    ``after``-th task whose key starts with ``prefix`` reaches memory (its result computed, its
-    outputs written, the scheduler not yet told), the process exits with status 1 — once:
-    ``marker`` is created first, and a worker that finds it does nothing (the Nanny restarts the
-    worker under the same name, and the scheduler installs this plugin on it again).
+    ``after``-th task whose key starts with ``prefix`` reaches the worker state ``state`` —
+    ``memory``: its result computed, its outputs written, the scheduler not yet told;
+    ``long-running``: it stepped aside (``secede``) with its last writes and its ledger entry
+    still to come — the process exits with status 1, once: ``marker`` is created first, and a
+    worker that finds it does nothing (the Nanny restarts the worker under the same name, and
+    the scheduler installs this plugin on it again).
     """
 
     name = "kill-worker-once"
 
-    def __init__(self, worker_name: Any, prefix: str, after: int, marker: str) -> None:
+    def __init__(
+        self, worker_name: Any, prefix: str, after: int, marker: str, state: str = "memory"
+    ) -> None:
         self.worker_name, self.prefix, self.after, self.marker = worker_name, prefix, after, marker
+        self.state = state
         self._armed = False
         self._finished = 0
 
@@ -459,7 +465,7 @@ class KillWorkerOnce(WorkerPlugin):
         self._finished = 0
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
-        if not self._armed or finish != "memory" or not str(key).startswith(self.prefix):
+        if not self._armed or finish != self.state or not str(key).startswith(self.prefix):
             return
         self._finished += 1
         if self._finished < self.after:
@@ -472,3 +478,19 @@ class KillWorkerOnce(WorkerPlugin):
         os.write(fd, f"{key}\n".encode())
         os.close(fd)
         os._exit(1)
+
+
+class RecordTransitions(WorkerPlugin):
+    """A ``distributed`` worker plugin: appends the key of every task that reaches the worker
+    state ``state`` (e.g. ``long-running``: the task stepped aside) as a line to the file
+    ``path``, from every worker."""
+
+    name = "record-transitions"
+
+    def __init__(self, state: str, path: str) -> None:
+        self.state, self.path = state, path
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if finish == self.state:
+            with open(self.path, "a") as lines:
+                lines.write(f"{key}\n")

@@ -10,6 +10,7 @@ The fault injectors are in ``tests/faulty_proxy.py`` (importable by worker proce
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import fsspec
 import pytest
-from faulty_proxy import FaultPlan, FaultyProxy, KillWorkerOnce
+from faulty_proxy import FaultPlan, FaultyProxy, KillWorkerOnce, RecordTransitions
 from reference import read_output
 from storage_helpers import upload_tree
 
@@ -259,6 +260,84 @@ def test_s3_faults_change_nothing(
     assert code == 0
     record = _assert_exact(f"{bucket}/out", storage, s3_clean(*args))
     assert record["scheduler"]["kind"] == ("sync" if scheduler == "sync" else "local")
+
+
+@contextlib.contextmanager
+def _cluster(workers: int) -> Iterator[tuple[Any, Any]]:
+    """A cluster of ``workers`` single-threaded worker processes (Nannies) and its client."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):  # fmt: skip
+        yield cluster, client
+
+
+def test_s3_faults_while_batches_step_aside_change_nothing(
+    s3_tree: Path,
+    s3_clean: Callable[..., dict[str, Any]],
+    run_cli: RunCli,
+    s3_bucket: tuple[str, dict[str, Any]],
+    faulty_proxy: Callable[[FaultPlan], FaultyProxy],
+    tmp_path: Path,
+) -> None:
+    """On remote output a task steps aside once only its last writes and its ledger entry are
+    left (``pipeline.graph.step_aside``), so a worker's next batch runs meanwhile: with 30 %
+    transient faults on every request, one input per batch and two single-threaded workers,
+    tasks did step aside (the workers say so) and the output is exactly the clean run's."""
+    bucket, storage = s3_bucket
+    upload_tree(s3_tree, f"{bucket}/in", storage)
+    proxy = faulty_proxy(FaultPlan(rate=0.3, kinds=TRANSIENT, seed=17))
+    aside = tmp_path / "stepped-aside"
+    with _cluster(2) as (cluster, client):
+        client.register_plugin(RecordTransitions("long-running", str(aside)))
+        code, _ = run_cli(
+            f"{bucket}/in", *ARGS, *SMALL_BATCHES, "--storage-option",
+            f"endpoint_url={proxy.url}", output=f"{bucket}/out",
+            scheduler=cluster.scheduler_address,
+        )  # fmt: skip
+    proxy.enabled = False
+    stepped = aside.read_text().splitlines() if aside.exists() else []
+    print(f"\n{_describe(proxy.counters)}; tasks stepped aside: {len(stepped)}")
+    assert code == 0
+    assert any(key.startswith("pass 1-") for key in stepped), "no task stepped aside"
+    assert all(proxy.counters.injected[kind] > 0 for kind in TRANSIENT)
+    record = _assert_exact(f"{bucket}/out", storage, s3_clean(*ARGS))
+    assert record["inputs"]["batches"] >= 6
+
+
+def test_worker_killed_while_a_task_stands_aside_changes_nothing(
+    s3_tree: Path,
+    s3_clean: Callable[..., dict[str, Any]],
+    run_cli: RunCli,
+    s3_bucket: tuple[str, dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    """Worker 0 exits the moment its first pass-1 task steps aside — its parts possibly still
+    being written, its ledger entry not yet — so the task runs again elsewhere: the output is
+    exactly the clean run's, each work item counted once."""
+    bucket, storage = s3_bucket
+    upload_tree(s3_tree, f"{bucket}/in", storage)
+    marker = tmp_path / "worker-killed"
+    with _cluster(2) as (cluster, client):
+        names = sorted(w["name"] for w in client.scheduler_info()["workers"].values())
+        client.register_plugin(
+            KillWorkerOnce(names[0], "pass 1", after=1, marker=str(marker), state="long-running")
+        )
+        code, _ = run_cli(
+            f"{bucket}/in", *ARGS, *SMALL_BATCHES, "--storage-option",
+            f"endpoint_url={storage['endpoint_url']}", output=f"{bucket}/out",
+            scheduler=cluster.scheduler_address,
+        )  # fmt: skip
+    died = marker.read_text().strip() if marker.exists() else None
+    assert died is not None and died.startswith("pass 1-"), "no worker was killed"
+    assert code == 0
+    record = _assert_exact(f"{bucket}/out", storage, s3_clean(*ARGS))
+    assert record["work"]["reused"] == 0
 
 
 def test_missing_bucket_behind_faults_exits_1(

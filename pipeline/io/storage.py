@@ -341,7 +341,7 @@ def _protocols(fs: AbstractFileSystem) -> set[str]:
     return set(fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
-def _in_process(location: Location) -> bool:
+def in_process(location: Location) -> bool:
     """Whether ``location`` is local disk or memory (``False`` when it cannot be opened: its
     reads fail, each as its file's error)."""
     try:
@@ -520,7 +520,7 @@ class Prefetch:
     def __init__(self, io: BatchIO, items: Sequence[tuple[Location, str, int]]) -> None:
         self._io = io
         self._waiting: deque[tuple[Location, str, int]] = deque(
-            item for item in items if not _in_process(item[0])
+            item for item in items if not in_process(item[0])
         )
         self._started: deque[tuple[str, int, Future[Any]]] = deque()
         self._held = 0
@@ -646,5 +646,6 @@ def is_inside(inner: Location, outer: Location) -> str | None:
 
 __all__ = [
     "DEFAULT_IO_CONCURRENCY", "BatchIO", "InputFile", "Location", "Prefetch", "StorageError",
-    "all_at_once", "fsspec", "in_background", "is_inside", "storable_name", "url_protocol",
+    "all_at_once", "fsspec", "in_background", "in_process", "is_inside", "storable_name",
+    "url_protocol",
 ]  # fmt: skip

@@ -14,6 +14,7 @@ import numpy as np
 
 from pipeline.config import CelanturOptions, ClearmlOptions
 from pipeline.formats.clearml import MaskLabels
+from pipeline.graph import step_aside
 from pipeline.io.png import encode_filtered_png, encode_png
 from pipeline.io.storage import BatchIO, InputFile, Location, Prefetch, StorageError
 from pipeline.kernels.masks import nearest_grid, rescale_nearest
@@ -53,10 +54,16 @@ def batch_io(ctx: TaskContext) -> Iterator[tuple[TaskContext, BatchIO]]:
     """A task's storage requests in flight (:class:`~pipeline.io.storage.BatchIO`, bounded by
     the ``io_concurrency`` and ``batch_bytes`` options): yields the context whose output is
     written behind, and the ``BatchIO`` to prefetch inputs with. When the block ends every
-    write has finished, so the task reports only outputs that are on storage."""
+    write has finished, so the task reports only outputs that are on storage.
+
+    Once the block's work is done and only its writes are left to wait for, the task steps
+    aside where its work item allows it (:func:`pipeline.graph.step_aside`): the worker
+    thread's next task starts meanwhile.
+    """
     execution = ctx.options.execution
     with BatchIO(execution.io_concurrency, execution.batch_bytes) as storage:
         yield replace(ctx, output=storage.behind(ctx.output)), storage
+        step_aside()
 
 
 def read_input(

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 from pipeline.formats.celantur import Encoding
+from pipeline.graph import may_step_aside
+from pipeline.io.storage import in_process
 from pipeline.stages import celantur, clearml, video
 from pipeline.stages.clearml import FrameMasks
 from pipeline.stages.common import TaskContext
@@ -54,8 +56,12 @@ def run_work(work: Work, ctx: TaskContext) -> BatchSummary:
         if recorded is not None:
             recorded.work = Counter(reused=1)
             return recorded
-    summary = _run_step(work, ctx)
-    save_entry(ctx.output, name, summary)
+    # On remote output storage, the task steps aside once it only waits on its writes
+    # (:func:`pipeline.stages.common.batch_io`), so its last writes and its ledger entry
+    # overlap the next work item on the same worker thread.
+    with may_step_aside(not in_process(ctx.output)):
+        summary = _run_step(work, ctx)
+        save_entry(ctx.output, name, summary)
     # The parts' fingerprints are the ledger's alone (~100 bytes a part): the client never
     # reads them, so they do not travel back with every summary.
     summary.written = {}
