@@ -151,7 +151,7 @@ def test_ledger_entries_fingerprint_the_parts_as_written_without_reading_them(
             data = (out / part).read_bytes()
             assert [size, digest] == [len(data), hashlib.sha256(data).hexdigest()], part
             fingerprinted += 1
-    staged = {str(p.relative_to(out)) for p in (out / "_staged").rglob("*.parquet")}
+    staged = {str(p.relative_to(out)) for p in (out / "_staged").rglob("*.arrow")}
     assert fingerprinted > 10
     # every part a work item staged is in exactly one entry (the client's summary part is not)
     in_entries = [part for e in entries for part in json.loads(e.read_text())["parts"]]

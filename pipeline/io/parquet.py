@@ -1,5 +1,6 @@
-"""Parquet parts: deterministic bytes, one object per part, no ``_metadata``; zstd for the
-tables' data files, Snappy for the staged parts they are assembled from.
+"""Parquet files and staged parts: deterministic bytes, one object per file, no ``_metadata``;
+zstd Parquet for the tables' data files, Arrow IPC streams for the staged parts they are
+assembled from.
 
 Batch tasks stage their rows as parts under ``_staged/<table>/`` (named by batch key, so an
 incremental run finds them again); a run's commit assembles them into the tables' Delta data
@@ -13,19 +14,19 @@ from collections.abc import Collection
 from typing import NamedTuple
 
 import pyarrow as pa
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from pipeline.io.storage import Location
 
 
-def table_bytes(table: pa.Table, *, compression: str = "zstd", statistics: bool = True) -> bytes:
-    """Serialise a table as one Parquet file (zstd and column statistics unless told). The same
-    table gives the same bytes."""
+def table_bytes(table: pa.Table) -> bytes:
+    """Serialise a table as one Parquet file (zstd, with column statistics). The same table
+    gives the same bytes."""
     sink = pa.BufferOutputStream()  # Arrow's own memory: no Python file object in between
     pq.write_table(
-        table, sink, compression=compression, write_statistics=statistics,
-        use_dictionary=_dictionary_columns(table.schema),
-    )  # fmt: skip
+        table, sink, compression="zstd", use_dictionary=_dictionary_columns(table.schema)
+    )
     return sink.getvalue().to_pybytes()
 
 
@@ -44,34 +45,56 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
     return paths
 
 
-#: Staged parts are read once, by the assembly: Snappy writes a batch's small parts in ~40 % of
-#: zstd's time (zstd's set-up per column dominates them), for ~10 % more bytes.
-STAGED_COMPRESSION = "snappy"
+#: Staged parts larger than this (Arrow's in-memory size) are LZ4-compressed: below it LZ4's
+#: set-up per column buffer costs more than the bytes it saves (a 1-row ``masks/`` part: ~0.2 ms
+#: compressed against ~0.01 ms not); above it LZ4 is as fast as no compression and makes an
+#: instance batch's part of 26,000 rows 7x smaller.
+STAGED_COMPRESS_BYTES = 1 << 20
 
 
 def _staged_bytes(table: pa.Table) -> bytes:
-    """A staged part's bytes: no column statistics (nothing reads a staged part's; the data
-    files the assembly writes have their own). Measured on an instance-mask batch's small
-    parts: ~10 % less time per part and ~25 % fewer bytes."""
-    return table_bytes(table, compression=STAGED_COMPRESSION, statistics=False)
+    """A staged part's bytes: an Arrow IPC stream, read once by the assembly. Not Parquet: a
+    part is written and read once, and Parquet's encoding costs ~0.3 ms per small part each
+    way where IPC costs ~0.01 ms (an instance-mask batch writes two parts and the assembly reads
+    them back: ~1 ms of a batch's fixed cost, measured in ``make bench``'s spread)."""
+    compression = "lz4" if table.nbytes > STAGED_COMPRESS_BYTES else None
+    sink = pa.BufferOutputStream()
+    options = ipc.IpcWriteOptions(compression=compression)
+    with ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
-def table_from_bytes(data: bytes, columns: list[str] | None = None) -> pa.Table:
-    """The table of one Parquet file held in memory (``columns``: only those).
+def _arrow_owned(data: bytes) -> pa.Buffer:
+    """``data`` copied into Arrow's own memory.
 
-    The bytes are copied into Arrow's own memory first. Arrow's reader hands work to its IO
-    thread pool and may drop its last reference to the source buffer there, later; a buffer
-    wrapping Python ``bytes`` (``io.BytesIO``, ``pa.BufferReader(bytes)``) then takes the GIL to
-    free it, and a pool thread doing so during interpreter teardown aborts the process
-    ("terminate called without an active exception", exit code 134: apache/arrow issues 34314
-    and 50482). Arrow-owned memory is freed without the interpreter.
-
-    Read as one file (``ParquetFile``), not through the dataset layer ``pq.read_table`` sets up
-    for every call: about half the time for the small parts batches stage.
+    Arrow's readers hand work to its IO thread pool and may drop their last reference to the
+    source buffer there, later; a buffer wrapping Python ``bytes`` (``io.BytesIO``,
+    ``pa.BufferReader(bytes)``) then takes the GIL to free it, and a pool thread doing so
+    during interpreter teardown aborts the process ("terminate called without an active
+    exception", exit code 134: apache/arrow issues 34314 and 50482). Arrow-owned memory is
+    freed without the interpreter.
     """
     copy = pa.BufferOutputStream()
     copy.write(data)
-    return pq.ParquetFile(pa.BufferReader(copy.getvalue())).read(columns=columns)
+    return copy.getvalue()
+
+
+def table_from_bytes(data: bytes, columns: list[str] | None = None) -> pa.Table:
+    """The table of one Parquet file held in memory (``columns``: only those), read from an
+    Arrow-owned copy of the bytes (:func:`_arrow_owned`).
+
+    Read as one file (``ParquetFile``), not through the dataset layer ``pq.read_table`` sets up
+    for every call: about half the time for small files.
+    """
+    return pq.ParquetFile(pa.BufferReader(_arrow_owned(data))).read(columns=columns)
+
+
+def staged_from_bytes(data: bytes, columns: list[str] | None = None) -> pa.Table:
+    """The table of a staged part (:func:`write_part`, :func:`write_content_part`) held in
+    memory (``columns``: only those)."""
+    table = ipc.open_stream(_arrow_owned(data)).read_all()
+    return table.select(columns) if columns is not None else table
 
 
 #: Where batch tasks stage their rows, below the output root.
@@ -80,7 +103,7 @@ STAGED = "_staged"
 
 def staged_part(table: str, key: str) -> str:
     """The staged part of ``table`` written by the batch (or task) ``key``."""
-    return f"{STAGED}/{table}/part-{key}.parquet"
+    return f"{STAGED}/{table}/part-{key}.arrow"
 
 
 class StagedPart(NamedTuple):
@@ -114,7 +137,7 @@ def write_content_part(
     reads a part of it.
     """
     data = _staged_bytes(table)
-    rel = f"{folder}/part-{hashlib.sha256(data).hexdigest()[:20]}.parquet"
+    rel = f"{folder}/part-{hashlib.sha256(data).hexdigest()[:20]}.arrow"
     if rel not in listed:
         location.replace_bytes(rel, data)
     return rel, len(data)

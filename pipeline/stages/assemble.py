@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from pipeline.io.delta import AddAction, write_data_file
-from pipeline.io.parquet import table_from_bytes
+from pipeline.io.parquet import staged_from_bytes
 from pipeline.io.storage import DEFAULT_IO_CONCURRENCY, BatchIO, InputFile, Location
 from pipeline.tables import SCHEMAS, empty
 
@@ -94,6 +94,6 @@ def assemble_files(groups: tuple[FileGroup, ...], output: Location) -> list[tupl
 
 def _assemble(group: FileGroup, parts: list[bytes], output: Location) -> AddAction:
     schema = SCHEMAS[group.table]
-    tables = [table_from_bytes(data).cast(schema) for data in parts]
+    tables = [staged_from_bytes(data).cast(schema) for data in parts]
     data = pa.concat_tables(tables) if tables else empty(group.table)
     return write_data_file(output, group.table, data)

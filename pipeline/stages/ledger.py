@@ -16,8 +16,9 @@ from pipeline.io.storage import Location
 from pipeline.stages.summary import BatchSummary, summary_from_json, summary_to_json
 
 LEDGER = "_ledger"
-#: /3: summaries name the batches they typed and the encoding that typed them (``typed``)
-ENTRY_FORMAT = "mask-pipeline-ledger/3"
+#: /3: summaries name the batches they typed and the encoding that typed them (``typed``);
+#: /4: the parts are Arrow IPC streams (``part-*.arrow``), no longer Parquet
+ENTRY_FORMAT = "mask-pipeline-ledger/4"
 
 
 def entry_path(name: str) -> str:

@@ -36,7 +36,7 @@ from pipeline.formats.video import (
     summarise_findings,
 )
 from pipeline.io.jsonio import JsonError
-from pipeline.io.parquet import staged_part, table_from_bytes, write_part
+from pipeline.io.parquet import staged_from_bytes, staged_part, write_part
 from pipeline.io.storage import Prefetch
 from pipeline.kernels.quantiles import ScoreHistogram
 from pipeline.kernels.tracking import Gap, GapFinder
@@ -480,7 +480,7 @@ def _read_parts(ctx: TaskContext, key: str, reads: Prefetch) -> _BatchRows:
     tables: dict[str, tuple[pa.Table, dict[str, tuple[int, int]]]] = {}
     for (table, columns), rel in zip(_PART_COLUMNS.items(), _part_rels(key), strict=True):
         try:
-            data = table_from_bytes(reads.take(ctx.output, rel), columns)
+            data = staged_from_bytes(reads.take(ctx.output, rel), columns)
         except FileNotFoundError:  # no rows written
             data = SCHEMAS[table].empty_table().select(columns)
         tables[table] = _by_source(data)
