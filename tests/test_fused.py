@@ -200,6 +200,39 @@ def test_random_masks_with_every_filter_type_measure_identically(
 
 
 @st.composite
+def run_rows(draw):
+    """(h, w, 4) pixels whose rows are runs of a few colours, 1 to 70 pixels long: filtered
+    Sub, Average or Paeth they are words of zeros for many words at a time, entered at every
+    byte of a pixel and every word of the 3-word (24-byte) cycle of RGB rows."""
+    height, width = draw(st.integers(1, 6)), draw(st.integers(1, 160))
+    colours = draw(st.lists(st.tuples(*[st.sampled_from([0, 1, 9, 128, 255])] * 4), min_size=2,
+                            max_size=4))  # fmt: skip
+    pixels = np.zeros((height, width, 4), np.uint8)
+    for y in range(height):
+        x = 0
+        while x < width:
+            length = draw(st.integers(1, 70))
+            pixels[y, x : x + length] = colours[draw(st.integers(0, len(colours) - 1))]
+            x += length
+    return pixels
+
+
+@settings(max_examples=150, deadline=None)
+@given(run_rows(), st.sampled_from([[1], [1, 0], [3, 1], [4, 1, 2]]), st.integers(1, 2),
+       st.sampled_from([GREY, GREY_ALPHA, RGB, RGBA]), st.sampled_from([None, 50]))  # fmt: skip
+def test_long_runs_of_left_predicted_rows_measure_identically(
+    pixels, row_filters, parts, binary_type, scale
+):
+    """Sub rows (and Average and Paeth ones around them) crossing long stretches of zeros, for
+    every pixel size the fused path reads (1 to 4 bytes)."""
+    for instance_type in (RGB, RGBA):
+        instance = pixels[:, :, : CHANNELS[instance_type]]
+        both_instance(write_png(instance, instance_type, row_filters, parts), scale)
+    both_binary(write_png(pixels[:, :, : CHANNELS[binary_type]], binary_type, row_filters, parts),
+                scale, None)  # fmt: skip
+
+
+@st.composite
 def edited_rows(draw):
     """An RGB(A) mask whose rows are the row above with a few edits, as masks are (the runs of a
     row are then mostly found from the row above's): an edge moved by a few pixels, a span

@@ -66,18 +66,19 @@ def _unfilter(
     padded to whole 8-byte words. ``last`` (4 bytes) and ``pattern`` (3 words) are scratch.
     False for a filter type PNG does not define.
 
-    None and Up are a copy and a byte-wise add, 8 bytes per step (``_unfilter_words``). Sub,
-    Average and Paeth predict from the byte one pixel to the left (``_unfilter_left``).
+    None and Up are a copy and a byte-wise add, 8 bytes per step (``_unfilter_words``); Sub
+    continues the pixel to the left across words of zeros (``_unfilter_sub``); Average and
+    Paeth predict from the byte one pixel to the left and the row above (``_unfilter_left``).
     """
     kind = raw[start]
     data = start + 1
     length = stride - 1
     if kind == 0 or kind == 2:
         _unfilter_words(kind == 2, raw, data, length, above, row)
+    elif kind == 1:
+        _unfilter_sub(raw, data, length, bpp, row, last, pattern)
     # One call per filter with the kind as a constant: the compiler specialises each (with the
     # kind a variable, the byte loop runs ~50x slower).
-    elif kind == 1:
-        _unfilter_left(1, raw, data, length, bpp, above, row, last, pattern)
     elif kind == 3:
         _unfilter_left(3, raw, data, length, bpp, above, row, last, pattern)
     elif kind == 4:
@@ -120,6 +121,64 @@ def _unfilter_words(
 
 
 @numba.njit(cache=True, nogil=True)
+def _unfilter_sub(
+    raw: np.ndarray,
+    data: int,
+    length: int,
+    bpp: int,
+    row: np.ndarray,
+    last: np.ndarray,
+    pattern: np.ndarray,
+) -> None:
+    """Sub: each byte plus the byte one pixel to its left. A stretch of filtered words of zeros
+    continues the last pixel before it, so it is found and written in one pass, three words
+    (24 bytes, whole pixels) per step, from the pattern of that pixel (``_left_pattern``; byte
+    q is channel q % bpp, so the word after byte 8w starts with channel 8w % bpp: 0, 2, 1 for
+    RGB words w % 3 = 0, 1, 2, and 0 for the other pixel sizes); other words go byte by byte.
+    ``last`` and ``pattern`` are scratch. Half the time of the per-word test ``_unfilter_left``
+    makes for Average and Paeth (a dense mask's Sub rows: ~0.9 against ~1.7 ms)."""
+    whole = length >> 3
+    raw_words = raw[data : data + 8 * whole].view(np.uint64)
+    row_words = row.view(np.uint64)
+    for q in range(min(bpp, length)):  # the first pixel has nothing to its left
+        row[q] = raw[data + q]
+    w = 0
+    m = 0  # w % 3
+    while w < whole:
+        if w > 0 and raw_words[w] == 0:
+            first = 8 * w
+            k = 0
+            if bpp == 3:
+                k = 0 if m == 0 else (2 if m == 1 else 1)
+            for q in range(first - bpp, first):  # byte first - bpp is of channel k too
+                last[k] = row[q]
+                k = 0 if k == bpp - 1 else k + 1
+            _left_pattern(last, bpp, pattern)
+            p0, p1, p2 = pattern[0], pattern[1], pattern[2]  # as words w, w + 1, w + 2
+            if m == 1:
+                p0, p1, p2 = p1, p2, p0
+            elif m == 2:
+                p0, p1, p2 = p2, p0, p1
+            while w + 3 <= whole and (raw_words[w] | raw_words[w + 1] | raw_words[w + 2]) == 0:
+                row_words[w] = p0
+                row_words[w + 1] = p1
+                row_words[w + 2] = p2
+                w += 3
+            while w < whole and raw_words[w] == 0:
+                row_words[w] = p0
+                p0, p1, p2 = p1, p2, p0
+                w += 1
+                m = 0 if m == 2 else m + 1
+            continue
+        for q in range(max(8 * w, bpp), 8 * w + 8):
+            row[q] = (raw[data + q] + row[q - bpp]) & 255
+        w += 1
+        m = 0 if m == 2 else m + 1
+    for q in range(max(8 * whole, bpp), length):
+        row[q] = (raw[data + q] + row[q - bpp]) & 255
+
+
+@numba.njit(cache=True, nogil=True)
 def _unfilter_left(
     kind: int,
     raw: np.ndarray,
@@ -131,11 +190,11 @@ def _unfilter_left(
     last: np.ndarray,
     pattern: np.ndarray,
 ) -> None:
-    """Sub (1), Average (3) or Paeth (4), 8 bytes per step where a mask allows it.
+    """Average (3) or Paeth (4), 8 bytes per step where a mask allows it.
 
     A filtered word of zeros continues the left neighbours unchanged wherever the predictor is
-    the left byte: always for Sub, where above equals left for Average, where above equals
-    above-left for Paeth (so inside any region of a mask and across background). Such a word is
+    the left byte: where above equals left for Average, where above equals above-left for
+    Paeth (so inside any region of a mask and across background). Such a word is
     written whole, as the pattern of the last byte of each channel (``_pattern``'s layout).
     Other words, and the row's tail, go byte by byte.
     """
@@ -162,9 +221,7 @@ def _unfilter_left(
                 _left_pattern(last, bpp, pattern)
                 stale = False
             word = pattern[m]
-            if kind == 1 or (
-                above_left_words[w - 1] == above_words[w] if kind == 4 else above_words[w] == word
-            ):
+            if above_left_words[w - 1] == above_words[w] if kind == 4 else above_words[w] == word:
                 row_words[w] = word
                 q += 8
                 channel += step
