@@ -21,12 +21,13 @@ import numpy as np
 
 from pipeline.kernels.segments import (
     _BACKGROUND,
+    _EMPTY,
     _LAST_KEY,
     _LAST_SLOT,
+    _USED,
     _add_to_slot,
     _binary_row,
     _grow,
-    _room_for_one_more,
     _room_for_row,
     _sample_row,
     _slot_of,
@@ -403,13 +404,20 @@ def _instance_row(
     starts: np.ndarray,
     above_starts: np.ndarray,
     differ: int,
+    run_keys: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Measure one unfiltered instance-mask row (``channels`` bytes a pixel, black is
     background; ``row`` is padded with zeros to whole 8-byte words, ``words`` and
     ``above_words`` are it and the row above as words): each run of one colour is added to the
     colour accumulator (as ``_add_run`` would) and its non-black runs to the foreground runs
     (as ``_append_foreground`` would). ``pattern`` is 3 words of
-    scratch; ``starts`` (width + 1) receives each run's first pixel, then ``width``.
+    scratch; ``starts`` (width + 1) receives each run's first pixel, then ``width``, and
+    ``run_keys`` (width) each run's colour.
+
+    The runs are found first and accumulated after, in a loop of their own: the accumulator is
+    grown (for as many new colours as the row has runs) between the two, never inside a loop
+    over runs, where the arrays it may replace cost ~30 % of the row (numba then keeps their
+    references and shapes up to date on every run).
 
     ``above_starts`` holds the runs of the row above the same way, and ``differ`` is the first
     8-byte word where the rows differ (``_next_difference``; -1 for the first row, which has no
@@ -451,12 +459,19 @@ def _instance_row(
         if not found:
             _pattern(row, j, channels, pattern)
             x = _run_end(row, words, start, x, width, channels, pattern)
+        run_keys[runs - 1] = key
+    starts[runs] = width
+    while (state[_USED] + runs) * 2 > keys.shape[0]:
+        keys, table = _grow(keys, table)
+        last_key = _EMPTY  # growing moved its slot
+    for r in range(runs):
+        key = run_keys[r]
+        start = starts[r]
+        x = starts[r + 1]
         if key == 0:
             background += x - start
             continue
         if key != last_key:
-            if not _room_for_one_more(keys, table, state):
-                keys, table = _grow(keys, table)  # it moves the slots: look up after it
             last_slot = _slot_of(key, start, x, y, keys, table, state)
             last_key = key
         _add_to_slot(last_slot, start, x, y, table)
@@ -467,7 +482,6 @@ def _instance_row(
             bounds[count, 1] = x
             count += 1
     row_ends[y] = count
-    starts[runs] = width
     state[_BACKGROUND] += background
     state[_LAST_KEY], state[_LAST_SLOT] = last_key, last_slot
     return keys, table, bounds, runs
@@ -598,6 +612,7 @@ def instance_strip(
     pattern = np.empty(3, dtype=np.uint64)
     last = np.empty(4, dtype=np.uint8)
     words_of = lines.view(np.uint64)  # the row buffers as 8-byte words
+    run_keys = np.empty(width, dtype=np.int64)
     for i in range(raw.shape[0] // stride):
         y = first_row + i
         row = lines[y & 1]
@@ -612,7 +627,7 @@ def instance_strip(
         row_starts = starts[y & 1]
         keys, table, bounds, runs = _instance_row(
             row, words, above_words, width, channels, y, keys, table, state, bounds, row_ends,
-            pattern, row_starts, starts[(y + 1) & 1], differ,
+            pattern, row_starts, starts[(y + 1) & 1], differ, run_keys,
         )  # fmt: skip
         # RGB rows are sampled from their runs; RGBA ones pixel by pixel (a run is one colour,
         # but its alpha may vary).
