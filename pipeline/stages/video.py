@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from itertools import chain, pairwise
 from operator import attrgetter
@@ -222,9 +222,8 @@ _FEED_DETECTIONS = 1 << 16
 
 
 @dataclass
-class _BatchRows:
-    """A chunk batch's ``frames/`` and ``detections/`` parts as arrays (each chunk's rows
-    together), and where each chunk's rows are: converted once per batch, not per chunk."""
+class _Rows:
+    """Frames and detections as arrays."""
 
     frames: np.ndarray  # (f,) frame ids
     durations: np.ndarray  # (f,) seconds, NaN when unknown
@@ -233,20 +232,40 @@ class _BatchRows:
     labels: np.ndarray  # (n,) objects: str or None
     scores: np.ndarray  # (n,) NaN when unknown
     boxes: np.ndarray  # (n, 4) NaN rows when unknown
+
+    def take(self, frames: slice | np.ndarray, detections: slice | np.ndarray) -> _Rows:
+        """The rows at ``frames`` and ``detections``."""
+        return _Rows(
+            self.frames[frames], self.durations[frames], self.sizes[frames],
+            self.detection_frames[detections], self.labels[detections],
+            self.scores[detections], self.boxes[detections],
+        )  # fmt: skip
+
+    @staticmethod
+    def concatenate(parts: Sequence[_Rows]) -> _Rows:
+        """The rows of ``parts``, one after the other."""
+        return _Rows(*(
+            np.concatenate([getattr(part, column.name) for part in parts])
+            for column in fields(_Rows)
+        ))  # fmt: skip
+
+
+@dataclass
+class _BatchRows:
+    """A chunk batch's ``frames/`` and ``detections/`` parts as arrays (each chunk's rows
+    together), and where each chunk's rows are: converted once per batch, not per chunk."""
+
+    rows: _Rows
     frame_rows: dict[str, tuple[int, int]]  # source -> its rows of the frames arrays
     detection_rows: dict[str, tuple[int, int]]
     duplicates: dict[str, int]  # source (parsed: it has a chunks/ row) -> repeats dropped
 
-    def chunk(self, rel: str) -> _ChunkFrames:
+    def chunk(self, rel: str) -> _Rows:
         """The chunk's frames and detections, each sorted by frame (file order on ties)."""
-        keep = _in_order(self.frames, self.frame_rows.get(rel, (0, 0)))
-        det_keep = _in_order(self.detection_frames, self.detection_rows.get(rel, (0, 0)))
-        return _ChunkFrames(
-            frames=self.frames[keep], durations=self.durations[keep], sizes=self.sizes[keep],
-            detection_frames=self.detection_frames[det_keep], labels=self.labels[det_keep],
-            scores=self.scores[det_keep], boxes=self.boxes[det_keep],
-            duplicates=self.duplicates[rel],
-        )  # fmt: skip
+        return self.rows.take(
+            _in_order(self.rows.frames, self.frame_rows.get(rel, (0, 0))),
+            _in_order(self.rows.detection_frames, self.detection_rows.get(rel, (0, 0))),
+        )
 
 
 def _in_order(frames: np.ndarray, rows: tuple[int, int]) -> slice | np.ndarray:
@@ -259,20 +278,6 @@ def _in_order(frames: np.ndarray, rows: tuple[int, int]) -> slice | np.ndarray:
 
 def _ascending(values: np.ndarray) -> bool:
     return bool(np.all(values[1:] >= values[:-1]))
-
-
-@dataclass
-class _ChunkFrames:
-    """One chunk's frames and detections, sorted by frame (file order on ties)."""
-
-    frames: np.ndarray  # (f,) frame ids
-    durations: np.ndarray  # (f,) seconds, NaN when unknown
-    sizes: np.ndarray  # (f, 2) width and height, NaN when unknown
-    detection_frames: np.ndarray  # (n,)
-    labels: np.ndarray  # (n,) objects: str or None
-    scores: np.ndarray  # (n,) NaN when unknown
-    boxes: np.ndarray  # (n, 4) NaN rows when unknown
-    duplicates: int  # repeats of a frame id within the chunk file (dropped in pass 1)
 
 
 @dataclass
@@ -323,18 +328,11 @@ class _Video:
     as a group), then its own first copies below its start (one by one); the rest at the end.
     """
 
-    def __init__(self, chunks: list[tuple[VideoChunk, _ChunkFrames]]) -> None:
+    def __init__(self, chunks: list[tuple[VideoChunk, _Rows]], repeats: int) -> None:
         parts = [rows for _, rows in chunks]
-        self.frames = np.concatenate([r.frames for r in parts])
-        self.durations = np.concatenate([r.durations for r in parts])
-        self.sizes = np.concatenate([r.sizes for r in parts]).reshape(-1, 2)
-        self.detection_frames = np.concatenate([r.detection_frames for r in parts])
-        self.labels = np.concatenate([r.labels for r in parts])
-        self.scores = np.concatenate([r.scores for r in parts])
-        self.boxes = np.concatenate([r.boxes for r in parts]).reshape(-1, 4)
-        self.repeats = sum(r.duplicates for r in parts)
-        frame_counts = [len(r.frames) for r in parts]
-        self.chunk_of = np.repeat(np.arange(len(parts)), frame_counts)
+        self.data = _Rows.concatenate(parts)
+        self.repeats = repeats  # repeats of a frame id within a chunk file (dropped in pass 1)
+        self.chunk_of = np.repeat(np.arange(len(parts)), [len(r.frames) for r in parts])
         self.starts = np.array([c.start for c, _ in chunks], dtype=np.int64)
         # Each frame row's detections: searched within its own chunk's rows.
         lows, highs, offset = [], [], 0
@@ -347,7 +345,7 @@ class _Video:
     def rows(self, stats: _VideoStats) -> np.ndarray:
         """Count the video's frames into ``stats``; returns the frame rows to link, in frame
         order."""
-        frames, chunk_of = self.frames, self.chunk_of
+        frames, chunk_of = self.data.frames, self.chunk_of
         first = np.zeros(len(frames), dtype=bool)
         first[np.unique(frames, return_index=True)[1]] = True  # earliest row of each frame id
         late = first & (frames < self.starts[chunk_of])
@@ -362,8 +360,8 @@ class _Video:
         sizes = self.high[counted] - self.low[counted]
         stats.frames_with_detections += int(np.count_nonzero(sizes))
         detections = _spans(self.low[counted], sizes)
-        stats.add_detections(self.labels[detections], self.scores[detections])
-        durations, events = self.durations[counted], event[counted]
+        stats.add_detections(self.data.labels[detections], self.data.scores[detections])
+        durations, events = self.data.durations[counted], event[counted]
         finite = np.isfinite(durations)
         stats.durations += int(finite.sum())
         firsts = np.flatnonzero(np.diff(events, prepend=-1))  # each event's first frame
@@ -392,9 +390,9 @@ class _Video:
             piece = rows[start:end]
             detections = _spans(self.low[piece], counts[start:end])
             linked = finder.feed(
-                self.detection_frames[detections], self.labels[detections].tolist(),
-                self.boxes[detections], self.frames[piece], self.scores[detections],
-                self.sizes[piece],
+                self.data.detection_frames[detections], self.data.labels[detections].tolist(),
+                self.data.boxes[detections], self.data.frames[piece], self.data.scores[detections],
+                self.data.sizes[piece],
             )  # fmt: skip
             gaps.extend(linked.gaps)
             start = end
@@ -434,15 +432,16 @@ def _track(assignment: TrackAssignment, ctx: TaskContext, parts: list[_BatchRows
     assert isinstance(options, CelanturOptions), "video tracks belong to Celantur runs"
     for media, chunks in assignment.videos:
         stats = _VideoStats()
-        parsed = [
-            (chunk, rows.chunk(chunk.file.rel))
+        held = [
+            (chunk, batch)
             for chunk in chunks
-            for rows in parts
-            if chunk.file.rel in rows.duplicates  # else it failed to parse: already in errors/
+            for batch in parts
+            if chunk.file.rel in batch.duplicates  # else it failed to parse: already in errors/
         ]
+        parsed = [(chunk, batch.chunk(chunk.file.rel)) for chunk, batch in held]
         gaps: list[Gap] = []
         if parsed:
-            video = _Video(parsed)
+            video = _Video(parsed, sum(b.duplicates[c.file.rel] for c, b in held))
             finder = GapFinder(
                 min_iou=options.gap_iou,
                 max_gap=options.gap_max_frames,
@@ -487,7 +486,7 @@ def _read_parts(ctx: TaskContext, key: str, reads: Prefetch) -> _BatchRows:
     (frames, frame_rows), (det, det_rows) = tables["frames"], tables["detections"]
     chunks, chunk_rows = tables["chunks"]
     repeats = chunks["duplicate_frames"].fill_null(0).to_numpy()
-    return _BatchRows(
+    rows = _Rows(
         frames=np.asarray(frames["frame"].to_numpy(), dtype=np.int64),
         durations=_floats(frames["duration"]),
         sizes=np.column_stack([_floats(frames["width"]), _floats(frames["height"])]),
@@ -495,6 +494,9 @@ def _read_parts(ctx: TaskContext, key: str, reads: Prefetch) -> _BatchRows:
         labels=np.asarray(det["type_label"].to_numpy(), dtype=object),
         scores=_floats(det["score"]),
         boxes=np.column_stack([_floats(det[c]) for c in ("x1", "y1", "x2", "y2")]),
+    )
+    return _BatchRows(
+        rows=rows,
         frame_rows=frame_rows,
         detection_rows=det_rows,
         duplicates={rel: int(repeats[start]) for rel, (start, _) in chunk_rows.items()},
