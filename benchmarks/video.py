@@ -10,7 +10,7 @@ set to one thread for the section, so every figure is per core):
   ``_detection_table`` and ``_frame_table`` and ``table_bytes`` (zstd Parquet) of both — parse,
   flatten and Parquet write, bytes in, bytes out — with its three steps also timed alone;
 * the whole stage task, ``process_chunk_batch``, over the same files on local disk (reading,
-  chunk checks, batch statistics and four Parquet parts written included);
+  chunk checks, batch statistics and four staged parts written included);
 * both passes end to end, as a run's tasks: that stage task, then ``track_videos`` (pass 2:
   reading the parts back, linking each video, gap finding, per-video statistics, the gaps/
   part) — what issue 16's "end to end" target is measured on (section 5e: real tracks);
@@ -79,7 +79,7 @@ TABLES = "  of which _detection_table + _frame_table"
 PARQUET = "  of which table_bytes (detections + frames)"
 STAGE = "process_chunk_batch (whole stage task, local files)"
 TRACKS = "track_videos (pass 2: per-video linking, gap finding, gaps/ part)"
-END = "both passes (end to end: parse, tables, gaps, Parquet parts)"
+END = "both passes (end to end: parse, tables, gaps, staged parts)"
 END_GC = "both passes, cyclic GC running"
 PANDAS = "json.load + json_normalize + to_parquet zstd (pandas)"
 OURS_GC = "ours, cyclic GC running (as in a run)"
@@ -312,7 +312,7 @@ class _ChunkSet:
 
     def end_to_end(self) -> None:
         """Both passes, as a run's tasks do them: pass 1 (read, parse, tables, statistics,
-        Parquet parts), then pass 2 (per-video linking and gap finding, gaps/ part)."""
+        staged parts), then pass 2 (per-video linking and gap finding, gaps/ part)."""
         self.stage()
         self.tracks()
 
