@@ -513,21 +513,24 @@ class GapFinder:
         processed = np.searchsorted(linked_frames, last, side="right") - np.searchsorted(
             linked_frames, first, side="left"
         )
-        returns = usable[detection]
+        g = np.flatnonzero(kept)
+        returns = usable[detection[g]]
+        # Python values of every kept gap's fields at once (tolist), then one Gap each.
+        rows = zip(
+            track[g].tolist(), returns.tolist(), first[g].tolist(), last[g].tolist(),
+            (missing - processed)[g].tolist(), floats[g, 9:13].tolist(),
+            boxes[returns].tolist(), floats[g, 0].tolist(), starts[g].tolist(),
+            missing[g].tolist(), hits[g].tolist(), strict=True,
+        )  # fmt: skip
         gaps = []
-        for g in np.flatnonzero(kept).tolist():
-            index = int(returns[g])
-            span = predicted[starts[g] : starts[g] + missing[g]].tolist()
+        for ident, index, gone, back, unseen, before, after, fit, start, count, frames in rows:
             gaps.append(
                 Gap(
-                    track=int(track[g]), label=labels[index], first_missing=int(first[g]),
-                    last_missing=int(last[g]), unprocessed=int(missing[g] - processed[g]),
-                    box_before=_box(floats[g, 9:13]), box_after=_box(boxes[index]),
-                    iou=float(floats[g, 0]), predicted=tuple(map(_box, span)),
-                    track_frames=int(hits[g]),
-                    confidence=gap_confidence(
-                        float(floats[g, 0]), int(hits[g]), int(missing[g]), self.min_hits
-                    ),
+                    track=ident, label=labels[index], first_missing=gone, last_missing=back,
+                    unprocessed=unseen, box_before=_box(before), box_after=_box(after),
+                    iou=fit, predicted=tuple(map(_box, predicted[start : start + count].tolist())),
+                    track_frames=frames,
+                    confidence=gap_confidence(fit, frames, count, self.min_hits),
                 )
             )  # fmt: skip
         return gaps
