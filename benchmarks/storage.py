@@ -22,7 +22,9 @@ proxy counted during the S3 runs: requests per input file by HTTP method (a list
 deleting many objects is one POST), the client's requests included (listing, commit, clean-up).
 A second table shows the CPU seconds each process spent per warm run (medians): the S3 stand-in
 (moto's server), the proxy, the workers and this process (client and scheduler). On a machine of
-few cores their sum, not the latency, bounds the S3 run's time.
+few cores their sum, not the latency, bounds the S3 run's time. A third table shows the seconds
+per phase of the run (as ``_run.json`` records them), local disk against S3: where latency adds
+time.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ WORKERS = 2
 MASK_SCALE = 50
 BUCKET = "mask-bench"
 METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE")
+#: The phases a run records in ``_run.json`` (``timings``), in order.
+PHASES = ("list", "plan", "pass1", "pass2", "assemble", "commit")
 
 
 def _free_port() -> int:
@@ -197,15 +201,18 @@ def run(scratch: Path, *, images: int, seed: int, repeats: int) -> dict[str, Any
             local_s: list[float] = []
             s3_s: list[float] = []
             cpu: dict[str, list[dict[str, float]]] = {"local": [], "s3": []}
+            phases: dict[str, list[dict[str, float]]] = {"local": [], "s3": []}
             methods: Counter[str] = Counter()
             for _ in range(count):
-                elapsed, _, spent = one("local", cold)
+                elapsed, result, spent = one("local", cold)
                 local_s.append(elapsed)
                 cpu["local"].append(spent)
+                phases["local"].append(result.record["timings"])
                 proxy.reset_counters()
-                elapsed, _, spent = one("s3", cold)
+                elapsed, result, spent = one("s3", cold)
                 s3_s.append(elapsed)
                 cpu["s3"].append(spent)
+                phases["s3"].append(result.record["timings"])
                 methods += proxy.counters.methods
             per_run = {m: n / count for m, n in methods.items()}
             return {
@@ -214,6 +221,12 @@ def run(scratch: Path, *, images: int, seed: int, repeats: int) -> dict[str, Any
                 "ratio": ratio(statistics.median(s3_s), statistics.median(local_s)),
                 "requests_per_run": per_run,
                 "requests_per_input": {m: n / len(files) for m, n in per_run.items()},
+                # Seconds per phase of the run (median), as the run records them.
+                "phases_s": {
+                    kind: {name: statistics.median(run.get(name, 0.0) for run in runs)
+                           for name in PHASES}
+                    for kind, runs in phases.items()
+                },
                 # CPU seconds per run (median); a cold run's workers are not these processes.
                 "cpu_s": {
                     kind: {name: statistics.median(run[name] for run in runs)
@@ -284,6 +297,20 @@ def _print(figures: dict[str, Any], images: int, inputs: int, repeats: int) -> N
          "S3: server", "S3: proxy", "S3: workers", "S3: client", "S3: CPU sum", "S3 wall s"],
         rows,
     )  # fmt: skip
+    rows = []
+    for label, f in figures["runs"].items():
+        local, s3 = f["phases_s"]["local"], f["phases_s"]["s3"]
+        rows.append(
+            [label if "cold" in label else f"{label}, warm",
+             *(f"{local[name]:.2f}/{s3[name]:.2f}" for name in PHASES)]
+        )  # fmt: skip
+    print_table(
+        "10c. Seconds per phase of a run (medians), local disk / S3: where latency adds time "
+        "(pass 1: the batches; assemble: staged parts into data files; commit: the Delta "
+        "commits and _run.json)",
+        ["latency, cluster", *PHASES],
+        rows,
+    )
 
 
 def _cpu_cell(spent: dict[str, float], name: str) -> str:
