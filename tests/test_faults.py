@@ -151,6 +151,21 @@ def _assert_exact(out: str, storage: dict[str, Any], clean: dict[str, Any]) -> d
     return record
 
 
+@contextlib.contextmanager
+def _cluster(workers: int) -> Iterator[tuple[Any, Any]]:
+    """A cluster of ``workers`` single-threaded worker processes (Nannies) and its client."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):  # fmt: skip
+        yield cluster, client
+
+
 # --- a worker process dies mid-run -------------------------------------------------------------
 
 
@@ -161,19 +176,8 @@ def test_worker_killed_mid_pass_changes_nothing(
     finished — parts and ledger entry written, result not yet reported — so that task runs
     again elsewhere and the tasks queued on the dead worker move. The Nanny restarts the
     worker; the marker keeps it from dying twice."""
-    from distributed import Client, LocalCluster
-
     marker = tmp_path / "worker-killed"
-    with (
-        LocalCluster(
-            n_workers=3,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with _cluster(3) as (cluster, client):
         names = sorted(w["name"] for w in client.scheduler_info()["workers"].values())
         assert len(names) == 3
         client.register_plugin(KillWorkerOnce(names[0], "pass 1", after=2, marker=str(marker)))
@@ -260,21 +264,6 @@ def test_s3_faults_change_nothing(
     assert code == 0
     record = _assert_exact(f"{bucket}/out", storage, s3_clean(*args))
     assert record["scheduler"]["kind"] == ("sync" if scheduler == "sync" else "local")
-
-
-@contextlib.contextmanager
-def _cluster(workers: int) -> Iterator[tuple[Any, Any]]:
-    """A cluster of ``workers`` single-threaded worker processes (Nannies) and its client."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
-        Client(cluster) as client,
-    ):  # fmt: skip
-        yield cluster, client
 
 
 def test_s3_faults_while_batches_step_aside_change_nothing(
