@@ -423,7 +423,7 @@ def finish_batch(measured: Measured, encoding: Encoding, ctx: TaskContext) -> Ba
     """Type the measured colours under ``encoding``, match detections, write the batch's parts.
 
     Side effects: writes ``masks/``, ``instances/``, ``detections/``, ``frames/`` and
-    ``errors/`` staged parts ``_staged/<table>/part-<batch key>-<encoding>.parquet`` (a table
+    ``errors/`` staged parts ``_staged/<table>/part-<batch key>-<encoding>.arrow`` (a table
     with no rows gets no part; named by the encoding too, so a batch typed under two encodings
     by ``auto``, see :func:`measure_and_finish`, keeps both results and their ledger entries).
     Idempotent: the same batch and options always write the same bytes to the same names.

@@ -76,7 +76,7 @@ def process_frames_batch(batch: Batch[FrameMasks], ctx: TaskContext) -> BatchSum
     """Measure every mask of a batch of frames and write the batch's parts.
 
     Side effects: ``masks/``, ``labels/`` (pixel mode) or ``alpha/`` (alpha mode), ``errors/``
-    staged parts ``_staged/<table>/part-<batch key>.parquet``; rescaled PNG masks under
+    staged parts ``_staged/<table>/part-<batch key>.arrow``; rescaled PNG masks under
     ``scaled/`` (:func:`~pipeline.stages.common.scaled_rel`). Idempotent.
     """
     with batch_io(ctx) as (ctx, storage):

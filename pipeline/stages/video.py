@@ -52,7 +52,7 @@ from pipeline.tables import SCHEMAS, to_arrow
 
 def process_chunk_batch(batch: Batch[VideoChunk], ctx: TaskContext) -> BatchSummary:
     """Parse a batch of chunk files and write its ``detections/``, ``frames/``, ``chunks/`` and
-    ``errors/`` parts (``part-<batch key>.parquet``). Idempotent, like every batch task."""
+    ``errors/`` parts (``part-<batch key>.arrow``). Idempotent, like every batch task."""
     with batch_io(ctx) as (ctx, storage):
         planned = [(c.file.key, c.file.size) for c in batch.groups if c.numbered]
         reads = storage.prefetch(ctx.source, planned)
@@ -412,8 +412,8 @@ def track_videos(assignment: TrackAssignment, ctx: TaskContext) -> BatchSummary:
     """Link each assigned video's detections across frames and chunks; write ``gaps/``.
 
     Reads only the ``frames/``, ``detections/`` and ``chunks/`` parts of the assignment's chunk
-    batches, in frame order. Side effects: ``gaps/part-<key>.parquet`` and
-    ``errors/part-<key>.parquet`` (chunk gaps and overlaps, as warnings). Idempotent.
+    batches, in frame order. Side effects: ``gaps/part-<key>.arrow`` and
+    ``errors/part-<key>.arrow`` (chunk gaps and overlaps, as warnings). Idempotent.
     """
     with batch_io(ctx) as (ctx, storage):
         reads = storage.prefetch(
