@@ -134,7 +134,10 @@ class RunResult:
         return int(self.record["errors"].get("error", 0))
 
 
-def _versions() -> dict[str, str]:
+@functools.cache
+def _installed_versions() -> tuple[tuple[str, str], ...]:
+    """The versions of the code this process runs (read once: importlib.metadata parses each
+    package's metadata file, ~1 ms a package, and what is imported does not change)."""
     names = [PACKAGE, "dask", "distributed", "numpy", "numba", "pyarrow", "fsspec", "pyspng",
              "pillow", "msgspec", "deltalake"]  # fmt: skip
     versions = {"python": platform.python_version()}
@@ -143,7 +146,12 @@ def _versions() -> dict[str, str]:
             versions[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:
             versions[name] = "absent"
-    return versions
+    return tuple(versions.items())
+
+
+def _versions() -> dict[str, str]:
+    """Python's and the packages' versions, for ``_run.json`` and the options fingerprint."""
+    return dict(_installed_versions())
 
 
 def _fingerprint(relevant: dict[str, Any]) -> str:

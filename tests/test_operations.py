@@ -12,8 +12,10 @@ slack (the machine is shared); pytest-timeout is the backstop.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import platform
 import re
 import signal
 import socket
@@ -31,7 +33,8 @@ from faulty_proxy import FaultPlan, FaultyProxy
 from storage_helpers import upload_tree
 
 import pipeline
-from pipeline import cli, read_run, read_table, runner, stopping
+from pipeline import api, cli, read_run, read_table, runner, stopping
+from pipeline.config import ExecutionOptions
 from pipeline.io.storage import StorageError
 from pipeline.sampledata.celantur import make_celantur_tree
 from pipeline.sampledata.video import make_video_fleet
@@ -655,3 +658,17 @@ def test_api_scripts_and_the_cli_exit_cleanly_every_time(tree: Path, tmp_path: P
             assert done.returncode == 0, f"{kind}: {done.returncode}\n{done.stderr[-3000:]}"
             assert done.stdout.strip(), kind
     print(f"\nexit codes over {SCRIPT_RUNS} runs each: {codes}")
+
+
+def test_each_run_record_names_the_versions_it_ran_with(tmp_path: Path) -> None:
+    """``_run.json`` names Python's and the packages' versions (read once per process), the
+    same in every run of the process and as the installed metadata says."""
+    source = make_celantur_tree(tmp_path / "in", seed=2, images=1).root
+    sync = ExecutionOptions(scheduler="sync", progress=False)
+    first = api.run_celantur(str(source), str(tmp_path / "a"), execution=sync)
+    second = api.run_celantur(str(source), str(tmp_path / "b"), execution=sync)
+    versions = first.record["versions"]
+    assert versions["python"] == platform.python_version()
+    for name in ("mask-pipeline", "dask", "numpy", "pyarrow", "deltalake", "msgspec"):
+        assert versions[name] == importlib.metadata.version(name), name
+    assert second.record["versions"] == versions == read_run(str(tmp_path / "a"))["versions"]
