@@ -107,6 +107,12 @@ def staged_part(table: str, key: str) -> str:
     return f"{STAGED}/{table}/part-{key}.arrow"
 
 
+def part_fingerprint(data: bytes) -> tuple[int, str]:
+    """The size and SHA-256 of a staged part's bytes: what its ledger entry records when the
+    part is written, and checks when an incremental run would reuse it."""
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
 class StagedPart(NamedTuple):
     """A staged part as written: its path below the output root, and the size and SHA-256 of
     its bytes (what the ledger records, without reading the part back)."""
@@ -122,7 +128,7 @@ def write_part(location: Location, rel: str, table: pa.Table) -> StagedPart:
     them whole)."""
     data = _staged_bytes(table)
     location.write_bytes(rel, data)
-    return StagedPart(rel, len(data), hashlib.sha256(data).hexdigest())
+    return StagedPart(rel, *part_fingerprint(data))
 
 
 def write_content_part(

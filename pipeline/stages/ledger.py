@@ -9,9 +9,9 @@ image results, the encoding, so an entry is reused only for exactly the work it 
 
 from __future__ import annotations
 
-import hashlib
 import json
 
+from pipeline.io.parquet import part_fingerprint
 from pipeline.io.storage import Location
 from pipeline.stages.summary import BatchSummary, summary_from_json, summary_to_json
 
@@ -24,10 +24,6 @@ ENTRY_FORMAT = "mask-pipeline-ledger/4"
 def entry_path(name: str) -> str:
     """Where the entry ``name`` lives below the output root."""
     return f"{LEDGER}/{name}.json"
-
-
-def _size_and_digest(data: bytes) -> list[int | str]:
-    return [len(data), hashlib.sha256(data).hexdigest()]
 
 
 def save_entry(output: Location, name: str, summary: BatchSummary) -> None:
@@ -56,7 +52,7 @@ def load_entry(output: Location, name: str) -> BatchSummary | None:
         if sorted(recorded) != parts:
             return None
         for part, data in zip(parts, output.read_many(parts), strict=True):
-            if _size_and_digest(data) != recorded[part]:
+            if list(part_fingerprint(data)) != recorded[part]:
                 return None
     except FileNotFoundError:
         return None
