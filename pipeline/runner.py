@@ -755,15 +755,15 @@ def _commit(
         files = sorted(f"{table}/{add.path}" for add in adds[table])
         return {"rows": rows_in_table, "version": version, "files": files, "staged": staged[table]}
 
+    # A stop signal's exception can be lost in rare timing (pipeline.stopping); its record
+    # cannot: a stopped run commits nothing.
+    stop_if_asked()
     # Delta has no multi-table transaction (only _run.json, written last, pins a cross-table
     # snapshot). The first changed table is committed alone: of two runs that passed the look
     # above at the same moment, only one wins it (a conditional put of the same version), and
     # the other stops having committed nothing, instead of each winning some tables. The rest
     # go at once, so that their round trips overlap (7.5 s of a 13 s run at 40 ms per request,
     # one by one).
-    # A stop signal's exception can be lost in rare timing (pipeline.stopping); its record
-    # cannot: a stopped run commits nothing.
-    stop_if_asked()
     first = [table for table in TABLES if table not in unchanged][:1]
     committed = {table: commit(table) for table in first}
     others = [table for table in TABLES if table not in committed]
