@@ -38,7 +38,9 @@ handing each conflicting frame from the kernel back to scipy about 150k, this 60
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from itertools import chain, repeat
 from typing import Any, NamedTuple
 
 import numba
@@ -92,12 +94,79 @@ class Gap:
     confidence: float
 
 
-class Linked(NamedTuple):
-    """What one :meth:`GapFinder.feed` found: the gaps it closed, in frame order, and the track
-    of each detection fed (``-1``: not linked, a NaN box or a low-score detection left over)."""
+@dataclass(frozen=True)
+class GapColumns:
+    """Gaps as columns, one entry per gap (the fields of :class:`Gap`); ``predicted`` holds
+    every gap's predicted boxes one gap after the other (``last_missing - first_missing + 1``
+    rows each). What a table of gaps is built from without a Python object per gap."""
 
-    gaps: list[Gap]
+    track: np.ndarray  # (k,) int64
+    labels: list[str | None]
+    first_missing: np.ndarray  # (k,) int64
+    last_missing: np.ndarray  # (k,) int64
+    unprocessed: np.ndarray  # (k,) int64
+    box_before: np.ndarray  # (k, 4)
+    box_after: np.ndarray  # (k, 4)
+    iou: np.ndarray  # (k,)
+    predicted: np.ndarray  # (sum of missing frames, 4)
+    track_frames: np.ndarray  # (k,) int64
+    confidence: np.ndarray  # (k,)
+
+    def __len__(self) -> int:
+        return len(self.track)
+
+    @staticmethod
+    def concatenate(parts: Sequence[GapColumns]) -> GapColumns:
+        """The gaps of ``parts``, one after the other (at least one part)."""
+        columns: dict[str, Any] = {
+            column.name: np.concatenate([getattr(part, column.name) for part in parts])
+            for column in fields(GapColumns)
+            if column.name != "labels"
+        }
+        labels = list(chain.from_iterable(part.labels for part in parts))
+        return GapColumns(labels=labels, **columns)
+
+    def to_gaps(self) -> list[Gap]:
+        """One :class:`Gap` per gap."""
+        missing = (self.last_missing - self.first_missing + 1).tolist()
+        ends = np.cumsum(missing).tolist()
+        predicted = list(map(_box, self.predicted.tolist()))
+        rows = zip(
+            self.track.tolist(), self.labels, self.first_missing.tolist(),
+            self.last_missing.tolist(), self.unprocessed.tolist(), self.box_before.tolist(),
+            self.box_after.tolist(), self.iou.tolist(), ends, missing,
+            self.track_frames.tolist(), self.confidence.tolist(), strict=True,
+        )  # fmt: skip
+        return [
+            Gap(track=ident, label=label, first_missing=gone, last_missing=back,
+                unprocessed=unseen, box_before=_box(before), box_after=_box(after), iou=fit,
+                predicted=tuple(predicted[end - count : end]), track_frames=frames,
+                confidence=confidence)
+            for ident, label, gone, back, unseen, before, after, fit, end, count, frames,
+            confidence in rows
+        ]  # fmt: skip
+
+
+class Labels(NamedTuple):
+    """Detection labels given as each one's position in ``names`` (a column read from a
+    dictionary-encoded table): numbered per distinct name, not per detection."""
+
+    codes: np.ndarray  # (n,) integers
+    names: Sequence[str | None]
+
+
+class Linked(NamedTuple):
+    """What one :meth:`GapFinder.feed` found: the gaps it closed, in frame order (as columns),
+    and the track of each detection fed (``-1``: not linked, a NaN box or a low-score
+    detection left over)."""
+
+    found: GapColumns
     tracks: np.ndarray
+
+    @property
+    def gaps(self) -> list[Gap]:
+        """The gaps closed, one :class:`Gap` each."""
+        return self.found.to_gaps()
 
 
 def gap_confidence(iou: float, track_frames: int, missing: int, min_hits: int) -> float:
@@ -402,7 +471,7 @@ class GapFinder:
     def feed(
         self,
         frames: np.ndarray,
-        labels: list[str | None],
+        labels: Sequence[str | None] | Labels,
         boxes: np.ndarray,
         frame_ids: np.ndarray,
         scores: np.ndarray | None = None,
@@ -413,7 +482,7 @@ class GapFinder:
         Parameters
         ----------
         frames : (n,) frame of each detection, non-decreasing, all after earlier slices' frames.
-        labels : (n,) label of each detection.
+        labels : (n,) label of each detection, or their :class:`Labels`.
         boxes : (n, 4) boxes ``x1, y1, x2, y2``; rows with NaN are not linked.
         frame_ids : every frame id of the slice that had metadata (with or without detections),
             ascending; frames up to :attr:`last_frame` are skipped (the first copy counts).
@@ -477,10 +546,13 @@ class GapFinder:
             ints[:live], floats[:live] = self._ints[:live], self._floats[:live]
             self._ints, self._floats = ints, floats
 
-    def _codes(self, labels: list[str | None]) -> np.ndarray:
+    def _codes(self, labels: Sequence[str | None] | Labels) -> np.ndarray:
         """Each label's number (the same label, the same number in every call), numbered in
-        order of first appearance: a look-up per detection in C, a Python call per distinct
-        label."""
+        order of first appearance (of :class:`Labels`: of their names): a look-up per
+        detection in C, a Python call per distinct label."""
+        if isinstance(labels, Labels):
+            numbers = [self._labels.setdefault(name, len(self._labels)) for name in labels.names]
+            return np.array(numbers, dtype=np.int64)[labels.codes]
         known = {
             label: self._labels.setdefault(label, len(self._labels))
             for label in dict.fromkeys(labels)
@@ -494,9 +566,9 @@ class GapFinder:
         ids: np.ndarray,
         size: np.ndarray,
         usable: np.ndarray,
-        labels: list[str | None],
+        labels: Sequence[str | None] | Labels,
         boxes: np.ndarray,
-    ) -> list[Gap]:
+    ) -> GapColumns:
         """The recorded returns that are gaps: predicted inside the frame while missing. Every
         return's predicted boxes are computed and checked at once, a row per missing frame."""
         track, first, last, detection, hits = records.T
@@ -515,25 +587,22 @@ class GapFinder:
         )
         g = np.flatnonzero(kept)
         returns = usable[detection[g]]
-        # Python values of every kept gap's fields at once (tolist), then one Gap each.
-        rows = zip(
-            track[g].tolist(), returns.tolist(), first[g].tolist(), last[g].tolist(),
-            (missing - processed)[g].tolist(), floats[g, 9:13].tolist(),
-            boxes[returns].tolist(), floats[g, 0].tolist(), starts[g].tolist(),
-            missing[g].tolist(), hits[g].tolist(), strict=True,
+        fits, frames, counts = floats[g, 0], hits[g], missing[g]
+        # gap_confidence of each kept gap on Python floats, as a Gap's own fields would give.
+        confidence = list(map(gap_confidence, fits.tolist(), frames.tolist(), counts.tolist(),
+                              repeat(self.min_hits)))  # fmt: skip
+        if isinstance(labels, Labels):
+            names = labels.names
+            returned = [names[code] for code in labels.codes[returns].tolist()]
+        else:
+            returned = [labels[index] for index in returns.tolist()]
+        return GapColumns(
+            track=track[g], labels=returned,
+            first_missing=first[g], last_missing=last[g],
+            unprocessed=(missing - processed)[g], box_before=floats[g, 9:13],
+            box_after=boxes[returns], iou=fits, predicted=predicted[np.repeat(kept, missing)],
+            track_frames=frames, confidence=np.array(confidence, dtype=np.float64),
         )  # fmt: skip
-        gaps = []
-        for ident, index, gone, back, unseen, before, after, fit, start, count, frames in rows:
-            gaps.append(
-                Gap(
-                    track=ident, label=labels[index], first_missing=gone, last_missing=back,
-                    unprocessed=unseen, box_before=_box(before), box_after=_box(after),
-                    iou=fit, predicted=tuple(map(_box, predicted[start : start + count].tolist())),
-                    track_frames=frames,
-                    confidence=gap_confidence(fit, frames, count, self.min_hits),
-                )
-            )  # fmt: skip
-        return gaps
 
 
 def _inside(boxes: np.ndarray, sizes: np.ndarray) -> np.ndarray:

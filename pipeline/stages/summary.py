@@ -312,8 +312,11 @@ def _fraction_text(value: Fraction) -> str:
 def label_groups(labels: Any) -> Iterator[tuple[str, np.ndarray]]:
     """Each distinct ``str(label)`` of a label column (an Arrow array or a list; a missing
     label is ``"None"``) with the boolean mask of its positions, in order of first appearance:
-    one hashing pass in Arrow, no Python code per label value."""
-    encoded = pa.array(labels, pa.string()).dictionary_encode()
+    one hashing pass in Arrow (none for a dictionary array), no Python code per label value."""
+    if isinstance(labels, pa.DictionaryArray):
+        encoded = labels
+    else:
+        encoded = pa.array(labels, pa.string()).dictionary_encode()
     names = [str(label) for label in [*encoded.dictionary.to_pylist(), None]]
     keys = list(dict.fromkeys(names))  # a label "None" and missing labels are one key
     key_of = np.array([keys.index(name) for name in names], dtype=np.int64)

@@ -18,8 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
-from itertools import chain, pairwise
-from operator import attrgetter
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -39,7 +38,7 @@ from pipeline.io.jsonio import JsonError
 from pipeline.io.parquet import staged_from_bytes, staged_part, write_part
 from pipeline.io.storage import Prefetch
 from pipeline.kernels.quantiles import ScoreHistogram
-from pipeline.kernels.tracking import Gap, GapFinder
+from pipeline.kernels.tracking import GapColumns, GapFinder, Labels
 from pipeline.stages.common import ErrorLog, TaskContext, batch_io, guarded, read_input
 from pipeline.stages.plan import Batch, TrackAssignment, VideoChunk
 from pipeline.stages.summary import BatchSummary, label_groups
@@ -229,7 +228,7 @@ class _Rows:
     durations: np.ndarray  # (f,) seconds, NaN when unknown
     sizes: np.ndarray  # (f, 2) width and height, NaN when unknown
     detection_frames: np.ndarray  # (n,)
-    labels: np.ndarray  # (n,) objects: str or None
+    labels: np.ndarray  # (n,) int64: position in the task's label names (_share_labels)
     scores: np.ndarray  # (n,) NaN when unknown
     boxes: np.ndarray  # (n, 4) NaN rows when unknown
 
@@ -259,6 +258,7 @@ class _BatchRows:
     frame_rows: dict[str, tuple[int, int]]  # source -> its rows of the frames arrays
     detection_rows: dict[str, tuple[int, int]]
     duplicates: dict[str, int]  # source (parsed: it has a chunks/ row) -> repeats dropped
+    labels: list[str | None]  # the label of each code of rows.labels
 
     def chunk(self, rel: str) -> _Rows:
         """The chunk's frames and detections, each sorted by frame (file order on ties)."""
@@ -328,9 +328,13 @@ class _Video:
     as a group), then its own first copies below its start (one by one); the rest at the end.
     """
 
-    def __init__(self, chunks: list[tuple[VideoChunk, _Rows]], repeats: int) -> None:
+    def __init__(
+        self, chunks: list[tuple[VideoChunk, _Rows]], repeats: int, labels: list[str | None]
+    ) -> None:
         parts = [rows for _, rows in chunks]
         self.data = _Rows.concatenate(parts)
+        self.labels = labels  # the label of each code of data.labels
+        self.label_names = pa.array(labels, pa.string())
         self.repeats = repeats  # repeats of a frame id within a chunk file (dropped in pass 1)
         self.chunk_of = np.repeat(np.arange(len(parts)), [len(r.frames) for r in parts])
         self.starts = np.array([c.start for c, _ in chunks], dtype=np.int64)
@@ -360,7 +364,8 @@ class _Video:
         sizes = self.high[counted] - self.low[counted]
         stats.frames_with_detections += int(np.count_nonzero(sizes))
         detections = _spans(self.low[counted], sizes)
-        stats.add_detections(self.data.labels[detections], self.data.scores[detections])
+        labels = pa.DictionaryArray.from_arrays(self.data.labels[detections], self.label_names)
+        stats.add_detections(labels, self.data.scores[detections])
         durations, events = self.data.durations[counted], event[counted]
         finite = np.isfinite(durations)
         stats.durations += int(finite.sum())
@@ -377,9 +382,9 @@ class _Video:
         linked = np.flatnonzero(first & ~late)
         return linked[np.argsort(frames[linked], kind="stable")]
 
-    def link(self, finder: GapFinder, rows: np.ndarray) -> list[Gap]:
+    def link(self, finder: GapFinder, rows: np.ndarray) -> list[GapColumns]:
         """Feed the frame ``rows`` (in frame order) to the gap finder; the gaps found."""
-        gaps: list[Gap] = []
+        gaps: list[GapColumns] = []
         counts = self.high[rows] - self.low[rows]
         ends = np.cumsum(counts)
         start = 0
@@ -390,11 +395,12 @@ class _Video:
             piece = rows[start:end]
             detections = _spans(self.low[piece], counts[start:end])
             linked = finder.feed(
-                self.data.detection_frames[detections], self.data.labels[detections].tolist(),
+                self.data.detection_frames[detections],
+                Labels(self.data.labels[detections], self.labels),
                 self.data.boxes[detections], self.data.frames[piece], self.data.scores[detections],
                 self.data.sizes[piece],
             )  # fmt: skip
-            gaps.extend(linked.gaps)
+            gaps.append(linked.found)
             start = end
         return gaps
 
@@ -420,12 +426,28 @@ def track_videos(assignment: TrackAssignment, ctx: TaskContext) -> BatchSummary:
             ctx.output, [(rel, 0) for key in assignment.batch_keys for rel in _part_rels(key)]
         )
         parts = [_read_parts(ctx, key, reads) for key in assignment.batch_keys]
-        return _track(assignment, ctx, parts)
+        return _track(assignment, ctx, parts, _share_labels(parts))
 
 
-def _track(assignment: TrackAssignment, ctx: TaskContext, parts: list[_BatchRows]) -> BatchSummary:
+def _share_labels(parts: list[_BatchRows]) -> list[str | None]:
+    """Renumber each batch's label codes into one list of the task's labels (returned), so
+    that a video's chunks from several batches share them: per distinct label, not per
+    detection."""
+    shared: dict[str | None, int] = {}
+    for batch in parts:
+        codes = [shared.setdefault(label, len(shared)) for label in batch.labels]
+        batch.rows.labels = np.array(codes, dtype=np.int64)[batch.rows.labels]
+    labels = list(shared)
+    for batch in parts:
+        batch.labels = labels
+    return labels
+
+
+def _track(
+    assignment: TrackAssignment, ctx: TaskContext, parts: list[_BatchRows], labels: list[str | None]
+) -> BatchSummary:
     issues = ErrorLog()
-    found: list[Gap] = []
+    found: list[GapColumns] = []
     gap_media: list[str] = []
     summary = BatchSummary()
     options = ctx.options
@@ -439,9 +461,9 @@ def _track(assignment: TrackAssignment, ctx: TaskContext, parts: list[_BatchRows
             if chunk.file.rel in batch.duplicates  # else it failed to parse: already in errors/
         ]
         parsed = [(chunk, batch.chunk(chunk.file.rel)) for chunk, batch in held]
-        gaps: list[Gap] = []
+        gaps: list[GapColumns] = []
         if parsed:
-            video = _Video(parsed, sum(b.duplicates[c.file.rel] for c, b in held))
+            video = _Video(parsed, sum(b.duplicates[c.file.rel] for c, b in held), labels)
             finder = GapFinder(
                 min_iou=options.gap_iou,
                 max_gap=options.gap_max_frames,
@@ -449,9 +471,9 @@ def _track(assignment: TrackAssignment, ctx: TaskContext, parts: list[_BatchRows
                 high_score=options.gap_high_score,
             )
             gaps = video.link(finder, video.rows(stats))
-        stats.gaps = len(gaps)
+        stats.gaps = sum(map(len, gaps))
         found.extend(gaps)
-        gap_media.extend([media] * len(gaps))
+        gap_media.extend([media] * stats.gaps)
         numbered = tuple(c for c in chunks if c.numbered)  # the others are misnamed
         chunk_gaps, chunk_overlaps = _compare_chunks(media, numbered, issues)
         span = max(c.end for c, _ in parsed) - min(c.start for c, _ in parsed) + 1 if parsed else 0
@@ -459,7 +481,7 @@ def _track(assignment: TrackAssignment, ctx: TaskContext, parts: list[_BatchRows
         summary.video_rows.extend(_video_rows(media, stats, chunk_gaps, chunk_overlaps, missing))
     summary.add_errors(issues)
     outputs = {
-        "gaps": _gap_table(gap_media, found) if found else None,
+        "gaps": _gap_table(gap_media, GapColumns.concatenate(found)) if gap_media else None,
         "errors": to_arrow("errors", issues) if issues else None,
     }
     for table, data in outputs.items():
@@ -486,12 +508,15 @@ def _read_parts(ctx: TaskContext, key: str, reads: Prefetch) -> _BatchRows:
     (frames, frame_rows), (det, det_rows) = tables["frames"], tables["detections"]
     chunks, chunk_rows = tables["chunks"]
     repeats = chunks["duplicate_frames"].fill_null(0).to_numpy()
+    # Labels as codes: a missing label is the code after the dictionary's.
+    labels = det["type_label"].combine_chunks().dictionary_encode()
+    names = [*labels.dictionary.to_pylist(), None]
     rows = _Rows(
         frames=np.asarray(frames["frame"].to_numpy(), dtype=np.int64),
         durations=_floats(frames["duration"]),
         sizes=np.column_stack([_floats(frames["width"]), _floats(frames["height"])]),
         detection_frames=np.asarray(det["frame"].to_numpy(), dtype=np.int64),
-        labels=np.asarray(det["type_label"].to_numpy(), dtype=object),
+        labels=labels.indices.fill_null(len(names) - 1).to_numpy(zero_copy_only=False),
         scores=_floats(det["score"]),
         boxes=np.column_stack([_floats(det[c]) for c in ("x1", "y1", "x2", "y2")]),
     )
@@ -500,6 +525,7 @@ def _read_parts(ctx: TaskContext, key: str, reads: Prefetch) -> _BatchRows:
         frame_rows=frame_rows,
         detection_rows=det_rows,
         duplicates={rel: int(repeats[start]) for rel, (start, _) in chunk_rows.items()},
+        labels=names,
     )
 
 
@@ -550,34 +576,23 @@ def _compare_chunks(
     return gaps, overlaps
 
 
-def _gap_table(media: list[str], gaps: list[Gap]) -> pa.Table:
-    """The ``gaps/`` rows of ``gaps`` (the video of each in ``media``), built a column at a
-    time."""
-
-    def column(name: str) -> list[Any]:
-        return list(map(attrgetter(name), gaps))
-
-    first, last = column("first_missing"), column("last_missing")
-    labels = column("label")
-    names = {label: type_name(label) for label in dict.fromkeys(labels)}
-    predicted = column("predicted")
-    offsets = np.concatenate(([0], np.cumsum(list(map(len, predicted))))).astype(np.int32)
-    boxes = np.array(list(chain.from_iterable(predicted)), dtype=np.float64).reshape(-1, 4)
+def _gap_table(media: list[str], gaps: GapColumns) -> pa.Table:
+    """The ``gaps/`` rows of ``gaps`` (the video of each in ``media``), a column at a time."""
+    names = {label: type_name(label) for label in dict.fromkeys(gaps.labels)}
+    missing = gaps.last_missing - gaps.first_missing + 1
+    offsets = pa.array(np.concatenate(([0], np.cumsum(missing))).astype(np.int32))
     columns: dict[str, Any] = {
-        "media": media, "track": column("track"), "type_label": labels,
-        "type_name": list(map(names.__getitem__, labels)),
-        "first_missing_frame": first, "last_missing_frame": last,
-        "missing_frames": (np.array(last) - np.array(first) + 1).astype(np.int32),
-        "frames_without_metadata": column("unprocessed"), "iou": column("iou"),
-        "track_frames": column("track_frames"), "confidence": column("confidence"),
+        "media": media, "track": gaps.track, "type_label": gaps.labels,
+        "type_name": list(map(names.__getitem__, gaps.labels)),
+        "first_missing_frame": gaps.first_missing, "last_missing_frame": gaps.last_missing,
+        "missing_frames": missing.astype(np.int32), "frames_without_metadata": gaps.unprocessed,
+        "iou": gaps.iou, "track_frames": gaps.track_frames, "confidence": gaps.confidence,
     }  # fmt: skip
-    for side, name in (("before", "box_before"), ("after", "box_after")):
-        values = np.array(column(name), dtype=np.float64).reshape(-1, 4)
-        for axis, corner in enumerate(("x1", "y1", "x2", "y2")):
-            columns[f"{side}_{corner}"] = values[:, axis]
     for axis, corner in enumerate(("x1", "y1", "x2", "y2")):
-        values = pa.array(np.ascontiguousarray(boxes[:, axis]), pa.float64())
-        columns[f"predicted_{corner}"] = pa.ListArray.from_arrays(pa.array(offsets), values)
+        columns[f"before_{corner}"] = gaps.box_before[:, axis]
+        columns[f"after_{corner}"] = gaps.box_after[:, axis]
+        values = pa.array(np.ascontiguousarray(gaps.predicted[:, axis]), pa.float64())
+        columns[f"predicted_{corner}"] = pa.ListArray.from_arrays(offsets, values)
     schema = SCHEMAS["gaps"]
     return pa.Table.from_arrays(
         [pa.array(columns[name], schema.field(name).type) for name in schema.names], schema=schema
