@@ -503,7 +503,7 @@ class GapFinder:
         ids = np.asarray(frame_ids, dtype=np.int64)
         size = np.full((len(ids), 2), np.nan) if sizes is None else np.asarray(sizes, np.float64)
         # A frame is linked when it comes after every frame linked or listed before it.
-        before = np.maximum.accumulate(np.r_[self._state[2], ids[:-1]]) if len(ids) else ids
+        before = np.maximum.accumulate(np.concatenate((self._state[2:3], ids))[:-1])
         new = ids > before
         ids, size = ids[new], np.ascontiguousarray(size[new])
         det_frames = frames[usable]
@@ -533,7 +533,7 @@ class GapFinder:
         recorded = int(self._state[3])
         gaps = self._gaps(gap_ints[:recorded], gap_floats[:recorded], ids, size, usable, labels,
                           boxes)  # fmt: skip
-        self._recent = np.r_[self._recent, ids][-(self.max_gap + 1) :]
+        self._recent = np.concatenate((self._recent, ids))[-(self.max_gap + 1) :]
         return Linked(gaps, linked)
 
     def _reserve(self, widest: int, grow: bool = False) -> None:
@@ -581,7 +581,7 @@ class GapFinder:
         inside = _inside(predicted, size[return_at][of_gap])
         # Every missing frame's prediction in view (an empty segment cannot occur: missing >= 1).
         kept = np.logical_and.reduceat(inside, starts) if len(records) else inside
-        linked_frames = np.r_[self._recent, ids]
+        linked_frames = np.concatenate((self._recent, ids))
         processed = np.searchsorted(linked_frames, last, side="right") - np.searchsorted(
             linked_frames, first, side="left"
         )

@@ -320,7 +320,10 @@ def label_groups(labels: Any) -> Iterator[tuple[str, np.ndarray]]:
     names = [str(label) for label in [*encoded.dictionary.to_pylist(), None]]
     keys = list(dict.fromkeys(names))  # a label "None" and missing labels are one key
     key_of = np.array([keys.index(name) for name in names], dtype=np.int64)
-    grouped = key_of[encoded.indices.fill_null(len(names) - 1).to_numpy(zero_copy_only=False)]
+    indices = encoded.indices
+    if indices.null_count:
+        indices = indices.fill_null(len(names) - 1)
+    grouped = key_of[indices.to_numpy(zero_copy_only=False)]
     present = np.flatnonzero(np.bincount(grouped, minlength=len(keys)))
     firsts = np.full(len(keys), len(grouped))
     np.minimum.at(firsts, grouped, np.arange(len(grouped)))

@@ -369,12 +369,11 @@ class _Video:
         durations, events = self.data.durations[counted], event[counted]
         finite = np.isfinite(durations)
         stats.durations += int(finite.sum())
-        firsts = np.flatnonzero(np.diff(events, prepend=-1))  # each event's first frame
-        for group, values in zip(
-            events[firsts].tolist(), np.split(durations, firsts)[1:], strict=True
-        ):
-            kept = values[np.isfinite(values)]
-            if group % 2:  # late frames, one at a time
+        # Each event's frames: from its first frame to the next event's.
+        bounds = [0, *(np.flatnonzero(events[1:] != events[:-1]) + 1).tolist(), len(events)]
+        for first_row, end_row in pairwise(bounds if len(events) else []):
+            kept = durations[first_row:end_row][finite[first_row:end_row]]
+            if events[first_row] % 2:  # late frames, one at a time
                 running = np.concatenate(([stats.duration_sum], kept))
                 stats.duration_sum = float(np.add.accumulate(running)[-1])
             else:
