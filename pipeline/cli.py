@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -35,7 +36,7 @@ from pipeline.config import (
 )
 from pipeline.formats.celantur import ENCODING_CHOICES
 from pipeline.formats.clearml import MASK_MODES
-from pipeline.graph import SchedulerError
+from pipeline.graph import SchedulerError, work_left_behind
 from pipeline.housekeeping import DEFAULT_RETENTION_HOURS
 from pipeline.io.storage import StorageError
 from pipeline.jobs import load_job
@@ -601,8 +602,20 @@ def _main(argv: Sequence[str] | None) -> int:
 def entry() -> None:
     """The ``mask-pipeline`` console script and ``python -m pipeline``: exit with the code of
     :func:`main`, through the interpreter's normal teardown: any cluster was closed, and no
-    Arrow pool thread holds Python memory (see :func:`pipeline.io.parquet.table_from_bytes`)."""
-    sys.exit(main())
+    Arrow pool thread holds Python memory (see :func:`pipeline.io.parquet.table_from_bytes`).
+
+    Except after an in-process run that stopped early with work items still under way
+    (:func:`pipeline.graph.work_left_behind`): the teardown would wait for them, minutes
+    against a storage that went away, for writes no commit will use. The process ends at
+    once instead, its output flushed.
+    """
+    code = main()
+    if work_left_behind():
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -7,16 +7,21 @@ summaries, which are consumed as they complete so the client holds one at a time
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import logging
 import os
+import queue
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import logs
 from pipeline.config import SCHEDULER_ENV, ExecutionOptions
+from pipeline.io.storage import in_background
 
 #: glibc malloc settings for the worker processes we start. Dask sets MALLOC_TRIM_THRESHOLD_
 #: for its workers, which also freezes glibc's mmap threshold at 128 KiB: every inflate strip
@@ -75,6 +80,11 @@ class InputSize:
 
 #: Task retries on another worker after a worker dies or a task raises (e.g. storage hiccups).
 TASK_RETRIES = 2
+#: Work items an in-process run has under way at once when its storage is remote: while one
+#: waits on its last round trips (writes, ledger entry), the next reads and measures, as a
+#: worker's tasks step aside on a cluster (:func:`step_aside`). Two, like a worker thread's
+#: bound there: memory stays at two batches.
+IN_PROCESS_OVERLAP = 2
 
 
 @dataclass
@@ -83,6 +93,9 @@ class Executor:
 
     client: Any | None  # distributed.Client, or None for in-process
     description: dict[str, Any] = field(default_factory=dict)
+    #: In-process only: items under way at once, each on a thread of its own (1: one after
+    #: another in the calling thread).
+    overlap: int = 1
 
     @property
     def total_threads(self) -> int:
@@ -106,8 +119,12 @@ class Executor:
         bar = logs.progress(len(items), label, bar=progress)
         try:
             if self.client is None:
-                for item in items:
-                    yield function(item, *args)
+                calls = [functools.partial(function, item, *args) for item in items]
+                results = (
+                    _overlapped(calls, self.overlap) if self.overlap > 1 else (c() for c in calls)
+                )
+                for result in results:
+                    yield result
                     bar.update(1)
                 return
             from distributed import as_completed
@@ -123,6 +140,51 @@ class Executor:
                 bar.update(1)
         finally:
             bar.close()
+
+
+#: Work items of in-process runs that stopped early while they were under way (see
+#: :func:`_overlapped`), until they end.
+_left_behind: list[Future[Any]] = []
+
+
+def _overlapped(calls: Sequence[Callable[[], Any]], overlap: int) -> Iterator[Any]:
+    """The results of ``calls`` in completion order, ``overlap`` of them under way at once,
+    each on a thread of its own; the next starts as soon as one ends.
+
+    A call's error is raised at once. When the caller stops early (an error, a stop signal,
+    the storage watchdog: the wait here is interruptible), no other call starts, and those
+    under way are left to end on their threads (:func:`work_left_behind`): what they write is
+    staged work no commit uses.
+    """
+    pending = iter(calls)
+    finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
+    under_way: set[Future[Any]] = set()
+
+    def start(call: Callable[[], Any]) -> None:
+        future = in_background(call, name="pipeline-work")
+        under_way.add(future)
+        future.add_done_callback(finished.put)
+
+    for call in itertools.islice(pending, overlap):
+        start(call)
+    try:
+        while under_way:
+            future = finished.get()
+            under_way.discard(future)
+            result = future.result()
+            for call in itertools.islice(pending, 1):
+                start(call)
+            yield result
+    finally:
+        _left_behind.extend(future for future in under_way if not future.done())
+
+
+def work_left_behind() -> bool:
+    """Whether work items of an in-process run that stopped early are still under way in this
+    process: e.g. waiting out a storage client's retries against a storage that went away
+    (botocore's schedule takes minutes), which the interpreter's exit would wait for."""
+    _left_behind[:] = [future for future in _left_behind if not future.done()]
+    return bool(_left_behind)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,7 +276,11 @@ def local_cluster_settings() -> contextlib.AbstractContextManager[Any]:
 
 @contextlib.contextmanager
 def open_executor(
-    execution: ExecutionOptions, client: Any | None = None, inputs: InputSize | None = None
+    execution: ExecutionOptions,
+    client: Any | None = None,
+    inputs: InputSize | None = None,
+    *,
+    remote_storage: bool = False,
 ) -> Iterator[Executor]:
     """The executor a run uses.
 
@@ -228,6 +294,8 @@ def open_executor(
         description records (``kind`` ``sync``, with its ``reason``).
     client : an existing ``distributed.Client`` (e.g. a notebook's), used as is and left open.
     inputs : what the run is about to read, for the small-run choice.
+    remote_storage : the run reads or writes remote storage: an in-process run then has
+        :data:`IN_PROCESS_OVERLAP` work items under way at once.
     """
     if client is not None:
         yield Executor(client, _describe(client, "client"))
@@ -236,8 +304,9 @@ def open_executor(
     if scheduler and execution.workers is not None:
         LOG.warning("option 'workers' (%d) is ignored: scheduler %r starts no local cluster",
                     execution.workers, scheduler)  # fmt: skip
+    overlap = IN_PROCESS_OVERLAP if remote_storage else 1
     if scheduler == "sync":
-        yield Executor(None, {"kind": "sync", "address": None, "workers": 1, "threads": 1})
+        yield Executor(None, {"kind": "sync", "address": None, "workers": 1, "threads": 1}, overlap)
         return
     if not scheduler and execution.workers is None and inputs is not None and inputs.small():
         reason = (
@@ -248,6 +317,7 @@ def open_executor(
         yield Executor(
             None,
             {"kind": "sync", "address": None, "workers": 1, "threads": 1, "reason": reason},
+            overlap,
         )
         return
     from distributed import Client, LocalCluster

@@ -402,7 +402,9 @@ def run_celantur(options: CelanturOptions, client: Any | None = None) -> RunResu
     )
     plan = Plan(fingerprint, cut(groups), cut(order_chunks(inventory.video_chunks)))
     inputs = InputSize(len(files), sum(f.size for f in files))
-    with open_executor(options.execution, client, inputs) as executor:
+    with open_executor(
+        options.execution, client, inputs, remote_storage=ctx.remote_storage
+    ) as executor:
         run.lap("plan")
         _log_plan(run, executor, image=len(plan.image_batches), chunk=len(plan.chunk_batches))
         encoding, warning, summary = _execute_celantur(options, ctx, executor, plan, run)
@@ -630,7 +632,9 @@ def run_clearml(options: ClearmlOptions, client: Any | None = None) -> RunResult
         fingerprint=fingerprint,
     )
     # Masks are known by reference only (no sizes): the small-run choice counts them.
-    with open_executor(options.execution, client, InputSize(masks)) as executor:
+    with open_executor(
+        options.execution, client, InputSize(masks), remote_storage=ctx.remote_storage
+    ) as executor:
         run.lap("plan")
         _log_plan(run, executor, mask=len(batches))
         work = [Work("clearml", batch) for batch in batches]

@@ -16,7 +16,7 @@ from pipeline.config import CelanturOptions, ClearmlOptions
 from pipeline.formats.clearml import MaskLabels
 from pipeline.graph import step_aside
 from pipeline.io.png import encode_filtered_png, encode_png
-from pipeline.io.storage import BatchIO, InputFile, Location, Prefetch, StorageError
+from pipeline.io.storage import BatchIO, InputFile, Location, Prefetch, StorageError, in_process
 from pipeline.kernels.masks import nearest_grid, rescale_nearest
 from pipeline.kernels.segments import nearest_up_filtered
 
@@ -36,6 +36,11 @@ class TaskContext:
     work_prefix: str  # where ``auto`` parks measured rows between its two passes
     mask_labels: MaskLabels = field(default_factory=dict)
     mask_mode: Literal["pixel", "alpha"] = "pixel"
+
+    @property
+    def remote_storage(self) -> bool:
+        """Whether the run reads or writes storage other than local disk or memory."""
+        return not (in_process(self.source) and in_process(self.output))
 
 
 class ErrorLog(list[dict[str, Any]]):
