@@ -15,7 +15,10 @@ run.
   run of each kind first): at each latency the same run from local disk is timed right before
   the S3 run (so both see the same load on the machine), ``repeats`` times;
 * *cold*, at 40 ms only: the run starts and stops its own cluster, as the CLI does
-  (``mask-pipeline celantur ... --workers 2``); what the issue measured.
+  (``mask-pipeline celantur ... --workers 2``); what the issue measured;
+* *in-process*, at 40 ms only: ``scheduler="sync"``, what a run of this size does with default
+  options (no cluster started below 1,000 files): two batches under way on threads when the
+  storage is remote, one after another from local disk.
 
 The table shows the medians, their ratio (target at 40 ms: at most 1.5x, goal 1.1x) and what the
 proxy counted during the S3 runs: requests per input file by HTTP method (a listing is a GET;
@@ -169,18 +172,21 @@ def run(scratch: Path, *, images: int, seed: int, repeats: int) -> dict[str, Any
             "workers": sorted(client.run(os.getpid).values()), "client": [os.getpid()],
         }  # fmt: skip
 
-        def one(kind: str, cold: bool = False) -> tuple[float, RunResult, dict[str, float]]:
+        def one(kind: str, mode: str = "warm") -> tuple[float, RunResult, dict[str, float]]:
             n = next(outputs)
             src, out, options = (
                 (str(source), str(scratch / f"storage-out-{n}"), {}) if kind == "local"
                 else (f"s3://{BUCKET}/in", f"s3://{BUCKET}/out-{n}", storage)
             )  # fmt: skip
-            execution = ExecutionOptions(workers=WORKERS if cold else None, progress=False)
+            execution = ExecutionOptions(
+                workers=WORKERS if mode == "cold" else None,
+                scheduler="sync" if mode == "in-process" else None, progress=False,
+            )  # fmt: skip
             before = _cpu_seconds(processes)
             elapsed, result = seconds(
                 lambda: run_celantur(
                     src, out, mask_scale=MASK_SCALE, storage_options=options,
-                    execution=execution, client=None if cold else client,
+                    execution=execution, client=client if mode == "warm" else None,
                 )
             )  # fmt: skip
             cpu = {name: t - before[name] for name, t in _cpu_seconds(processes).items()}
@@ -197,19 +203,19 @@ def run(scratch: Path, *, images: int, seed: int, repeats: int) -> dict[str, Any
         if expected["local"] != expected["s3"]:
             raise BenchmarkError(f"S3 rows {expected['s3']} != local rows {expected['local']}")
 
-        def pair(count: int, cold: bool) -> dict[str, Any]:
+        def pair(count: int, mode: str) -> dict[str, Any]:
             local_s: list[float] = []
             s3_s: list[float] = []
             cpu: dict[str, list[dict[str, float]]] = {"local": [], "s3": []}
             phases: dict[str, list[dict[str, float]]] = {"local": [], "s3": []}
             methods: Counter[str] = Counter()
             for _ in range(count):
-                elapsed, result, spent = one("local", cold)
+                elapsed, result, spent = one("local", mode)
                 local_s.append(elapsed)
                 cpu["local"].append(spent)
                 phases["local"].append(result.record["timings"])
                 proxy.reset_counters()
-                elapsed, result, spent = one("s3", cold)
+                elapsed, result, spent = one("s3", mode)
                 s3_s.append(elapsed)
                 cpu["s3"].append(spent)
                 phases["s3"].append(result.record["timings"])
@@ -227,10 +233,10 @@ def run(scratch: Path, *, images: int, seed: int, repeats: int) -> dict[str, Any
                            for name in PHASES}
                     for kind, runs in phases.items()
                 },
-                # CPU seconds per run (median); a cold run's workers are not these processes.
+                # CPU seconds per run (median); only a warm run's workers are these processes.
                 "cpu_s": {
                     kind: {name: statistics.median(run[name] for run in runs)
-                           for name in processes if not (cold and name == "workers")}
+                           for name in processes if mode == "warm" or name != "workers"}
                     for kind, runs in cpu.items()
                 },
             }  # fmt: skip
@@ -238,9 +244,10 @@ def run(scratch: Path, *, images: int, seed: int, repeats: int) -> dict[str, Any
         by_latency: dict[str, dict[str, Any]] = {}
         for latency in LATENCIES_MS:
             proxy.delay = latency / 1000.0
-            by_latency[f"{latency} ms"] = pair(repeats, cold=False)
+            by_latency[f"{latency} ms, warm"] = pair(repeats, "warm")
         proxy.delay = TARGET_LATENCY_MS / 1000.0
-        by_latency[f"{TARGET_LATENCY_MS} ms, cold"] = pair(1, cold=True)
+        by_latency[f"{TARGET_LATENCY_MS} ms, cold"] = pair(1, "cold")
+        by_latency[f"{TARGET_LATENCY_MS} ms, in-process"] = pair(repeats, "in-process")
     figures["runs"] = by_latency
     _print(figures, images, len(files), repeats)
     return figures
@@ -252,7 +259,7 @@ def _print(figures: dict[str, Any], images: int, inputs: int, repeats: int) -> N
         per_input = f["requests_per_input"]
         others = sum(v for m, v in per_input.items() if m not in METHODS)
         rows.append(
-            [label if "cold" in label else f"{label}, warm", f"{f['local_s']:.2f}",
+            [label, f"{f['local_s']:.2f}",
              f"{f['s3_s']:.2f}", format_ratio(f["ratio"]),
              *(f"{per_input.get(m, 0.0):.2f}" for m in METHODS), f"{others:.2f}",
              f"{sum(per_input.values()):.2f}"]
@@ -261,13 +268,14 @@ def _print(figures: dict[str, Any], images: int, inputs: int, repeats: int) -> N
         f"10. Object storage: {images} images of {WIDTH}x{HEIGHT} = {inputs} input files "
         f"(instance + binary mask + metadata JSON), mask_scale={MASK_SCALE}, {WORKERS} "
         f"workers; moto S3 behind a proxy holding each request for the latency "
-        f"(warm: median of {repeats}; cold: one run, cluster start included)",
+        f"(warm: median of {repeats}; cold: one run, cluster start included; in-process: "
+        f"median of {repeats}, no cluster)",
         ["latency, cluster", "local disk s", "S3 s", "S3 / local",
          *(f"{m}/input" for m in METHODS), "other/input", "all/input"],
         rows,
     )  # fmt: skip
-    for kind in ("warm", "cold"):
-        label = f"{TARGET_LATENCY_MS} ms" + (", cold" if kind == "cold" else "")
+    for kind in ("warm", "cold", "in-process"):
+        label = f"{TARGET_LATENCY_MS} ms, {kind}"
         value = figures["runs"][label]["ratio"]
         verdict = (
             "goal met" if value <= GOAL_RATIO else "met" if value <= TARGET_RATIO else "not met"
@@ -283,7 +291,7 @@ def _print(figures: dict[str, Any], images: int, inputs: int, repeats: int) -> N
     rows = []
     for label, f in figures["runs"].items():
         local, s3 = f["cpu_s"]["local"], f["cpu_s"]["s3"]
-        cells = [label if "cold" in label else f"{label}, warm"]
+        cells = [label]
         cells += [_cpu_cell(local, "workers"), _cpu_cell(local, "client"),
                   f"{f['local_s']:.2f}"]  # fmt: skip
         cells += [_cpu_cell(s3, name) for name in ("s3", "proxy", "workers", "client")]
@@ -292,7 +300,7 @@ def _print(figures: dict[str, Any], images: int, inputs: int, repeats: int) -> N
     print_table(
         "10b. CPU seconds per run (medians) by process: local disk, and S3 (moto's server, the "
         "latency proxy, the 2 workers, this process = client + Dask scheduler); cold runs start "
-        "their own workers, not counted",
+        "their own workers, not counted; in-process runs have none",
         ["latency, cluster", "local: workers", "local: client", "local wall s",
          "S3: server", "S3: proxy", "S3: workers", "S3: client", "S3: CPU sum", "S3 wall s"],
         rows,
@@ -301,8 +309,7 @@ def _print(figures: dict[str, Any], images: int, inputs: int, repeats: int) -> N
     for label, f in figures["runs"].items():
         local, s3 = f["phases_s"]["local"], f["phases_s"]["s3"]
         rows.append(
-            [label if "cold" in label else f"{label}, warm",
-             *(f"{local[name]:.2f}/{s3[name]:.2f}" for name in PHASES)]
+            [label, *(f"{local[name]:.2f}/{s3[name]:.2f}" for name in PHASES)]
         )  # fmt: skip
     print_table(
         "10c. Seconds per phase of a run (medians), local disk / S3: where latency adds time "
