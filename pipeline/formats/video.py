@@ -192,13 +192,13 @@ class _Columns:
         boxes = (
             [(0.0, 0.0, float(x2[usable].max()), float(y2[usable].max()))] if usable.any() else []
         )
-        resolved: dict[tuple[int, int], ResolvedSize] = {}
-        for size in self._pending_sizes:
-            if size is not None and size not in resolved:
-                resolved[size] = resolve_size_order(size, boxes)
-        self.chunk.frame_sizes = [
-            resolved[s] if s is not None else None for s in self._pending_sizes
-        ]
+        resolved: dict[tuple[int, int] | None, ResolvedSize] = {
+            size: resolve_size_order(size, boxes)
+            for size in dict.fromkeys(self._pending_sizes)
+            if size is not None
+        }
+        # A look-up per frame in C; a frame without a size (None) is no key: None.
+        self.chunk.frame_sizes = list(map(resolved.get, self._pending_sizes))
         return self.chunk
 
 
@@ -207,8 +207,12 @@ _TYPES: dict[str, pa.DataType] = {
 }
 
 
-def _finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
+def _finite_or_none(values: list[float | None]) -> list[float | None]:
+    """``values`` with each missing or non-finite one as ``None``: checked whole when all are
+    given (the common case), else one by one."""
+    if None not in values and np.isfinite(np.fromiter(values, np.float64, len(values))).all():
+        return values
+    return [v if v is not None and math.isfinite(v) else None for v in values]
 
 
 def _parse_typed(frames: list[Any], *, fixed: bool) -> ParsedChunk:
@@ -224,7 +228,7 @@ def _parse_typed(frames: list[Any], *, fixed: bool) -> ParsedChunk:
     usable_sizes = {size: _valid_size(size) for size in set(given_sizes) if size is not None}
     bad_sizes = sum(given_sizes.count(s) for s, usable in usable_sizes.items() if usable is None)
     sizes = [None if size is None else usable_sizes[size] for size in given_sizes]
-    durations = [_finite_or_none(d) for d in map(attrgetter("duration"), frames)]
+    durations = _finite_or_none(list(map(attrgetter("duration"), frames)))
     if len(set(ids)) == len(ids):
         columns.add_frames(ids, sizes, durations)
         kept = frames
