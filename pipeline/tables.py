@@ -490,6 +490,9 @@ def schema_markdown() -> str:
 TABLES = tuple(SCHEMAS)
 
 
+_ROW_TYPES = {name: pa.struct(schema) for name, schema in SCHEMAS.items()}
+
+
 def to_arrow(table: str, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     """Rows (dicts keyed by column name; missing keys are null) as a table of ``table``'s schema.
 
@@ -499,7 +502,9 @@ def to_arrow(table: str, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
         When a required column holds a null (pyarrow does not check; a writer would fail later,
         outside the guard that turns one input's bad value into its error row).
     """
-    data = pa.Table.from_pylist(list(rows), schema=SCHEMAS[table])
+    # One conversion of the rows as structs: ~2.5x faster than ``Table.from_pylist`` (a
+    # conversion per column), which is a batch's fixed cost (``make bench``'s spread).
+    data = pa.Table.from_struct_array(pa.array(list(rows), _ROW_TYPES[table]))
     for field in data.schema:
         if not field.nullable and data.column(field.name).null_count:
             raise ValueError(f"{table}.{field.name} is required, got a null")

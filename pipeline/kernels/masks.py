@@ -21,6 +21,13 @@ class TypedTotals:
     invalid_segments: int
 
 
+def flag_bits(flags: np.ndarray, type_count: int = 4) -> np.ndarray:
+    """The type bits of compact flags as an (n, ``type_count``) int64 matrix of 0 and 1; a row of
+    zeros for an invalid colour (flag -1)."""
+    flags = np.asarray(flags, dtype=np.int64).reshape(-1, 1)
+    return ((flags >> np.arange(type_count)) & 1) * (flags >= 0)
+
+
 def typed_totals(pixels: np.ndarray, flags: np.ndarray, type_count: int = 4) -> TypedTotals:
     """Sum segment pixel counts per type.
 
@@ -31,22 +38,24 @@ def typed_totals(pixels: np.ndarray, flags: np.ndarray, type_count: int = 4) -> 
         A segment with several flags counts for each of its types and as overlap.
     type_count : number of type bits (person, license_plate, face, vehicle).
     """
-    pixels = np.asarray(pixels, dtype=np.int64)
-    flags = np.asarray(flags, dtype=np.int64)
-    valid = flags >= 0
-    per_type = [int(pixels[valid & ((flags & (1 << bit)) != 0)].sum()) for bit in range(type_count)]
-    bit_counts = np.zeros_like(flags)
-    for bit in range(type_count):
-        bit_counts += (flags >> bit) & 1
-    return TypedTotals(
-        person_pixels=per_type[0],
-        license_plate_pixels=per_type[1],
-        face_pixels=per_type[2],
-        vehicle_pixels=per_type[3],
-        overlap_pixels=int(pixels[valid & (bit_counts > 1)].sum()),
-        invalid_pixels=int(pixels[~valid].sum()),
-        invalid_segments=int((~valid).sum()),
-    )
+    masks = np.zeros(len(np.asarray(flags)), dtype=np.int64)
+    return typed_totals_of_masks(pixels, flags, masks, 1, type_count)[0]
+
+
+def typed_totals_of_masks(
+    pixels: np.ndarray, flags: np.ndarray, masks: np.ndarray, count: int, type_count: int = 4
+) -> list[TypedTotals]:
+    """:func:`typed_totals` of each of ``count`` masks at once, the segments of mask ``i`` being
+    those with ``masks == i`` (one pass over a batch's segments, not one per mask)."""
+    pixels = np.asarray(pixels, dtype=np.int64).reshape(-1, 1)
+    bits = flag_bits(flags, type_count)
+    invalid = (np.asarray(flags) < 0).reshape(-1, 1)
+    overlap = bits.sum(axis=1, keepdims=True) > 1
+    # Columns in the order of TypedTotals' fields; integer sums: exact.
+    columns = np.hstack([pixels * bits, pixels * overlap, pixels * invalid, invalid])
+    sums = np.zeros((count, columns.shape[1]), dtype=np.int64)
+    np.add.at(sums, np.asarray(masks, dtype=np.int64), columns)
+    return [TypedTotals(*row) for row in sums.tolist()]
 
 
 def bbox_of(area: np.ndarray) -> tuple[int, int, int, int] | None:

@@ -23,6 +23,7 @@ from pipeline.kernels.masks import (
     rescale_nearest,
     scaled_size,
     typed_totals,
+    typed_totals_of_masks,
 )
 from pipeline.kernels.segments import binary_stats, colour_stats, foreground_runs
 
@@ -157,6 +158,18 @@ def test_typed_totals_direct_arrays():
     assert typed_totals(np.array([], dtype=np.int64), np.array([], dtype=np.int8)) == TypedTotals(
         0, 0, 0, 0, 0, 0, 0
     )
+
+
+def test_typed_totals_of_masks_is_each_masks_own_totals():
+    # A batch's segments in any order, some masks with none: each mask's totals as if alone.
+    rng = np.random.default_rng(16)
+    pixels = rng.integers(1, 10**6, 500)
+    flags = rng.choice(np.array([-1, 0, 1, 2, 4, 8, 5, 10, 15], dtype=np.int8), 500)
+    masks = rng.choice(np.array([0, 1, 3, 4, 6]), 500)
+    totals = typed_totals_of_masks(pixels, flags, masks, 7)
+    assert totals == [typed_totals(pixels[masks == i], flags[masks == i]) for i in range(7)]
+    assert totals[2] == totals[5] == TypedTotals(0, 0, 0, 0, 0, 0, 0)
+    assert typed_totals_of_masks(pixels[:0], flags[:0], masks[:0], 2) == [totals[2]] * 2
 
 
 _TYPE_VALUES = [0, 1, 8, 15, 16, 17, 32, 48, 64, 80, 96, 112, 128, 144, 160, 192, 200, 240, 255]
