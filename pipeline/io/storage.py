@@ -255,10 +255,16 @@ class Location:
 
     def _put(self, rel: str, data: bytes) -> None:
         fs, target = self.fs, self.path(rel)
-        parent = posixpath.dirname(target)
-        if parent and not _is_object_store(fs):
-            fs.makedirs(parent, exist_ok=True)
-        fs.pipe_file(target, data)
+        if _is_object_store(fs):
+            fs.pipe_file(target, data)
+            return
+        # Folders are made when a write finds its own missing, not asked for before every
+        # write (a mkdir per file): right whoever removed a folder since, in any process.
+        try:
+            fs.pipe_file(target, data)
+        except FileNotFoundError:
+            fs.makedirs(posixpath.dirname(target), exist_ok=True)
+            fs.pipe_file(target, data)
 
     def _write_error(self, rel: str, exc: OSError) -> StorageError:
         return StorageError(f"cannot write {self.url_of(rel)}: {exc}")

@@ -7,6 +7,7 @@ Every test gets its own location: ``tmp_path`` for local files, a unique ``memor
 from __future__ import annotations
 
 import pickle
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,6 +96,19 @@ def test_write_bytes_overwrites(location: Location) -> None:
 def test_local_write_bytes_lands_in_the_folder(tmp_path: Path) -> None:
     Location(str(tmp_path / "out")).write_bytes("x/y/z.txt", b"hi")
     assert (tmp_path / "out" / "x" / "y" / "z.txt").read_bytes() == b"hi"
+
+
+def test_write_bytes_into_a_folder_removed_since_the_last_write(tmp_path: Path) -> None:
+    # Folders are made when a write misses them: a folder removed between writes (vacuum,
+    # remove_folder, another process) is made again, and so is the output root itself.
+    out = Location(str(tmp_path / "out"))
+    out.write_bytes("a/b/one.txt", b"1")
+    out.remove_folder("a")
+    out.write_bytes("a/b/two.txt", b"2")
+    assert out.read_bytes("a/b/two.txt") == b"2"
+    shutil.rmtree(tmp_path / "out")
+    Location(str(tmp_path / "out")).write_bytes("a/b/three.txt", b"3")
+    assert [f.rel for f in out.list_files()] == ["a/b/three.txt"]
 
 
 def test_remove_deletes_only_the_named_files(location: Location) -> None:
