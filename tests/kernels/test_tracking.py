@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 
-from pipeline.kernels.tracking import Gap, GapFinder, gap_confidence, solve_assignment
+from pipeline.kernels.tracking import Gap, GapFinder, Labels, gap_confidence, solve_assignment
 
 Box = tuple[float, float, float, float]
 Video = dict[int, list[tuple[str | None, Box | None]]]
@@ -94,7 +94,11 @@ def test_split_feeds_equal_one_feed(
     pieces: list[Gap] = []
     tracks = []
     for start, end in zip([0, *cuts], [*cuts, len(frames)], strict=True):
-        linked = streamed.feed(*_arrays(video, frames[start:end]))
+        # The pieces' labels as codes (Labels), numbered per piece: the same as the labels.
+        det_frames, labels, boxes, ids = _arrays(video, frames[start:end])
+        names = list(dict.fromkeys(labels))[::-1]
+        codes = np.array([names.index(label) for label in labels], dtype=np.int64)
+        linked = streamed.feed(det_frames, Labels(codes, names), boxes, ids)
         pieces += linked.gaps
         tracks.append(linked.tracks)
     assert pieces == whole.gaps

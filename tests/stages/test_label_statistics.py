@@ -42,6 +42,21 @@ def test_label_groups_partition_the_positions_by_str_label(labels: list[Any]) ->
 
 
 @settings(max_examples=200, deadline=None)
+@given(_labels, st.permutations([None, "None", "face", "person", "", "licence plate", "unused"]))
+def test_label_groups_of_a_dictionary_array_equal_those_of_its_labels(
+    labels: list[Any], names: list[Any]
+) -> None:
+    """Labels as codes into names (as pass 2 holds them: a missing label is a name too, some
+    names unused) group as the labels themselves do."""
+    codes = pa.array([names.index(label) for label in labels], pa.int64())
+    encoded = pa.DictionaryArray.from_arrays(codes, pa.array(names, pa.string()))
+    expected = list(label_groups(labels))
+    got = list(label_groups(encoded))
+    assert [key for key, _ in got] == [key for key, _ in expected]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, expected, strict=True))
+
+
+@settings(max_examples=200, deadline=None)
 @given(_detections())
 def test_batch_label_statistics_equal_a_loop(columns: tuple[list[Any], ...]) -> None:
     labels, scores, flags = columns
