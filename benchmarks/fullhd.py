@@ -226,7 +226,7 @@ RUN_STEPS = (
     ("pipeline/stages/celantur.py", "_measure_metadata", "metadata: JSON, rows, candidates"),
     ("pipeline/stages/celantur.py", "finish_batch", "finish_batch: types, matching, Parquet"),
     ("pipeline/kernels/matching.py", "match_detections", "  of which match_detections"),
-    ("pipeline/io/parquet.py", "write_part", "  of which Parquet parts (serialise, write)"),
+    ("pipeline/io/parquet.py", "write_bundle", "  of which staged bundles (serialise, write)"),
     ("pipeline/stages/ledger.py", "save_entry", "ledger entries"),
     ("pipeline/runner.py", "_commit", "commit: summary, empty parts, _run.json"),
 )

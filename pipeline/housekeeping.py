@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pipeline.io.delta import RUN_KEY, open_table, read_delta, table_history
-from pipeline.io.parquet import STAGED
+from pipeline.io.parquet import STAGED, staged_span
 from pipeline.io.runrecord import read_run_record
 from pipeline.io.storage import Location
 from pipeline.stages.ledger import LEDGER
@@ -67,7 +67,7 @@ def vacuum_output(
     output: Location, retention_hours: float = DEFAULT_RETENTION_HOURS, dry_run: bool = False
 ) -> list[str]:
     """Delete what no kept table version needs and is older than ``retention_hours``: data
-    files of superseded versions and of runs that never committed, staged parts and ledger
+    files of superseded versions and of runs that never committed, staged bundles and ledger
     entries the last committed run does not use, abandoned ``_work/`` folders, rescaled masks
     no kept ``masks/`` version points at; on local disk, then the folders that left empty
     (never ``output`` itself). Returns the removed paths (below ``output``).
@@ -94,7 +94,9 @@ def vacuum_output(
             enforce_retention_duration=False, full=True, keep_versions=keep,
         )  # fmt: skip
         removed += [f"{table}/{path.rsplit(table + '/', 1)[-1]}" for path in deleted]
-    staged = {p for info in record["tables"].values() for p in info.get("staged", [])}
+    staged = {
+        staged_span(p).rel for info in record["tables"].values() for p in info.get("staged", [])
+    }
     stale = [
         rel for rel, modified in _files(output, STAGED) if rel not in staged and modified < cutoff
     ]
@@ -146,7 +148,7 @@ def _files(location: Location, under: str) -> list[tuple[str, datetime]]:
 
 
 def _ledger_entry_kept(location: Location, rel: str, staged: set[str]) -> bool:
-    """A ledger entry stays while every staged part it lists is kept."""
+    """A ledger entry stays while every staged bundle it lists is kept."""
     try:
         parts = json.loads(location.read_bytes(rel)).get("parts", {})
     except (OSError, ValueError):

@@ -2,15 +2,25 @@
 zstd Parquet for the tables' data files, Arrow IPC streams for the staged parts they are
 assembled from.
 
-Batch tasks stage their rows as parts under ``_staged/<table>/`` (named by batch key, so an
-incremental run finds them again); a run's commit assembles them into the tables' Delta data
-files (:mod:`pipeline.io.delta`). Readers never read staged parts.
+Each work item stages its rows as one object, ``_staged/part-<key>.arrow`` (named by its key,
+so an incremental run finds it again): one PUT per work item, not one per table. The object
+holds one Arrow IPC stream per table with rows, back to back in the order written, then an
+index: the JSON object ``{table: [start, end]}`` (byte offsets of each stream) and its length
+as 4 little-endian bytes, last. The work item's summary names each table's stream by a part
+reference ``<object>#<start>-<end>`` (:func:`staged_span`), so the commit's assembly reads
+each table's rows with a ranged read and no look at the index; readers of a whole object
+(video pass 2) use the index (:func:`staged_tables`). The rows the client stages at commit
+time are single streams under ``_staged/<table>/`` (:func:`write_content_part`), referenced
+by their path. A run's commit assembles the parts into the tables' Delta data files
+(:mod:`pipeline.io.delta`). Readers never read staged parts.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection
+import json
+import struct
+from collections.abc import Collection, Mapping
 from typing import NamedTuple
 
 import pyarrow as pa
@@ -53,20 +63,26 @@ STAGED_COMPRESS_BYTES = 1 << 20
 
 
 def _staged_bytes(table: pa.Table) -> bytes:
-    """A staged part's bytes: an Arrow IPC stream, read once by the assembly. Not Parquet: a
-    part is written and read once, and Parquet's encoding costs ~0.3 ms per small part each
-    way where IPC costs ~0.01 ms (an instance-mask batch writes two parts and the assembly reads
-    them back: ~1 ms of a batch's fixed cost, measured in ``make bench``'s spread)."""
-    # The buffers' total size: ``nbytes`` (which discounts shared buffers) costs ~40 us.
-    compression = "lz4" if table.get_total_buffer_size() > STAGED_COMPRESS_BYTES else None
+    """A staged part's bytes: an Arrow IPC stream (:func:`_write_stream`)."""
     sink = pa.BufferOutputStream()
-    options = ipc.IpcWriteOptions(compression=compression)
-    with ipc.new_stream(sink, table.schema, options=options) as writer:
-        writer.write_table(table)
+    _write_stream(sink, table)
     return sink.getvalue().to_pybytes()
 
 
-def _arrow_owned(data: bytes) -> pa.Buffer:
+def _write_stream(sink: pa.BufferOutputStream, table: pa.Table) -> None:
+    """Append ``table`` to ``sink`` as an Arrow IPC stream, read once by the assembly. Not
+    Parquet: a part is written and read once, and Parquet's encoding costs ~0.3 ms per small
+    part each way where IPC costs ~0.01 ms (an instance-mask batch writes two parts and the
+    assembly reads them back: ~1 ms of a batch's fixed cost, measured in ``make bench``'s
+    spread)."""
+    # The buffers' total size: ``nbytes`` (which discounts shared buffers) costs ~40 us.
+    compression = "lz4" if table.get_total_buffer_size() > STAGED_COMPRESS_BYTES else None
+    options = ipc.IpcWriteOptions(compression=compression)
+    with ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+
+
+def _arrow_owned(data: bytes | memoryview) -> pa.Buffer:
     """``data`` copied into Arrow's own memory.
 
     Arrow's readers hand work to its IO thread pool and may drop their last reference to the
@@ -91,44 +107,91 @@ def table_from_bytes(data: bytes, columns: list[str] | None = None) -> pa.Table:
     return pq.ParquetFile(pa.BufferReader(_arrow_owned(data))).read(columns=columns)
 
 
-def staged_from_bytes(data: bytes, columns: list[str] | None = None) -> pa.Table:
-    """The table of a staged part (:func:`write_part`, :func:`write_content_part`) held in
-    memory (``columns``: only those)."""
+def staged_from_bytes(data: bytes | memoryview, columns: list[str] | None = None) -> pa.Table:
+    """The table of one staged part (a table's stream, :func:`write_bundle`, or a content
+    part, :func:`write_content_part`) held in memory (``columns``: only those)."""
     table = ipc.open_stream(_arrow_owned(data)).read_all()
     return table.select(columns) if columns is not None else table
 
 
-#: Where batch tasks stage their rows, below the output root.
+def staged_tables(data: bytes) -> dict[str, pa.Table]:
+    """The tables of a whole staged object (:func:`write_bundle`), by its index."""
+    buffer = _arrow_owned(data)
+    index_end = len(data) - _INDEX_LENGTH.size
+    (length,) = _INDEX_LENGTH.unpack_from(data, index_end)
+    spans = json.loads(data[index_end - length : index_end])
+    return {
+        table: ipc.open_stream(buffer.slice(start, end - start)).read_all()
+        for table, (start, end) in spans.items()
+    }
+
+
+#: Where work items stage their rows, below the output root.
 STAGED = "_staged"
 
+#: The length of a staged object's index, its last bytes.
+_INDEX_LENGTH = struct.Struct("<I")
 
-def staged_part(table: str, key: str) -> str:
-    """The staged part of ``table`` written by the batch (or task) ``key``."""
-    return f"{STAGED}/{table}/part-{key}.arrow"
+
+def staged_bundle(key: str) -> str:
+    """The staged bundle written by the work item (or task) ``key``."""
+    return f"{STAGED}/part-{key}.arrow"
+
+
+class StagedSpan(NamedTuple):
+    """What a part reference names: bytes ``start`` to ``end`` of the staged object ``rel``
+    (``end`` ``None``: the whole object)."""
+
+    rel: str
+    start: int
+    end: int | None
+
+
+def staged_span(ref: str) -> StagedSpan:
+    """The object and byte range a part reference (``<object>#<start>-<end>``, or a content
+    part's path) names."""
+    rel, _, span = ref.partition("#")
+    if not span:
+        return StagedSpan(rel, 0, None)
+    start, _, end = span.partition("-")
+    return StagedSpan(rel, int(start), int(end))
 
 
 def part_fingerprint(data: bytes) -> tuple[int, str]:
-    """The size and SHA-256 of a staged part's bytes: what its ledger entry records when the
-    part is written, and checks when an incremental run would reuse it."""
+    """The size and SHA-256 of a staged object's bytes: what its ledger entry records when the
+    object is written, and checks when an incremental run would reuse it."""
     return len(data), hashlib.sha256(data).hexdigest()
 
 
-class StagedPart(NamedTuple):
-    """A staged part as written: its path below the output root, and the size and SHA-256 of
-    its bytes (what the ledger records, without reading the part back)."""
+class StagedBundle(NamedTuple):
+    """A staged object as written: its path below the output root, the size and SHA-256 of its
+    bytes (what the ledger records, without reading it back), and the part reference of each
+    table's rows in it."""
 
     rel: str
     size: int
     sha256: str
+    parts: dict[str, str]
 
 
-def write_part(location: Location, rel: str, table: pa.Table) -> StagedPart:
-    """Write the staged part ``table`` to ``rel`` below ``location`` in one request; returns
-    the part with the fingerprint of exactly the bytes written (a write that succeeds stores
-    them whole)."""
-    data = _staged_bytes(table)
+def write_bundle(location: Location, key: str, tables: Mapping[str, pa.Table]) -> StagedBundle:
+    """Write the work item ``key``'s staged ``tables`` (each with rows) as one object, in one
+    request; returns it with the fingerprint of exactly the bytes written (a write that
+    succeeds stores them whole)."""
+    rel = staged_bundle(key)
+    sink = pa.BufferOutputStream()
+    spans: dict[str, tuple[int, int]] = {}
+    for table, rows in tables.items():
+        start = sink.tell()
+        _write_stream(sink, rows)
+        spans[table] = (start, sink.tell())
+    index = json.dumps(spans).encode()
+    sink.write(index)
+    sink.write(_INDEX_LENGTH.pack(len(index)))
+    data = sink.getvalue().to_pybytes()
     location.write_bytes(rel, data)
-    return StagedPart(rel, *part_fingerprint(data))
+    parts = {table: f"{rel}#{start}-{end}" for table, (start, end) in spans.items()}
+    return StagedBundle(rel, *part_fingerprint(data), parts)
 
 
 def write_content_part(

@@ -16,7 +16,8 @@ the order it measures them (:meth:`BatchIO.prefetch`), its outputs written behin
 (:meth:`BatchIO.behind`), at most ``io_concurrency`` requests at once, on the filesystem's own
 event loop for async filesystems (s3fs, gcsfs, adlfs, http) and on a few threads otherwise.
 No request asks what the listing already said: objects are read whole in one GET (s3fs would
-first ask for the size with a HEAD) and written with one PUT.
+first ask for the size with a HEAD), or a byte range of one in one ranged GET
+(:meth:`BatchIO.prefetch_ranges`), and written with one PUT.
 """
 
 from __future__ import annotations
@@ -209,6 +210,10 @@ class Location:
         fs = self.fs
         return bytes(fs.cat_file(self.path(rel), **_read_options(fs)))
 
+    def read_range(self, rel: str, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` (exclusive) of one file, in one request."""
+        return bytes(self.fs.cat_file(self.path(rel), start=start, end=end))
+
     def read_many(
         self, rels: Sequence[str], concurrency: int = DEFAULT_IO_CONCURRENCY
     ) -> list[bytes]:
@@ -365,6 +370,12 @@ def _is_object_store(fs: AbstractFileSystem) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+#: A byte range ``(start, end)`` of a file, ``None`` for all of it.
+_Span = tuple[int, int] | None
+#: A planned read: ``(location, rel, size, span)``.
+_Planned = tuple["Location", str, int, _Span]
+
+
 class BatchIO:
     """A task's storage requests in flight: at most ``concurrency`` at once, reads prefetched
     (:meth:`prefetch`), writes done behind (:meth:`behind`). Use as a context manager: when the
@@ -406,6 +417,18 @@ class BatchIO:
 
     def prefetch_from(self, items: Sequence[tuple[Location, str, int]]) -> Prefetch:
         """As :meth:`prefetch`, for files in several locations (``(location, rel, size)``)."""
+        return self._prefetch([(location, rel, size, None) for location, rel, size in items])
+
+    def prefetch_ranges(
+        self, location: Location, ranges: Sequence[tuple[str, int, int]]
+    ) -> Prefetch:
+        """As :meth:`prefetch`, for byte ranges of files (``(rel, start, end)``, ``end``
+        exclusive), each read with one ranged request and taken with its ``(start, end)``."""
+        return self._prefetch(
+            [(location, rel, end - start, (start, end)) for rel, start, end in ranges]
+        )
+
+    def _prefetch(self, items: Sequence[_Planned]) -> Prefetch:
         prefetch = Prefetch(self, items)
         self._prefetches.append(prefetch)
         return prefetch
@@ -472,9 +495,12 @@ class BatchIO:
 
     # --- requests ---------------------------------------------------------------------------
 
-    def _read(self, location: Location, rel: str, *, block: bool) -> Future[Any] | None:
+    def _read(
+        self, location: Location, rel: str, span: _Span, *, block: bool
+    ) -> Future[Any] | None:
         fs, path = location.fs, location.path(rel)
-        options = _read_options(fs)
+        # A range is one request as it is; a whole object needs s3fs told so.
+        options = _read_options(fs) if span is None else {"start": span[0], "end": span[1]}
         return self._start(
             fs, lambda: fs.cat_file(path, **options), lambda: fs._cat_file(path, **options),
             0, block=block,
@@ -538,24 +564,23 @@ class Prefetch:
     would only add a thread hand-over to a read from the page cache.
     """
 
-    def __init__(self, io: BatchIO, items: Sequence[tuple[Location, str, int]]) -> None:
+    def __init__(self, io: BatchIO, items: Sequence[_Planned]) -> None:
         self._io = io
-        self._waiting: deque[tuple[Location, str, int]] = deque(
-            item for item in items if not in_process(item[0])
-        )
-        self._started: deque[tuple[str, int, Future[Any]]] = deque()
+        self._waiting: deque[_Planned] = deque(item for item in items if not in_process(item[0]))
+        self._started: deque[tuple[tuple[str, _Span], int, Future[Any]]] = deque()
         self._held = 0
         self._fill()
 
-    def take(self, location: Location, rel: str) -> bytes:
-        """The bytes of ``rel`` below ``location`` (each planned file can be taken once; one
-        taken out of order is started at once, one not planned is read now)."""
-        wanted = location.url_of(rel)
+    def take(self, location: Location, rel: str, span: tuple[int, int] | None = None) -> bytes:
+        """The bytes of ``rel`` below ``location``, or of its byte range ``span`` (each planned
+        file or range can be taken once; one taken out of order is started at once, one not
+        planned is read now)."""
+        wanted = (location.url_of(rel), span)
         future = self._pop_started(wanted)
         if future is None:
             future = self._start_waiting(wanted)
         if future is None:
-            return location.read_bytes(rel)
+            return location.read_bytes(rel) if span is None else location.read_range(rel, *span)
         self._fill()  # the next requests start before this one is waited for
         return bytes(future.result())
 
@@ -566,7 +591,7 @@ class Prefetch:
             self._started.popleft()[2].cancel()
         self._held = 0
 
-    def _pop_started(self, wanted: str) -> Future[Any] | None:
+    def _pop_started(self, wanted: tuple[str, _Span]) -> Future[Any] | None:
         for index, (url, size, future) in enumerate(self._started):
             if url == wanted:
                 del self._started[index]
@@ -574,28 +599,30 @@ class Prefetch:
                 return future
         return None
 
-    def _start_waiting(self, wanted: str) -> Future[Any] | None:
-        for index, (location, rel, _) in enumerate(self._waiting):
-            if location.url_of(rel) == wanted:
+    def _start_waiting(self, wanted: tuple[str, _Span]) -> Future[Any] | None:
+        for index, (location, rel, _, span) in enumerate(self._waiting):
+            if (location.url_of(rel), span) == wanted:
                 del self._waiting[index]
-                return self._start(location, rel, block=True)
+                return self._start(location, rel, span, block=True)
         return None
 
     def _fill(self) -> None:
         while self._waiting:
-            location, rel, size = self._waiting[0]
+            location, rel, size, span = self._waiting[0]
             if self._started and self._held + size > self._io.max_bytes:
                 return
-            future = self._start(location, rel, block=False)
+            future = self._start(location, rel, span, block=False)
             if future is None:
                 return
             self._waiting.popleft()
-            self._started.append((location.url_of(rel), size, future))
+            self._started.append(((location.url_of(rel), span), size, future))
             self._held += size
 
-    def _start(self, location: Location, rel: str, *, block: bool) -> Future[Any] | None:
+    def _start(
+        self, location: Location, rel: str, span: _Span, *, block: bool
+    ) -> Future[Any] | None:
         try:
-            return self._io._read(location, rel, block=block)
+            return self._io._read(location, rel, span, block=block)
         except Exception as exc:  # e.g. an unknown protocol: this file's error, not the batch's
             future: Future[Any] = Future()
             future.set_exception(exc)

@@ -45,7 +45,7 @@ from pipeline.formats.metadata import (
     resolve_size_order,
 )
 from pipeline.io.jsonio import JsonError, parse_json
-from pipeline.io.parquet import staged_part, table_bytes, table_from_bytes, write_part
+from pipeline.io.parquet import table_bytes, table_from_bytes, write_bundle
 from pipeline.io.png import PngError, PngHeader
 from pipeline.io.storage import BatchIO, InputFile, Prefetch
 from pipeline.kernels.masks import flag_bits, typed_totals_of_masks
@@ -432,9 +432,9 @@ def _candidate_table(rows: list[dict[str, Any]]) -> pa.Table:
 def finish_batch(measured: Measured, encoding: Encoding, ctx: TaskContext) -> BatchSummary:
     """Type the measured colours under ``encoding``, match detections, write the batch's parts.
 
-    Side effects: writes ``masks/``, ``instances/``, ``detections/``, ``frames/`` and
-    ``errors/`` staged parts ``_staged/<table>/part-<batch key>-<encoding>.arrow`` (a table
-    with no rows gets no part; named by the encoding too, so a batch typed under two encodings
+    Side effects: writes the ``masks``, ``instances``, ``detections``, ``frames`` and
+    ``errors`` rows as one staged bundle ``_staged/part-<batch key>-<encoding>.arrow`` (a table
+    with no rows gets no part in it; named by the encoding too, so a batch typed under two encodings
     by ``auto``, see :func:`measure_and_finish`, keeps both results and their ledger entries).
     Idempotent: the same batch and options always write the same bytes to the same names.
     """
@@ -514,12 +514,14 @@ def finish_batch(measured: Measured, encoding: Encoding, ctx: TaskContext) -> Ba
         "frames": measured.frames,
         "errors": measured.errors,
     }
+    staged = {}
     for table, rows in outputs.items():
         summary.rows[table] = len(rows)
         if len(rows):  # no table built for no rows: ~0.05 ms each, a batch's fixed cost
-            data = rows if isinstance(rows, pa.Table) else to_arrow(table, rows)
-            part = staged_part(table, f"{measured.batch_key}-{encoding}")
-            summary.add_part(table, write_part(ctx.output, part, data))
+            staged[table] = rows if isinstance(rows, pa.Table) else to_arrow(table, rows)
+    if staged:
+        key = f"{measured.batch_key}-{encoding}"
+        summary.add_bundle(write_bundle(ctx.output, key, staged))
     return summary
 
 

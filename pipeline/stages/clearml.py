@@ -23,7 +23,7 @@ from pipeline.formats.clearml import (
     redact_uri,
     safe_relative_path,
 )
-from pipeline.io.parquet import staged_part, write_part
+from pipeline.io.parquet import write_bundle
 from pipeline.io.png import PngError, checked_header
 from pipeline.io.storage import InputFile, Location, Prefetch
 from pipeline.kernels.masks import AlphaStats, alpha_stats, label_values
@@ -75,9 +75,9 @@ class _Rows:
 def process_frames_batch(batch: Batch[FrameMasks], ctx: TaskContext) -> BatchSummary:
     """Measure every mask of a batch of frames and write the batch's parts.
 
-    Side effects: ``masks/``, ``labels/`` (pixel mode) or ``alpha/`` (alpha mode), ``errors/``
-    staged parts ``_staged/<table>/part-<batch key>.arrow``; rescaled PNG masks under
-    ``scaled/`` (:func:`~pipeline.stages.common.scaled_rel`). Idempotent.
+    Side effects: the ``masks/``, ``labels/`` (pixel mode) or ``alpha/`` (alpha mode) and
+    ``errors/`` rows as one staged bundle ``_staged/part-<batch key>.arrow``; rescaled PNG
+    masks under ``scaled/`` (:func:`~pipeline.stages.common.scaled_rel`). Idempotent.
     """
     with batch_io(ctx) as (ctx, storage):
         reads = storage.prefetch_from(
@@ -108,12 +108,14 @@ def _process_frames(batch: Batch[FrameMasks], ctx: TaskContext, reads: Prefetch)
         summary.masks[row["kind"]] += 1
         summary.landed["mask"] += 1
     summary.add_errors(rows.errors, kind="mask")
+    staged = {}
     for table in ("masks", "labels", "alpha", "errors"):
         data = to_arrow(table, getattr(rows, table))
         if data.num_rows:
             summary.rows[table] = data.num_rows
-            part = staged_part(table, batch.key)
-            summary.add_part(table, write_part(ctx.output, part, data))
+            staged[table] = data
+    if staged:
+        summary.add_bundle(write_bundle(ctx.output, batch.key, staged))
     return summary
 
 

@@ -23,7 +23,7 @@ from pipeline.formats.celantur import (
     classify_name,
     normalise_type_label,
 )
-from pipeline.io.parquet import StagedPart
+from pipeline.io.parquet import StagedBundle
 from pipeline.kernels.quantiles import AreaSketch
 
 #: Failed inputs a summary names (the first by path; ``errors/`` has them all).
@@ -104,6 +104,7 @@ class BatchSummary:
     landed: Counter[str] = field(default_factory=Counter)  # inputs in their table, by kind
     failed_inputs: Counter[str] = field(default_factory=Counter)  # by input kind
     rows: Counter[str] = field(default_factory=Counter)
+    #: per table, the part references of its staged rows (:func:`pipeline.io.parquet.staged_span`)
     parts: dict[str, list[str]] = field(default_factory=dict)
     evidence: EncodingEvidence = field(default_factory=EncodingEvidence.empty)
     video_rows: list[dict[str, Any]] = field(default_factory=list)  # summary rows, one per video
@@ -117,7 +118,7 @@ class BatchSummary:
     #: image batches whose measured rows this run's ``auto`` pass 1 parked for pass 2 to finish
     #: (not in the summary's JSON: a summary reused from the ledger parked nothing in this run)
     parked: set[str] = field(default_factory=set)
-    #: size and SHA-256 of each staged part this summary's work wrote, taken from the bytes as
+    #: size and SHA-256 of each staged bundle this summary's work wrote, taken from the bytes as
     #: written: for its ledger entry only (not in the summary's JSON, dropped by
     #: :func:`~pipeline.stages.work.run_work` once the entry is saved, so never merged)
     written: dict[str, tuple[int, str]] = field(default_factory=dict)
@@ -151,10 +152,11 @@ class BatchSummary:
             parked=self.parked | other.parked,
         )
 
-    def add_part(self, table: str, part: StagedPart) -> None:
-        """Record a staged part of ``table`` that this work wrote, with its fingerprint."""
-        self.parts.setdefault(table, []).append(part.rel)
-        self.written[part.rel] = (part.size, part.sha256)
+    def add_bundle(self, bundle: StagedBundle) -> None:
+        """Record the staged bundle this work wrote: its tables' parts, and its fingerprint."""
+        for table, ref in bundle.parts.items():
+            self.parts.setdefault(table, []).append(ref)
+        self.written[bundle.rel] = (bundle.size, bundle.sha256)
 
     def add_mask(self, kind: str) -> None:
         """Count one mask written to ``masks/``."""

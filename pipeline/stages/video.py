@@ -35,7 +35,7 @@ from pipeline.formats.video import (
     summarise_findings,
 )
 from pipeline.io.jsonio import JsonError
-from pipeline.io.parquet import staged_from_bytes, staged_part, write_part
+from pipeline.io.parquet import staged_bundle, staged_tables, write_bundle
 from pipeline.io.storage import Prefetch
 from pipeline.kernels.quantiles import ScoreHistogram
 from pipeline.kernels.tracking import GapColumns, GapFinder, Labels
@@ -51,7 +51,8 @@ from pipeline.tables import SCHEMAS, to_arrow
 
 def process_chunk_batch(batch: Batch[VideoChunk], ctx: TaskContext) -> BatchSummary:
     """Parse a batch of chunk files and write its ``detections/``, ``frames/``, ``chunks/`` and
-    ``errors/`` parts (``part-<batch key>.arrow``). Idempotent, like every batch task."""
+    ``errors/`` rows as one staged bundle (``_staged/part-<batch key>.arrow``). Idempotent, like
+    every batch task."""
     with batch_io(ctx) as (ctx, storage):
         planned = [(c.file.key, c.file.size) for c in batch.groups if c.numbered]
         reads = storage.prefetch(ctx.source, planned)
@@ -97,12 +98,15 @@ def _process_chunks(batch: Batch[VideoChunk], ctx: TaskContext, reads: Prefetch)
         "chunks": to_arrow("chunks", chunk_rows),
         "errors": to_arrow("errors", issues),
     }
-    for table, data_table in outputs.items():
-        if data_table is not None and data_table.num_rows:
-            summary.rows[table] = data_table.num_rows
-            summary.add_part(
-                table, write_part(ctx.output, staged_part(table, batch.key), data_table)
-            )
+    staged = {
+        table: data_table
+        for table, data_table in outputs.items()
+        if data_table is not None and data_table.num_rows
+    }
+    for table, data_table in staged.items():
+        summary.rows[table] = data_table.num_rows
+    if staged:
+        summary.add_bundle(write_bundle(ctx.output, batch.key, staged))
     return summary
 
 
@@ -416,14 +420,13 @@ def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 def track_videos(assignment: TrackAssignment, ctx: TaskContext) -> BatchSummary:
     """Link each assigned video's detections across frames and chunks; write ``gaps/``.
 
-    Reads only the ``frames/``, ``detections/`` and ``chunks/`` parts of the assignment's chunk
-    batches, in frame order. Side effects: ``gaps/part-<key>.arrow`` and
-    ``errors/part-<key>.arrow`` (chunk gaps and overlaps, as warnings). Idempotent.
+    Reads the ``frames``, ``detections`` and ``chunks`` rows of the assignment's chunk batches
+    (one read of each batch's staged bundle), in frame order. Side effect: the staged bundle
+    ``_staged/part-<key>.arrow`` with the ``gaps`` rows and the chunk gaps and overlaps (as
+    warnings, ``errors``). Idempotent.
     """
     with batch_io(ctx) as (ctx, storage):
-        reads = storage.prefetch(
-            ctx.output, [(rel, 0) for key in assignment.batch_keys for rel in _part_rels(key)]
-        )
+        reads = storage.prefetch(ctx.output, [(staged_bundle(k), 0) for k in assignment.batch_keys])
         parts = [_read_parts(ctx, key, reads) for key in assignment.batch_keys]
         return _track(assignment, ctx, parts, _share_labels(parts))
 
@@ -483,26 +486,23 @@ def _track(
         "gaps": _gap_table(gap_media, GapColumns.concatenate(found)) if gap_media else None,
         "errors": to_arrow("errors", issues) if issues else None,
     }
-    for table, data in outputs.items():
-        if data is not None:
-            summary.rows[table] = data.num_rows
-            part = staged_part(table, assignment.key)
-            summary.add_part(table, write_part(ctx.output, part, data))
+    staged = {table: data for table, data in outputs.items() if data is not None}
+    for table, data in staged.items():
+        summary.rows[table] = data.num_rows
+    if staged:
+        summary.add_bundle(write_bundle(ctx.output, assignment.key, staged))
     return summary
 
 
-def _part_rels(key: str) -> list[str]:
-    return [staged_part(table, key) for table in _PART_COLUMNS]
-
-
 def _read_parts(ctx: TaskContext, key: str, reads: Prefetch) -> _BatchRows:
-    """The batch's parts as arrays."""
+    """The batch's parts as arrays (one read of its staged bundle)."""
+    try:
+        staged = staged_tables(reads.take(ctx.output, staged_bundle(key)))
+    except FileNotFoundError:  # no rows written
+        staged = {}
     tables: dict[str, tuple[pa.Table, dict[str, tuple[int, int]]]] = {}
-    for (table, columns), rel in zip(_PART_COLUMNS.items(), _part_rels(key), strict=True):
-        try:
-            data = staged_from_bytes(reads.take(ctx.output, rel), columns)
-        except FileNotFoundError:  # no rows written
-            data = SCHEMAS[table].empty_table().select(columns)
+    for table, columns in _PART_COLUMNS.items():
+        data = staged.get(table, SCHEMAS[table].empty_table()).select(columns)
         tables[table] = _by_source(data)
     (frames, frame_rows), (det, det_rows) = tables["frames"], tables["detections"]
     chunks, chunk_rows = tables["chunks"]

@@ -78,6 +78,24 @@ def test_prefetch_reads_each_file_once_in_one_get(
         assert 1 < counters.max_in_flight <= 4
 
 
+def test_prefetch_ranges_reads_each_range_in_one_get(
+    location: Location, request: pytest.FixtureRequest
+) -> None:
+    """Byte ranges of files are read with one ranged GET each (no HEAD for the size), and a
+    range not planned is read when taken."""
+    rels = list(FILES)
+    ranges = [(rel, i, 50 + 2 * i) for i, rel in enumerate(rels[:8])]
+    with BatchIO(concurrency=4, max_bytes=1 << 20) as io:
+        reads = io.prefetch_ranges(location, ranges)
+        got = [reads.take(location, rel, (start, end)) for rel, start, end in reversed(ranges)]
+        unplanned = reads.take(location, rels[9], (3, 7))
+    assert got == [FILES[rel][start:end] for rel, start, end in reversed(ranges)]
+    assert unplanned == FILES[rels[9]][3:7]
+    counters = _requests(request)
+    if counters is not None:
+        assert counters.methods == Counter(GET=len(ranges) + 1)
+
+
 def test_prefetch_out_of_order_twice_and_unplanned(location: Location) -> None:
     """A file taken before its turn is started at once; a file planned twice is read twice;
     a file not planned is read when taken; files never taken are dropped at the end."""
