@@ -107,11 +107,10 @@ def table_from_bytes(data: bytes, columns: list[str] | None = None) -> pa.Table:
     return pq.ParquetFile(pa.BufferReader(_arrow_owned(data))).read(columns=columns)
 
 
-def staged_from_bytes(data: bytes | memoryview, columns: list[str] | None = None) -> pa.Table:
-    """The table of one staged part (a table's stream, :func:`write_bundle`, or a content
-    part, :func:`write_content_part`) held in memory (``columns``: only those)."""
-    table = ipc.open_stream(_arrow_owned(data)).read_all()
-    return table.select(columns) if columns is not None else table
+def staged_from_bytes(data: bytes | memoryview) -> pa.Table:
+    """The table of one staged part (a table's stream in a bundle, :func:`write_bundle`, or a
+    content part, :func:`write_content_part`) held in memory."""
+    return ipc.open_stream(_arrow_owned(data)).read_all()
 
 
 def staged_tables(data: bytes) -> dict[str, pa.Table]:
