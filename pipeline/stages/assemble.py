@@ -72,7 +72,7 @@ def plan_files(table: str, parts: list[str], sizes: dict[str, int]) -> list[File
 
 
 def staged_sizes(output: Location, folder: str) -> dict[str, int]:
-    """Sizes of the staged parts below ``folder``, from one listing."""
+    """Sizes of the staged files (bundles, content parts) below ``folder``, from one listing."""
     files: list[InputFile] = output.list_files(folder)
     return {f.rel: f.size for f in files}
 
@@ -149,6 +149,7 @@ def _plan_reads(
     for span, size in zip(spans, sizes, strict=True):
         read = span
         if span.end is not None:
+            # (a merged read of ranges always has an end)
             read = next(
                 r for r in merged[span.rel] if r.start <= span.start <= span.end <= (r.end or 0)
             )
