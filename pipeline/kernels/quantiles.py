@@ -53,8 +53,11 @@ class AreaSketch:
         areas = np.asarray(areas, dtype=np.int64)
         if areas.size == 0:
             return
-        keys, counts = np.unique(_bucket_of(areas), return_counts=True)
-        for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
+        # Counted by bincount, not np.unique: one call instead of a sort and several passes
+        # (a batch's segments are added per type; make bench's spread).
+        counts = np.bincount(_bucket_of(areas))
+        keys = np.flatnonzero(counts)
+        for key, count in zip(keys.tolist(), counts[keys].tolist(), strict=True):
             self.counts[key] = self.counts.get(key, 0) + count
         low, high = int(areas.min()), int(areas.max())
         self.minimum = low if self.minimum is None else min(self.minimum, low)

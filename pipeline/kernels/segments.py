@@ -243,18 +243,15 @@ class ColourAccumulator:
     def result(self, width: int, height: int, depth: int = 8) -> ColourStats:
         """The statistics of the rows measured so far, sorted by colour; ``depth`` is the bits
         per channel of the rows (8 or 16)."""
-        used = self.keys != _EMPTY
-        keys, table = self.keys[used], self.table[used]
-        order = np.argsort(keys, kind="stable")
-        keys, table = keys[order], table[order]
-        channel = (1 << depth) - 1
-        colours = np.stack(
-            [(keys >> (2 * depth)) & channel, (keys >> depth) & channel, keys & channel], axis=1
-        )
+        # As few numpy calls as will do: this runs once per mask, on caches the mask's pixels
+        # have just evicted (each call costs several times its in-cache time there).
+        used = np.flatnonzero(self.keys != _EMPTY)
+        order = used[np.argsort(self.keys[used])]  # keys are distinct: any sort is stable
+        keys, table = self.keys[order], self.table[order]
+        colours = (keys[:, None] >> np.array([2 * depth, depth, 0])) & ((1 << depth) - 1)
         counts = table[:, _COUNT]
         with np.errstate(invalid="ignore", divide="ignore"):
-            centroid_x = table[:, _SUMX] / counts
-            centroid_y = table[:, _SUMY] / counts
+            centroid_x, centroid_y = table[:, [_SUMX, _SUMY]].T / counts
         return ColourStats(
             colours=colours.astype(np.uint16 if depth == 16 else np.uint8),
             pixels=counts,
