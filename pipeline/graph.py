@@ -22,6 +22,7 @@ from typing import Any
 from pipeline import logs
 from pipeline.config import SCHEDULER_ENV, ExecutionOptions
 from pipeline.io.storage import in_background
+from pipeline.stopping import stop_if_asked
 
 #: glibc malloc settings for the worker processes we start. Dask sets MALLOC_TRIM_THRESHOLD_
 #: for its workers, which also freezes glibc's mmap threshold at 128 KiB: every inflate strip
@@ -113,7 +114,10 @@ class Executor:
         """Yield ``function(item, *args)`` for every item, in completion order.
 
         On a cluster each item is one task (retried up to :data:`TASK_RETRIES` times); results
-        are released as soon as they are yielded. ``progress`` draws a bar; without one,
+        are released as soon as they are yielded. A stop asked for by a signal is looked for
+        as each item ends (:func:`~pipeline.stopping.stop_if_asked`): a run whose ``Stopped``
+        was lost (dropped in a C callback, such as llvmlite's while numba loads a kernel)
+        stops there instead of running on to its commit. ``progress`` draws a bar; without one,
         progress lines are logged (see :func:`pipeline.logs.progress`).
         """
         bar = logs.progress(len(items), label, bar=progress)
@@ -124,6 +128,7 @@ class Executor:
                     _overlapped(calls, self.overlap) if self.overlap > 1 else (c() for c in calls)
                 )
                 for result in results:
+                    stop_if_asked()
                     yield result
                     bar.update(1)
                 return
@@ -135,6 +140,7 @@ class Executor:
                 pure=False, retries=TASK_RETRIES,
             )  # fmt: skip
             for future in as_completed(futures):
+                stop_if_asked()
                 yield future.result()
                 future.release()
                 bar.update(1)

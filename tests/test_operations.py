@@ -379,6 +379,37 @@ def test_a_stop_whose_exception_was_lost_still_commits_nothing(
     assert read_run(str(out)) != committed
 
 
+def test_a_stop_lost_mid_pass_stops_the_run_at_the_next_work_item(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stop whose exception was lost while a work item ran (as when the signal lands in
+    llvmlite's ctypes callback while numba loads a kernel) ends the run as that item ends: no
+    other work item starts, exit 128 + signal, one message, nothing committed."""
+    source, out = tmp_path / "in", tmp_path / "out"
+    make_celantur_tree(source / "images", seed=3, images=6)
+    run = ["celantur", str(source), str(out), "--scheduler", "sync", "--no-progress"]
+    assert cli.main(run) == 0
+    committed, tables = read_run(str(out)), _tables(str(out), {})
+    make_celantur_tree(source / "more", seed=4, images=6)
+    done = []
+    work = runner.run_work
+
+    def work_then_lose_a_stop(*args: Any) -> Any:
+        done.append(work(*args))
+        stopping.ask_to_stop(signal.SIGTERM)  # recorded; the exception is never raised
+        return done[-1]
+
+    monkeypatch.setattr(runner, "run_work", work_then_lose_a_stop)
+    capsys.readouterr()
+    assert cli.main(run) == 128 + signal.SIGTERM
+    assert len(done) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "mask-pipeline: stopped by SIGTERM; the output holds the last committed run"
+    )
+    assert read_run(str(out)) == committed
+    assert _tables(str(out), {}) == tables
+
+
 @pytest.mark.parametrize("scheduler", ["sync", "local"])
 def test_api_runs_leave_stop_signals_to_the_host(
     scheduler: str, tree: Path, tmp_path: Path
