@@ -531,11 +531,22 @@ def _stop_on_signals() -> Iterator[None]:
             signal.signal(number, signal.SIG_DFL)
         raise ask_to_stop(signum)
 
+    report_unraisable = sys.unraisablehook
+
+    def quiet_lost_stop(unraisable: Any) -> None:
+        # A handler run inside a C callback (llvmlite's, while numba loads a kernel) raises
+        # where nobody can catch it: Python reports it as "Exception ignored" on stderr. The
+        # stop is recorded, and the run ends at its next work item (pipeline.stopping).
+        if not isinstance(unraisable.exc_value, Stopped):
+            report_unraisable(unraisable)
+
     forget_stops()
     previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
+    sys.unraisablehook = quiet_lost_stop
     try:
         yield
     finally:
+        sys.unraisablehook = report_unraisable
         for number, handler in previous.items():
             signal.signal(number, handler)
         forget_stops()
