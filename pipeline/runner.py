@@ -88,7 +88,7 @@ from pipeline.stages.plan import (
     group_images,
     order_chunks,
 )
-from pipeline.stages.summary import BatchSummary
+from pipeline.stages.summary import BatchSummary, SummaryFold, merge_all
 from pipeline.stages.work import Work, run_work
 from pipeline.stopping import stop_if_asked
 from pipeline.tables import SCHEMAS, TABLES, to_arrow
@@ -434,12 +434,12 @@ def _execute_celantur(
     first += [Work("chunks", b) for b in plan.chunk_batches]
     # Summaries by the encoding that typed their image rows (None: none typed), so the rows of
     # batches typed under another encoding than the dataset's can be left out.
-    by_encoding: dict[str | None, BatchSummary] = {}
+    folds: dict[str | None, SummaryFold] = {}
     for part in _pass_results(executor, first, ctx, "pass 1"):
-        typed = next(iter(part.typed.values()), None)
-        by_encoding[typed] = by_encoding.get(typed, BatchSummary()).merge(part)
+        folds.setdefault(next(iter(part.typed.values()), None), SummaryFold()).add(part)
     run.lap("pass1")
-    everything = functools.reduce(BatchSummary.merge, by_encoding.values(), BatchSummary())
+    by_encoding = {typed: fold.result() for typed, fold in folds.items()}
+    everything = merge_all(by_encoding.values())
     _log_pass(run, "pass1", everything)
     encoding: Encoding
     warning: str | None = None
@@ -476,9 +476,7 @@ def _execute_celantur(
 
 def _run_pass(executor: Executor, work: list[Work], ctx: TaskContext, label: str) -> BatchSummary:
     """Map the work items over the executor, merging their summaries as they arrive."""
-    return functools.reduce(
-        BatchSummary.merge, _pass_results(executor, work, ctx, label), BatchSummary()
-    )
+    return merge_all(_pass_results(executor, work, ctx, label))
 
 
 def _pass_results(

@@ -304,6 +304,45 @@ class BatchSummary:
         return rows + self.video_rows
 
 
+class SummaryFold:
+    """Summaries merged as they arrive (:meth:`add`), into one (:meth:`result`).
+
+    Merged like a binary counter: two partial results of as many summaries are merged as soon
+    as both exist, so each summary is copied about log2(n) times and at most log2(n) partial
+    results are held. A left fold (``reduce(BatchSummary.merge, ...)``) copies everything
+    merged so far at every step: quadratic in the work items (16,000 took 7 s of the client's
+    time). The result is the same: :meth:`BatchSummary.merge` is associative and its sums are
+    exact, and the order of arrival is kept.
+    """
+
+    def __init__(self) -> None:
+        self._partial: list[tuple[int, BatchSummary]] = []  # (summaries merged, their merge)
+
+    def add(self, summary: BatchSummary) -> None:
+        """Merge one more summary."""
+        count = 1
+        while self._partial and self._partial[-1][0] == count:
+            earlier_count, earlier = self._partial.pop()
+            summary = earlier.merge(summary)
+            count += earlier_count
+        self._partial.append((count, summary))
+
+    def result(self) -> BatchSummary:
+        """The merge of every summary added (an empty summary for none)."""
+        merged = BatchSummary()
+        for _, partial in self._partial:
+            merged = merged.merge(partial)
+        return merged
+
+
+def merge_all(summaries: Iterable[BatchSummary]) -> BatchSummary:
+    """The merge of ``summaries``, taken as they come (see :class:`SummaryFold`)."""
+    fold = SummaryFold()
+    for summary in summaries:
+        fold.add(summary)
+    return fold.result()
+
+
 # ---------------------------------------------------------------------------------------------
 # JSON form, for the ledger of incremental runs (never pickle: the output root is shared storage)
 # ---------------------------------------------------------------------------------------------
