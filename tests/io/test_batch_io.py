@@ -218,3 +218,15 @@ def test_an_error_in_the_block_still_waits_for_the_writes(tmp_path: Path) -> Non
 def test_bounds_must_be_positive() -> None:
     with pytest.raises(ValueError):
         BatchIO(concurrency=0, max_bytes=1)
+
+
+def test_written_behind_is_the_same_storage(tmp_path: Path) -> None:
+    """A location written behind keeps the run's storage timeout and the filesystem its
+    location resolved, and writes where that location does."""
+    location = Location(str(tmp_path), {}, storage_timeout=7.0)
+    with BatchIO(2, 1 << 20) as io:
+        behind = io.behind(location)
+        behind.write_bytes("a/b.bin", b"x")
+    assert behind.storage_timeout == 7.0
+    assert behind.fs is location.fs and behind.root == location.root
+    assert (tmp_path / "a" / "b.bin").read_bytes() == b"x"
