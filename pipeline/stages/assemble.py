@@ -160,6 +160,13 @@ def _plan_reads(
 
 def _assemble(group: FileGroup, parts: list[memoryview], output: Location) -> AddAction:
     schema = SCHEMAS[group.table]
-    tables = [staged_from_bytes(data).cast(schema) for data in parts]
+    tables = [_in_schema(staged_from_bytes(data), schema) for data in parts]
     data = pa.concat_tables(tables) if tables else empty(group.table)
     return write_data_file(output, group.table, data)
+
+
+def _in_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` cast to ``schema`` where it differs. Parts are staged in their table's schema,
+    and casting one that already is costs ~0.1 ms (a cast per column), a batch's fixed cost in
+    ``make bench``'s spread; comparing the schemas costs ~0.1 us."""
+    return table if table.schema.equals(schema) else table.cast(schema)
