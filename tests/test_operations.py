@@ -348,19 +348,28 @@ def test_stop_signal_mid_run_exits_fast_and_commits_nothing(
     assert elapsed < 30
 
 
+def _committed_in_process(
+    tmp_path: Path, *, images: int, more: int
+) -> tuple[list[str], Path, dict[str, Any] | None, dict[str, Any]]:
+    """A committed sync run of the CLI in this process over ``images`` images, then ``more``
+    images added to its source: the CLI's arguments, the output, the committed ``_run.json``
+    and tables."""
+    source, out = tmp_path / "in", tmp_path / "out"
+    make_celantur_tree(source / "images", seed=3, images=images)
+    run = ["celantur", str(source), str(out), "--scheduler", "sync", "--no-progress"]
+    assert cli.main(run) == 0
+    committed, tables = read_run(str(out)), _tables(str(out), {})
+    make_celantur_tree(source / "more", seed=4, images=more)
+    return run, out, committed, tables
+
+
 def test_a_stop_whose_exception_was_lost_still_commits_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A stop signal whose :class:`~pipeline.stopping.Stopped` never reached the run (dropped
     in a C callback or a finaliser, in rare timing) still stops it before its commit: the run
     ends with 128 + signal and the committed run is unchanged."""
-    source, out = tmp_path / "in", tmp_path / "out"
-    make_celantur_tree(source / "images", seed=3, images=4)
-    run = ["celantur", str(source), str(out), "--scheduler", "sync", "--no-progress"]
-    assert cli.main(run) == 0
-    committed, tables = read_run(str(out)), _tables(str(out), {})
-    make_celantur_tree(source / "more", seed=4, images=2)
-
+    run, out, committed, tables = _committed_in_process(tmp_path, images=4, more=2)
     look = runner._stop_if_committed
 
     def look_then_lose_a_stop(*args: Any) -> None:
@@ -390,12 +399,7 @@ def test_a_stop_lost_mid_pass_stops_the_run_at_the_next_work_item(
     ctypes callbacks while numba loads a kernel: the ``Stopped`` it raises is lost, reported
     as "Exception ignored") ends the run as that item ends: no other work item starts, exit
     128 + signal, the one message and no report of the lost exception, nothing committed."""
-    source, out = tmp_path / "in", tmp_path / "out"
-    make_celantur_tree(source / "images", seed=3, images=6)
-    run = ["celantur", str(source), str(out), "--scheduler", "sync", "--no-progress"]
-    assert cli.main(run) == 0
-    committed, tables = read_run(str(out)), _tables(str(out), {})
-    make_celantur_tree(source / "more", seed=4, images=6)
+    run, out, committed, tables = _committed_in_process(tmp_path, images=6, more=6)
     done = []
     work = runner.run_work
 
