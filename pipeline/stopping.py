@@ -3,8 +3,9 @@
 The CLI's signal handler raises :class:`Stopped` in the main thread, which ends the run where it
 is. A raised exception can still be lost in rare timing (a handler that runs inside a C
 callback or a finaliser is reported as "Exception ignored" and dropped), so the handler also
-records the stop, and the run looks at the record right before it commits
-(:func:`stop_if_asked`): a stopped run never commits, whatever became of the exception.
+records the stop, and the run looks at the record as each work item ends and right before it
+commits (:func:`stop_if_asked`): a stopped run ends at its next work item and never commits,
+whatever became of the exception.
 """
 
 from __future__ import annotations

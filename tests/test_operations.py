@@ -303,8 +303,8 @@ def _committed_then_more_inputs(
     source, out = tmp_path / "in", tmp_path / "out"
     make_celantur_tree(source / "images", seed=3, images=6)
     # The small video makes this first run compile every kernel into numba's cache: a signal
-    # arriving while numba compiles lands in one of its ctypes callbacks, where Python prints
-    # and drops whatever the handler raises (see the README).
+    # arriving while numba compiles lands in one of its ctypes callbacks, where Python drops
+    # whatever the handler raises and the run ends only as its work item ends (see the README).
     make_video_fleet(source / "warm-up", seed=4, videos=1, frames_per_video=100, quirks=False)
     code, _, err = _finish(_cli("celantur", str(source), str(out), "--scheduler", "sync",
                                 "--no-progress"))  # fmt: skip
