@@ -45,7 +45,7 @@ from pipeline.formats.metadata import (
     resolve_size_order,
 )
 from pipeline.io.jsonio import JsonError, parse_json
-from pipeline.io.parquet import table_bytes, table_from_bytes, write_bundle
+from pipeline.io.parquet import table_bytes, table_from_bytes
 from pipeline.io.png import PngError, PngHeader
 from pipeline.io.storage import BatchIO, InputFile, Prefetch
 from pipeline.kernels.masks import flag_bits, typed_totals_of_masks
@@ -57,6 +57,7 @@ from pipeline.stages.common import (
     batch_io,
     guarded,
     read_input,
+    stage_rows,
     write_scaled,
 )
 from pipeline.stages.measure import measure_binary, measure_instance
@@ -491,14 +492,14 @@ def finish_batch(measured: Measured, encoding: Encoding, ctx: TaskContext) -> Ba
         "frames": measured.frames,
         "errors": measured.errors,
     }
-    staged = {}
-    for table, rows in outputs.items():
-        summary.rows[table] = len(rows)
-        if len(rows):  # no table built for no rows: ~0.05 ms each, a batch's fixed cost
-            staged[table] = rows if isinstance(rows, pa.Table) else to_arrow(table, rows)
-    if staged:
-        key = f"{measured.batch_key}-{encoding}"
-        summary.add_bundle(write_bundle(ctx.output, key, staged))
+    # No table built for no rows: ~0.05 ms each, a batch's fixed cost.
+    tables = {
+        table: (rows if isinstance(rows, pa.Table) else to_arrow(table, rows))
+        if len(rows)
+        else None
+        for table, rows in outputs.items()
+    }
+    stage_rows(summary, ctx.output, f"{measured.batch_key}-{encoding}", tables)
     return summary
 
 

@@ -23,12 +23,18 @@ from pipeline.formats.clearml import (
     redact_uri,
     safe_relative_path,
 )
-from pipeline.io.parquet import write_bundle
 from pipeline.io.png import PngError, checked_header
 from pipeline.io.storage import InputFile, Location, Prefetch
 from pipeline.kernels.masks import AlphaStats, alpha_stats, label_values
 from pipeline.kernels.segments import ColourStats, colour_stats
-from pipeline.stages.common import ErrorLog, TaskContext, batch_io, guarded, write_scaled
+from pipeline.stages.common import (
+    ErrorLog,
+    TaskContext,
+    batch_io,
+    guarded,
+    stage_rows,
+    write_scaled,
+)
 from pipeline.stages.plan import Batch
 from pipeline.stages.streamed import streamed_alpha, streamed_labels
 from pipeline.stages.summary import BatchSummary, MaskLabelStats
@@ -108,14 +114,9 @@ def _process_frames(batch: Batch[FrameMasks], ctx: TaskContext, reads: Prefetch)
         summary.masks[row["kind"]] += 1
         summary.landed["mask"] += 1
     summary.add_errors(rows.errors, kind="mask")
-    staged = {}
-    for table in ("masks", "labels", "alpha", "errors"):
-        data = to_arrow(table, getattr(rows, table))
-        if data.num_rows:
-            summary.rows[table] = data.num_rows
-            staged[table] = data
-    if staged:
-        summary.add_bundle(write_bundle(ctx.output, batch.key, staged))
+    listed = {table: getattr(rows, table) for table in ("masks", "labels", "alpha", "errors")}
+    tables = {table: to_arrow(table, found) if found else None for table, found in listed.items()}
+    stage_rows(summary, ctx.output, batch.key, tables)
     return summary
 
 

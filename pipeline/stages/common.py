@@ -6,19 +6,22 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline.config import CelanturOptions, ClearmlOptions
 from pipeline.formats.clearml import MaskLabels
 from pipeline.graph import step_aside
+from pipeline.io.parquet import write_bundle
 from pipeline.io.png import encode_filtered_png, encode_png
 from pipeline.io.storage import BatchIO, InputFile, Location, Prefetch, StorageError, in_process
 from pipeline.kernels.masks import nearest_grid, rescale_nearest
 from pipeline.kernels.segments import nearest_up_filtered
+from pipeline.stages.summary import BatchSummary
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,19 @@ def batch_io(ctx: TaskContext) -> Iterator[tuple[TaskContext, BatchIO]]:
     with BatchIO(execution.io_concurrency, execution.batch_bytes) as storage:
         yield replace(ctx, output=storage.behind(ctx.output)), storage
         step_aside()
+
+
+def stage_rows(
+    summary: BatchSummary, output: Location, key: str, tables: Mapping[str, pa.Table | None]
+) -> None:
+    """Count each table's rows into ``summary`` and write the tables that have rows as the work
+    item's one staged bundle ``key`` (:func:`~pipeline.io.parquet.write_bundle`), recorded in
+    ``summary``; nothing is written when no table has rows (``None``: none built)."""
+    staged = {table: data for table, data in tables.items() if data is not None and data.num_rows}
+    for table, data in staged.items():
+        summary.rows[table] = data.num_rows
+    if staged:
+        summary.add_bundle(write_bundle(output, key, staged))
 
 
 def read_input(

@@ -35,11 +35,18 @@ from pipeline.formats.video import (
     summarise_findings,
 )
 from pipeline.io.jsonio import JsonError
-from pipeline.io.parquet import staged_bundle, staged_tables, write_bundle
+from pipeline.io.parquet import staged_bundle, staged_tables
 from pipeline.io.storage import Prefetch
 from pipeline.kernels.quantiles import ScoreHistogram
 from pipeline.kernels.tracking import GapColumns, GapFinder, Labels
-from pipeline.stages.common import ErrorLog, TaskContext, batch_io, guarded, read_input
+from pipeline.stages.common import (
+    ErrorLog,
+    TaskContext,
+    batch_io,
+    guarded,
+    read_input,
+    stage_rows,
+)
 from pipeline.stages.plan import Batch, TrackAssignment, VideoChunk
 from pipeline.stages.summary import BatchSummary, label_groups
 from pipeline.tables import SCHEMAS, to_arrow
@@ -98,15 +105,7 @@ def _process_chunks(batch: Batch[VideoChunk], ctx: TaskContext, reads: Prefetch)
         "chunks": to_arrow("chunks", chunk_rows),
         "errors": to_arrow("errors", issues),
     }
-    staged = {
-        table: data_table
-        for table, data_table in outputs.items()
-        if data_table is not None and data_table.num_rows
-    }
-    for table, data_table in staged.items():
-        summary.rows[table] = data_table.num_rows
-    if staged:
-        summary.add_bundle(write_bundle(ctx.output, batch.key, staged))
+    stage_rows(summary, ctx.output, batch.key, outputs)
     return summary
 
 
@@ -486,11 +485,7 @@ def _track(
         "gaps": _gap_table(gap_media, GapColumns.concatenate(found)) if gap_media else None,
         "errors": to_arrow("errors", issues) if issues else None,
     }
-    staged = {table: data for table, data in outputs.items() if data is not None}
-    for table, data in staged.items():
-        summary.rows[table] = data.num_rows
-    if staged:
-        summary.add_bundle(write_bundle(ctx.output, assignment.key, staged))
+    stage_rows(summary, ctx.output, assignment.key, outputs)
     return summary
 
 
