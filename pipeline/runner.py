@@ -72,7 +72,7 @@ from pipeline.logs import fields, show_bar
 from pipeline.stages.assemble import (
     FileGroup,
     assemble_files,
-    bundle_files,
+    deal_groups,
     plan_files,
     staged_sizes,
 )
@@ -710,8 +710,8 @@ def _commit(
         for group in plan_files(table, staged[table], sizes)
     ]  # fmt: skip
     adds: dict[str, list[Any]] = {table: [] for table in TABLES}
-    bundles = bundle_files(groups, executor.total_threads)
-    for assembled in executor.map(assemble_files, bundles, output, label="assemble"):
+    tasks = deal_groups(groups, executor.total_threads)
+    for assembled in executor.map(assemble_files, tasks, output, label="assemble"):
         for table, add in assembled:
             adds[table].append(add)
     # Right before the commits (one request per table, all at once), so that two runs whose

@@ -77,19 +77,19 @@ def staged_sizes(output: Location, folder: str) -> dict[str, int]:
     return {f.rel: f.size for f in files}
 
 
-def bundle_files(groups: list[FileGroup], tasks: int) -> list[tuple[FileGroup, ...]]:
+def deal_groups(groups: list[FileGroup], tasks: int) -> list[tuple[FileGroup, ...]]:
     """Deal ``groups`` into tasks: ``tasks`` of them (the worker threads), or more when the
     staged bytes exceed :data:`FILE_BYTES` per task; the largest groups first, each to the
     task holding the fewest bytes so far, so the tasks finish together."""
     total = sum(group.staged_bytes for group in groups)
     count = min(len(groups), max(tasks, -(-total // FILE_BYTES)))
-    bundles: list[list[FileGroup]] = [[] for _ in range(count)]
+    dealt: list[list[FileGroup]] = [[] for _ in range(count)]
     loads = [0] * count
     for group in sorted(groups, key=lambda g: g.staged_bytes, reverse=True):
         lightest = loads.index(min(loads))
-        bundles[lightest].append(group)
+        dealt[lightest].append(group)
         loads[lightest] += group.staged_bytes
-    return [tuple(bundle) for bundle in bundles]
+    return [tuple(task) for task in dealt]
 
 
 def assemble_files(groups: tuple[FileGroup, ...], output: Location) -> list[tuple[str, AddAction]]:
