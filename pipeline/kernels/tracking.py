@@ -282,8 +282,12 @@ def _keep_live(frame: Any, previous: Any, size: Any, ints: Any, floats: Any, cou
         dt = frame - ints[t, _LAST]
         if dt > max_gap + 1 or (ints[t, _HITS] < min_hits and ints[t, _LAST] != previous):
             continue
-        box = floats[t, _POS : _POS + 4] + dt * floats[t, _VEL : _VEL + 4]
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        # The predicted box's centre, edge by edge (no temporary array per track and frame).
+        x1 = floats[t, _POS] + dt * floats[t, _VEL]
+        y1 = floats[t, _POS + 1] + dt * floats[t, _VEL + 1]
+        x2 = floats[t, _POS + 2] + dt * floats[t, _VEL + 2]
+        y2 = floats[t, _POS + 3] + dt * floats[t, _VEL + 3]
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         if size[0] == size[0] and not 0 <= cx < size[0]:  # x == x: the width is known
             continue
         if size[1] == size[1] and not 0 <= cy < size[1]:
@@ -321,27 +325,33 @@ def _box_iou(a: Any, b: Any) -> Any:
 
 @numba.njit(cache=True, nogil=True)
 def _pairs(predicted: Any, labels: Any, count: Any, boxes: Any, codes: Any, high: Any,
-           min_iou: Any, iou: Any, allowed: Any) -> Any:  # fmt: skip
-    """The detection paired with each track (``-1``: none). Candidates share the label and
-    overlap the predicted box by at least ``min_iou``; a candidate alone in its row and column
-    is taken as it is, the others are assigned optimally: high-score detections first, then
-    ByteTrack's second round of the low-score ones for the tracks left."""
+           min_iou: Any, iou: Any, allowed: Any, per_row: Any, per_column: Any,
+           partner: Any) -> Any:  # fmt: skip
+    """The detection paired with each track (``partner[:count]``, returned; ``-1``: none).
+    Candidates share the label and overlap the predicted box by at least ``min_iou``; a
+    candidate alone in its row and column is taken as it is, the others are assigned optimally:
+    high-score detections first, then ByteTrack's second round of the low-score ones for the
+    tracks left. ``iou``, ``allowed``, ``per_row``, ``per_column`` and ``partner``: scratch
+    space, reused frame after frame (no allocation per frame)."""
     detections = len(boxes)
-    per_row = np.zeros(count, np.int64)
-    per_column = np.zeros(detections, np.int64)
+    per_row, per_column, partner = per_row[:count], per_column[:detections], partner[:count]
+    per_row[:] = 0
+    per_column[:] = 0
+    partner[:] = -1
     for t in range(count):
         for j in range(detections):
             iou[t, j] = value = _box_iou(predicted[t, :4], boxes[j])
             allowed[t, j] = value >= min_iou and value > 0 and labels[t] == codes[j]
             per_row[t] += allowed[t, j]
             per_column[j] += allowed[t, j]
-    partner = np.full(count, -1, np.int64)
+    conflicts = False
     for t in range(count):
         for j in range(detections):
             if allowed[t, j] and per_row[t] == 1 and per_column[j] == 1:
                 partner[t] = j
-    rows = np.flatnonzero((per_row > 0) & (partner < 0))
-    if len(rows):
+        conflicts |= per_row[t] > 0 and partner[t] < 0
+    if conflicts:
+        rows = np.flatnonzero((per_row > 0) & (partner < 0))
         cols = per_column > 0
         cols[partner[partner >= 0]] = False
         _assign(iou, allowed, rows, np.flatnonzero(cols & high), partner)
@@ -400,6 +410,8 @@ def _link(frames: Any, starts: Any, ends: Any, sizes: Any, boxes: Any, codes: An
     predicted = np.empty((len(ints), 16))
     iou = np.empty((len(ints), widest))
     allowed = np.empty((len(ints), widest), np.bool_)
+    per_row, partners = np.empty(len(ints), np.int64), np.empty(len(ints), np.int64)
+    per_column, matched = np.empty(widest, np.int64), np.empty(widest, np.bool_)
     for p in range(start, len(frames)):
         frame, first, end = frames[p], starts[p], ends[p]
         if first == end:
@@ -411,8 +423,9 @@ def _link(frames: Any, starts: Any, ends: Any, sizes: Any, boxes: Any, codes: An
             return _FULL, p
         _predict(frame, ints, floats, count, predicted)
         partner = _pairs(predicted, ints[:, _LABEL], count, boxes[first:end], codes[first:end],
-                         high[first:end], min_iou, iou, allowed)  # fmt: skip
-        matched = np.zeros(end - first, np.bool_)
+                         high[first:end], min_iou, iou, allowed, per_row, per_column,
+                         partners)  # fmt: skip
+        matched[: end - first] = False
         for t in range(count):
             j = partner[t]
             if j < 0:
