@@ -264,14 +264,20 @@ def _assign(iou: Any, allowed: Any, tracks: Any, detections: Any, out: Any) -> N
             out[rows[a]] = cols[chosen[a]]
 
 
-@numba.njit(cache=True, nogil=True)
-def _size(box: Any, edge: int) -> Any:
-    """The box's width for an x edge (0, 2), its height for a y edge (1, 3); at least 1."""
-    extent = box[2] - box[0] if edge % 2 == 0 else box[3] - box[1]
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def _size(boxes: Any, row: Any, column: Any, edge: int) -> Any:
+    """The width for an x edge (0, 2), the height for a y edge (1, 3) of the box at ``column``
+    of ``boxes[row]``; at least 1. (Rows and columns, not a view of the box: a view costs a
+    reference count in the kernels' inner loops.)"""
+    extent = (
+        boxes[row, column + 2] - boxes[row, column]
+        if edge % 2 == 0
+        else boxes[row, column + 3] - boxes[row, column + 1]
+    )
     return max(extent, 1.0)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, _nrt=False)
 def _keep_live(frame: Any, previous: Any, size: Any, ints: Any, floats: Any, count: Any,
                max_gap: Any, min_hits: Any) -> Any:  # fmt: skip
     """Drop (compacting, oldest first) the tracks that can no longer match at ``frame``: unseen
@@ -292,19 +298,21 @@ def _keep_live(frame: Any, previous: Any, size: Any, ints: Any, floats: Any, cou
             continue
         if size[1] == size[1] and not 0 <= cy < size[1]:
             continue
-        ints[kept] = ints[t]
-        floats[kept] = floats[t]
+        for c in range(_INTS):  # element by element: no temporary copy of the row
+            ints[kept, c] = ints[t, c]
+        for c in range(_FLOATS):
+            floats[kept, c] = floats[t, c]
         kept += 1
     return kept
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, _nrt=False)
 def _predict(frame: Any, ints: Any, floats: Any, count: Any, predicted: Any) -> None:
     """Kalman prediction of each track at ``frame``: box, then the covariance blocks."""
     for t in range(count):
         dt = float(frame - ints[t, _LAST])
         for k in range(4):
-            size = _size(floats[t, _POS : _POS + 4], k)
+            size = _size(floats, t, _POS, k)
             ppv, pvv = floats[t, _PPV + k], floats[t, _PVV + k]
             predicted[t, k] = floats[t, _POS + k] + dt * floats[t, _VEL + k]
             q = (_POSITION_NOISE * size) ** 2 * dt
@@ -313,13 +321,14 @@ def _predict(frame: Any, ints: Any, floats: Any, count: Any, predicted: Any) -> 
             predicted[t, 12 + k] = pvv + (_VELOCITY_NOISE * size) ** 2 * dt
 
 
-@numba.njit(cache=True, nogil=True)
-def _box_iou(a: Any, b: Any) -> Any:
-    """IoU of two boxes (as :func:`pipeline.kernels.matching.box_iou`; 0 for an empty union)."""
-    inter = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0) * max(
-        min(a[3], b[3]) - max(a[1], b[1]), 0.0
-    )
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def _box_iou(boxes_a: Any, i: Any, boxes_b: Any, j: Any) -> Any:
+    """IoU of the boxes ``boxes_a[i, :4]`` and ``boxes_b[j, :4]`` (as
+    :func:`pipeline.kernels.matching.box_iou`; 0 for an empty union)."""
+    ax1, ay1, ax2, ay2 = boxes_a[i, 0], boxes_a[i, 1], boxes_a[i, 2], boxes_a[i, 3]
+    bx1, by1, bx2, by2 = boxes_b[j, 0], boxes_b[j, 1], boxes_b[j, 2], boxes_b[j, 3]
+    inter = max(min(ax2, bx2) - max(ax1, bx1), 0.0) * max(min(ay2, by2) - max(ay1, by1), 0.0)
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
     return inter / union if union > 0 else 0.0
 
 
@@ -340,7 +349,7 @@ def _pairs(predicted: Any, labels: Any, count: Any, boxes: Any, codes: Any, high
     partner[:] = -1
     for t in range(count):
         for j in range(detections):
-            iou[t, j] = value = _box_iou(predicted[t, :4], boxes[j])
+            iou[t, j] = value = _box_iou(predicted, t, boxes, j)
             allowed[t, j] = value >= min_iou and value > 0 and labels[t] == codes[j]
             per_row[t] += allowed[t, j]
             per_column[j] += allowed[t, j]
@@ -359,33 +368,34 @@ def _pairs(predicted: Any, labels: Any, count: Any, boxes: Any, codes: Any, high
     return partner
 
 
-@numba.njit(cache=True, nogil=True)
-def _update(track: Any, frame: Any, box: Any, predicted: Any, ints: Any, floats: Any) -> None:
-    """Kalman update of ``track`` with its detection ``box`` at ``frame``."""
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def _update(track: Any, frame: Any, boxes: Any, d: Any, predicted: Any, ints: Any,
+            floats: Any) -> None:  # fmt: skip
+    """Kalman update of ``track`` with its detection ``boxes[d]`` at ``frame``."""
     for k in range(4):
-        ppp, ppv = predicted[4 + k], predicted[8 + k]
-        s = ppp + (_MEASUREMENT_NOISE * _size(box, k)) ** 2
+        ppp, ppv = predicted[track, 4 + k], predicted[track, 8 + k]
+        s = ppp + (_MEASUREMENT_NOISE * _size(boxes, d, 0, k)) ** 2
         gain_p, gain_v = ppp / s, ppv / s
-        innovation = box[k] - predicted[k]
-        floats[track, _POS + k] = predicted[k] + gain_p * innovation
+        innovation = boxes[d, k] - predicted[track, k]
+        floats[track, _POS + k] = predicted[track, k] + gain_p * innovation
         floats[track, _VEL + k] += gain_v * innovation
-        floats[track, _PVV + k] = predicted[12 + k] - gain_v * ppv
+        floats[track, _PVV + k] = predicted[track, 12 + k] - gain_v * ppv
         floats[track, _PPP + k] = (1 - gain_p) * ppp
         floats[track, _PPV + k] = (1 - gain_p) * ppv
-        floats[track, _BOX + k] = box[k]
+        floats[track, _BOX + k] = boxes[d, k]
     ints[track, _HITS] += 1
     ints[track, _LAST] = frame
 
 
-@numba.njit(cache=True, nogil=True)
-def _start(track: Any, ident: Any, label: Any, frame: Any, box: Any, ints: Any,
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def _start(track: Any, ident: Any, label: Any, frame: Any, boxes: Any, d: Any, ints: Any,
            floats: Any) -> None:  # fmt: skip
-    """A tentative track at ``box``, standing still with the start uncertainty."""
+    """A tentative track at ``boxes[d]``, standing still with the start uncertainty."""
     ints[track, _ID], ints[track, _LABEL], ints[track, _LAST], ints[track, _HITS] = (
         ident, label, frame, 1)  # fmt: skip
     for k in range(4):
-        size = _size(box, k)
-        floats[track, _BOX + k] = floats[track, _POS + k] = box[k]
+        size = _size(boxes, d, 0, k)
+        floats[track, _BOX + k] = floats[track, _POS + k] = boxes[d, k]
         floats[track, _VEL + k] = floats[track, _PPV + k] = 0.0
         floats[track, _PPP + k] = (_START_POSITION * size) ** 2
         floats[track, _PVV + k] = (_START_VELOCITY * size) ** 2
@@ -438,13 +448,13 @@ def _link(frames: Any, starts: Any, ends: Any, sizes: Any, boxes: Any, codes: An
                 gap_floats[g, 1:9] = floats[t, _POS : _POS + 8]
                 gap_floats[g, 9:13] = floats[t, _BOX : _BOX + 4]
                 state[3] = g + 1
-            _update(t, frame, boxes[first + j], predicted[t], ints, floats)
+            _update(t, frame, boxes, first + j, predicted, ints, floats)
             track_of[first + j] = ints[t, _ID]
             matched[j] = True
         for j in range(end - first):  # unmatched high-score detections start tentative tracks
             d = first + j
             if not matched[j] and high[d]:
-                _start(state[0], state[1], codes[d], frame, boxes[d], ints, floats)
+                _start(state[0], state[1], codes[d], frame, boxes, d, ints, floats)
                 track_of[d] = state[1]
                 state[0] += 1
                 state[1] += 1
