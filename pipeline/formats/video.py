@@ -1,7 +1,10 @@
 """Celantur video metadata chunks (``<video>-<start>-<end>.json``) as frame and detection columns.
 
 A chunk is a JSON array of at most 500 frames ``{id, detections, size, duration}``. Chunks are
-the bulk of a fleet's metadata, so the common case is decoded against a strict typed schema
+the bulk of a fleet's metadata. A chunk in the shape the product writes is scanned straight into
+arrays by a compiled scanner (:mod:`pipeline.kernels.chunkscan`: no Python object per detection),
+which refuses anything outside a strict subset of JSON and of the schema. What it refuses is
+decoded as before: against a strict typed schema
 (msgspec: no dict per detection, no silent bool-as-number coercion; boxes, offsets and sizes as
 fixed-length tuples, which the cyclic collector does not track) and each column is then built
 whole, by C-level iteration and checks on NumPy/Arrow arrays: no Python code per detection.
@@ -16,13 +19,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, compress
 from operator import attrgetter
 from typing import Annotated, Any, cast
 
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.formats.metadata import (
     INT64_LIMIT,
@@ -38,6 +42,7 @@ from pipeline.formats.metadata import (
     resolve_size_order,
 )
 from pipeline.io.jsonio import check_json_bounds, parse_json
+from pipeline.kernels.chunkscan import _NULL_BOOL, scan_chunk
 from pipeline.tables import SCHEMAS
 
 #: Celantur writes at most this many frames per chunk file.
@@ -125,6 +130,9 @@ def parse_chunk(data: bytes, *, max_bytes: int) -> ParsedChunk:
         :data:`~pipeline.formats.metadata.MAX_DETECTIONS` detections.
     """
     check_json_bounds(data, max_bytes=max_bytes)
+    scanned = _parse_scanned(data)
+    if scanned is not None:
+        return scanned
     try:
         frames, fixed = _decode_typed(data)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
@@ -221,30 +229,19 @@ def _parse_typed(frames: list[Any], *, fixed: bool) -> ParsedChunk:
     detections (an attribute getter mapped over it, Arrow or NumPy converting the values) and
     checked whole, without Python code per detection unless a value needs it."""
     columns = _Columns()
-    ids = list(map(attrgetter("id"), frames))
     given_sizes = [
         None if size is None else tuple(size) for size in map(attrgetter("size"), frames)
     ]
-    usable_sizes = {size: _valid_size(size) for size in set(given_sizes) if size is not None}
-    bad_sizes = sum(given_sizes.count(s) for s, usable in usable_sizes.items() if usable is None)
-    sizes = [None if size is None else usable_sizes[size] for size in given_sizes]
-    durations = _finite_or_none(list(map(attrgetter("duration"), frames)))
-    if len(set(ids)) == len(ids):
-        columns.add_frames(ids, sizes, durations)
-        kept = frames
-    else:
-        kept = [frame for frame, *values in zip(frames, ids, sizes, durations, strict=True)
-                if columns.add_frame(*values)]  # fmt: skip
-    columns.chunk.frame_detections = list(map(len, map(attrgetter("detections"), kept)))
-    counts = np.asarray(columns.chunk.frame_detections, dtype=np.int64)
+    keep, bad_sizes = _add_frames(
+        columns,
+        list(map(attrgetter("id"), frames)),
+        given_sizes,
+        list(map(attrgetter("duration"), frames)),
+    )
+    kept = frames if keep is None else list(compress(frames, keep))
+    counts = list(map(len, map(attrgetter("detections"), kept)))
     dets = list(chain.from_iterable(map(attrgetter("detections"), kept)))
-    firsts = np.repeat(np.cumsum(counts) - counts, counts)
-    out: dict[str, pa.Array] = {
-        "frame": pa.array(
-            np.repeat(np.asarray(columns.chunk.frame_ids, np.int64), counts), pa.int64()
-        ),
-        "detection_index": pa.array((np.arange(len(dets)) - firsts).astype(np.int32), pa.int32()),
-    }
+    out = _frame_columns(columns, counts)
     for name, attribute in (("detection_id", "id"), ("type", "type"),
                             ("type_label", "type_label")):  # fmt: skip
         out[name] = pa.array(list(map(attrgetter(attribute), dets)), _TYPES[name])
@@ -268,6 +265,124 @@ def _parse_typed(frames: list[Any], *, fixed: bool) -> ParsedChunk:
         colours = [_colour(c) for c in given_colours]
         out["color"] = pa.array(colours, _TYPES["color"])
         bad_colours = colours.count(None) - given_colours.count(None)
+    return _finish(columns, out, bad_boxes, bad_colours, bad_scores, bad_sizes)
+
+
+def _parse_scanned(data: bytes) -> ParsedChunk | None:
+    """Columns of a chunk in the shape the product writes, scanned without a Python object per
+    detection (:func:`~pipeline.kernels.chunkscan.scan_chunk`); ``None`` when the scanner
+    refuses it. Gives what :func:`_parse_typed` gives for the same chunk (tests hold it to it).
+
+    Raises
+    ------
+    MetadataError
+        When the chunk holds more than :data:`~pipeline.formats.metadata.MAX_DETECTIONS`.
+    """
+    scan = scan_chunk(data)
+    if not scan.ok:
+        return None
+    check_detection_count(len(scan.slots))
+    text = pa.StringArray.from_buffers(
+        len(scan.number_offsets) - 1, pa.py_buffer(scan.number_offsets), pa.py_buffer(scan.numbers)
+    )
+    try:  # correctly rounded, as msgspec reads numbers
+        numbers = pc.cast(text, pa.float64()).to_numpy()
+    except pa.ArrowInvalid:  # pragma: no cover - the scanner passes JSON numbers only
+        return None
+    if not np.isfinite(numbers).all():
+        return None  # beyond a double (msgspec's way with those is its own)
+    numbers = np.append(numbers, np.nan)  # slot -1 (null): NaN
+    columns = _Columns()
+    null_size = scan.frame_size_null.tolist()
+    given_sizes = [
+        None if null else (first, second)
+        for null, (first, second) in zip(null_size, scan.frame_sizes.tolist(), strict=True)
+    ]
+    durations = [
+        None if slot < 0 else value
+        for slot, value in zip(
+            scan.frame_durations.tolist(), numbers[scan.frame_durations].tolist(), strict=True
+        )
+    ]
+    keep, bad_sizes = _add_frames(columns, scan.frame_ids.tolist(), given_sizes, durations)
+    null_labels = scan.label_null.any()
+    labels = pa.StringArray.from_buffers(
+        len(scan.label_null), pa.py_buffer(scan.label_offsets), pa.py_buffer(scan.labels),
+        pa.py_buffer(np.packbits(~scan.label_null, bitorder="little")) if null_labels else None,
+    )  # fmt: skip
+    counts, integers, integer_null = scan.frame_detections, scan.integers, scan.integer_null
+    anonymised, slots = scan.anonymised, scan.slots
+    if keep is not None:  # the detections of frames kept
+        counts = counts[keep]
+        chosen = np.repeat(keep, scan.frame_detections)
+        integers, integer_null = integers[chosen], integer_null[chosen]
+        anonymised, slots = anonymised[chosen], slots[chosen]
+        labels = labels.filter(pa.array(chosen))
+    out = _frame_columns(columns, counts.tolist())
+    for column, name in enumerate(("detection_id", "type")):
+        null = integer_null[:, column]
+        out[name] = pa.array(integers[:, column], pa.int64(), mask=null if null.any() else None)
+    out["type_label"] = labels
+    scores = slots[:, 2]
+    out["score"], bad_scores = _score_column(numbers[scores], int(np.count_nonzero(scores >= 0)))
+    either = np.where(anonymised[:, 0] == _NULL_BOOL, anonymised[:, 1], anonymised[:, 0])
+    null = either == _NULL_BOOL
+    out["is_anonymised"] = pa.array(either == 1, pa.bool_(), mask=null if null.any() else None)
+    for starts, names in ((slots[:, 0], ("x1", "y1", "x2", "y2")), (slots[:, 1],
+                          ("offset_x", "offset_y"))):  # fmt: skip
+        given = starts >= 0
+        at = np.where(given[:, None], starts[:, None] + np.arange(len(names)), -1)
+        table = np.ascontiguousarray(numbers[at].T)
+        coordinates, _ = _coordinate_columns(table, len(starts) - int(given.sum()))
+        out.update(zip(names, coordinates, strict=True))
+    out["color"] = pa.nulls(len(slots), _TYPES["color"])
+    return _finish(columns, out, 0, 0, bad_scores, bad_sizes)
+
+
+def _add_frames(
+    columns: _Columns,
+    ids: list[int],
+    given_sizes: Sequence[tuple[int, ...] | None],
+    durations: list[float | None],
+) -> tuple[list[bool] | None, int]:
+    """Add a chunk's frames to ``columns``: which are kept (``None``: all, no id repeats), and
+    how many given sizes are unusable."""
+    usable_sizes = {size: _valid_size(size) for size in set(given_sizes) if size is not None}
+    bad_sizes = sum(given_sizes.count(s) for s, usable in usable_sizes.items() if usable is None)
+    sizes = [None if size is None else usable_sizes[size] for size in given_sizes]
+    durations = _finite_or_none(durations)
+    if len(set(ids)) == len(ids):
+        columns.add_frames(ids, sizes, durations)
+        return None, bad_sizes
+    return [columns.add_frame(*values) for values in zip(ids, sizes, durations, strict=True)], (
+        bad_sizes
+    )
+
+
+def _frame_columns(columns: _Columns, counts: list[int]) -> dict[str, pa.Array]:
+    """The ``frame`` and ``detection_index`` columns of the kept frames' detections
+    (``counts`` per frame, recorded in ``columns``)."""
+    columns.chunk.frame_detections = counts
+    per_frame = np.asarray(counts, dtype=np.int64)
+    total = int(per_frame.sum())
+    firsts = np.repeat(np.cumsum(per_frame) - per_frame, per_frame)
+    return {
+        "frame": pa.array(
+            np.repeat(np.asarray(columns.chunk.frame_ids, np.int64), per_frame), pa.int64()
+        ),
+        "detection_index": pa.array((np.arange(total) - firsts).astype(np.int32), pa.int32()),
+    }
+
+
+def _finish(
+    columns: _Columns,
+    out: dict[str, pa.Array],
+    bad_boxes: int,
+    bad_colours: int,
+    bad_scores: int,
+    bad_sizes: int,
+) -> ParsedChunk:
+    """The chunk with its detection columns ``out`` and a finding per kind of unusable value."""
     bad = {"bad_bbox": bad_boxes, "bad_color": bad_colours, "bad_score": bad_scores,
            "bad_size": bad_sizes}  # fmt: skip
     for code, count in bad.items():
@@ -277,13 +392,16 @@ def _parse_typed(frames: list[Any], *, fixed: bool) -> ParsedChunk:
 
 
 def _scores(given: list[float | None]) -> tuple[pa.Array, int]:
-    """The score column, scores outside 0..1 (infinities included) made null; how many given
-    scores were refused."""
+    """The score column of the given scores (see :func:`_score_column`)."""
     if None in given:
         values = pa.array(given, pa.float64()).to_numpy(zero_copy_only=False)  # None: NaN
-        present = len(given) - given.count(None)
-    else:
-        values, present = np.fromiter(given, np.float64, len(given)), len(given)
+        return _score_column(values, len(given) - given.count(None))
+    return _score_column(np.fromiter(given, np.float64, len(given)), len(given))
+
+
+def _score_column(values: np.ndarray, present: int) -> tuple[pa.Array, int]:
+    """The score column, scores outside 0..1 (infinities included) made null, ``values`` NaN
+    where none was given (``present`` were); how many given scores were refused."""
     usable = (values >= 0.0) & (values <= 1.0)  # NaN is not
     mask = None if usable.all() else ~usable
     return pa.array(values, pa.float64(), mask=mask), present - int(usable.sum())
@@ -306,11 +424,18 @@ def _coordinates(given: list[Any], length: int, *, fixed: bool) -> tuple[list[pa
         else:  # rows of another length (or missing) read as NaN, so they are refused below
             table = np.full((length, len(given)), np.nan)
             table[:, shaped] = values[offsets[:-1][shaped, None] + np.arange(length)].T
+    return _coordinate_columns(table, missing)
+
+
+def _coordinate_columns(table: np.ndarray, missing: int) -> tuple[list[pa.Array], int]:
+    """The columns of a (length, n) ``table`` of coordinates, NaN where a sequence was missing
+    (``missing`` were) or refused: null in every column where one value is not finite; and how
+    many given sequences were refused."""
     usable = np.isfinite(table).all(axis=0)
     kept = int(usable.sum())
-    mask = None if kept == len(given) else ~usable
+    mask = None if kept == table.shape[1] else ~usable
     columns = [pa.array(axis, pa.float64(), mask=mask) for axis in table]
-    return columns, len(given) - missing - kept
+    return columns, table.shape[1] - missing - kept
 
 
 def _colour(values: list[int] | None) -> list[int] | None:

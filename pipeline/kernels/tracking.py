@@ -46,6 +46,8 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
+from pipeline.kernels import njit_unmanaged
+
 Box = tuple[float, float, float, float]
 
 # Kalman noises as standard deviations relative to the box's width (x edges) or height (y
@@ -264,7 +266,7 @@ def _assign(iou: Any, allowed: Any, tracks: Any, detections: Any, out: Any) -> N
             out[rows[a]] = cols[chosen[a]]
 
 
-@numba.njit(cache=True, nogil=True, _nrt=False)
+@njit_unmanaged
 def _size(boxes: Any, row: Any, column: Any, edge: int) -> Any:
     """The width for an x edge (0, 2), the height for a y edge (1, 3) of the box at ``column``
     of ``boxes[row]``; at least 1. (Rows and columns, not a view of the box: a view costs a
@@ -277,7 +279,7 @@ def _size(boxes: Any, row: Any, column: Any, edge: int) -> Any:
     return max(extent, 1.0)
 
 
-@numba.njit(cache=True, nogil=True, _nrt=False)
+@njit_unmanaged
 def _keep_live(frame: Any, previous: Any, size: Any, ints: Any, floats: Any, count: Any,
                max_gap: Any, min_hits: Any) -> Any:  # fmt: skip
     """Drop (compacting, oldest first) the tracks that can no longer match at ``frame``: unseen
@@ -306,7 +308,7 @@ def _keep_live(frame: Any, previous: Any, size: Any, ints: Any, floats: Any, cou
     return kept
 
 
-@numba.njit(cache=True, nogil=True, _nrt=False)
+@njit_unmanaged
 def _predict(frame: Any, ints: Any, floats: Any, count: Any, predicted: Any) -> None:
     """Kalman prediction of each track at ``frame``: box, then the covariance blocks."""
     for t in range(count):
@@ -321,7 +323,7 @@ def _predict(frame: Any, ints: Any, floats: Any, count: Any, predicted: Any) -> 
             predicted[t, 12 + k] = pvv + (_VELOCITY_NOISE * size) ** 2 * dt
 
 
-@numba.njit(cache=True, nogil=True, _nrt=False)
+@njit_unmanaged
 def _box_iou(boxes_a: Any, i: Any, boxes_b: Any, j: Any) -> Any:
     """IoU of the boxes ``boxes_a[i, :4]`` and ``boxes_b[j, :4]`` (as
     :func:`pipeline.kernels.matching.box_iou`; 0 for an empty union)."""
@@ -368,7 +370,7 @@ def _pairs(predicted: Any, labels: Any, count: Any, boxes: Any, codes: Any, high
     return partner
 
 
-@numba.njit(cache=True, nogil=True, _nrt=False)
+@njit_unmanaged
 def _update(track: Any, frame: Any, boxes: Any, d: Any, predicted: Any, ints: Any,
             floats: Any) -> None:  # fmt: skip
     """Kalman update of ``track`` with its detection ``boxes[d]`` at ``frame``."""
@@ -387,7 +389,7 @@ def _update(track: Any, frame: Any, boxes: Any, d: Any, predicted: Any, ints: An
     ints[track, _LAST] = frame
 
 
-@numba.njit(cache=True, nogil=True, _nrt=False)
+@njit_unmanaged
 def _start(track: Any, ident: Any, label: Any, frame: Any, boxes: Any, d: Any, ints: Any,
            floats: Any) -> None:  # fmt: skip
     """A tentative track at ``boxes[d]``, standing still with the start uncertainty."""

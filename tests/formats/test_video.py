@@ -9,25 +9,31 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.formats import video
 from pipeline.formats.metadata import MAX_DETECTIONS, Finding, MetadataError, ResolvedSize
 from pipeline.formats.video import (
     _DECODER,
     _LENIENT_DECODER,
     DETECTION_COLUMNS,
     ParsedChunk,
+    _parse_scanned,
     _parse_typed,
     _parse_validating,
     parse_chunk,
     summarise_findings,
 )
 from pipeline.io.jsonio import JsonError, parse_json
+from pipeline.sampledata import mot
+from pipeline.sampledata.video import make_video_fleet
 from pipeline.tables import SCHEMAS
 
 CAP = 1 << 20
@@ -375,10 +381,13 @@ def test_nan_scores_in_many_frames_summarise_to_one_finding() -> None:
     assert summary[0].message.endswith("(+7 more)")
 
 
-@pytest.mark.parametrize("score", ["0.5", "NaN"], ids=["typed", "validating"])
+@pytest.mark.parametrize(
+    "score", ["0.5", '0.5, "color": [1, 2, 3]', "NaN"], ids=["scanned", "typed", "validating"]
+)
 def test_detections_over_the_cap_refuse_the_chunk_before_they_are_built(score: str) -> None:
-    """MAX_DETECTIONS counts every frame's detections together, on both parse paths (NaN sends
-    the chunk to the validating one); exactly the cap is accepted."""
+    """MAX_DETECTIONS counts every frame's detections together, on every parse path (a colour
+    sends the chunk past the scanner, NaN to the validating path); exactly the cap is
+    accepted."""
     half = MAX_DETECTIONS // 2
     detection = '{"score": ' + score + "}"
 
@@ -393,3 +402,169 @@ def test_detections_over_the_cap_refuse_the_chunk_before_they_are_built(score: s
     with pytest.raises(MetadataError, match=f"more than {MAX_DETECTIONS} detections") as info:
         parse_chunk(chunk([half, MAX_DETECTIONS - half + 1]), max_bytes=10**8)
     assert info.value.code == "too_many_detections"
+
+
+# ---------------------------------------------------------------------------------------------
+# The scanner (pipeline.kernels.chunkscan): what it accepts gives what msgspec's path gives
+# ---------------------------------------------------------------------------------------------
+
+
+def _unscanned(data: bytes) -> ParsedChunk:
+    """``parse_chunk`` without the scanner: msgspec's typed path, else the validating one."""
+    with mock.patch.object(video, "_parse_scanned", return_value=None):
+        return parse_chunk(data, max_bytes=CAP)
+
+
+def _outcome(parse: Any) -> Any:
+    """What ``parse()`` gives (:func:`_everything`), or the error it raises."""
+    try:
+        return _everything(parse())
+    except (JsonError, MetadataError) as exc:
+        return type(exc), str(exc)
+
+
+def _everything(parsed: ParsedChunk) -> dict[str, Any]:
+    """Every field of a parsed chunk, the detection columns with their types and validity."""
+    columns = _columns(parsed)
+    columns["types"] = {name: values.type for name, values in parsed.detections.items()}
+    columns["nulls"] = {name: values.null_count for name, values in parsed.detections.items()}
+    columns["float bits"] = {  # -0.0 == 0.0: compare the floats' bits too
+        name: values.fill_null(0.0).to_numpy().tobytes()
+        for name, values in parsed.detections.items()
+        if values.type == "double"
+    }
+    columns["rest"] = (parsed.findings, parsed.frames_in_file, parsed.duplicate_frames)
+    return columns
+
+
+def _product_shaped(frame: dict[str, Any]) -> bool:
+    """Whether a frame is in the shape the scanner must take (the product's own)."""
+
+    def sized(values: list[Any] | None, length: int) -> bool:
+        return values is None or len(values) == length
+
+    def plain(label: str | None) -> bool:
+        return label is None or (label.isascii() and label.isprintable() and '"' not in label
+                                 and "\\" not in label)  # fmt: skip
+
+    return sized(frame.get("size"), 2) and all(
+        d.get("color") is None and plain(d.get("type_label")) and sized(d.get("bbox"), 4)
+        and sized(d.get("offset"), 2)
+        for d in frame["detections"]
+    )  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(_chunk, st.sampled_from([None, 2]))
+def test_what_the_scanner_accepts_equals_the_msgspec_path(
+    frames: list[dict[str, Any]], indent: int | None
+) -> None:
+    data = json.dumps(frames, indent=indent).encode()
+    scanned = _parse_scanned(data)
+    if scanned is not None:
+        assert _everything(scanned) == _everything(_unscanned(data))
+    if frames and all(_product_shaped(frame) for frame in frames):
+        assert scanned is not None
+
+
+_PRODUCT = (
+    '[{"id": 7, "detections": [{"id": 0, "parent_image": 7, "offset": [1, 2.5], '
+    '"bbox": [1, 2.5, 30, 40.25], "type": 102, "score": 0.875, "is_anonymised": true, '
+    '"type_label": "person", "color": null}], "size": [1080, 1920], "duration": 0.04}]'
+)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "scanned"),
+    [
+        ("", "", True),
+        ("0.875", "-0.0", True),
+        ("0.875", "1E-3", True),
+        ("0.875", "1e+0", True),
+        ("2.5, 30", "2.5e-400, 30", True),  # underflows to 0 in both parsers
+        ("0.875", "123456789012345", True),
+        ("0.875", "1234567890123456", False),  # an integer beyond 15 digits, where a float is
+        ("0.875", "-0", False),
+        ("0.875", "1e400", False),  # beyond a double
+        ("0.875", "NaN", False),
+        ("0.875", "true", False),
+        ("0.875", '"0.5"', False),
+        ("0.875", "01", False),
+        ("0.875", "1.", False),
+        ("0.875", ".5", False),
+        ("0.875", "1e", False),
+        ("0.875", "- 1", False),
+        ('"id": 7', '"id": 7.0', False),
+        ('"id": 7', '"id": null', False),
+        ('"id": 7', '"id": 1234567890123456789', False),  # 19 digits
+        ('"id": 0', '"id": -12', True),
+        ('"type": 102', '"type": 102.5', False),
+        ('"person"', '"per\\u0073on"', False),
+        ('"person"', '"pers\u00f6n"', False),
+        ('"person"', '""', True),
+        ('"color": null', '"color": [1, 2, 3]', False),
+        ('"color": null', '"colour": null', False),
+        ('"color": null', '"color": null, "color": null', False),
+        ('"color": null', '"parent_image": 8', False),  # a key twice
+        ('"parent_image": 7', '"parent_image": 7.5', True),
+        ('"parent_image": 7', '"parent_image": [7]', False),
+        ('"is_anonymised": true', '"is_anonymized": false', True),
+        ('"is_anonymised": true', '"is_anonymised": 1', False),
+        ("[1080, 1920]", "[1080, 1920, 3]", False),
+        ("[1080, 1920]", "[-1, 0]", True),
+        ("[1080, 1920]", "null", True),
+        ("[1, 2.5]", "[1]", False),
+        ("[1, 2.5, 30, 40.25]", "null", True),
+        ('"duration": 0.04', '"duration": null', True),
+        ('"duration": 0.04', '"duration": 4', True),
+        (", ", ",\t\r\n ", True),
+        (", ", ",\f", False),
+        ("}], ", "}, {}], ", True),  # an empty detection
+        ('"detections": [{', '"detections": [], "x": [{', False),
+    ],
+)
+def test_the_scanner_on_the_quirks_it_must_refuse_or_take(
+    old: str, new: str, scanned: bool
+) -> None:
+    """Each variation of a chunk as the product writes it is taken by the scanner or refused,
+    and either way ``parse_chunk`` gives exactly what it gave without the scanner."""
+    data = _PRODUCT.replace(old, new, 1).encode()
+    assert (_parse_scanned(data) is not None) == scanned
+    assert _outcome(lambda: parse_chunk(data, max_bytes=CAP)) == _outcome(lambda: _unscanned(data))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"  ", b"[]", b"{}", b"[{}]", b"[1]", b"null", b"\xef\xbb\xbf" + _PRODUCT.encode(),
+     _PRODUCT.encode() + b" x", _PRODUCT.encode() + b"]", b" " + _PRODUCT.encode() + b"\n",
+     b'[{"id": 1, "detections": []},]', b'[{"id": 1, "detections": [],}]',
+     b'[{"id": 1, "detections": [{"id": 1,}]}]', b'[{"id": 1}]', b'[{"detections": []}]',
+     _PRODUCT.encode()[:-3]],
+)  # fmt: skip
+def test_the_scanner_refuses_what_is_not_a_chunk_of_frames(data: bytes) -> None:
+    """Only whitespace around one array of frame objects is accepted; everything else fails or
+    passes as it did without the scanner."""
+    taken = _parse_scanned(data)
+    assert taken is None or data.strip() == _PRODUCT.encode()
+    assert _outcome(lambda: parse_chunk(data, max_bytes=CAP)) == _outcome(lambda: _unscanned(data))
+
+
+def test_the_scanner_takes_the_product_shaped_chunks_of_the_bench_and_sample_data(
+    tmp_path: Path,
+) -> None:
+    """Real tracks (full-precision floats, the bench's section 5e) and the sample fleet's
+    pretty-printed chunks without quirks all take the scanner and give what msgspec's path
+    gives."""
+    sequence = mot.MOT_SEQUENCES[0]
+    resampling, max_gap = next(iter(mot.REGIMES.values()))
+    planted = mot.planted_video(sequence, **resampling, max_gap=max_gap, seed=1)
+    mot.write_chunks(tmp_path, "clean.mp4", planted)
+    mot.write_chunks(tmp_path, "noisy.mp4", mot.detector_noise(planted, **mot.NOISE, seed=2))
+    make_video_fleet(tmp_path / "fleet", seed=2, videos=1, frames_per_video=600, quirks=False)
+    paths = sorted(tmp_path.rglob("*.json"))
+    assert len(paths) == 4
+    for path in paths:
+        data = path.read_bytes()
+        scanned = _parse_scanned(data)
+        assert scanned is not None, path.name
+        assert _everything(scanned) == _everything(_unscanned(data)), path.name
