@@ -74,8 +74,8 @@ def _unfilter(
     padded to whole 8-byte words. ``last`` (4 bytes) and ``pattern`` (3 words) are scratch.
     False for a filter type PNG does not define.
 
-    None and Up are a copy and a byte-wise add, 8 bytes per step (``_unfilter_words``); Sub
-    continues the pixel to the left across words of zeros (``_unfilter_sub``); Average and
+    None and Up are a copy and a byte-wise add, 8 bytes per step (``_unfilter_words``), and
+    so is Sub, summing along each channel within a word (``_unfilter_sub``); Average and
     Paeth predict from the byte one pixel to the left and the row above (``_unfilter_left``).
     """
     kind = raw[start]
@@ -84,7 +84,7 @@ def _unfilter(
     if kind == 0 or kind == 2:
         _unfilter_words(kind == 2, raw, data, length, above, row)
     elif kind == 1:
-        _unfilter_sub(raw, data, length, bpp, row, last, pattern)
+        _unfilter_sub(raw, data, length, bpp, row)
     # One call per filter with the kind as a constant: the compiler specialises each (with the
     # kind a variable, the byte loop runs ~50x slower).
     elif kind == 3:
@@ -129,44 +129,26 @@ def _unfilter_words(
 
 
 @numba.njit(cache=True, nogil=True)
-def _unfilter_sub(
-    raw: np.ndarray,
-    data: int,
-    length: int,
-    bpp: int,
-    row: np.ndarray,
-    last: np.ndarray,
-    pattern: np.ndarray,
-) -> None:
-    """Sub: each byte plus the byte one pixel to its left. A stretch of filtered words of zeros
-    continues the last pixel before it, so it is found and written in one pass, three words
-    (24 bytes, whole pixels) per step, from the pattern of that pixel (``_left_pattern``; byte
-    q is channel q % bpp, so the word after byte 8w starts with channel 8w % bpp: 0, 2, 1 for
-    RGB words w % 3 = 0, 1, 2, and 0 for the other pixel sizes); other words go byte by byte.
-    ``last`` and ``pattern`` are scratch. Half the time of the per-word test ``_unfilter_left``
-    makes for Average and Paeth (a dense mask's Sub rows: ~0.9 against ~1.7 ms)."""
+def _unfilter_sub(raw: np.ndarray, data: int, length: int, bpp: int, row: np.ndarray) -> None:
+    """Sub: each byte plus the byte one pixel (``bpp`` bytes) to its left, 8 bytes per step.
+
+    A filtered word's bytes are summed along each channel within the word (``_channel_sums``),
+    and each channel's last byte before the word is added to them (``_continued``): no byte
+    waits for the byte before it (a byte loop does, ~3x slower on a dense mask's edges). A
+    stretch of filtered words of zeros (inside a run, across background) continues the word
+    before it, three words (24 bytes, whole pixels) per step."""
     whole = length >> 3
     raw_words = raw[data : data + 8 * whole].view(np.uint64)
     row_words = row.view(np.uint64)
     for q in range(min(bpp, length)):  # the first pixel has nothing to its left
         row[q] = raw[data + q]
+    previous = np.uint64(0)  # the unfiltered word before word w (zeros before the row)
     w = 0
-    m = 0  # w % 3
     while w < whole:
         if w > 0 and raw_words[w] == 0:
-            first = 8 * w
-            k = 0
-            if bpp == 3:
-                k = 0 if m == 0 else (2 if m == 1 else 1)
-            for q in range(first - bpp, first):  # byte first - bpp is of channel k too
-                last[k] = row[q]
-                k = 0 if k == bpp - 1 else k + 1
-            _left_pattern(last, bpp, pattern)
-            p0, p1, p2 = pattern[0], pattern[1], pattern[2]  # as words w, w + 1, w + 2
-            if m == 1:
-                p0, p1, p2 = p1, p2, p0
-            elif m == 2:
-                p0, p1, p2 = p2, p0, p1
+            p0 = _continued(previous, bpp)  # words w, w + 1, w + 2: then they repeat
+            p1 = _continued(p0, bpp)
+            p2 = _continued(p1, bpp)
             while w + 3 <= whole and (raw_words[w] | raw_words[w + 1] | raw_words[w + 2]) == 0:
                 row_words[w] = p0
                 row_words[w + 1] = p1
@@ -176,14 +158,52 @@ def _unfilter_sub(
                 row_words[w] = p0
                 p0, p1, p2 = p1, p2, p0
                 w += 1
-                m = 0 if m == 2 else m + 1
+            previous = row_words[w - 1]
             continue
-        for q in range(max(8 * w, bpp), 8 * w + 8):
-            row[q] = (raw[data + q] + row[q - bpp]) & 255
+        previous = _add_bytes(_channel_sums(raw_words[w], bpp), _continued(previous, bpp))
+        row_words[w] = previous
         w += 1
-        m = 0 if m == 2 else m + 1
     for q in range(max(8 * whole, bpp), length):
         row[q] = (raw[data + q] + row[q - bpp]) & 255
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_bytes(a: Any, b: Any) -> Any:
+    """The eight byte-wise sums (mod 256) of two words, without carries between bytes: the low
+    7 bits of each byte are added, and the top bits put back by exclusive or."""
+    return ((a & _LOW7) + (b & _LOW7)) ^ ((a ^ b) & _TOP)
+
+
+@numba.njit(cache=True, nogil=True)
+def _channel_sums(word: Any, bpp: int) -> Any:
+    """Each byte of ``word`` plus the bytes ``bpp``, ``2 bpp``, ... before it in the word
+    (mod 256): sums doubled in reach by shifted adds (3 bytes then 6 for RGB)."""
+    if bpp == 3:
+        word = _add_bytes(word, word << np.uint64(24))
+        return _add_bytes(word, word << np.uint64(48))
+    if bpp == 4:
+        return _add_bytes(word, word << np.uint64(32))
+    if bpp == 2:
+        word = _add_bytes(word, word << np.uint64(16))
+        return _add_bytes(word, word << np.uint64(32))
+    word = _add_bytes(word, word << np.uint64(8))
+    word = _add_bytes(word, word << np.uint64(16))
+    return _add_bytes(word, word << np.uint64(32))
+
+
+@numba.njit(cache=True, nogil=True)
+def _continued(word: Any, bpp: int) -> Any:
+    """The word after ``word`` in a row of pixels all equal to its last ``bpp`` bytes (little
+    endian: those bytes, repeated from the word's first byte)."""
+    if bpp == 3:
+        pixel = word >> np.uint64(40)
+        return pixel | (pixel << np.uint64(24)) | (pixel << np.uint64(48))
+    if bpp == 4:
+        pixel = word >> np.uint64(32)
+        return pixel | (pixel << np.uint64(32))
+    if bpp == 2:
+        return (word >> np.uint64(48)) * np.uint64(0x0001000100010001)
+    return (word >> np.uint64(56)) * np.uint64(0x0101010101010101)
 
 
 @numba.njit(cache=True, nogil=True)
