@@ -379,8 +379,8 @@ def _row_runs(
     A run starts at pixel x where a byte of x differs from the byte ``channels`` before it, so
     each word is compared with the 8 bytes one pixel to its left (an unaligned load): ``_BLOCK``
     words at a time in a loop the compiler vectorises (blocks without a change, most of a mask,
-    cost a few cycles), then word by word, and only the bytes of a word that changed are looked
-    at (``_word_runs``)."""
+    cost a few cycles), then the words of a block with a change one by one, and only the bytes
+    of a word that changed are looked at (``_word_runs``)."""
     count = words.shape[0]
     shift = np.uint64(8 * channels)
     colour = _RGBA_COLOUR if channels == 4 else _ALL
@@ -390,32 +390,34 @@ def _row_runs(
     runs = 1
     # Word 0 against itself one pixel on; its first pixel has nothing to its left.
     change = ((words[0] ^ (words[0] << shift)) & colour) >> shift << shift
-    w = 0
-    while True:
-        runs = _word_runs(change, 8 * w, width, channels, starts, runs)
-        w += 1
-        while w + _BLOCK <= count:
-            # Slices indexed from 0: the compiler can tell the indices are not negative, and
-            # vectorises the loop (with w + v it cannot, and it runs ~5x slower).
-            block, block_left = words[w : w + _BLOCK], left[w - 1 : w - 1 + _BLOCK]
+    runs = _word_runs(change, 0, width, channels, starts, runs)
+    # Word indices are unsigned: numba then drops its negative-index wrap-around, which costs
+    # a block its vectorisation and a word ~2x (slices indexed from 0 would do as well, but
+    # each costs two reference-count calls).
+    one, block, end = np.uint64(1), np.uint64(_BLOCK), np.uint64(count)
+    w = one
+    while w < end:
+        stop = min(w + block, end)
+        if stop - w == block:
             change = np.uint64(0)
             for v in range(_BLOCK):
-                change |= block[v] ^ block_left[v]
-            if change & colour:
-                break
-            w += _BLOCK
-        while w < count and (words[w] ^ left[w - 1]) & colour == 0:
-            w += 1
-        if w == count:
-            break
-        change = (words[w] ^ left[w - 1]) & colour
+                k = w + np.uint64(v)
+                change |= words[k] ^ left[k - one]
+            if (change & colour) == 0:
+                w = stop
+                continue
+        while w < stop:
+            change = (words[w] ^ left[w - one]) & colour
+            if change != 0:
+                runs = _word_runs(change, 8 * np.int64(w), width, channels, starts, runs)
+            w += one
     starts[runs] = width
     return runs
 
 
 @numba.njit(cache=True, nogil=True)
 def _word_runs(
-    change: Any, byte: int, width: int, channels: int, starts: np.ndarray, runs: int
+    change: Any, byte: Any, width: int, channels: int, starts: np.ndarray, runs: int
 ) -> int:
     """Add to ``starts`` the runs starting in the word at ``byte``, whose bytes that differ from
     the byte one pixel to their left are the non-zero bytes of ``change``; returns the number of
