@@ -13,7 +13,10 @@ from pathlib import Path
 import atheris
 
 # The numba kernels are compiled from their bytecode: instrumented bytecode would not compile.
-NUMBA_MODULES = ["pipeline.kernels.segments", "pipeline.kernels.scanlines", "pipeline.kernels.rows"]
+NUMBA_MODULES = [
+    "pipeline.kernels.segments", "pipeline.kernels.scanlines", "pipeline.kernels.rows",
+    "pipeline.kernels.chunkscan",
+]  # fmt: skip
 with atheris.instrument_imports(include=["pipeline"], exclude=NUMBA_MODULES):
     from fuzz.seeds import write_seeds
     from fuzz.targets import TARGETS
