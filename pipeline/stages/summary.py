@@ -173,22 +173,20 @@ class BatchSummary:
         bits = np.arange(len(TYPE_NAMES))[:, None]
         member = np.vstack([(flags >= 0) & ((flags >> bits) & 1 == 1), flags < 0])
         group, segment = np.nonzero(member)
-        if not group.size:
+        of_type = np.bincount(group, minlength=len(member))
+        names = (*TYPE_NAMES, "invalid")
+        present = np.flatnonzero(of_type)
+        if not present.size:
             return
         areas = pixels[segment]
-        first = np.diff(group, prepend=-1) != 0  # each type's first pair
-        starts = np.flatnonzero(first)
-        names = (*TYPE_NAMES, "invalid")
-        present = [self.types.setdefault(names[i], TypeStats()) for i in group[starts].tolist()]
-        for stats, segments, total in zip(
-            present,
-            np.diff(starts, append=len(group)).tolist(),
-            np.add.reduceat(areas, starts).tolist(),
-            strict=True,
-        ):
+        counts = of_type[present]
+        totals = np.add.reduceat(areas, np.cumsum(counts) - counts)
+        typed = [self.types.setdefault(names[i], TypeStats()) for i in present.tolist()]
+        for stats, segments, total in zip(typed, counts.tolist(), totals.tolist(), strict=True):
             stats.segments += segments
             stats.pixels += total
-        add_grouped([stats.areas for stats in present], np.cumsum(first) - 1, areas)
+        # Groups numbered among the types present.
+        add_grouped([stats.areas for stats in typed], np.cumsum(of_type > 0)[group] - 1, areas)
 
     def add_detections(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Add detection rows, per raw ``type_label``."""
