@@ -89,8 +89,15 @@ class ScannedChunk(NamedTuple):
     number_offsets: np.ndarray  # (slots + 1,) int32
 
 
+#: The largest chunk scanned: offsets into a chunk's text are 32-bit (Arrow strings').
+MAX_SCAN_BYTES = 2**31 - 1
+
+
 def scan_chunk(data: bytes) -> ScannedChunk:
-    """Scan a chunk's bytes (see the module's docstring for what is accepted)."""
+    """Scan a chunk's bytes (see the module's docstring for what is accepted; a chunk over
+    :data:`MAX_SCAN_BYTES` is refused whole)."""
+    if len(data) > MAX_SCAN_BYTES:
+        data = b""
     array = np.frombuffer(data, np.uint8)
     objects = _objects(array)  # at least one per frame and per detection
     frame_ids = np.zeros(objects, np.int64)
