@@ -245,11 +245,16 @@ class _Rows:
 
     @staticmethod
     def concatenate(parts: Sequence[_Rows]) -> _Rows:
-        """The rows of ``parts``, one after the other."""
+        """The rows of ``parts``, one after the other (a single part as it is: most videos
+        of real tracks are one chunk)."""
+        if len(parts) == 1:
+            return parts[0]
         return _Rows(*(
-            np.concatenate([getattr(part, column.name) for part in parts])
-            for column in fields(_Rows)
+            np.concatenate([getattr(part, name) for part in parts]) for name in _ROW_FIELDS
         ))  # fmt: skip
+
+
+_ROW_FIELDS = tuple(column.name for column in fields(_Rows))
 
 
 @dataclass
@@ -347,21 +352,29 @@ class _Video:
             lows.append(offset + np.searchsorted(r.detection_frames, r.frames, side="left"))
             highs.append(offset + np.searchsorted(r.detection_frames, r.frames, side="right"))
             offset += len(r.detection_frames)
-        self.low, self.high = np.concatenate(lows), np.concatenate(highs)
+        self.low, self.high = (
+            (lows[0], highs[0]) if len(parts) == 1 else map(np.concatenate, (lows, highs))
+        )
 
     def rows(self, stats: _VideoStats) -> np.ndarray:
         """Count the video's frames into ``stats``; returns the frame rows to link, in frame
         order."""
         frames, chunk_of = self.data.frames, self.chunk_of
-        first = np.zeros(len(frames), dtype=bool)
-        first[np.unique(frames, return_index=True)[1]] = True  # earliest row of each frame id
+        # The common case, frames in order without repeats, skips the sorts below.
+        in_order = bool(np.all(frames[1:] > frames[:-1]))
+        if in_order:
+            first = np.ones(len(frames), dtype=bool)
+        else:
+            first = np.zeros(len(frames), dtype=bool)
+            first[np.unique(frames, return_index=True)[1]] = True  # each frame id's first row
         late = first & (frames < self.starts[chunk_of])
         # Linked frames are counted when the first later chunk starting above them arrives
         # (event 2 * that chunk; the end: 2 * chunks); late ones when their own chunk does.
         arrival = np.maximum(chunk_of + 1, np.searchsorted(self.starts, frames, side="right"))
         event = np.where(late, 2 * chunk_of + 1, 2 * arrival)
         counted = np.flatnonzero(first)
-        counted = counted[np.lexsort((frames[counted], event[counted]))]
+        if not (in_order and _ascending(event)):  # else already in (event, frame) order
+            counted = counted[np.lexsort((frames[counted], event[counted]))]
         stats.duplicate_frames += self.repeats + len(frames) - len(counted)
         stats.frames += len(counted)
         sizes = self.high[counted] - self.low[counted]
@@ -382,7 +395,7 @@ class _Video:
             else:
                 stats.duration_sum += float(kept.sum())
         linked = np.flatnonzero(first & ~late)
-        return linked[np.argsort(frames[linked], kind="stable")]
+        return linked if in_order else linked[np.argsort(frames[linked], kind="stable")]
 
     def link(self, finder: GapFinder, rows: np.ndarray) -> list[GapColumns]:
         """Feed the frame ``rows`` (in frame order) to the gap finder; the gaps found."""
