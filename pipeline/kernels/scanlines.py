@@ -572,13 +572,12 @@ def _rows_differ(words: np.ndarray, above_words: np.ndarray) -> bool:
 def _unchanged_scanline(
     r: int, sample_rows: np.ndarray, last_change: int, out_row: np.ndarray
 ) -> bool:
-    """Write rescaled scanline ``r`` as UP zeros when its source row is the same as the
-    previous scanline's (no row since that one differed from the row above it): nothing to
-    sample. False when it has to be sampled."""
+    """Write rescaled scanline ``r`` as UP zeros (its bytes are zeros already) when its source
+    row is the same as the previous scanline's (no row since that one differed from the row
+    above it): nothing to sample. False when it has to be sampled."""
     if r == 0 or sample_rows[r - 1] < last_change:
         return False
     out_row[0] = 2  # PNG filter type UP
-    out_row[1:] = 0
     return True
 
 
@@ -617,8 +616,7 @@ def _sample_runs(
             colours[n] = _colour_key(row, j)
             n += 1
     run_starts[n] = count
-    out_row[0] = 2  # PNG filter type UP
-    out_row[1:] = 0
+    out_row[0] = 2  # PNG filter type UP; the bytes are zeros already
     a = 0
     b = 0
     c = 0
@@ -665,7 +663,8 @@ def instance_strip(
     memory: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Unfilter a strip of an RGB(A) instance mask and measure it: colours (with black as
-    background) and foreground runs (``_instance_row``), and the rescaled scanlines.
+    background) and foreground runs (``_instance_row``), and the rescaled scanlines into
+    ``scaled`` (zeros before the first strip: only bytes that are not zeros are written).
 
     ``starts`` (2, width + 1), ``sampled`` and ``memory`` (3) carry from strip to strip: the
     runs of the last two rows (by row parity, as ``lines``), the last row that differed from
@@ -791,8 +790,7 @@ def _sample_changes(
     sample (``above``): zeros wherever the source words are unchanged, and only the columns
     (``first_col`` as in ``_sample_runs``) of changed words sampled and differenced. Both are
     updated to this row; zeros before the first scanline."""
-    out_row[0] = 2  # PNG filter type UP
-    out_row[1:] = 0
+    out_row[0] = 2  # PNG filter type UP; the bytes are zeros already
     count = words.shape[0]
     w = 0
     while w < count:
