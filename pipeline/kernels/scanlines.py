@@ -143,26 +143,31 @@ def _unfilter_sub(raw: np.ndarray, data: int, length: int, bpp: int, row: np.nda
     for q in range(min(bpp, length)):  # the first pixel has nothing to its left
         row[q] = raw[data + q]
     previous = np.uint64(0)  # the unfiltered word before word w (zeros before the row)
-    w = 0
-    while w < whole:
+    # Unsigned word indices, as in _row_runs: ~10 % of a dense mask's Sub rows.
+    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
+    end = np.uint64(whole)
+    w = np.uint64(0)
+    while w < end:
         if w > 0 and raw_words[w] == 0:
             p0 = _continued(previous, bpp)  # words w, w + 1, w + 2: then they repeat
             p1 = _continued(p0, bpp)
             p2 = _continued(p1, bpp)
-            while w + 3 <= whole and (raw_words[w] | raw_words[w + 1] | raw_words[w + 2]) == 0:
+            while (
+                w + three <= end and (raw_words[w] | raw_words[w + one] | raw_words[w + two]) == 0
+            ):
                 row_words[w] = p0
-                row_words[w + 1] = p1
-                row_words[w + 2] = p2
-                w += 3
-            while w < whole and raw_words[w] == 0:
+                row_words[w + one] = p1
+                row_words[w + two] = p2
+                w += three
+            while w < end and raw_words[w] == 0:
                 row_words[w] = p0
                 p0, p1, p2 = p1, p2, p0
-                w += 1
-            previous = row_words[w - 1]
+                w += one
+            previous = row_words[w - one]
             continue
         previous = _add_bytes(_channel_sums(raw_words[w], bpp), _continued(previous, bpp))
         row_words[w] = previous
-        w += 1
+        w += one
     for q in range(max(8 * whole, bpp), length):
         row[q] = (raw[data + q] + row[q - bpp]) & 255
 
