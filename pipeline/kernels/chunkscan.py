@@ -34,11 +34,11 @@ from pipeline.kernels import njit_unmanaged
 # Keys, in the order their codes number them.
 _FRAME_KEYS = (b"id", b"detections", b"size", b"duration")
 _DETECTION_KEYS = (
-    b"id", b"offset", b"bbox", b"type", b"score", b"is_anonymised", b"type_label", b"color",
-    b"is_anonymized", b"parent_image",
+    b"id", b"parent_image", b"offset", b"bbox", b"type", b"type_label", b"score",
+    b"is_anonymised", b"color", b"is_anonymized",
 )  # fmt: skip
 _F_ID, _F_DETECTIONS, _F_SIZE, _F_DURATION = range(4)
-_D_ID, _D_OFFSET, _D_BBOX, _D_TYPE, _D_SCORE, _D_ANON, _D_LABEL, _D_COLOR, _D_ANONZ, _D_PARENT = (
+_D_ID, _D_PARENT, _D_OFFSET, _D_BBOX, _D_TYPE, _D_LABEL, _D_SCORE, _D_ANON, _D_COLOR, _D_ANONZ = (
     range(10)
 )
 
@@ -244,9 +244,21 @@ def _string(data: Any, i: Any) -> Any:
 
 
 @njit_unmanaged
-def _key(data: Any, i: Any, keys: Any, offsets: Any) -> Any:
+def _is_key(data: Any, i: Any, length: Any, keys: Any, offsets: Any, code: Any) -> Any:
+    """Whether the ``length`` bytes after ``i`` spell key ``code`` of ``keys``."""
+    if offsets[code + 1] - offsets[code] != length:
+        return False
+    for k in range(length):  # noqa: SIM110 - a loop, not all() of a generator: numba
+        if data[i + 1 + k] != keys[offsets[code] + k]:
+            return False
+    return True
+
+
+@njit_unmanaged
+def _key(data: Any, i: Any, keys: Any, offsets: Any, expected: Any) -> Any:
     """(the position after ``"key":`` and whitespace, the key's code) at ``i``; code -1 when
-    it is no key of ``keys``, position -1 when it is not a key."""
+    it is no key of ``keys``, position -1 when it is not a key. Key ``expected`` is tried
+    first (the keys are listed in the order the product writes them)."""
     end = _string(data, i)
     if end < 0:
         return -1, -1
@@ -254,13 +266,10 @@ def _key(data: Any, i: Any, keys: Any, offsets: Any) -> Any:
     if colon >= len(data) or data[colon] != 58:
         return -1, -1
     length = end - i - 2
+    if expected < len(offsets) - 1 and _is_key(data, i, length, keys, offsets, expected):
+        return _skip(data, colon + 1), expected
     for code in range(len(offsets) - 1):
-        if offsets[code + 1] - offsets[code] != length:
-            continue
-        for k in range(length):
-            if data[i + 1 + k] != keys[offsets[code] + k]:
-                break
-        else:
+        if _is_key(data, i, length, keys, offsets, code):
             return _skip(data, colon + 1), code
     return colon + 1, -1
 
@@ -320,16 +329,17 @@ def _scan(data: Any, frame_ids: Any, frame_detections: Any, frame_sizes: Any,
         f = frames
         frames += 1
         seen = 0
+        key = -1
         i = _skip(data, i + 1)
         in_frame = i < n and data[i] != 125
         while in_frame:
-            i, code = _key(data, i, _FRAME_KEY_BYTES, _FRAME_KEY_OFFSETS)
-            if code < 0 or seen & (1 << code):
+            i, key = _key(data, i, _FRAME_KEY_BYTES, _FRAME_KEY_OFFSETS, key + 1)
+            if key < 0 or seen & (1 << key):
                 return False
-            seen |= 1 << code
-            if code == _F_ID:
+            seen |= 1 << key
+            if key == _F_ID:
                 i, frame_ids[f] = _integer(data, i)
-            elif code == _F_SIZE:
+            elif key == _F_SIZE:
                 end = _literal(data, i, _NULL)
                 if end < 0 and i < n and data[i] == 91:
                     end, frame_sizes[f, 0] = _integer(data, _skip(data, i + 1))
@@ -343,7 +353,7 @@ def _scan(data: Any, frame_ids: Any, frame_detections: Any, frame_sizes: Any,
                     end += 1
                     frame_size_null[f] = False
                 i = end
-            elif code == _F_DURATION:
+            elif key == _F_DURATION:
                 end = _literal(data, i, _NULL)
                 if end < 0:
                     end = _float(data, i, numbers, number_offsets, used)
@@ -362,10 +372,13 @@ def _scan(data: Any, frame_ids: Any, frame_detections: Any, frame_sizes: Any,
                     d = detections
                     detections += 1
                     held = 0
+                    code = -1
                     i = _skip(data, i + 1)
                     in_detection = i < n and data[i] != 125
                     while in_detection:
-                        i, code = _key(data, i, _DETECTION_KEY_BYTES, _DETECTION_KEY_OFFSETS)
+                        i, code = _key(
+                            data, i, _DETECTION_KEY_BYTES, _DETECTION_KEY_OFFSETS, code + 1
+                        )
                         if code < 0 or held & (1 << code):
                             return False
                         held |= 1 << code
