@@ -10,10 +10,7 @@ the sketch's memory grows with log(max area), not with the number of segments.
 from __future__ import annotations
 
 import math
-import operator
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 
 import numpy as np
 
@@ -38,14 +35,6 @@ def _representative(bucket: int) -> int:
     return round((low + high) / 2)
 
 
-def _add_counts(held: dict[int, int], buckets: list[int], counts: Iterable[int]) -> None:
-    """Add ``counts`` to ``held`` bucket by bucket, without a Python loop (maps over
-    ``dict.get``): a dense mask's segments fall in ~100 buckets each, and a loop costs ~0.3 us
-    a bucket, whenever a batch's segments are added and whenever summaries merge."""
-    sums = map(operator.add, map(held.get, buckets, repeat(0)), counts)
-    held.update(zip(buckets, sums, strict=True))
-
-
 @dataclass
 class AreaSketch:
     """Counts of areas by bucket, plus the exact minimum and maximum."""
@@ -62,12 +51,23 @@ class AreaSketch:
     def add(self, areas: np.ndarray) -> None:
         """Add a batch of non-negative integer areas."""
         areas = np.asarray(areas, dtype=np.int64)
-        add_grouped([self], np.zeros(len(areas), dtype=np.int64), areas)
+        if areas.size == 0:
+            return
+        # Counted by bincount, not np.unique: one call instead of a sort and several passes
+        # (a batch's segments are added per type; make bench's spread).
+        counts = np.bincount(_bucket_of(areas))
+        keys = np.flatnonzero(counts)
+        for key, count in zip(keys.tolist(), counts[keys].tolist(), strict=True):
+            self.counts[key] = self.counts.get(key, 0) + count
+        low, high = int(areas.min()), int(areas.max())
+        self.minimum = low if self.minimum is None else min(self.minimum, low)
+        self.maximum = high if self.maximum is None else max(self.maximum, high)
 
     def merge(self, other: AreaSketch) -> AreaSketch:
         """The sketch of both inputs (associative and commutative)."""
         merged = AreaSketch(dict(self.counts), self.minimum, self.maximum)
-        _add_counts(merged.counts, list(other.counts), other.counts.values())
+        for key, count in other.counts.items():
+            merged.counts[key] = merged.counts.get(key, 0) + count
         if other.minimum is not None:
             merged.minimum = (
                 other.minimum if merged.minimum is None else min(merged.minimum, other.minimum)
@@ -96,36 +96,6 @@ class AreaSketch:
                 value = _representative(key)
                 return min(max(value, self.minimum or value), self.maximum or value)
         return self.maximum
-
-
-def add_grouped(sketches: Sequence[AreaSketch], groups: np.ndarray, areas: np.ndarray) -> None:
-    """Add each of ``areas`` (non-negative integers) to ``sketches[group]``, its group in
-    ``groups`` (non-decreasing, every sketch's group present), all at once: each sketch ends as
-    if its areas had been added alone, for a few numpy calls in all instead of a dozen per
-    sketch (a batch's segments are added per type, a batch's fixed cost in ``make bench``'s
-    spread)."""
-    areas = np.asarray(areas, dtype=np.int64)
-    if areas.size == 0:
-        return
-    groups = np.asarray(groups, dtype=np.int64)
-    buckets = _bucket_of(areas)
-    width = int(buckets.max()) + 1
-    # Each group's distinct buckets, in order, and their counts: a sort of the few keys (a
-    # bincount over groups x buckets, ~10^4 counters, costs more to scan).
-    keys = np.sort(groups * width + buckets)
-    last = np.flatnonzero(np.append(keys[1:] != keys[:-1], True))  # each key's last index
-    counts = np.diff(last, prepend=-1)
-    key_groups, key_buckets = np.divmod(keys[last], width)
-    ends = np.searchsorted(key_groups, np.arange(len(sketches)), side="right").tolist()
-    edges = np.searchsorted(groups, np.arange(len(sketches)))
-    lows, highs = np.minimum.reduceat(areas, edges), np.maximum.reduceat(areas, edges)
-    added_buckets, added_counts = key_buckets.tolist(), counts.tolist()
-    begin = 0
-    for sketch, end, low, high in zip(sketches, ends, lows.tolist(), highs.tolist(), strict=True):
-        _add_counts(sketch.counts, added_buckets[begin:end], added_counts[begin:end])
-        begin = end
-        sketch.minimum = low if sketch.minimum is None else min(sketch.minimum, low)
-        sketch.maximum = high if sketch.maximum is None else max(sketch.maximum, high)
 
 
 @dataclass

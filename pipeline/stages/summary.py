@@ -24,7 +24,7 @@ from pipeline.formats.celantur import (
     normalise_type_label,
 )
 from pipeline.io.parquet import StagedBundle
-from pipeline.kernels.quantiles import AreaSketch, add_grouped
+from pipeline.kernels.quantiles import AreaSketch
 
 #: Failed inputs a summary names (the first by path; ``errors/`` has them all).
 FAILED_NAMED = 5
@@ -167,26 +167,17 @@ class BatchSummary:
         """Add typed segments: each type gets the segments with its flag; ``invalid`` the rest."""
         flags = np.asarray(flags, dtype=np.int64)
         pixels = np.asarray(pixels, dtype=np.int64)
-        # Every (type, segment) pair at once, by type (a row per type, ``invalid`` last): a few
-        # numpy calls for the batch, not a dozen per type (a batch's fixed cost, ``make
-        # bench``'s spread).
-        bits = np.arange(len(TYPE_NAMES))[:, None]
-        member = np.vstack([(flags >= 0) & ((flags >> bits) & 1 == 1), flags < 0])
-        group, segment = np.nonzero(member)
-        of_type = np.bincount(group, minlength=len(member))
-        names = (*TYPE_NAMES, "invalid")
-        present = np.flatnonzero(of_type)
-        if not present.size:
-            return
-        areas = pixels[segment]
-        counts = of_type[present]
-        totals = np.add.reduceat(areas, np.cumsum(counts) - counts)
-        typed = [self.types.setdefault(names[i], TypeStats()) for i in present.tolist()]
-        for stats, segments, total in zip(typed, counts.tolist(), totals.tolist(), strict=True):
-            stats.segments += segments
-            stats.pixels += total
-        # Groups numbered among the types present.
-        add_grouped([stats.areas for stats in typed], np.cumsum(of_type > 0)[group] - 1, areas)
+        selections = {
+            name: (flags >= 0) & ((flags >> bit) & 1 == 1) for bit, name in enumerate(TYPE_NAMES)
+        }
+        selections["invalid"] = flags < 0
+        for name, selected in selections.items():
+            if not selected.any():
+                continue
+            stats = self.types.setdefault(name, TypeStats())
+            stats.segments += int(selected.sum())
+            stats.pixels += int(pixels[selected].sum())
+            stats.areas.add(pixels[selected])
 
     def add_detections(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Add detection rows, per raw ``type_label``."""

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.kernels.quantiles import AreaSketch, add_grouped
+from pipeline.kernels.quantiles import AreaSketch
 
 QS = (0.0, 0.01, 0.1, 0.25, 1 / 3, 0.5, 0.7, 0.9, 0.95, 0.99, 1.0)
 RELATIVE_TOLERANCE = 0.005
@@ -155,21 +155,3 @@ def test_memory_grows_with_log_of_max_area_not_count() -> None:
     # log(10**8 / 1025) / log(1.01) ~ 1155 buckets at most above the exact range.
     assert len(sketch.counts) <= 1160
     assert sketch.total == 200_000
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_grouped_adds_equal_each_group_added_alone(seed: int) -> None:
-    """A batch's areas added to several sketches at once (a summary's types) leave each sketch
-    exactly as adding its own areas alone, onto what it already held."""
-    rng = np.random.default_rng(seed)
-    groups = np.sort(rng.integers(0, 5, 400))
-    groups[0] = 0
-    groups = np.searchsorted(np.unique(groups), groups)  # every group present, numbered 0..k-1
-    areas = log_uniform(rng, len(groups), high=1e7)
-    held = [log_uniform(rng, 20) for _ in range(groups.max() + 1)]
-    grouped = [sketch_of(h) for h in held]
-    add_grouped(grouped, groups, areas)
-    for group, h in enumerate(held):
-        alone = sketch_of(h, areas[groups == group])
-        assert grouped[group] == alone
-        assert list(grouped[group].counts) == list(alone.counts)
