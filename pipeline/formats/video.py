@@ -291,7 +291,10 @@ def _parse_scanned(data: bytes) -> ParsedChunk | None:
         return None
     if not np.isfinite(numbers).all():
         return None  # beyond a double (msgspec's way with those is its own)
-    numbers = np.append(numbers, np.nan)  # slot -1 (null): NaN
+    # After them NaN, for a null: slot -1 (a score, a duration), or the 4 slots after the last
+    # number (a box or an offset).
+    missing = len(numbers)
+    numbers = np.append(numbers, np.full(4, np.nan))
     columns = _Columns()
     null_size = scan.frame_size_null.tolist()
     given_sizes = [
@@ -331,8 +334,8 @@ def _parse_scanned(data: bytes) -> ParsedChunk | None:
     for starts, names in ((slots[:, 0], ("x1", "y1", "x2", "y2")), (slots[:, 1],
                           ("offset_x", "offset_y"))):  # fmt: skip
         given = starts >= 0
-        at = np.where(given[:, None], starts[:, None] + np.arange(len(names)), -1)
-        table = np.ascontiguousarray(numbers[at].T)
+        first = np.where(given, starts, missing)
+        table = numbers.take(first[np.newaxis, :] + np.arange(len(names))[:, np.newaxis])
         coordinates, _ = _coordinate_columns(table, len(starts) - int(given.sum()))
         out.update(zip(names, coordinates, strict=True))
     out["color"] = pa.nulls(len(slots), _TYPES["color"])
