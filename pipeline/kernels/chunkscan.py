@@ -258,7 +258,15 @@ def _is_key(data: Any, i: Any, length: Any, keys: Any, offsets: Any, code: Any) 
 def _key(data: Any, i: Any, keys: Any, offsets: Any, expected: Any) -> Any:
     """(the position after ``"key":`` and whitespace, the key's code) at ``i``; code -1 when
     it is no key of ``keys``, position -1 when it is not a key. Key ``expected`` is tried
-    first (the keys are listed in the order the product writes them)."""
+    first (the keys are listed in the order the product writes them), by its bytes alone."""
+    if expected < len(offsets) - 1:
+        length = offsets[expected + 1] - offsets[expected]
+        end = i + length + 2
+        quoted = end <= len(data) and data[i] == 34 and data[end - 1] == 34
+        if quoted and _is_key(data, i, length, keys, offsets, expected):
+            colon = _skip(data, end)
+            if colon < len(data) and data[colon] == 58:
+                return _skip(data, colon + 1), expected
     end = _string(data, i)
     if end < 0:
         return -1, -1
