@@ -11,11 +11,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from pipeline.kernels import njit_unmanaged
 from pipeline.kernels.scanlines import ROWS_OK, _unfilter_bytes
 from pipeline.kernels.segments import _append_foreground, _binary_row, _measure_row
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _unfilter_row(
     raw: np.ndarray,
     start: int,

@@ -20,6 +20,7 @@ import numba
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
+from pipeline.kernels import njit_unmanaged
 from pipeline.kernels.segments import (
     _BACKGROUND,
     _COUNT,
@@ -44,7 +45,7 @@ from pipeline.kernels.segments import (
 ROWS_OK = -1
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _paeth(a: Any, b: Any, c: Any) -> Any:
     """The PNG Paeth predictor of signed (int64) neighbours: left, above, above-left."""
     p = a + b - c
@@ -58,7 +59,7 @@ def _paeth(a: Any, b: Any, c: Any) -> Any:
     return c
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _unfilter(
     raw: np.ndarray,
     start: int,
@@ -105,7 +106,7 @@ _LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
 _TOP = np.uint64(0x8080808080808080)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _unfilter_words(
     up: bool, raw: np.ndarray, data: int, length: int, above: np.ndarray, row: np.ndarray
 ) -> None:
@@ -131,7 +132,7 @@ def _unfilter_words(
             row[i] = raw[data + i]
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _unfilter_sub(raw: np.ndarray, data: int, length: int, bpp: int, row: np.ndarray) -> None:
     """Sub: each byte plus the byte one pixel (``bpp`` bytes) to its left, 8 bytes per step.
 
@@ -175,14 +176,14 @@ def _unfilter_sub(raw: np.ndarray, data: int, length: int, bpp: int, row: np.nda
         row[q] = (raw[data + q] + row[q - bpp]) & 255
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _add_bytes(a: Any, b: Any) -> Any:
     """The eight byte-wise sums (mod 256) of two words, without carries between bytes: the low
     7 bits of each byte are added, and the top bits put back by exclusive or."""
     return ((a & _LOW7) + (b & _LOW7)) ^ ((a ^ b) & _TOP)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _channel_sums(word: Any, bpp: int) -> Any:
     """Each byte of ``word`` plus the bytes ``bpp``, ``2 bpp``, ... before it in the word
     (mod 256): sums doubled in reach by shifted adds (3 bytes then 6 for RGB)."""
@@ -199,7 +200,7 @@ def _channel_sums(word: Any, bpp: int) -> Any:
     return _add_bytes(word, word << np.uint64(32))
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _continued(word: Any, bpp: int) -> Any:
     """The word after ``word`` in a row of pixels all equal to its last ``bpp`` bytes (little
     endian: those bytes, repeated from the word's first byte)."""
@@ -214,7 +215,7 @@ def _continued(word: Any, bpp: int) -> Any:
     return (word >> np.uint64(56)) * np.uint64(0x0101010101010101)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _unfilter_average(
     raw: np.ndarray, data: int, length: int, bpp: int, above: np.ndarray, row: np.ndarray
 ) -> None:
@@ -258,7 +259,7 @@ def _unfilter_average(
         row[q] = (raw[data + q] + ((left_byte + np.int64(above[q])) >> 1)) & 255
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _unfilter_left(
     kind: int,
     raw: np.ndarray,
@@ -316,7 +317,7 @@ def _unfilter_left(
     _unfilter_bytes(kind, raw, data, q, length, bpp, above, row, last, channel)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _left_pattern(last: np.ndarray, bpp: int, pattern: np.ndarray) -> None:
     """The three words of a row continuing ``last`` (channel k's byte at every byte q with
     q % bpp == k), as ``_pattern`` lays them out (and, for RGB(A) pixels, builds them: a few
@@ -333,7 +334,7 @@ def _left_pattern(last: np.ndarray, bpp: int, pattern: np.ndarray) -> None:
         pattern[m] = word
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _unfilter_bytes(
     kind: int,
     raw: np.ndarray,
@@ -371,7 +372,7 @@ def _unfilter_bytes(
     return channel
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _pattern(row: np.ndarray, j: int, channels: int, pattern: np.ndarray) -> None:
     """Fill ``pattern`` with the three 8-byte words a row made only of the pixel at byte ``j``
     (3 or 4 bytes) has at bytes 8m..8m+7 (m = 0, 1, 2): word w of such a row is
@@ -401,7 +402,7 @@ def _pattern(row: np.ndarray, j: int, channels: int, pattern: np.ndarray) -> Non
     pattern[2] = (u >> np.uint64(8)) | (u << np.uint64(16)) | (u << np.uint64(40))
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _pixel_of(byte: int, channels: int) -> int:
     """``byte // channels`` for the pixel sizes of instance masks, without a hardware divide
     (tens of cycles, paid twice per run otherwise)."""
@@ -420,7 +421,7 @@ _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 _RGBA_COLOUR = np.uint64(0x00FFFFFF00FFFFFF)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _row_runs(
     row: np.ndarray, words: np.ndarray, width: int, channels: int, starts: np.ndarray
 ) -> int:
@@ -467,7 +468,7 @@ def _row_runs(
     return runs
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _word_runs(
     change: Any, byte: Any, width: int, channels: int, starts: np.ndarray, runs: int
 ) -> int:
@@ -490,7 +491,7 @@ def _word_runs(
     return runs
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _colour_key(row: np.ndarray, j: int) -> Any:
     """The colour of the pixel at byte ``j`` as the accumulator's key, ``r << 16 | g << 8 | b``."""
     return (np.int64(row[j]) << 16) | (np.int64(row[j + 1]) << 8) | np.int64(row[j + 2])
@@ -545,7 +546,7 @@ def _instance_row(
     return keys, table, bounds, runs
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _add_runs(
     starts: np.ndarray,
     run_keys: np.ndarray,
@@ -610,7 +611,7 @@ def _add_runs(
     return count
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _rows_differ(words: np.ndarray, above_words: np.ndarray) -> bool:
     """Whether two padded rows (as 8-byte words) differ: one pass without an early exit, which
     the compiler vectorises."""
@@ -620,7 +621,7 @@ def _rows_differ(words: np.ndarray, above_words: np.ndarray) -> bool:
     return change != 0
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _unchanged_scanline(
     r: int, sample_rows: np.ndarray, last_change: int, out_row: np.ndarray
 ) -> bool:
@@ -633,7 +634,7 @@ def _unchanged_scanline(
     return True
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _sample_runs(
     row: np.ndarray,
     starts: np.ndarray,
@@ -825,7 +826,7 @@ def binary_strip(
     return ROWS_OK
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _sample_changes(
     row: np.ndarray,
     words: np.ndarray,
@@ -861,5 +862,6 @@ def _sample_changes(
                 value = row[j + k]
                 out_row[1 + o] = value - above[o]  # uint8 wraps mod 256
                 above[o] = value
-        sampled_words[w:end] = words[w:end]
+        for k in range(w, end):  # (copying a slice needs numba's runtime)
+            sampled_words[k] = words[k]
         w = end

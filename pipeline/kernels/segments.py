@@ -13,6 +13,8 @@ from typing import Any
 import numba
 import numpy as np
 
+from pipeline.kernels import njit_unmanaged
+
 # Columns of the kernel's accumulator table.
 _COUNT, _XMIN, _XMAX, _YMIN, _YMAX, _SUMX, _SUMY = range(7)
 _FIELDS = 7
@@ -46,13 +48,13 @@ def _grow(keys: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return new_keys, new_table
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _room_for_one_more(keys: np.ndarray, table: np.ndarray, state: np.ndarray) -> bool:
     """Whether the accumulator can take one more colour without growing (half full at most)."""
     return (state[_USED] + 1) * 2 <= keys.shape[0]
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _add_run(
     key: Any,
     start: int,
@@ -84,7 +86,7 @@ def _add_run(
     _add_to_slot(state[_LAST_SLOT], start, end, y, table)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _slot_of(
     key: Any, start: int, end: int, y: int, keys: np.ndarray, table: np.ndarray, state: np.ndarray
 ) -> Any:
@@ -103,7 +105,7 @@ def _slot_of(
     return slot
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _add_to_slot(slot: Any, start: int, end: int, y: int, table: np.ndarray) -> None:
     """Add the run ``start..end-1`` of row ``y`` to the colour in ``slot``."""
     run = end - start
@@ -358,7 +360,7 @@ def foreground_runs(rgb: np.ndarray) -> ForegroundRuns:
 # ---------------------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_unmanaged
 def _binary_row(
     row: np.ndarray,
     channels: int,
