@@ -497,38 +497,22 @@ def _colour_key(row: np.ndarray, j: int) -> Any:
     return (np.int64(row[j]) << 16) | (np.int64(row[j + 1]) << 8) | np.int64(row[j + 2])
 
 
-@numba.njit(cache=True, nogil=True)
-def _instance_row(
+@njit_unmanaged
+def _instance_runs(
     row: np.ndarray,
     words: np.ndarray,
     width: int,
     channels: int,
-    y: int,
-    keys: np.ndarray,
-    table: np.ndarray,
-    state: np.ndarray,
-    bounds: np.ndarray,
-    row_ends: np.ndarray,
     starts: np.ndarray,
     above_starts: np.ndarray,
     same: bool,
     run_keys: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Measure one unfiltered instance-mask row (``channels`` bytes a pixel, black is
-    background; ``row`` is padded with zeros to whole 8-byte words, ``words`` is it as words):
-    each run of one colour is added to the colour accumulator (as ``_add_run`` would) and its
-    non-black runs to the foreground runs (as ``_append_foreground`` would). ``starts``
+) -> int:
+    """The runs of one colour of an unfiltered instance-mask row (``channels`` bytes a pixel;
+    ``row`` is padded with zeros to whole 8-byte words, ``words`` is it as words): ``starts``
     (width + 1) receives each run's first pixel, then ``width``, and ``run_keys`` (width) each
-    run's colour. With ``same`` (the row is the row above again) the runs are those of the row
-    above, ``above_starts``, laid out the same way.
-
-    The runs are found first and accumulated after (``_add_runs``): the accumulator is grown
-    (for as many new colours as the row has runs) between the two, never inside a loop over
-    runs, where the arrays it may replace cost ~30 % of the row (numba then keeps their
-    references and shapes up to date on every run).
-    Returns ``keys``, ``table`` and ``bounds`` (they may have grown) and the number of runs."""
-    count = row_ends[y - 1] if y > 0 else 0
-    bounds = _room_for_row(bounds, count, width)
+    run's colour; returns the number of runs. With ``same`` (the row is the row above again)
+    they are the runs of the row above, ``above_starts``, laid out the same way."""
     if same:
         runs = 0
         while above_starts[runs] < width:
@@ -539,11 +523,7 @@ def _instance_row(
         runs = _row_runs(row, words, width, channels, starts)
     for r in range(runs):
         run_keys[r] = _colour_key(row, starts[r] * channels)
-    while (state[_USED] + runs) * 2 > keys.shape[0]:
-        keys, table = _grow(keys, table)
-        state[_LAST_KEY] = _EMPTY  # growing moved its slot
-    row_ends[y] = _add_runs(starts, run_keys, runs, y, keys, table, state, bounds, count)
-    return keys, table, bounds, runs
+    return runs
 
 
 @njit_unmanaged
@@ -558,7 +538,7 @@ def _add_runs(
     bounds: np.ndarray,
     count: int,
 ) -> int:
-    """Add a row's runs (``_instance_row``) to the colour accumulator, which has room for them,
+    """Add a row's runs (``_instance_runs``) to the colour accumulator, which has room for them,
     as ``_add_run`` would each, and its non-black runs to ``bounds`` after its first ``count``
     (neighbouring ones joined); returns the new number of foreground runs.
 
@@ -645,7 +625,7 @@ def _sample_runs(
     out_row: np.ndarray,
 ) -> None:
     """The UP-filtered scanline of an RGB row's nearest-neighbour sample, from its runs
-    (``_instance_row``'s ``starts``): the bytes ``_sample_row`` writes, without a pass per
+    (``_instance_runs``' ``starts``): the bytes ``_sample_row`` writes, without a pass per
     sampled pixel.
 
     ``first_col[x]`` is the number of sampled columns before pixel x, so a run covers a span of
@@ -716,13 +696,14 @@ def instance_strip(
     memory: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Unfilter a strip of an RGB(A) instance mask and measure it: colours (with black as
-    background) and foreground runs (``_instance_row``), and the rescaled scanlines into
-    ``scaled`` (zeros before the first strip: only bytes that are not zeros are written).
+    background) and foreground runs (``_instance_runs``, ``_add_runs``), and the rescaled
+    scanlines into ``scaled`` (zeros before the first strip: only bytes that are not zeros are
+    written).
 
     ``starts`` (2, width + 1), ``sampled`` and ``memory`` (3) carry from strip to strip: the
     runs of the last two rows (by row parity, as ``lines``), the last row that differed from
     the row above it (``memory[0]``) and the last scanline's sampled runs (``_sample_runs``).
-    A row that is the row above again takes its runs (``_instance_row``), and a rescaled
+    A row that is the row above again takes its runs (``_instance_runs``), and a rescaled
     scanline whose source rows did not change is zeros.
     RGB rows are sampled from their runs (``first_col``), RGBA ones pixel by pixel
     (``sample_cols``, ``sampled_above``).
@@ -747,10 +728,21 @@ def instance_strip(
         if not same:
             memory[0] = y
         row_starts = starts[y & 1]
-        keys, table, bounds, runs = _instance_row(
-            row, words, width, channels, y, keys, table, state, bounds, row_ends,
-            row_starts, starts[(y + 1) & 1], same, run_keys,
-        )  # fmt: skip
+        runs = _instance_runs(
+            row, words, width, channels, row_starts, starts[(y + 1) & 1], same, run_keys
+        )
+        # Each run is added to the colour accumulator (as _add_run would) and its non-black
+        # runs to the foreground runs (as _append_foreground would), in _add_runs. The
+        # accumulator and the foreground runs grow here first, for as many colours and runs as
+        # the row has, never in a loop over runs: the arrays they may replace cost ~30 % of
+        # the row there (numba then keeps their references and shapes up to date on every run).
+        count = row_ends[y - 1] if y > 0 else 0
+        if count + (width + 1) // 2 > bounds.shape[0]:
+            bounds = _room_for_row(bounds, count, width)
+        while (state[_USED] + runs) * 2 > keys.shape[0]:
+            keys, table = _grow(keys, table)
+            state[_LAST_KEY] = _EMPTY  # growing moved its slot
+        row_ends[y] = _add_runs(row_starts, run_keys, runs, y, keys, table, state, bounds, count)
         # RGB rows are sampled from their runs; RGBA ones pixel by pixel (a run is one colour,
         # but its alpha may vary).
         while progress[0] < sample_rows.shape[0] and sample_rows[progress[0]] == y:
