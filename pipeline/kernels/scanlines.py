@@ -712,37 +712,99 @@ def instance_strip(
     Returns the (possibly grown) ``keys``, ``table``, ``bounds`` and ``ROWS_OK``, or the index
     of the first row with an undefined filter type.
     """
-    length = width * channels
-    stride = 1 + length
     pattern = np.empty(3, dtype=np.uint64)
     last = np.empty(4, dtype=np.uint8)
-    words_of = lines.view(np.uint64)  # the row buffers as 8-byte words
     run_keys = np.empty(width, dtype=np.int64)
-    for i in range(raw.shape[0] // stride):
-        y = first_row + i
-        row = lines[y & 1]
-        above = lines[(y + 1) & 1]
-        if not _unfilter(raw, i * stride, stride, channels, above, row, last, pattern):
-            return keys, table, bounds, y
-        words = words_of[y & 1]
-        same = y > 0 and not _rows_differ(words, words_of[(y + 1) & 1])
-        if not same:
-            memory[0] = y
-        row_starts = starts[y & 1]
-        runs = _instance_runs(
-            row, words, width, channels, row_starts, starts[(y + 1) & 1], same, run_keys
-        )
-        # Each run is added to the colour accumulator (as _add_run would) and its non-black
-        # runs to the foreground runs (as _append_foreground would), in _add_runs. The
-        # accumulator and the foreground runs grow here first, for as many colours and runs as
-        # the row has, never in a loop over runs: the arrays they may replace cost ~30 % of
-        # the row there (numba then keeps their references and shapes up to date on every run).
+    # The rows are measured without numba's reference counting (_instance_rows: a strip's rows
+    # took ~0.1 ms of a mask's row views alone); it hands back to grow the accumulator or the
+    # foreground runs, which allocates.
+    resume = np.zeros(2, dtype=np.int64)
+    i = 0
+    while True:
+        i = _instance_rows(
+            raw, i, first_row, width, channels, lines, keys, table, state, bounds, row_ends,
+            sample_rows, sample_cols, first_col, sampled_above, sampled, scaled, progress,
+            starts, memory, run_keys, last, pattern, resume,
+        )  # fmt: skip
+        if resume[0] == _STRIP_DONE:
+            return keys, table, bounds, ROWS_OK
+        if resume[0] == _BAD_FILTER:
+            return keys, table, bounds, first_row + i
+        y = first_row + i  # _GROW: row y's runs are found, its resume[1] runs
         count = row_ends[y - 1] if y > 0 else 0
-        if count + (width + 1) // 2 > bounds.shape[0]:
-            bounds = _room_for_row(bounds, count, width)
-        while (state[_USED] + runs) * 2 > keys.shape[0]:
+        bounds = _room_for_row(bounds, count, width)
+        while (state[_USED] + resume[1]) * 2 > keys.shape[0]:
             keys, table = _grow(keys, table)
             state[_LAST_KEY] = _EMPTY  # growing moved its slot
+
+
+#: What ``_instance_rows`` hands back in ``resume[0]``.
+_STRIP_DONE, _BAD_FILTER, _GROW = 0, 1, 2
+
+
+@njit_unmanaged
+def _instance_rows(
+    raw: np.ndarray,
+    first: int,
+    first_row: int,
+    width: int,
+    channels: int,
+    lines: np.ndarray,
+    keys: np.ndarray,
+    table: np.ndarray,
+    state: np.ndarray,
+    bounds: np.ndarray,
+    row_ends: np.ndarray,
+    sample_rows: np.ndarray,
+    sample_cols: np.ndarray,
+    first_col: np.ndarray,
+    sampled_above: np.ndarray,
+    sampled: np.ndarray,
+    scaled: np.ndarray,
+    progress: np.ndarray,
+    starts: np.ndarray,
+    memory: np.ndarray,
+    run_keys: np.ndarray,
+    last: np.ndarray,
+    pattern: np.ndarray,
+    resume: np.ndarray,
+) -> int:
+    """The rows of :func:`instance_strip` from strip row ``first`` on. Returns the strip row it
+    stopped at, with ``resume[0]``: ``_STRIP_DONE`` (every row measured), ``_BAD_FILTER`` (that
+    row's filter type is undefined) or ``_GROW``: that row's runs are found (``resume[1]`` of
+    them) but the accumulator or the foreground runs need room for them first; called again
+    with ``resume`` as it was, the row goes on from there."""
+    length = width * channels
+    stride = 1 + length
+    words_of = lines.view(np.uint64)  # the row buffers as 8-byte words
+    for i in range(first, raw.shape[0] // stride):
+        y = first_row + i
+        row = lines[y & 1]
+        words = words_of[y & 1]
+        row_starts = starts[y & 1]
+        if resume[0] == _GROW:  # the row's runs were found before growing
+            runs = resume[1]
+        else:
+            if not _unfilter(raw, i * stride, stride, channels, lines[(y + 1) & 1], row, last,
+                             pattern):  # fmt: skip
+                resume[0] = _BAD_FILTER
+                return i
+            same = y > 0 and not _rows_differ(words, words_of[(y + 1) & 1])
+            if not same:
+                memory[0] = y
+            runs = _instance_runs(
+                row, words, width, channels, row_starts, starts[(y + 1) & 1], same, run_keys
+            )
+        # Each run is added to the colour accumulator (as _add_run would) and its non-black
+        # runs to the foreground runs (as _append_foreground would), in _add_runs. Both grow
+        # first (in instance_strip), for as many colours and runs as the row has, never in a
+        # loop over runs: the arrays they may replace cost ~30 % of the row there (numba then
+        # keeps their references and shapes up to date on every run).
+        count = row_ends[y - 1] if y > 0 else 0
+        if count + (width + 1) // 2 > bounds.shape[0] or (state[_USED] + runs) * 2 > keys.shape[0]:
+            resume[0], resume[1] = _GROW, runs
+            return i
+        resume[0] = _STRIP_DONE
         row_ends[y] = _add_runs(row_starts, run_keys, runs, y, keys, table, state, bounds, count)
         # RGB rows are sampled from their runs; RGBA ones pixel by pixel (a run is one colour,
         # but its alpha may vary).
@@ -756,7 +818,8 @@ def instance_strip(
                 pixels = row[:length].reshape((width, channels))
                 _sample_row(pixels, sample_cols, sampled_above, r == 0, scaled[r])
             progress[0] = r + 1
-    return keys, table, bounds, ROWS_OK
+    resume[0] = _STRIP_DONE
+    return raw.shape[0] // stride
 
 
 @numba.njit(cache=True, nogil=True)
