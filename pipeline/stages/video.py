@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from itertools import pairwise
@@ -48,7 +48,7 @@ from pipeline.stages.common import (
     stage_rows,
 )
 from pipeline.stages.plan import Batch, TrackAssignment, VideoChunk
-from pipeline.stages.summary import BatchSummary, label_groups
+from pipeline.stages.summary import BatchSummary
 from pipeline.tables import SCHEMAS, to_arrow
 
 # ---------------------------------------------------------------------------------------------
@@ -305,20 +305,45 @@ class _VideoStats:
     durations: int = 0
     gaps: int = 0
 
-    def add_detections(self, labels: Any, scores: np.ndarray) -> None:
-        """Count detections (a label column, scores with NaN unknown) in the order given."""
+    def add_detections(self, groups: Iterable[tuple[str, np.ndarray]], scores: np.ndarray) -> None:
+        """Count detections (scores with NaN unknown) in the order given, their labels as
+        :func:`~pipeline.stages.summary.label_groups` gives them."""
         self.detections += len(scores)
         self.scores.add(scores)
         # Per distinct str(label), not per detection; each label's scores are added one after
         # the other (np.add.accumulate is sequential), as a plain loop would.
         scored = np.isfinite(scores)
-        for key, selected in label_groups(labels):
+        for key, selected in groups:
             kept = scores[selected & scored]
             self.labels[key] += int(selected.sum())
             if len(kept):
                 running = np.concatenate(([self.label_score_sum.get(key, 0.0)], kept))
                 self.label_score_sum[key] = float(np.add.accumulate(running)[-1])
                 self.label_scored[key] += len(kept)
+
+
+@dataclass
+class _LabelKeys:
+    """A task's label codes (:func:`_share_labels`) by ``str(label)``, the key statistics count
+    them under (a missing label is ``"None"``): worked out once per task, not per video."""
+
+    keys: list[str]
+    key_of: np.ndarray  # each code's position in keys
+
+    @classmethod
+    def of(cls, labels: list[str | None]) -> _LabelKeys:
+        """The keys of the task's ``labels``."""
+        keys = list(dict.fromkeys(map(str, labels)))
+        position = {key: index for index, key in enumerate(keys)}
+        return cls(keys, np.array([position[str(label)] for label in labels], dtype=np.int64))
+
+    def groups(self, codes: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
+        """What :func:`~pipeline.stages.summary.label_groups` gives for the labels of ``codes``:
+        each key with the mask of its positions, in order of first appearance."""
+        grouped = self.key_of[codes]
+        present, firsts = np.unique(grouped, return_index=True)
+        for index in present[np.argsort(firsts)].tolist():
+            yield self.keys[index], grouped == index
 
 
 class _Video:
@@ -337,12 +362,16 @@ class _Video:
     """
 
     def __init__(
-        self, chunks: list[tuple[VideoChunk, _Rows]], repeats: int, labels: list[str | None]
+        self,
+        chunks: list[tuple[VideoChunk, _Rows]],
+        repeats: int,
+        labels: list[str | None],
+        keys: _LabelKeys,
     ) -> None:
         parts = [rows for _, rows in chunks]
         self.data = _Rows.concatenate(parts)
         self.labels = labels  # the label of each code of data.labels
-        self.label_names = pa.array(labels, pa.string())
+        self.keys = keys
         self.repeats = repeats  # repeats of a frame id within a chunk file (dropped in pass 1)
         self.chunk_of = np.repeat(np.arange(len(parts)), [len(r.frames) for r in parts])
         self.starts = np.array([c.start for c, _ in chunks], dtype=np.int64)
@@ -380,8 +409,9 @@ class _Video:
         sizes = self.high[counted] - self.low[counted]
         stats.frames_with_detections += int(np.count_nonzero(sizes))
         detections = _spans(self.low[counted], sizes)
-        labels = pa.DictionaryArray.from_arrays(self.data.labels[detections], self.label_names)
-        stats.add_detections(labels, self.data.scores[detections])
+        stats.add_detections(
+            self.keys.groups(self.data.labels[detections]), self.data.scores[detections]
+        )
         durations, events = self.data.durations[counted], event[counted]
         finite = np.isfinite(durations)
         stats.durations += int(finite.sum())
@@ -466,6 +496,7 @@ def _track(
     summary = BatchSummary()
     options = ctx.options
     assert isinstance(options, CelanturOptions), "video tracks belong to Celantur runs"
+    keys = _LabelKeys.of(labels)
     for media, chunks in assignment.videos:
         stats = _VideoStats()
         held = [
@@ -477,7 +508,7 @@ def _track(
         parsed = [(chunk, batch.chunk(chunk.file.rel)) for chunk, batch in held]
         gaps: list[GapColumns] = []
         if parsed:
-            video = _Video(parsed, sum(b.duplicates[c.file.rel] for c, b in held), labels)
+            video = _Video(parsed, sum(b.duplicates[c.file.rel] for c, b in held), labels, keys)
             finder = GapFinder(
                 min_iou=options.gap_iou,
                 max_gap=options.gap_max_frames,
@@ -510,7 +541,7 @@ def _read_parts(ctx: TaskContext, key: str, reads: Prefetch) -> _BatchRows:
         staged = {}
     tables: dict[str, tuple[pa.Table, dict[str, tuple[int, int]]]] = {}
     for table, columns in _PART_COLUMNS.items():
-        data = staged.get(table, SCHEMAS[table].empty_table()).select(columns)
+        data = (staged[table] if table in staged else SCHEMAS[table].empty_table()).select(columns)
         tables[table] = _by_source(data)
     (frames, frame_rows), (det, det_rows) = tables["frames"], tables["detections"]
     chunks, chunk_rows = tables["chunks"]

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.stages.summary import BatchSummary, label_groups
-from pipeline.stages.video import _VideoStats
+from pipeline.stages.video import _LabelKeys, _VideoStats
 
 _labels = st.lists(st.sampled_from([None, "None", "face", "person", "", "licence plate"]))
 _score = st.one_of(st.none(), st.floats(0, 1), st.sampled_from([0.1, 0.2, 0.7, -0.0]))
@@ -43,17 +43,21 @@ def test_label_groups_partition_the_positions_by_str_label(labels: list[Any]) ->
 
 @settings(max_examples=200, deadline=None)
 @given(_labels, st.permutations([None, "None", "face", "person", "", "licence plate", "unused"]))
-def test_label_groups_of_a_dictionary_array_equal_those_of_its_labels(
+def test_label_groups_of_codes_equal_those_of_their_labels(
     labels: list[Any], names: list[Any]
 ) -> None:
-    """Labels as codes into names (as pass 2 holds them: a missing label is a name too, some
-    names unused) group as the labels themselves do."""
-    codes = pa.array([names.index(label) for label in labels], pa.int64())
-    encoded = pa.DictionaryArray.from_arrays(codes, pa.array(names, pa.string()))
+    """Labels as codes into names, as a dictionary array or as pass 2 holds them (codes into a
+    task's labels, a missing label a name too, some names unused), group as the labels
+    themselves do."""
+    codes = [names.index(label) for label in labels]
+    encoded = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int64()), pa.array(names))
     expected = list(label_groups(labels))
-    got = list(label_groups(encoded))
-    assert [key for key, _ in got] == [key for key, _ in expected]
-    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, expected, strict=True))
+    for got in (
+        list(label_groups(encoded)),
+        list(_LabelKeys.of(names).groups(np.array(codes, dtype=np.int64))),
+    ):
+        assert [key for key, _ in got] == [key for key, _ in expected]
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, expected, strict=True))
 
 
 @settings(max_examples=200, deadline=None)
@@ -86,7 +90,7 @@ def test_video_label_sums_equal_a_loop_in_frame_order(batches: list[tuple[list[A
     scored: Counter[str] = Counter()
     for labels, given_scores, _ in batches:
         scores = np.array([math.nan if s is None else s for s in given_scores], dtype=np.float64)
-        stats.add_detections(labels, scores)
+        stats.add_detections(label_groups(labels), scores)
         for label, score in zip(labels, scores.tolist(), strict=True):
             counts[str(label)] += 1
             if math.isfinite(score):
