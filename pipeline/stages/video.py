@@ -391,6 +391,12 @@ class _Video:
         frames, chunk_of = self.data.frames, self.chunk_of
         # The common case, frames in order without repeats, skips the sorts below.
         in_order = bool(np.all(frames[1:] > frames[:-1]))
+        if in_order and len(self.starts) == 1 and not (len(frames) and frames[0] < self.starts[0]):
+            # One chunk, its frames in order and none below its start (most videos of real
+            # tracks): every frame is linked, and counted at the end as one group.
+            every = np.arange(len(frames))
+            self._count(stats, every, np.zeros(len(frames), dtype=np.int64))
+            return every
         if in_order:
             first = np.ones(len(frames), dtype=bool)
         else:
@@ -404,6 +410,14 @@ class _Video:
         counted = np.flatnonzero(first)
         if not (in_order and _ascending(event)):  # else already in (event, frame) order
             counted = counted[np.lexsort((frames[counted], event[counted]))]
+        self._count(stats, counted, event[counted])
+        linked = np.flatnonzero(first & ~late)
+        return linked if in_order else linked[np.argsort(frames[linked], kind="stable")]
+
+    def _count(self, stats: _VideoStats, counted: np.ndarray, events: np.ndarray) -> None:
+        """Count the frame rows ``counted`` into ``stats``, in that order, each at its event
+        (odd: a late frame, counted one at a time; even: a group's frames, summed at once)."""
+        frames = self.data.frames
         stats.duplicate_frames += self.repeats + len(frames) - len(counted)
         stats.frames += len(counted)
         sizes = self.high[counted] - self.low[counted]
@@ -412,7 +426,7 @@ class _Video:
         stats.add_detections(
             self.keys.groups(self.data.labels[detections]), self.data.scores[detections]
         )
-        durations, events = self.data.durations[counted], event[counted]
+        durations = self.data.durations[counted]
         finite = np.isfinite(durations)
         stats.durations += int(finite.sum())
         # Each event's frames: from its first frame to the next event's.
@@ -424,8 +438,6 @@ class _Video:
                 stats.duration_sum = float(np.add.accumulate(running)[-1])
             else:
                 stats.duration_sum += float(kept.sum())
-        linked = np.flatnonzero(first & ~late)
-        return linked if in_order else linked[np.argsort(frames[linked], kind="stable")]
 
     def link(self, finder: GapFinder, rows: np.ndarray) -> list[GapColumns]:
         """Feed the frame ``rows`` (in frame order) to the gap finder; the gaps found."""
