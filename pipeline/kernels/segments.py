@@ -480,7 +480,10 @@ def _up_filter(out_row: np.ndarray, above: np.ndarray, first: bool) -> None:
     sampled row, unfiltered), which becomes this row; branch-free, so the compiler vectorises
     it."""
     if first:
-        above[:] = out_row[1:]
+        # Element by element: a slice copy may allocate, which kernels compiled without
+        # numba's reference counting (njit_unmanaged callers) cannot.
+        for i in range(above.shape[0]):
+            above[i] = out_row[1 + i]
         return
     for i in range(above.shape[0]):
         value = out_row[1 + i]
