@@ -42,7 +42,7 @@ from pipeline.formats.metadata import (
     resolve_size_order,
 )
 from pipeline.io.jsonio import check_json_bounds, parse_json
-from pipeline.kernels.chunkscan import _NULL_BOOL, scan_chunk
+from pipeline.kernels.chunkscan import NULL_BOOL, scan_chunk
 from pipeline.tables import SCHEMAS
 
 #: Celantur writes at most this many frames per chunk file.
@@ -323,8 +323,8 @@ def _parse_scanned(data: bytes) -> ParsedChunk | None:
     out["type_label"] = labels
     scores = slots[:, 2]
     out["score"], bad_scores = _score_column(numbers[scores], int(np.count_nonzero(scores >= 0)))
-    either = np.where(anonymised[:, 0] == _NULL_BOOL, anonymised[:, 1], anonymised[:, 0])
-    null = either == _NULL_BOOL
+    either = np.where(anonymised[:, 0] == NULL_BOOL, anonymised[:, 1], anonymised[:, 0])
+    null = either == NULL_BOOL
     out["is_anonymised"] = _column(either == 1, pa.bool_(), null if null.any() else None)
     for starts, names in ((slots[:, 0], ("x1", "y1", "x2", "y2")), (slots[:, 1],
                           ("offset_x", "offset_y"))):  # fmt: skip

@@ -54,7 +54,8 @@ _DETECTION_KEY_BYTES, _DETECTION_KEY_OFFSETS = _key_table(_DETECTION_KEYS)
 
 _MAX_INT_DIGITS = 18  # an int64 holds any integer this long
 _MAX_EXACT_DIGITS = 15  # an integer this long is an exact float whichever way it is converted
-_NULL_BOOL = 2  # a boolean column's value when null or missing
+#: A boolean column's value in :class:`ScannedChunk` when null or missing.
+NULL_BOOL = 2
 
 # Byte classes as tables: a look-up compiles to faster code than chained comparisons.
 _SPACE = np.zeros(256, np.bool_)
@@ -107,7 +108,7 @@ def scan_chunk(data: bytes) -> ScannedChunk:
     frame_durations = np.full(objects, -1, np.int64)
     integers = np.zeros((objects, 2), np.int64)
     integer_null = np.ones((objects, 2), np.bool_)
-    anonymised = np.full((objects, 2), _NULL_BOOL, np.int8)
+    anonymised = np.full((objects, 2), NULL_BOOL, np.int8)
     slots = np.full((objects, 3), -1, np.int64)
     labels = np.empty(len(data), np.uint8)
     label_offsets = np.zeros(objects + 1, np.int32)
