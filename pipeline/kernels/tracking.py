@@ -65,9 +65,12 @@ _START_VELOCITY = 1 / 4
 # position, velocity and the covariance blocks (position, position-velocity, velocity).
 _BOX, _POS, _VEL, _PPP, _PPV, _PVV = 0, 4, 8, 12, 16, 20
 _FLOATS = 24
-# Columns of a track's integer state.
-_ID, _LABEL, _LAST, _HITS = 0, 1, 2, 3
-_INTS = 4
+# Columns of a track's integer state: ``_SEEN`` is the number of frames linked before its
+# last detection's frame (so the frames with metadata in a gap are a difference of two counts).
+_ID, _LABEL, _LAST, _HITS, _SEEN = 0, 1, 2, 3, 4
+_INTS = 5
+# The state's "no frame linked yet" (the last frame linked of a new video).
+_NO_FRAME = -(2**62)
 # Why the kernel returned.
 _DONE, _FULL = 0, 1
 
@@ -371,9 +374,10 @@ def _pairs(predicted: Any, labels: Any, count: Any, boxes: Any, codes: Any, high
 
 
 @njit_unmanaged
-def _update(track: Any, frame: Any, boxes: Any, d: Any, predicted: Any, ints: Any,
+def _update(track: Any, frame: Any, seen: Any, boxes: Any, d: Any, predicted: Any, ints: Any,
             floats: Any) -> None:  # fmt: skip
-    """Kalman update of ``track`` with its detection ``boxes[d]`` at ``frame``."""
+    """Kalman update of ``track`` with its detection ``boxes[d]`` at ``frame`` (``seen``
+    frames linked before it)."""
     for k in range(4):
         ppp, ppv = predicted[track, 4 + k], predicted[track, 8 + k]
         s = ppp + (_MEASUREMENT_NOISE * _size(boxes, d, 0, k)) ** 2
@@ -387,14 +391,17 @@ def _update(track: Any, frame: Any, boxes: Any, d: Any, predicted: Any, ints: An
         floats[track, _BOX + k] = boxes[d, k]
     ints[track, _HITS] += 1
     ints[track, _LAST] = frame
+    ints[track, _SEEN] = seen
 
 
 @njit_unmanaged
-def _start(track: Any, ident: Any, label: Any, frame: Any, boxes: Any, d: Any, ints: Any,
-           floats: Any) -> None:  # fmt: skip
-    """A tentative track at ``boxes[d]``, standing still with the start uncertainty."""
+def _start(track: Any, ident: Any, label: Any, frame: Any, seen: Any, boxes: Any, d: Any,
+           ints: Any, floats: Any) -> None:  # fmt: skip
+    """A tentative track at ``boxes[d]`` at ``frame`` (``seen`` frames linked before it),
+    standing still with the start uncertainty."""
     ints[track, _ID], ints[track, _LABEL], ints[track, _LAST], ints[track, _HITS] = (
         ident, label, frame, 1)  # fmt: skip
+    ints[track, _SEEN] = seen
     for k in range(4):
         size = _size(boxes, d, 0, k)
         floats[track, _BOX + k] = floats[track, _POS + k] = boxes[d, k]
@@ -404,19 +411,22 @@ def _start(track: Any, ident: Any, label: Any, frame: Any, boxes: Any, d: Any, i
 
 
 @numba.njit(cache=True, nogil=True)
-def _link(frames: Any, starts: Any, ends: Any, sizes: Any, boxes: Any, codes: Any, high: Any,
-          ints: Any, floats: Any, state: Any, params: Any, start: Any, track_of: Any,
+def _link(frames: Any, starts: Any, ends: Any, resets: Any, sizes: Any, boxes: Any, codes: Any,
+          high: Any, ints: Any, floats: Any, state: Any, params: Any, start: Any, track_of: Any,
           gap_ints: Any, gap_floats: Any) -> Any:  # fmt: skip
     """Link the frames ``start..`` in order; returns (reason, frame position).
 
-    Per frame to link: ``frames`` id, detections ``starts:ends`` (rows of ``boxes``, ``codes``
-    and ``high``, the usable detections), ``sizes`` (width, height). Tracks: ``ints`` and
-    ``floats`` rows; ``state``: live tracks, next track id, last frame linked before, gaps
-    recorded. ``params``: min IoU, max gap, min hits. Outputs: ``track_of`` each detection;
-    per gap ``gap_ints`` (track, first and last missing frame, detection, track frames) and
-    ``gap_floats`` (IoU, the Kalman position and velocity before the return, the last box).
-    On ``_FULL`` the track arrays need room for the frame at the returned position: grow them
-    and resume there (nothing of that frame was applied but dropping tracks, idempotent)."""
+    Per frame: ``frames`` id, detections ``starts:ends`` (rows of ``boxes``, ``codes`` and
+    ``high``, the usable detections), ``resets`` (a new video starts there: no tracks, ids
+    from 0, no frame linked), ``sizes`` (width, height). A frame is linked when it comes after
+    the last frame linked. Tracks: ``ints`` and ``floats`` rows; ``state``: live tracks, next
+    track id, last frame linked, gaps recorded, frames linked. ``params``: min IoU, max gap,
+    min hits. Outputs: ``track_of`` each detection; per gap ``gap_ints`` (track, first and
+    last missing frame, detection, track frames, frames linked in the gap, position of the
+    return) and ``gap_floats`` (IoU, the Kalman position and velocity before the return, the
+    last box). On ``_FULL`` the track arrays need room for the frame at the returned position:
+    grow them and resume there (nothing of that frame was applied but a reset and dropping
+    tracks, both idempotent)."""
     min_iou, max_gap, min_hits = params[0], int(params[1]), int(params[2])
     widest = (ends - starts).max() if len(frames) else 0
     predicted = np.empty((len(ints), 16))
@@ -425,14 +435,21 @@ def _link(frames: Any, starts: Any, ends: Any, sizes: Any, boxes: Any, codes: An
     per_row, partners = np.empty(len(ints), np.int64), np.empty(len(ints), np.int64)
     per_column, matched = np.empty(widest, np.int64), np.empty(widest, np.bool_)
     for p in range(start, len(frames)):
+        if resets[p]:
+            state[0], state[1], state[2] = 0, 0, _NO_FRAME
         frame, first, end = frames[p], starts[p], ends[p]
+        if frame <= state[2]:
+            continue  # a copy of a frame linked already (the first copy counts)
+        count = state[0]
+        if first < end:  # tracks age by frame numbers: nothing to do without detections
+            count = _keep_live(frame, state[2], sizes[p], ints, floats, count, max_gap, min_hits)
+            state[0] = count
+            if count + end - first > len(ints):
+                return _FULL, p
+        seen = state[4]
+        state[2], state[4] = frame, seen + 1
         if first == end:
-            continue  # tracks age by frame numbers: nothing to do without detections
-        previous = frames[p - 1] if p > 0 else state[2]
-        count = _keep_live(frame, previous, sizes[p], ints, floats, state[0], max_gap, min_hits)
-        state[0] = count
-        if count + end - first > len(ints):
-            return _FULL, p
+            continue
         _predict(frame, ints, floats, count, predicted)
         partner = _pairs(predicted, ints[:, _LABEL], count, boxes[first:end], codes[first:end],
                          high[first:end], min_iou, iou, allowed, per_row, per_column,
@@ -445,18 +462,18 @@ def _link(frames: Any, starts: Any, ends: Any, sizes: Any, boxes: Any, codes: An
             if frame - ints[t, _LAST] > 1 and ints[t, _HITS] >= min_hits:  # a return
                 g = state[3]
                 gap_ints[g] = (ints[t, _ID], ints[t, _LAST] + 1, frame - 1, first + j,
-                               ints[t, _HITS] + 1)  # fmt: skip
+                               ints[t, _HITS] + 1, seen - ints[t, _SEEN] - 1, p)  # fmt: skip
                 gap_floats[g, 0] = iou[t, j]
                 gap_floats[g, 1:9] = floats[t, _POS : _POS + 8]
                 gap_floats[g, 9:13] = floats[t, _BOX : _BOX + 4]
                 state[3] = g + 1
-            _update(t, frame, boxes, first + j, predicted, ints, floats)
+            _update(t, frame, seen, boxes, first + j, predicted, ints, floats)
             track_of[first + j] = ints[t, _ID]
             matched[j] = True
         for j in range(end - first):  # unmatched high-score detections start tentative tracks
             d = first + j
             if not matched[j] and high[d]:
-                _start(state[0], state[1], codes[d], frame, boxes, d, ints, floats)
+                _start(state[0], state[1], codes[d], frame, seen, boxes, d, ints, floats)
                 track_of[d] = state[1]
                 state[0] += 1
                 state[1] += 1
@@ -482,16 +499,15 @@ class GapFinder:
     high_score: float = 0.5
     _ints: np.ndarray = field(default_factory=lambda: np.empty((0, _INTS), np.int64))
     _floats: np.ndarray = field(default_factory=lambda: np.empty((0, _FLOATS)))
-    # live tracks, next track id, last frame linked (-2**62: none yet)
-    _state: np.ndarray = field(default_factory=lambda: np.array([0, 0, -(2**62), 0], np.int64))
+    # live tracks, next track id, last frame linked, gaps recorded, frames linked (see _link)
+    _state: np.ndarray = field(default_factory=lambda: np.array([0, 0, _NO_FRAME, 0, 0], np.int64))
     _labels: dict[str | None, int] = field(default_factory=dict)
-    _recent: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # frames linked
 
     @property
     def last_frame(self) -> int | None:
         """The last frame linked so far (frames up to it are skipped when fed again)."""
         last = int(self._state[2])
-        return None if last == -(2**62) else last
+        return None if last == _NO_FRAME else last
 
     def feed(
         self,
@@ -520,24 +536,55 @@ class GapFinder:
         The gaps closed by this slice and the track of each detection.
         """
         frames = np.asarray(frames, dtype=np.int64)
+        ids = np.asarray(frame_ids, dtype=np.int64)
+        spans = np.searchsorted(frames, ids, "left"), np.searchsorted(frames, ids, "right")
+        return self.link(ids, spans, labels, boxes, scores, sizes)[0]
+
+    def link(
+        self,
+        frame_ids: np.ndarray,
+        spans: tuple[np.ndarray, np.ndarray],
+        labels: Sequence[str | None] | Labels,
+        boxes: np.ndarray,
+        scores: np.ndarray | None = None,
+        sizes: np.ndarray | None = None,
+        videos: np.ndarray | None = None,
+    ) -> tuple[Linked, np.ndarray]:
+        """Link frames given with the rows of their detections: what :meth:`feed` does, for
+        one or several videos at once.
+
+        Parameters
+        ----------
+        frame_ids : (m,) frame ids (with metadata), ascending within a video; a frame up to the
+            last frame linked of its video is skipped (the first copy counts).
+        spans : (m,) first and (m,) end row of each frame's detections.
+        labels, boxes, scores, sizes : as for :meth:`feed` (``sizes`` per frame id).
+        videos : positions in ``frame_ids`` where a new video starts: the tracker starts
+            afresh there (no tracks, ids from 0), as a new :class:`GapFinder` would.
+
+        Returns
+        -------
+        What :meth:`feed` returns, and the position in ``frame_ids`` of each gap's return.
+        """
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        count = len(frames)
-        usable = np.flatnonzero(~np.isnan(boxes).any(axis=1))
+        count = len(boxes)
+        valid = ~np.isnan(boxes).any(axis=1)
+        usable = np.flatnonzero(valid)
+        # Each frame's usable detections: rows of the usable ones.
+        before = np.concatenate(([0], np.cumsum(valid)))
+        starts, ends = before[spans[0]], before[spans[1]]
         score = np.full(count, np.nan) if scores is None else np.asarray(scores, np.float64)
         codes = self._codes(labels)
         ids = np.asarray(frame_ids, dtype=np.int64)
         size = np.full((len(ids), 2), np.nan) if sizes is None else np.asarray(sizes, np.float64)
-        # A frame is linked when it comes after every frame linked or listed before it.
-        before = np.maximum.accumulate(np.concatenate((self._state[2:3], ids))[:-1])
-        new = ids > before
-        ids, size = ids[new], np.ascontiguousarray(size[new])
-        det_frames = frames[usable]
-        starts = np.searchsorted(det_frames, ids, side="left")
-        ends = np.searchsorted(det_frames, ids, side="right")
+        size = np.ascontiguousarray(size)
+        resets = np.zeros(len(ids), np.bool_)
+        if videos is not None:
+            resets[videos] = True
         widest = int((ends - starts).max()) if len(ids) else 0
         self._reserve(widest)
         track_of = np.full(len(usable), -1, np.int64)
-        gap_ints = np.empty((len(usable), 5), np.int64)
+        gap_ints = np.empty((len(usable), 7), np.int64)
         gap_floats = np.empty((len(usable), 13))
         params = np.array([self.min_iou, self.max_gap, self.min_hits], np.float64)
         high = ~(score[usable] < self.high_score)  # NaN counts as high
@@ -545,21 +592,19 @@ class GapFinder:
         position = 0
         while True:
             reason, position = _link(
-                ids, starts, ends, size, boxes[usable], codes[usable], high, self._ints,
+                ids, starts, ends, resets, size, boxes[usable], codes[usable], high, self._ints,
                 self._floats, self._state, params, position, track_of, gap_ints, gap_floats,
             )  # fmt: skip
             if reason == _DONE:
                 break
             self._reserve(widest, grow=True)
-        if len(ids):
-            self._state[2] = ids[-1]
         linked = np.full(count, -1, np.int64)
         linked[usable] = track_of
         recorded = int(self._state[3])
-        gaps = self._gaps(gap_ints[:recorded], gap_floats[:recorded], ids, size, usable, labels,
-                          boxes)  # fmt: skip
-        self._recent = np.concatenate((self._recent, ids))[-(self.max_gap + 1) :]
-        return Linked(gaps, linked)
+        gaps, returns = self._gaps(
+            gap_ints[:recorded], gap_floats[:recorded], size, usable, labels, boxes
+        )
+        return Linked(gaps, linked), returns
 
     def _reserve(self, widest: int, grow: bool = False) -> None:
         """Room for every live track and the births of the widest frame (double on ``grow``)."""
@@ -588,28 +633,23 @@ class GapFinder:
         self,
         records: np.ndarray,
         floats: np.ndarray,
-        ids: np.ndarray,
         size: np.ndarray,
         usable: np.ndarray,
         labels: Sequence[str | None] | Labels,
         boxes: np.ndarray,
-    ) -> GapColumns:
-        """The recorded returns that are gaps: predicted inside the frame while missing. Every
-        return's predicted boxes are computed and checked at once, a row per missing frame."""
-        track, first, last, detection, hits = records.T
+    ) -> tuple[GapColumns, np.ndarray]:
+        """The recorded returns that are gaps: predicted inside the frame while missing (and
+        the frame position of each one's return). Every return's predicted boxes are computed
+        and checked at once, a row per missing frame."""
+        track, first, last, detection, hits, processed, position = records.T
         missing = last - first + 1
         of_gap = np.repeat(np.arange(len(records)), missing)
         starts = np.cumsum(missing) - missing
         steps = (np.arange(len(of_gap)) - starts[of_gap] + 1).astype(np.float64)[:, np.newaxis]
         predicted = floats[of_gap, 1:5] + steps * floats[of_gap, 5:9]
-        return_at = np.searchsorted(ids, last + 1)
-        inside = _inside(predicted, size[return_at][of_gap])
+        inside = _inside(predicted, size[position][of_gap])
         # Every missing frame's prediction in view (an empty segment cannot occur: missing >= 1).
         kept = np.logical_and.reduceat(inside, starts) if len(records) else inside
-        linked_frames = np.concatenate((self._recent, ids))
-        processed = np.searchsorted(linked_frames, last, side="right") - np.searchsorted(
-            linked_frames, first, side="left"
-        )
         g = np.flatnonzero(kept)
         returns = usable[detection[g]]
         fits, frames, counts = floats[g, 0], hits[g], missing[g]
@@ -621,13 +661,14 @@ class GapFinder:
             returned = [names[code] for code in labels.codes[returns].tolist()]
         else:
             returned = [labels[index] for index in returns.tolist()]
-        return GapColumns(
+        found = GapColumns(
             track=track[g], labels=returned,
             first_missing=first[g], last_missing=last[g],
             unprocessed=(missing - processed)[g], box_before=floats[g, 9:13],
             box_after=boxes[returns], iou=fits, predicted=predicted[np.repeat(kept, missing)],
             track_frames=frames, confidence=np.array(confidence, dtype=np.float64),
         )  # fmt: skip
+        return found, position[g]
 
 
 def _inside(boxes: np.ndarray, sizes: np.ndarray) -> np.ndarray:

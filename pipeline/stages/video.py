@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from itertools import pairwise
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -439,27 +439,66 @@ class _Video:
             else:
                 stats.duration_sum += float(kept.sum())
 
-    def link(self, finder: GapFinder, rows: np.ndarray) -> list[GapColumns]:
-        """Feed the frame ``rows`` (in frame order) to the gap finder; the gaps found."""
-        gaps: list[GapColumns] = []
-        counts = self.high[rows] - self.low[rows]
-        ends = np.cumsum(counts)
-        start = 0
-        while start < len(rows):
-            # At least one frame per call, then whole frames up to _FEED_DETECTIONS.
-            base = ends[start] - counts[start]
-            end = max(start + 1, int(np.searchsorted(ends, base + _FEED_DETECTIONS, "right")))
-            piece = rows[start:end]
-            detections = _spans(self.low[piece], counts[start:end])
-            linked = finder.feed(
-                self.data.detection_frames[detections],
-                Labels(self.data.labels[detections], self.labels),
-                self.data.boxes[detections], self.data.frames[piece], self.data.scores[detections],
-                self.data.sizes[piece],
-            )  # fmt: skip
-            gaps.append(linked.found)
-            start = end
-        return gaps
+    def feed(self, rows: np.ndarray) -> _Feed:
+        """What the gap finder is fed for the frame ``rows`` (in frame order): their frames and
+        their detections in that order (the video's own arrays when those are already it,
+        as for most videos of real tracks)."""
+        low, high = self.low[rows], self.high[rows]
+        data = self.data
+        frames, sizes = data.frames[rows], data.sizes[rows]
+        counts = high - low
+        every = len(rows) and low[0] == 0 and high[-1] == len(data.scores)
+        if every and bool(np.all(low[1:] == high[:-1])):  # every detection, in order
+            return _Feed(frames, sizes, counts, data.labels, data.boxes, data.scores)
+        detections = _spans(low, counts)
+        return _Feed(
+            frames, sizes, counts,
+            data.labels[detections], data.boxes[detections], data.scores[detections],
+        )  # fmt: skip
+
+
+class _Feed(NamedTuple):
+    """Frames to link, in order, and their detections, frame after frame."""
+
+    frames: np.ndarray  # (f,) frame ids
+    sizes: np.ndarray  # (f, 2)
+    counts: np.ndarray  # (f,) detections of each frame
+    labels: np.ndarray  # (n,) label codes
+    boxes: np.ndarray  # (n, 4)
+    scores: np.ndarray  # (n,)
+
+
+def _link(
+    finder: GapFinder, feeds: list[_Feed], labels: list[str | None]
+) -> tuple[GapColumns, np.ndarray]:
+    """Link the videos of ``feeds`` (one each, at least one frame in all), the finder starting
+    afresh at each: their gaps (in video order) and how many each video has. One finder call
+    for many videos, not one each: a call costs some 100 us of Python around the kernel, and
+    real videos are often short."""
+    firsts = np.cumsum([0, *(len(feed.frames) for feed in feeds)])
+    frames, sizes, counts, codes, boxes, scores = (
+        np.concatenate([getattr(feed, name) for feed in feeds]) for name in _Feed._fields
+    )
+    ends = np.cumsum(counts)
+    gaps: list[GapColumns] = []
+    returns: list[np.ndarray] = []
+    start = 0
+    while start < len(frames):
+        # At least one frame per call, then whole frames up to _FEED_DETECTIONS.
+        base = int(ends[start] - counts[start])
+        end = max(start + 1, int(np.searchsorted(ends, base + _FEED_DETECTIONS, "right")))
+        top = int(ends[end - 1])
+        videos = firsts[(firsts >= start) & (firsts < end)] - start
+        linked, returned = finder.link(
+            frames[start:end], (ends[start:end] - counts[start:end] - base, ends[start:end] - base),
+            Labels(codes[base:top], labels), boxes[base:top], scores[base:top],
+            sizes[start:end], videos,
+        )  # fmt: skip
+        gaps.append(linked.found)
+        returns.append(returned + start)
+        start = end
+    of_video = np.searchsorted(firsts, np.concatenate(returns), "right") - 1
+    return GapColumns.concatenate(gaps), np.bincount(of_video, minlength=len(feeds))
 
 
 def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -503,12 +542,12 @@ def _track(
     assignment: TrackAssignment, ctx: TaskContext, parts: list[_BatchRows], labels: list[str | None]
 ) -> BatchSummary:
     issues = ErrorLog()
-    found: list[GapColumns] = []
-    gap_media: list[str] = []
     summary = BatchSummary()
     options = ctx.options
     assert isinstance(options, CelanturOptions), "video tracks belong to Celantur runs"
     keys = _LabelKeys.of(labels)
+    videos: list[tuple[str, tuple[VideoChunk, ...], _VideoStats, int, bool]] = []
+    feeds: list[_Feed] = []  # of the videos with parsed chunks, in order
     for media, chunks in assignment.videos:
         stats = _VideoStats()
         held = [
@@ -518,27 +557,32 @@ def _track(
             if chunk.file.rel in batch.duplicates  # else it failed to parse: already in errors/
         ]
         parsed = [(chunk, batch.chunk(chunk.file.rel)) for chunk, batch in held]
-        gaps: list[GapColumns] = []
         if parsed:
             video = _Video(parsed, sum(b.duplicates[c.file.rel] for c, b in held), labels, keys)
-            finder = GapFinder(
-                min_iou=options.gap_iou,
-                max_gap=options.gap_max_frames,
-                min_hits=options.gap_min_hits,
-                high_score=options.gap_high_score,
-            )
-            gaps = video.link(finder, video.rows(stats))
-        stats.gaps = sum(map(len, gaps))
-        found.extend(gaps)
+            feeds.append(video.feed(video.rows(stats)))
+        span = max(c.end for c, _ in parsed) - min(c.start for c, _ in parsed) + 1 if parsed else 0
+        videos.append((media, chunks, stats, span, bool(parsed)))
+    found, per_video = None, np.zeros(len(feeds), dtype=np.int64)
+    if sum(len(feed.frames) for feed in feeds):
+        finder = GapFinder(
+            min_iou=options.gap_iou,
+            max_gap=options.gap_max_frames,
+            min_hits=options.gap_min_hits,
+            high_score=options.gap_high_score,
+        )
+        found, per_video = _link(finder, feeds, labels)
+    gap_counts = iter(per_video.tolist())
+    gap_media: list[str] = []
+    for media, chunks, stats, span, fed in videos:
+        stats.gaps = next(gap_counts) if fed else 0
         gap_media.extend([media] * stats.gaps)
         numbered = tuple(c for c in chunks if c.numbered)  # the others are misnamed
         chunk_gaps, chunk_overlaps = _compare_chunks(media, numbered, issues)
-        span = max(c.end for c, _ in parsed) - min(c.start for c, _ in parsed) + 1 if parsed else 0
         missing = max(span - stats.frames, 0)
         summary.video_rows.extend(_video_rows(media, stats, chunk_gaps, chunk_overlaps, missing))
     summary.add_errors(issues)
     outputs = {
-        "gaps": _gap_table(gap_media, GapColumns.concatenate(found)) if gap_media else None,
+        "gaps": _gap_table(gap_media, found) if found is not None and gap_media else None,
         "errors": to_arrow("errors", issues) if issues else None,
     }
     stage_rows(summary, ctx.output, assignment.key, outputs)
