@@ -112,6 +112,35 @@ def test_split_feeds_equal_one_feed(
         assert 0 < gap.confidence <= 1
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_videos(), min_size=1, max_size=4), st.integers(1, 4), st.integers(1, 3))
+def test_videos_linked_at_once_equal_a_finder_each(
+    videos: list[Video], max_gap: int, min_hits: int
+) -> None:
+    """Several videos in one :meth:`GapFinder.link` call (the finder starting afresh at each
+    video's first frame) give each video's gaps and tracks as a finder of its own does, and
+    each gap's return position lies in its own video's frames."""
+    params = {"max_gap": max_gap, "min_hits": min_hits}
+    expected = [GapFinder(**params).feed(*_arrays(video, sorted(video))) for video in videos]
+    pieces = [_arrays(video, sorted(video)) for video in videos]
+    firsts = np.cumsum([0, *(len(ids) for *_, ids in pieces)])
+    offsets = np.cumsum([0, *(len(frames) for frames, *_ in pieces)])
+    spans = tuple(
+        np.concatenate([offset + np.searchsorted(frames, ids, side) for (frames, *_, ids),
+                        offset in zip(pieces, offsets, strict=False)])
+        for side in ("left", "right")
+    )  # fmt: skip
+    linked, returns = GapFinder(**params).link(
+        np.concatenate([ids for *_, ids in pieces]), (spans[0], spans[1]),
+        [label for _, labels, _, _ in pieces for label in labels],
+        np.concatenate([boxes for _, _, boxes, _ in pieces]), videos=firsts[:-1],
+    )  # fmt: skip
+    assert linked.gaps == [gap for one in expected for gap in one.gaps]
+    assert linked.tracks.tolist() == np.concatenate([one.tracks for one in expected]).tolist()
+    of_video = np.searchsorted(firsts, returns, "right") - 1
+    assert of_video.tolist() == [v for v, one in enumerate(expected) for _ in one.gaps]
+
+
 @settings(max_examples=100, deadline=None)
 @given(_videos(), st.data())
 def test_refeeding_seen_frames_changes_nothing(video: Video, data: st.DataObject) -> None:
