@@ -156,7 +156,7 @@ def write_dense_chunks(
 def ours(chunk: VideoChunk, data: bytes, max_bytes: int) -> tuple[ParsedChunk, bytes, bytes]:
     """Parse, flatten into the stage's detections and frames tables, serialise both as Parquet."""
     parsed = parse_chunk(data, max_bytes=max_bytes)
-    detections = _detection_table([(chunk, parsed)])
+    detections = _detection_table([(chunk, parsed)], parsed.detections)
     frames = _frame_table([(chunk, parsed)])
     return parsed, table_bytes(detections), table_bytes(frames)
 
@@ -199,7 +199,7 @@ def _verify(chunks: list[VideoChunk], data: dict[str, bytes], max_bytes: int) ->
             _DECODER.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise BenchmarkError(f"{rel}: not on the strict typed path ({exc})") from exc
-        if _parse_scanned(raw) is None:
+        if _parse_scanned([raw])[0] == [None]:
             raise BenchmarkError(f"{rel}: refused by the chunk scanner")
         parsed, detections_parquet, frames_parquet = ours(chunk, raw, max_bytes)
         if parsed.findings or not parsed.detection_count:

@@ -82,8 +82,8 @@ def chunk_target(data: bytes) -> None:
     with contextlib.suppress(JsonError, MetadataError):
         parsed = parse_chunk(content, max_bytes=MAX_JSON_BYTES)
         _check_chunk(chunk, parsed, ErrorLog())
-        _detection_table(chunk, parsed)
-        _frame_table(chunk, parsed)
+        _detection_table([(chunk, parsed)], parsed.detections)
+        _frame_table([(chunk, parsed)])
 
 
 def frames_target(data: bytes) -> None:

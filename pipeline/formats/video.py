@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import chain, compress
+from itertools import chain, compress, pairwise
 from operator import attrgetter
 from typing import Annotated, Any, cast
 
@@ -41,8 +41,8 @@ from pipeline.formats.metadata import (
     parse_size,
     resolve_size_order,
 )
-from pipeline.io.jsonio import check_json_bounds, parse_json
-from pipeline.kernels.chunkscan import NULL_BOOL, scan_chunk
+from pipeline.io.jsonio import JsonError, check_json_bounds, parse_json
+from pipeline.kernels.chunkscan import NULL_BOOL, scan_chunks
 from pipeline.tables import SCHEMAS
 
 #: Celantur writes at most this many frames per chunk file.
@@ -99,7 +99,8 @@ class ParsedChunk:
 
     ``frame_*`` lists are aligned (one entry per frame kept: duplicates of an earlier frame id
     are dropped with a finding); ``detections`` maps :data:`DETECTION_COLUMNS` to aligned Arrow
-    arrays of the ``detections/`` table's types.
+    arrays of the ``detections/`` table's types (``detection_count`` rows; possibly empty for a
+    chunk of :class:`ParsedChunks`, whose columns hold them).
     """
 
     frame_ids: list[int] = field(default_factory=list)
@@ -107,14 +108,79 @@ class ParsedChunk:
     frame_sizes: list[ResolvedSize | None] = field(default_factory=list)
     frame_durations: list[float | None] = field(default_factory=list)
     detections: dict[str, pa.Array] = field(default_factory=dict)
+    detection_count: int = 0
     frames_in_file: int = 0
     duplicate_frames: int = 0
     findings: list[Finding] = field(default_factory=list)
 
-    @property
-    def detection_count(self) -> int:
-        """Detections kept."""
-        return len(self.detections["frame"])
+
+#: What parsing a chunk gives: its columns, or why it was refused.
+ChunkOutcome = ParsedChunk | JsonError | MetadataError
+
+
+@dataclass
+class ParsedChunks:
+    """Chunks parsed together (:func:`parse_chunks`): each one's outcome, in order, and the
+    detections of those parsed (:class:`ParsedChunk`) as one set of columns, in the same order
+    (``detection_bounds``: where each outcome's rows start and end; none for an error)."""
+
+    outcomes: list[ChunkOutcome]
+    detections: dict[str, pa.Array]
+    detection_bounds: list[int]
+
+    def detections_of(self, chosen: Sequence[int]) -> dict[str, pa.Array]:
+        """The detection columns of the outcomes ``chosen`` (in order), all the columns when
+        every outcome is chosen."""
+        if len(chosen) == len(self.outcomes):
+            return self.detections
+        bounds = self.detection_bounds
+        rows = np.concatenate(
+            [np.arange(bounds[k], bounds[k + 1]) for k in chosen] or [np.zeros(0, np.int64)]
+        )
+        return {name: values.take(rows) for name, values in self.detections.items()}
+
+
+def parse_chunks(datas: Sequence[bytes], *, max_bytes: int) -> ParsedChunks:
+    """Decode video metadata chunks: those in the shape the product writes scanned together (one
+    kernel call, their columns built once), the others one by one as :func:`parse_chunk` says.
+    Each chunk's outcome is what :func:`parse_chunk` gives or raises for it alone."""
+    outcomes: list[ChunkOutcome | None] = [None] * len(datas)
+    bounded = []
+    for k, data in enumerate(datas):
+        try:
+            check_json_bounds(data, max_bytes=max_bytes)
+            bounded.append(k)
+        except JsonError as exc:
+            outcomes[k] = exc
+    scanned, columns = _parse_scanned([datas[k] for k in bounded])
+    unscanned = []
+    for k, scanned_outcome in zip(bounded, scanned, strict=True):
+        if scanned_outcome is None:
+            unscanned.append(k)
+        outcomes[k] = (
+            _parse_unscanned(datas[k], max_bytes=max_bytes)
+            if scanned_outcome is None
+            else scanned_outcome
+        )
+    done = cast(list[ChunkOutcome], outcomes)
+    counts = [o.detection_count if isinstance(o, ParsedChunk) else 0 for o in done]
+    bounds = np.cumsum([0, *counts]).tolist()
+    if any(isinstance(done[k], ParsedChunk) for k in unscanned):
+        # Rare: the scanned columns with those of chunks decoded alone spliced in, in order.
+        pieces, at = [], 0
+        for k, parsed in enumerate(done):
+            if not isinstance(parsed, ParsedChunk):
+                continue
+            if k in unscanned:
+                pieces.append(parsed.detections)
+            else:
+                count = parsed.detection_count
+                pieces.append({name: values.slice(at, count) for name, values in columns.items()})
+                at += count
+        columns = {
+            name: pa.concat_arrays([piece[name] for piece in pieces]) for name in DETECTION_COLUMNS
+        }
+    return ParsedChunks(done, columns, bounds)
 
 
 def parse_chunk(data: bytes, *, max_bytes: int) -> ParsedChunk:
@@ -129,17 +195,26 @@ def parse_chunk(data: bytes, *, max_bytes: int) -> ParsedChunk:
         When the JSON is not an array of frames, or holds more than
         :data:`~pipeline.formats.metadata.MAX_DETECTIONS` detections.
     """
-    check_json_bounds(data, max_bytes=max_bytes)
-    scanned = _parse_scanned(data)
-    if scanned is not None:
-        return scanned
+    parsed = parse_chunks([data], max_bytes=max_bytes)
+    outcome = parsed.outcomes[0]
+    if not isinstance(outcome, ParsedChunk):
+        raise outcome
+    outcome.detections = parsed.detections
+    return outcome
+
+
+def _parse_unscanned(data: bytes, *, max_bytes: int) -> ChunkOutcome:
+    """A chunk the scanner refused, by msgspec's typed decode, else the validating path."""
     try:
-        frames, fixed = _decode_typed(data)
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
-        # Not the common case: the validating path says exactly what is wrong.
-        return _parse_validating(parse_json(data, max_bytes=max_bytes))
-    check_detection_count(sum(len(frame.detections) for frame in frames))
-    return _parse_typed(frames, fixed=fixed)
+        try:
+            frames, fixed = _decode_typed(data)
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+            # Not the common case: the validating path says exactly what is wrong.
+            return _parse_validating(parse_json(data, max_bytes=max_bytes))
+        check_detection_count(sum(len(frame.detections) for frame in frames))
+        return _parse_typed(frames, fixed=fixed)
+    except (JsonError, MetadataError) as exc:
+        return exc
 
 
 def _decode_typed(data: bytes) -> tuple[list[Any], bool]:
@@ -189,17 +264,17 @@ class _Columns:
         self._pending_sizes.extend(sizes)
         self.chunk.frame_durations.extend(durations)
 
-    def finish(self, detections: dict[str, pa.Array]) -> ParsedChunk:
-        """Take the detection columns; resolve frame sizes (per distinct ``size`` value, from
-        the chunk's usable boxes)."""
+    def finish(
+        self, detections: dict[str, pa.Array], count: int, extent: tuple[float, float] | None
+    ) -> ParsedChunk:
+        """Take the detection columns (``count`` detections); resolve frame sizes (per distinct
+        ``size`` value, from the largest x2 and y2 of the chunk's usable boxes, ``extent``:
+        :func:`_extents`)."""
         self.chunk.detections = detections
-        # resolve_size_order reads only the largest x2 and y2 of the usable boxes (a box is
-        # usable whole or not at all): one box holds both.
-        x2, y2 = (detections[axis].to_numpy(zero_copy_only=False) for axis in ("x2", "y2"))
-        usable = ~np.isnan(x2)  # null: NaN
-        boxes = (
-            [(0.0, 0.0, float(x2[usable].max()), float(y2[usable].max()))] if usable.any() else []
-        )
+        self.chunk.detection_count = count
+        # resolve_size_order reads only the largest x2 and y2 of the usable boxes: one box
+        # holds both.
+        boxes = [] if extent is None else [(0.0, 0.0, *extent)]
         resolved: dict[tuple[int, int] | None, ResolvedSize] = {
             size: resolve_size_order(size, boxes)
             for size in dict.fromkeys(self._pending_sizes)
@@ -208,6 +283,24 @@ class _Columns:
         # A look-up per frame in C; a frame without a size (None) is no key: None.
         self.chunk.frame_sizes = list(map(resolved.get, self._pending_sizes))
         return self.chunk
+
+
+def _extents(x2: pa.Array, y2: pa.Array, bounds: list[int]) -> list[tuple[float, float] | None]:
+    """Per chunk (its detections between ``bounds[k]`` and ``[k + 1]``) the largest x2 and y2
+    of its usable boxes (a box is usable whole or not at all; null coordinates); ``None`` when
+    it has none."""
+    x, y = (values.to_numpy(zero_copy_only=False) for values in (x2, y2))  # null: NaN
+    y = np.where(np.isnan(x), np.nan, y)
+    starts = np.asarray(bounds[:-1], dtype=np.int64)
+    filled = np.flatnonzero(starts < np.asarray(bounds[1:], dtype=np.int64))
+    extents: list[tuple[float, float] | None] = [None] * len(starts)
+    if len(filled):  # each filled chunk's rows run up to the next filled one's
+        largest = zip(np.fmax.reduceat(x, starts[filled]).tolist(),
+                      np.fmax.reduceat(y, starts[filled]).tolist(), strict=True)  # fmt: skip
+        for k, (most_x, most_y) in zip(filled.tolist(), largest, strict=True):
+            if not math.isnan(most_x):
+                extents[k] = (most_x, most_y)
+    return extents
 
 
 _TYPES: dict[str, pa.DataType] = {
@@ -241,7 +334,10 @@ def _parse_typed(frames: list[Any], *, fixed: bool) -> ParsedChunk:
     kept = frames if keep is None else list(compress(frames, keep))
     counts = list(map(len, map(attrgetter("detections"), kept)))
     dets = list(chain.from_iterable(map(attrgetter("detections"), kept)))
-    out = _frame_columns(columns, counts)
+    columns.chunk.frame_detections = counts
+    out = _frame_columns(
+        np.asarray(columns.chunk.frame_ids, dtype=np.int64), np.asarray(counts, dtype=np.int64)
+    )
     for name, attribute in (("detection_id", "id"), ("type", "type"),
                             ("type_label", "type_label")):  # fmt: skip
         out[name] = pa.array(list(map(attrgetter(attribute), dets)), _TYPES[name])
@@ -268,73 +364,114 @@ def _parse_typed(frames: list[Any], *, fixed: bool) -> ParsedChunk:
     return _finish(columns, out, bad_boxes, bad_colours, bad_scores, bad_sizes)
 
 
-def _parse_scanned(data: bytes) -> ParsedChunk | None:
-    """Columns of a chunk in the shape the product writes, scanned without a Python object per
-    detection (:func:`~pipeline.kernels.chunkscan.scan_chunk`); ``None`` when the scanner
-    refuses it. Gives what :func:`_parse_typed` gives for the same chunk (tests hold it to it).
-
-    Raises
-    ------
-    MetadataError
-        When the chunk holds more than :data:`~pipeline.formats.metadata.MAX_DETECTIONS`.
+def _parse_scanned(
+    datas: Sequence[bytes],
+) -> tuple[list[ParsedChunk | MetadataError | None], dict[str, pa.Array]]:
+    """Chunks in the shape the product writes, scanned together without a Python object per
+    detection (:func:`~pipeline.kernels.chunkscan.scan_chunks`): each one's outcome (``None``
+    when the scanner refuses it), and the detection columns of those parsed, in order. A
+    chunk's outcome is what :func:`_parse_typed` gives for it alone (tests hold it to it); its
+    ``detections`` are left to the columns.
     """
-    scan = scan_chunk(data)
-    if not scan.ok:
-        return None
-    check_detection_count(len(scan.slots))
+    scan = scan_chunks(datas)
     text = pa.StringArray.from_buffers(
         len(scan.number_offsets) - 1, pa.py_buffer(scan.number_offsets), pa.py_buffer(scan.numbers)
     )
     try:  # correctly rounded, as msgspec reads numbers
         numbers = pc.cast(text, pa.float64()).to_numpy()
     except pa.ArrowInvalid:  # pragma: no cover - the scanner passes JSON numbers only
-        return None
-    if not np.isfinite(numbers).all():
-        return None  # beyond a double (msgspec's way with those is its own)
+        return [None] * len(datas), {}
+    refused: dict[int, MetadataError | None] = {}
+    for k, (first, end) in enumerate(pairwise(scan.detection_bounds.tolist())):
+        try:
+            check_detection_count(end - first)
+        except MetadataError as exc:
+            refused[k] = exc
+    beyond = np.flatnonzero(~np.isfinite(numbers))  # beyond a double: msgspec's way is its own
+    for k in np.unique(np.searchsorted(scan.slot_bounds, beyond, side="right") - 1).tolist():
+        refused.setdefault(k, None)
+    if refused:  # scanned again without them, so the others' rows hold no trace of them
+        again, detections = _parse_scanned(
+            [b"" if k in refused else data for k, data in enumerate(datas)]
+        )
+        for k, error in refused.items():
+            again[k] = error
+        return again, detections
     # After them NaN, for a null: slot -1 (a score, a duration), or the 4 slots after the last
     # number (a box or an offset).
     missing = len(numbers)
     numbers = np.append(numbers, np.full(4, np.nan))
-    columns = _Columns()
     # Whole columns to lists, then the few nulls patched: no Python code per frame.
     first, second = scan.frame_sizes.T.tolist()
     given_sizes: list[tuple[int, int] | None] = list(zip(first, second, strict=True))
     for frame in np.flatnonzero(scan.frame_size_null).tolist():
         given_sizes[frame] = None
     durations: list[float | None] = numbers[scan.frame_durations].tolist()  # a null: NaN
-    keep, bad_sizes = _add_frames(columns, scan.frame_ids.tolist(), given_sizes, durations)
+    frame_ids = scan.frame_ids.tolist()
+    frame_bounds = scan.frame_bounds.tolist()
+    accepted = np.flatnonzero(scan.ok).tolist()
+    chunks: dict[int, _Columns] = {}
+    bad_sizes: dict[int, int] = {}
+    keep = None  # frames kept (None: all, no id repeats in any chunk)
+    for k in accepted:
+        rows = slice(frame_bounds[k], frame_bounds[k + 1])
+        chunks[k] = _Columns()
+        kept, bad_sizes[k] = _add_frames(
+            chunks[k], frame_ids[rows], given_sizes[rows], durations[rows]
+        )
+        if kept is not None:
+            keep = np.ones(len(frame_ids), np.bool_) if keep is None else keep
+            keep[rows] = kept
     null_labels = scan.label_null.any()
     labels = pa.StringArray.from_buffers(
         len(scan.label_null), pa.py_buffer(scan.label_offsets), pa.py_buffer(scan.labels),
         pa.py_buffer(np.packbits(~scan.label_null, bitorder="little")) if null_labels else None,
     )  # fmt: skip
-    counts, integers, integer_null = scan.frame_detections, scan.integers, scan.integer_null
-    anonymised, slots = scan.anonymised, scan.slots
+    ids, counts = scan.frame_ids, scan.frame_detections
+    integers, integer_null, anonymised, slots = (
+        scan.integers, scan.integer_null, scan.anonymised, scan.slots
+    )  # fmt: skip
+    frame_bounds_kept, bounds = scan.frame_bounds, scan.detection_bounds
     if keep is not None:  # the detections of frames kept
-        counts = counts[keep]
-        chosen = np.repeat(keep, scan.frame_detections)
+        frame_bounds_kept = np.concatenate(([0], np.cumsum(keep)))[scan.frame_bounds]
+        chosen = np.repeat(keep, counts)
+        bounds = np.concatenate(([0], np.cumsum(chosen)))[scan.detection_bounds]
+        ids, counts = ids[keep], counts[keep]
         integers, integer_null = integers[chosen], integer_null[chosen]
         anonymised, slots = anonymised[chosen], slots[chosen]
         labels = labels.filter(pa.array(chosen))
-    out = _frame_columns(columns, counts.tolist())
+    out = _frame_columns(ids, counts)
     for column, name in enumerate(("detection_id", "type")):
         null = integer_null[:, column]
         out[name] = _column(integers[:, column], pa.int64(), null if null.any() else None)
     out["type_label"] = labels
     scores = slots[:, 2]
-    out["score"], bad_scores = _score_column(numbers[scores], int(np.count_nonzero(scores >= 0)))
+    out["score"], usable_scores = _score_column(numbers[scores])
+    refused_scores = np.concatenate(([0], np.cumsum((scores >= 0) & ~usable_scores)))[bounds]
     either = np.where(anonymised[:, 0] == NULL_BOOL, anonymised[:, 1], anonymised[:, 0])
     null = either == NULL_BOOL
     out["is_anonymised"] = _column(either == 1, pa.bool_(), null if null.any() else None)
     for starts, names in ((slots[:, 0], ("x1", "y1", "x2", "y2")), (slots[:, 1],
                           ("offset_x", "offset_y"))):  # fmt: skip
         given = starts >= 0
-        first = np.where(given, starts, missing)
-        table = numbers.take(first[np.newaxis, :] + np.arange(len(names))[:, np.newaxis])
+        first_slots = np.where(given, starts, missing)
+        table = numbers.take(first_slots[np.newaxis, :] + np.arange(len(names))[:, np.newaxis])
         coordinates, _ = _coordinate_columns(table, len(starts) - int(given.sum()))
         out.update(zip(names, coordinates, strict=True))
     out["color"] = pa.nulls(len(slots), _TYPES["color"])
-    return _finish(columns, out, 0, 0, bad_scores, bad_sizes)
+    detections_per_chunk = np.diff(bounds).tolist()
+    bad_scores = np.diff(refused_scores).tolist()
+    extents = _extents(out["x2"], out["y2"], bounds.tolist())
+    kept_counts = counts.tolist()
+    frame_bounds_kept = frame_bounds_kept.tolist()
+    outcomes: list[ParsedChunk | MetadataError | None] = [None] * len(datas)
+    for k in accepted:
+        columns = chunks[k]
+        frames = slice(frame_bounds_kept[k], frame_bounds_kept[k + 1])
+        columns.chunk.frame_detections = kept_counts[frames]
+        _add_findings(columns, 0, 0, bad_scores[k], bad_sizes[k])
+        outcomes[k] = columns.finish({}, detections_per_chunk[k], extents[k])
+    return outcomes, out
 
 
 def _add_frames(
@@ -359,17 +496,13 @@ def _add_frames(
     )
 
 
-def _frame_columns(columns: _Columns, counts: list[int]) -> dict[str, pa.Array]:
-    """The ``frame`` and ``detection_index`` columns of the kept frames' detections
-    (``counts`` per frame, recorded in ``columns``)."""
-    columns.chunk.frame_detections = counts
-    per_frame = np.asarray(counts, dtype=np.int64)
-    total = int(per_frame.sum())
-    firsts = np.repeat(np.cumsum(per_frame) - per_frame, per_frame)
+def _frame_columns(frame_ids: np.ndarray, counts: np.ndarray) -> dict[str, pa.Array]:
+    """The ``frame`` and ``detection_index`` columns of frames' detections (``counts`` per
+    frame)."""
+    total = int(counts.sum())
+    firsts = np.repeat(np.cumsum(counts) - counts, counts)
     return {
-        "frame": pa.array(
-            np.repeat(np.asarray(columns.chunk.frame_ids, np.int64), per_frame), pa.int64()
-        ),
+        "frame": pa.array(np.repeat(frame_ids, counts), pa.int64()),
         "detection_index": pa.array((np.arange(total) - firsts).astype(np.int32), pa.int32()),
     }
 
@@ -383,28 +516,39 @@ def _finish(
     bad_sizes: int,
 ) -> ParsedChunk:
     """The chunk with its detection columns ``out`` and a finding per kind of unusable value."""
+    _add_findings(columns, bad_boxes, bad_colours, bad_scores, bad_sizes)
+    count = len(out["frame"])
+    return columns.finish(out, count, _extents(out["x2"], out["y2"], [0, count])[0])
+
+
+def _add_findings(
+    columns: _Columns, bad_boxes: int, bad_colours: int, bad_scores: int, bad_sizes: int
+) -> None:
+    """A finding per kind of unusable value."""
     bad = {"bad_bbox": bad_boxes, "bad_color": bad_colours, "bad_score": bad_scores,
            "bad_size": bad_sizes}  # fmt: skip
     for code, count in bad.items():
         if count:
             columns.chunk.findings.append(Finding("warning", code, f"{count} values unusable"))
-    return columns.finish(out)
 
 
 def _scores(given: list[float | None]) -> tuple[pa.Array, int]:
-    """The score column of the given scores (see :func:`_score_column`)."""
+    """The score column of the given scores (see :func:`_score_column`), and how many given
+    scores were refused."""
     if None in given:
         values = pa.array(given, pa.float64()).to_numpy(zero_copy_only=False)  # None: NaN
-        return _score_column(values, len(given) - given.count(None))
-    return _score_column(np.fromiter(given, np.float64, len(given)), len(given))
+    else:
+        values = np.fromiter(given, np.float64, len(given))
+    column, usable = _score_column(values)
+    return column, len(given) - given.count(None) - int(usable.sum())
 
 
-def _score_column(values: np.ndarray, present: int) -> tuple[pa.Array, int]:
+def _score_column(values: np.ndarray) -> tuple[pa.Array, np.ndarray]:
     """The score column, scores outside 0..1 (infinities included) made null, ``values`` NaN
-    where none was given (``present`` were); how many given scores were refused."""
+    where none was given; which scores are usable."""
     usable = (values >= 0.0) & (values <= 1.0)  # NaN is not
     mask = None if usable.all() else ~usable
-    return _column(values, pa.float64(), mask), present - int(usable.sum())
+    return _column(values, pa.float64(), mask), usable
 
 
 def _coordinates(given: list[Any], length: int, *, fixed: bool) -> tuple[list[pa.Array], int]:
@@ -513,7 +657,9 @@ def _parse_validating(document: Any) -> ParsedChunk:
             )  # fmt: skip
             for name, value in zip(DETECTION_COLUMNS, values, strict=True):
                 out[name].append(value)
-    return columns.finish({name: pa.array(out[name], _TYPES[name]) for name in DETECTION_COLUMNS})
+    return _finish(
+        columns, {name: pa.array(out[name], _TYPES[name]) for name in DETECTION_COLUMNS}, 0, 0, 0, 0
+    )
 
 
 def summarise_findings(findings: list[Finding], limit: int = 3) -> list[Finding]:

@@ -2,7 +2,7 @@
 
 msgspec's typed decode makes about ten Python objects per detection (the struct, two tuples,
 their floats, the label) and the columns are then built from them: together about 1 µs per
-detection, most of a chunk's cost. :func:`scan_chunk` walks the bytes once in compiled code and
+detection, most of a chunk's cost. :func:`scan_chunks` walks the bytes once in compiled code and
 fills arrays instead: integers parsed as it goes, every float-valued token copied into one
 buffer that Arrow converts in a single cast (correctly rounded, as msgspec parses them).
 
@@ -25,9 +25,11 @@ validating path): anything whose meaning could differ between the two.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline.kernels import njit_unmanaged
 
@@ -54,7 +56,7 @@ _DETECTION_KEY_BYTES, _DETECTION_KEY_OFFSETS = _key_table(_DETECTION_KEYS)
 
 _MAX_INT_DIGITS = 18  # an int64 holds any integer this long
 _MAX_EXACT_DIGITS = 15  # an integer this long is an exact float whichever way it is converted
-#: A boolean column's value in :class:`ScannedChunk` when null or missing.
+#: A boolean column's value in :class:`ScannedChunks` when null or missing.
 NULL_BOOL = 2
 
 # Byte classes as tables: a look-up compiles to faster code than chained comparisons.
@@ -67,13 +69,18 @@ _PLAIN[32:127] = True
 _PLAIN[list(b'"\\')] = False
 
 
-class ScannedChunk(NamedTuple):
-    """A chunk's values as arrays (see :func:`scan_chunk`). Float-valued tokens are referred to
-    by their slot in ``numbers`` (the text of each, back to back, slot ``i`` between
-    ``number_offsets[i]`` and ``[i + 1]``); -1: null. ``labels`` holds each label's text the
-    same way (``label_offsets``, ``label_null``)."""
+class ScannedChunks(NamedTuple):
+    """Chunks' values as arrays (see :func:`scan_chunks`), the rows of the chunks accepted one
+    after the other (chunk ``c``'s frames between ``frame_bounds[c]`` and ``[c + 1]``, its
+    detections by ``detection_bounds``, its number slots by ``slot_bounds``; a chunk refused has
+    none). Float-valued tokens are referred to by their slot in ``numbers`` (the text of each,
+    back to back, slot ``i`` between ``number_offsets[i]`` and ``[i + 1]``); -1: null.
+    ``labels`` holds each label's text the same way (``label_offsets``, ``label_null``)."""
 
-    ok: bool
+    ok: np.ndarray  # (c,) bool: the chunk was accepted
+    frame_bounds: np.ndarray  # (c + 1,) int64
+    detection_bounds: np.ndarray  # (c + 1,) int64
+    slot_bounds: np.ndarray  # (c + 1,) int64
     frame_ids: np.ndarray  # (f,) int64
     frame_detections: np.ndarray  # (f,) int64
     frame_sizes: np.ndarray  # (f, 2) int64, as given
@@ -90,45 +97,61 @@ class ScannedChunk(NamedTuple):
     number_offsets: np.ndarray  # (slots + 1,) int32
 
 
-#: The largest chunk scanned: offsets into a chunk's text are 32-bit (Arrow strings').
+#: The most bytes scanned in one call: offsets into the chunks' text are 32-bit (Arrow
+#: strings'). A chunk beyond, alone or after those before it, is refused whole.
 MAX_SCAN_BYTES = 2**31 - 1
 
 
-def scan_chunk(data: bytes) -> ScannedChunk:
-    """Scan a chunk's bytes (see the module's docstring for what is accepted; a chunk over
-    :data:`MAX_SCAN_BYTES` is refused whole)."""
-    if len(data) > MAX_SCAN_BYTES:
-        data = b""
-    array = np.frombuffer(data, np.uint8)
-    objects = _objects(array)  # at least one per frame and per detection
-    frame_ids = np.zeros(objects, np.int64)
-    frame_detections = np.zeros(objects, np.int64)
-    frame_sizes = np.zeros((objects, 2), np.int64)
-    frame_size_null = np.ones(objects, np.bool_)
-    frame_durations = np.full(objects, -1, np.int64)
-    integers = np.zeros((objects, 2), np.int64)
-    integer_null = np.ones((objects, 2), np.bool_)
-    anonymised = np.full((objects, 2), NULL_BOOL, np.int8)
-    slots = np.full((objects, 3), -1, np.int64)
-    labels = np.empty(len(data), np.uint8)
-    label_offsets = np.zeros(objects + 1, np.int32)
-    label_null = np.ones(objects, np.bool_)
-    numbers = np.empty(len(data), np.uint8)
-    number_offsets = np.zeros(7 * objects + 2, np.int32)
-    counts = np.zeros(3, np.int64)
-    ok = _scan(
-        array, frame_ids, frame_detections, frame_sizes, frame_size_null,
+def scan_chunks(datas: Sequence[bytes]) -> ScannedChunks:
+    """Scan chunks' bytes in one kernel call (see the module's docstring for what is accepted;
+    a chunk refused has no rows, and does not change the others')."""
+    kept, total = [], 0
+    for data in datas:
+        total += len(data)
+        kept.append(data if total <= MAX_SCAN_BYTES else b"")
+    joined = np.frombuffer(b"".join(kept), np.uint8)
+    bounds = np.cumsum([0, *map(len, kept)], dtype=np.int64)
+    objects = _objects(joined)  # at least one per frame and per detection
+    frame_ids = _empty(objects, np.int64)
+    frame_detections = _empty(objects, np.int64)
+    frame_sizes = _empty((objects, 2), np.int64)
+    frame_size_null = _empty(objects, np.bool_)
+    frame_durations = _empty(objects, np.int64)
+    integers = _empty((objects, 2), np.int64)
+    integer_null = _empty((objects, 2), np.bool_)
+    anonymised = _empty((objects, 2), np.int8)
+    slots = _empty((objects, 3), np.int64)
+    labels = _empty(len(joined), np.uint8)
+    label_offsets = _empty(objects + 1, np.int32)
+    label_null = _empty(objects, np.bool_)
+    numbers = _empty(len(joined), np.uint8)
+    number_offsets = _empty(7 * objects + 2, np.int32)
+    label_offsets[0] = number_offsets[0] = 0  # the kernel writes each further offset
+    ok = np.zeros(len(kept), np.bool_)
+    counts = np.zeros((len(kept) + 1, 3), np.int64)
+    _scan_chunks(
+        joined, bounds, ok, counts, frame_ids, frame_detections, frame_sizes, frame_size_null,
         frame_durations, integers, integer_null, anonymised, slots, labels, label_offsets,
-        label_null, numbers, number_offsets, counts,
+        label_null, numbers, number_offsets,
     )  # fmt: skip
-    frames, detections, used = counts.tolist() if ok else (0, 0, 0)
-    return ScannedChunk(
-        ok, frame_ids[:frames], frame_detections[:frames], frame_sizes[:frames],
-        frame_size_null[:frames], frame_durations[:frames], integers[:detections],
-        integer_null[:detections], anonymised[:detections], slots[:detections],
-        labels[: label_offsets[detections]], label_offsets[: detections + 1],
-        label_null[:detections], numbers[: number_offsets[used]], number_offsets[: used + 1],
+    frames, detections, used = counts[-1].tolist()
+    return ScannedChunks(
+        ok, counts[:, 0], counts[:, 1], counts[:, 2], frame_ids[:frames],
+        frame_detections[:frames], frame_sizes[:frames], frame_size_null[:frames],
+        frame_durations[:frames], integers[:detections], integer_null[:detections],
+        anonymised[:detections], slots[:detections], labels[: label_offsets[detections]],
+        label_offsets[: detections + 1], label_null[:detections],
+        numbers[: number_offsets[used]], number_offsets[: used + 1],
     )  # fmt: skip
+
+
+def _empty(shape: int | tuple[int, int], dtype: type[np.generic]) -> np.ndarray:
+    """An uninitialised array from Arrow's memory pool, which keeps freed memory for the next
+    batch: a batch's arrays are megabytes, and NumPy's (the C library's) give them back to the
+    system and take them again each time, about 0.7 ms of page faults per batch of real tracks
+    (a third of the scan)."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return np.frombuffer(pa.allocate_buffer(size), dtype).reshape(shape)
 
 
 @njit_unmanaged
@@ -318,15 +341,35 @@ def _next(data: Any, i: Any, close: Any) -> Any:
 
 
 @njit_unmanaged
+def _scan_chunks(data: Any, bounds: Any, ok: Any, counts: Any, frame_ids: Any,
+                 frame_detections: Any, frame_sizes: Any, frame_size_null: Any,
+                 frame_durations: Any, integers: Any, integer_null: Any, anonymised: Any,
+                 slots: Any, labels: Any, label_offsets: Any, label_null: Any, numbers: Any,
+                 number_offsets: Any) -> None:  # fmt: skip
+    """Scan each chunk ``c`` (``data`` between ``bounds[c]`` and ``[c + 1]``): ``ok[c]``, and
+    ``counts[c + 1]`` the rows (frames, detections, number slots) of chunks ``..c`` together,
+    a refused chunk's rows dropped (the next chunk's overwrite them)."""
+    for c in range(len(bounds) - 1):
+        for j in range(3):  # element by element: a row copy needs numba's runtime
+            counts[c + 1, j] = counts[c, j]
+        ok[c] = _scan(
+            data[bounds[c] : bounds[c + 1]], frame_ids, frame_detections, frame_sizes,
+            frame_size_null, frame_durations, integers, integer_null, anonymised, slots, labels,
+            label_offsets, label_null, numbers, number_offsets, counts[c + 1],
+        )  # fmt: skip
+
+
+@njit_unmanaged
 def _scan(data: Any, frame_ids: Any, frame_detections: Any, frame_sizes: Any,
           frame_size_null: Any, frame_durations: Any, integers: Any, integer_null: Any,
           anonymised: Any, slots: Any, labels: Any, label_offsets: Any, label_null: Any,
           numbers: Any, number_offsets: Any, counts: Any) -> Any:  # fmt: skip
-    """Fill the arrays of :class:`ScannedChunk` (allocated for every ``{`` of ``data`` being a
-    frame or a detection) and ``counts`` (frames, detections, number slots); whether the chunk
-    was accepted."""
+    """Fill the arrays of :class:`ScannedChunks` (allocated for every ``{`` of ``data`` being
+    a frame or a detection) from row ``counts`` on (frames, detections, number slots: each
+    row is set whole here), and, when the chunk is accepted (returned), ``counts`` past its
+    rows."""
     n = len(data)
-    frames = detections = used = 0
+    frames, detections, used = counts[0], counts[1], counts[2]
     i = _skip(data, 0)
     if i >= n or data[i] != 91:
         return False
@@ -337,6 +380,9 @@ def _scan(data: Any, frame_ids: Any, frame_detections: Any, frame_sizes: Any,
             return False
         f = frames
         frames += 1
+        frame_sizes[f, 0] = frame_sizes[f, 1] = 0
+        frame_size_null[f] = True
+        frame_durations[f] = -1
         seen = 0
         key = -1
         i = _skip(data, i + 1)
@@ -380,6 +426,12 @@ def _scan(data: Any, frame_ids: Any, frame_detections: Any, frame_sizes: Any,
                         return False
                     d = detections
                     detections += 1
+                    integers[d, 0] = integers[d, 1] = 0
+                    integer_null[d, 0] = integer_null[d, 1] = True
+                    anonymised[d, 0] = anonymised[d, 1] = NULL_BOOL
+                    slots[d, 0] = slots[d, 1] = slots[d, 2] = -1
+                    label_null[d] = True
+                    label_offsets[d + 1] = label_offsets[d]
                     held = 0
                     code = -1
                     i = _skip(data, i + 1)
@@ -433,7 +485,6 @@ def _scan(data: Any, frame_ids: Any, frame_detections: Any, frame_sizes: Any,
                             return False
                     if not in_detection and held == 0:
                         i += 1  # an empty object: past its "}"
-                    label_offsets[d + 1] = max(label_offsets[d + 1], label_offsets[d])
                     i, listed = _next(data, i, 93)
                     if i < 0:
                         return False

@@ -28,10 +28,9 @@ from pipeline.config import CelanturOptions
 from pipeline.formats.celantur import type_name
 from pipeline.formats.metadata import MetadataError
 from pipeline.formats.video import (
-    DETECTION_COLUMNS,
     MAX_CHUNK_FRAMES,
     ParsedChunk,
-    parse_chunk,
+    parse_chunks,
     summarise_findings,
 )
 from pipeline.io.jsonio import JsonError
@@ -68,28 +67,52 @@ def process_chunk_batch(batch: Batch[VideoChunk], ctx: TaskContext) -> BatchSumm
 
 def _process_chunks(batch: Batch[VideoChunk], ctx: TaskContext, reads: Prefetch) -> BatchSummary:
     issues = ErrorLog()
+    # Every chunk read first (what went wrong kept with it), then all parsed at once: the
+    # scanner's columns are built per batch, not per chunk (real videos are often far shorter
+    # than a 500-frame chunk).
+    read: list[tuple[VideoChunk, ErrorLog, bytes | None]] = []
+    for chunk in batch.groups:
+        found = ErrorLog()
+        data = None
+        with guarded(chunk.file.rel, found):
+            data = _read(chunk, ctx, reads, found)
+        read.append((chunk, found, data))
+    datas = [data for _, _, data in read if data is not None]
+    parsed = parse_chunks(datas, max_bytes=ctx.options.max_json_bytes)
+    outcomes = iter(enumerate(parsed.outcomes))
     parsed_chunks: list[tuple[VideoChunk, ParsedChunk]] = []
+    chosen: list[int] = []
     chunk_rows: list[dict[str, Any]] = []
     summary = BatchSummary()
-    for chunk in batch.groups:
+    for chunk, found, data in read:
+        issues.extend(found)
+        if data is None:
+            continue
+        k, outcome = next(outcomes)
         with guarded(chunk.file.rel, issues):
-            parsed = _parse(chunk, ctx, reads, issues)
-            if parsed is None:
+            if isinstance(outcome, JsonError):
+                issues.add(chunk.file.rel, "decode", f"json_{outcome.code}", str(outcome))
                 continue
-            found = ErrorLog()
-            chunk_rows.append(_check_chunk(chunk, parsed, found))
-            issues.extend(found)
-            parsed_chunks.append((chunk, parsed))
+            if isinstance(outcome, MetadataError):
+                issues.add(chunk.file.rel, "validate", outcome.code, str(outcome))
+                continue
+            checked = ErrorLog()
+            chunk_rows.append(_check_chunk(chunk, outcome, checked))
+            issues.extend(checked)
+            parsed_chunks.append((chunk, outcome))
+            chosen.append(k)
             summary.landed["video_metadata"] += 1
-            summary.frames += len(parsed.frame_ids)
-            durations = [d for d in parsed.frame_durations if d is not None]
+            summary.frames += len(outcome.frame_ids)
+            durations = [d for d in outcome.frame_durations if d is not None]
             summary.duration_sum += Fraction(math.fsum(durations))
             summary.durations += len(durations)
     summary.add_errors(issues)
     # The batch's tables and label statistics at once: what building a table costs whatever
     # its size is paid per batch, not per chunk (real videos are often far shorter than a
     # 500-frame chunk).
-    detections = _detection_table(parsed_chunks) if parsed_chunks else None
+    detections = (
+        _detection_table(parsed_chunks, parsed.detections_of(chosen)) if parsed_chunks else None
+    )
     if detections is not None:
         counts = [parsed.detection_count for _, parsed in parsed_chunks]
         summary.add_detection_columns(
@@ -109,23 +132,13 @@ def _process_chunks(batch: Batch[VideoChunk], ctx: TaskContext, reads: Prefetch)
     return summary
 
 
-def _parse(
-    chunk: VideoChunk, ctx: TaskContext, reads: Prefetch, issues: ErrorLog
-) -> ParsedChunk | None:
+def _read(chunk: VideoChunk, ctx: TaskContext, reads: Prefetch, issues: ErrorLog) -> bytes | None:
+    """The chunk's bytes, or ``None`` after recording why there are none to parse."""
     if not chunk.numbered:
         message = f"frame numbers {chunk.start}-{chunk.end} in the name exceed 64 bits"
         issues.add(chunk.file.rel, "validate", "bad_chunk_name", message)
         return None
-    data = read_input(chunk.file, ctx, reads, issues)
-    if data is None:
-        return None
-    try:
-        return parse_chunk(data, max_bytes=ctx.options.max_json_bytes)
-    except JsonError as exc:
-        issues.add(chunk.file.rel, "decode", f"json_{exc.code}", str(exc))
-    except MetadataError as exc:
-        issues.add(chunk.file.rel, "validate", exc.code, str(exc))
-    return None
+    return read_input(chunk.file, ctx, reads, issues)
 
 
 def _check_chunk(chunk: VideoChunk, parsed: ParsedChunk, issues: ErrorLog) -> dict[str, Any]:
@@ -159,12 +172,12 @@ def _check_chunk(chunk: VideoChunk, parsed: ParsedChunk, issues: ErrorLog) -> di
     }
 
 
-def _detection_table(parsed: Sequence[tuple[VideoChunk, ParsedChunk]]) -> pa.Table:
-    """The ``detections/`` rows of parsed chunks (at least one), in order."""
-    columns: dict[str, Any] = {
-        name: pa.concat_arrays([chunk.detections[name] for _, chunk in parsed])
-        for name in DETECTION_COLUMNS
-    }
+def _detection_table(
+    parsed: Sequence[tuple[VideoChunk, ParsedChunk]], detections: dict[str, pa.Array]
+) -> pa.Table:
+    """The ``detections/`` rows of parsed chunks (at least one), in order, whose columns
+    (:data:`~pipeline.formats.video.DETECTION_COLUMNS`) are ``detections``."""
+    columns: dict[str, Any] = dict(detections)
     # Per chunk, per frame and per distinct label, then spread by Arrow takes (no Python call
     # per detection).
     of_chunk = np.repeat(np.arange(len(parsed)), [chunk.detection_count for _, chunk in parsed])

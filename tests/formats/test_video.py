@@ -411,8 +411,20 @@ def test_detections_over_the_cap_refuse_the_chunk_before_they_are_built(score: s
 
 def _unscanned(data: bytes) -> ParsedChunk:
     """``parse_chunk`` without the scanner: msgspec's typed path, else the validating one."""
-    with mock.patch.object(video, "_parse_scanned", return_value=None):
+    with mock.patch.object(
+        video, "_parse_scanned", side_effect=lambda datas: ([None] * len(datas), {})
+    ):
         return parse_chunk(data, max_bytes=CAP)
+
+
+def _scanned(data: bytes) -> ParsedChunk | None:
+    """The scanner's path alone: ``None`` when it refuses the chunk."""
+    outcomes, detections = _parse_scanned([data])
+    parsed = outcomes[0]
+    assert not isinstance(parsed, MetadataError)
+    if parsed is not None:
+        parsed.detections = detections
+    return parsed
 
 
 def _outcome(parse: Any) -> Any:
@@ -460,7 +472,7 @@ def test_what_the_scanner_accepts_equals_the_msgspec_path(
     frames: list[dict[str, Any]], indent: int | None
 ) -> None:
     data = json.dumps(frames, indent=indent).encode()
-    scanned = _parse_scanned(data)
+    scanned = _scanned(data)
     if scanned is not None:
         assert _everything(scanned) == _everything(_unscanned(data))
     if frames and all(_product_shaped(frame) for frame in frames):
@@ -474,62 +486,63 @@ _PRODUCT = (
 )
 
 
-@pytest.mark.parametrize(
-    ("old", "new", "scanned"),
-    [
-        ("", "", True),
-        ("0.875", "-0.0", True),
-        ("0.875", "1E-3", True),
-        ("0.875", "1e+0", True),
-        ("2.5, 30", "2.5e-400, 30", True),  # underflows to 0 in both parsers
-        ("0.875", "123456789012345", True),
-        ("0.875", "1234567890123456", False),  # an integer beyond 15 digits, where a float is
-        ("0.875", "-0", False),
-        ("0.875", "1e400", False),  # beyond a double
-        ("0.875", "NaN", False),
-        ("0.875", "true", False),
-        ("0.875", '"0.5"', False),
-        ("0.875", "01", False),
-        ("0.875", "1.", False),
-        ("0.875", ".5", False),
-        ("0.875", "1e", False),
-        ("0.875", "- 1", False),
-        ('"id": 7', '"id": 7.0', False),
-        ('"id": 7', '"id": null', False),
-        ('"id": 7', '"id": 1234567890123456789', False),  # 19 digits
-        ('"id": 0', '"id": -12', True),
-        ('"type": 102', '"type": 102.5', False),
-        ('"person"', '"per\\u0073on"', False),
-        ('"person"', '"pers\u00f6n"', False),
-        ('"person"', '""', True),
-        ('"color": null', '"color": [1, 2, 3]', False),
-        ('"color": null', '"colour": null', False),
-        ('"color": null', '"color": null, "color": null', False),
-        ('"color": null', '"parent_image": 8', False),  # a key twice
-        ('"parent_image": 7', '"parent_image": 7.5', True),
-        ('"parent_image": 7', '"parent_image": [7]', False),
-        ('"is_anonymised": true', '"is_anonymized": false', True),
-        ('"is_anonymised": true', '"is_anonymised": 1', False),
-        ("[1080, 1920]", "[1080, 1920, 3]", False),
-        ("[1080, 1920]", "[-1, 0]", True),
-        ("[1080, 1920]", "null", True),
-        ("[1, 2.5]", "[1]", False),
-        ("[1, 2.5, 30, 40.25]", "null", True),
-        ('"duration": 0.04', '"duration": null', True),
-        ('"duration": 0.04', '"duration": 4', True),
-        (", ", ",\t\r\n ", True),
-        (", ", ",\f", False),
-        ("}], ", "}, {}], ", True),  # an empty detection
-        ('"detections": [{', '"detections": [], "x": [{', False),
-    ],
-)
+#: Variations of the product's chunk: (old, new, taken by the scanner).
+_QUIRKS = [
+    ("", "", True),
+    ("0.875", "-0.0", True),
+    ("0.875", "1E-3", True),
+    ("0.875", "1e+0", True),
+    ("2.5, 30", "2.5e-400, 30", True),  # underflows to 0 in both parsers
+    ("0.875", "123456789012345", True),
+    ("0.875", "1234567890123456", False),  # an integer beyond 15 digits, where a float is
+    ("0.875", "-0", False),
+    ("0.875", "1e400", False),  # beyond a double
+    ("0.875", "NaN", False),
+    ("0.875", "true", False),
+    ("0.875", '"0.5"', False),
+    ("0.875", "01", False),
+    ("0.875", "1.", False),
+    ("0.875", ".5", False),
+    ("0.875", "1e", False),
+    ("0.875", "- 1", False),
+    ('"id": 7', '"id": 7.0', False),
+    ('"id": 7', '"id": null', False),
+    ('"id": 7', '"id": 1234567890123456789', False),  # 19 digits
+    ('"id": 0', '"id": -12', True),
+    ('"type": 102', '"type": 102.5', False),
+    ('"person"', '"per\\u0073on"', False),
+    ('"person"', '"pers\u00f6n"', False),
+    ('"person"', '""', True),
+    ('"color": null', '"color": [1, 2, 3]', False),
+    ('"color": null', '"colour": null', False),
+    ('"color": null', '"color": null, "color": null', False),
+    ('"color": null', '"parent_image": 8', False),  # a key twice
+    ('"parent_image": 7', '"parent_image": 7.5', True),
+    ('"parent_image": 7', '"parent_image": [7]', False),
+    ('"is_anonymised": true', '"is_anonymized": false', True),
+    ('"is_anonymised": true', '"is_anonymised": 1', False),
+    ("[1080, 1920]", "[1080, 1920, 3]", False),
+    ("[1080, 1920]", "[-1, 0]", True),
+    ("[1080, 1920]", "null", True),
+    ("[1, 2.5]", "[1]", False),
+    ("[1, 2.5, 30, 40.25]", "null", True),
+    ('"duration": 0.04', '"duration": null', True),
+    ('"duration": 0.04', '"duration": 4', True),
+    (", ", ",\t\r\n ", True),
+    (", ", ",\f", False),
+    ("}], ", "}, {}], ", True),  # an empty detection
+    ('"detections": [{', '"detections": [], "x": [{', False),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "scanned"), _QUIRKS)
 def test_the_scanner_on_the_quirks_it_must_refuse_or_take(
     old: str, new: str, scanned: bool
 ) -> None:
     """Each variation of a chunk as the product writes it is taken by the scanner or refused,
     and either way ``parse_chunk`` gives exactly what it gave without the scanner."""
     data = _PRODUCT.replace(old, new, 1).encode()
-    assert (_parse_scanned(data) is not None) == scanned
+    assert (_scanned(data) is not None) == scanned
     assert _outcome(lambda: parse_chunk(data, max_bytes=CAP)) == _outcome(lambda: _unscanned(data))
 
 
@@ -544,7 +557,7 @@ def test_the_scanner_on_the_quirks_it_must_refuse_or_take(
 def test_the_scanner_refuses_what_is_not_a_chunk_of_frames(data: bytes) -> None:
     """Only whitespace around one array of frame objects is accepted; everything else fails or
     passes as it did without the scanner."""
-    taken = _parse_scanned(data)
+    taken = _scanned(data)
     assert taken is None or data.strip() == _PRODUCT.encode()
     assert _outcome(lambda: parse_chunk(data, max_bytes=CAP)) == _outcome(lambda: _unscanned(data))
 
@@ -565,6 +578,36 @@ def test_the_scanner_takes_the_product_shaped_chunks_of_the_bench_and_sample_dat
     assert len(paths) == 4
     for path in paths:
         data = path.read_bytes()
-        scanned = _parse_scanned(data)
+        scanned = _scanned(data)
         assert scanned is not None, path.name
         assert _everything(scanned) == _everything(_unscanned(data)), path.name
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunks parsed together (parse_chunks): each one's outcome is what it gives alone
+# ---------------------------------------------------------------------------------------------
+
+_batch_chunk = st.one_of(
+    _chunk.map(lambda frames: json.dumps(frames).encode()),
+    st.sampled_from([_PRODUCT.replace(old, new, 1).encode() for old, new, _ in _QUIRKS]),
+    st.just((_PRODUCT[:-1] + ", " + _PRODUCT[1:]).encode()),  # frame 7 twice
+    st.binary(max_size=12),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_batch_chunk, max_size=6))
+def test_chunks_parsed_together_give_what_each_gives_alone(datas: list[bytes]) -> None:
+    """Scanned together, refused ones among them (whole or after the scan: a number beyond a
+    double), each chunk's outcome and detection rows are what ``parse_chunk`` gives for it."""
+    parsed = video.parse_chunks(datas, max_bytes=CAP)
+    assert len(parsed.outcomes) == len(datas)
+    for k, (data, outcome) in enumerate(zip(datas, parsed.outcomes, strict=True)):
+        alone = _outcome(lambda data=data: parse_chunk(data, max_bytes=CAP))
+        if isinstance(outcome, ParsedChunk):
+            outcome.detections = parsed.detections_of([k])
+            assert _everything(outcome) == alone
+        else:
+            assert (type(outcome), str(outcome)) == alone
+    rows = sum(o.detection_count for o in parsed.outcomes if isinstance(o, ParsedChunk))
+    assert all(len(values) == rows for values in parsed.detections.values())
