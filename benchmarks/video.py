@@ -376,14 +376,16 @@ def run(scratch: Path, *, chunks: int, seed: int, repeats: int) -> dict[str, Any
     with _one_core():
         parsed = [parse_chunk(data[c.file.rel], max_bytes=max_bytes) for c in ordered]
         pairs = list(zip(ordered, parsed, strict=True))
-        tables = [(_detection_table([(c, p)]), _frame_table([(c, p)])) for c, p in pairs]
+        tables = [
+            (_detection_table([(c, p)], p.detections), _frame_table([(c, p)])) for c, p in pairs
+        ]
 
         ours_all = dense.ours_all
         calls: dict[str, Callable[[], object]] = {
             OURS: ours_all,
             PARSE: lambda: [parse_chunk(raw, max_bytes=max_bytes) for raw in raws],
             TABLES: lambda: [
-                (_detection_table([(c, p)]), _frame_table([(c, p)])) for c, p in pairs
+                (_detection_table([(c, p)], p.detections), _frame_table([(c, p)])) for c, p in pairs
             ],
             PARQUET: lambda: [(table_bytes(d), table_bytes(f)) for d, f in tables],
             STAGE: dense.stage,
