@@ -7,7 +7,7 @@ Contenders, on the same chunk bytes, one after the other in this process (pyarro
 set to one thread for the section, so every figure is per core):
 
 * ours: ``parse_chunk`` (the chunk scanner straight into columns), then the stage's own
-  ``_detection_table`` and ``_frame_table`` and ``table_bytes`` (zstd Parquet) of both — parse,
+  ``_tables`` (detections and frames) and ``table_bytes`` (zstd Parquet) of both — parse,
   flatten and Parquet write, bytes in, bytes out — with its three steps also timed alone;
 * the whole stage task, ``process_chunk_batch``, over the same files on local disk (reading,
   chunk checks, batch statistics and four staged parts written included);
@@ -70,8 +70,7 @@ from pipeline.sampledata import mot
 from pipeline.stages.common import TaskContext
 from pipeline.stages.plan import Batch, VideoChunk, assign_tracking, batch_groups, order_chunks
 from pipeline.stages.video import (
-    _detection_table,
-    _frame_table,
+    _tables,
     process_chunk_batch,
     track_videos,
 )
@@ -82,7 +81,7 @@ TARGET_DETECTIONS_PER_S = 500_000
 
 OURS = "parse_chunk + Arrow tables + table_bytes (ours)"
 PARSE = "  of which parse_chunk"
-TABLES = "  of which _detection_table + _frame_table"
+TABLES = "  of which _tables (detections + frames)"
 PARQUET = "  of which table_bytes (detections + frames)"
 STAGE = "process_chunk_batch (whole stage task, local files)"
 TRACKS = "track_videos (pass 2: per-video linking, gap finding, gaps/ part)"
@@ -156,8 +155,7 @@ def write_dense_chunks(
 def ours(chunk: VideoChunk, data: bytes, max_bytes: int) -> tuple[ParsedChunk, bytes, bytes]:
     """Parse, flatten into the stage's detections and frames tables, serialise both as Parquet."""
     parsed = parse_chunk(data, max_bytes=max_bytes)
-    detections = _detection_table([(chunk, parsed)], parsed.detections)
-    frames = _frame_table([(chunk, parsed)])
+    detections, frames, _ = _tables([(chunk, parsed)], parsed.detections)
     return parsed, table_bytes(detections), table_bytes(frames)
 
 
@@ -376,17 +374,13 @@ def run(scratch: Path, *, chunks: int, seed: int, repeats: int) -> dict[str, Any
     with _one_core():
         parsed = [parse_chunk(data[c.file.rel], max_bytes=max_bytes) for c in ordered]
         pairs = list(zip(ordered, parsed, strict=True))
-        tables = [
-            (_detection_table([(c, p)], p.detections), _frame_table([(c, p)])) for c, p in pairs
-        ]
+        tables = [_tables([(c, p)], p.detections)[:2] for c, p in pairs]
 
         ours_all = dense.ours_all
         calls: dict[str, Callable[[], object]] = {
             OURS: ours_all,
             PARSE: lambda: [parse_chunk(raw, max_bytes=max_bytes) for raw in raws],
-            TABLES: lambda: [
-                (_detection_table([(c, p)], p.detections), _frame_table([(c, p)])) for c, p in pairs
-            ],
+            TABLES: lambda: [_tables([(c, p)], p.detections)[:2] for c, p in pairs],
             PARQUET: lambda: [(table_bytes(d), table_bytes(f)) for d, f in tables],
             STAGE: dense.stage,
             END: dense.end_to_end,
@@ -530,7 +524,7 @@ def _report_target(
     chunks = timings[OURS].median_ms / whole
     steps = {
         "parse_chunk (chunk scanner: bytes to columns)": per_chunk(PARSE),
-        "_detection_table + _frame_table": per_chunk(TABLES),
+        "_tables (detections + frames)": per_chunk(TABLES),
         "table_bytes (detections + frames)": per_chunk(PARQUET),
     }
     rest_ms = per_chunk(TABLES) + per_chunk(PARQUET)

@@ -40,7 +40,7 @@ from pipeline.stages.plan import VideoChunk
 
 # The chunk stage's row builders are pure functions of a parsed chunk: the fuzzer calls them
 # as the stage does, since values no column can hold fail exactly there.
-from pipeline.stages.video import _check_chunk, _detection_table, _frame_table
+from pipeline.stages.video import _check_chunk, _tables
 
 #: Small limits keep each input cheap, so the fuzzer explores rather than allocates.
 MAX_PIXELS = 1 << 20
@@ -82,8 +82,7 @@ def chunk_target(data: bytes) -> None:
     with contextlib.suppress(JsonError, MetadataError):
         parsed = parse_chunk(content, max_bytes=MAX_JSON_BYTES)
         _check_chunk(chunk, parsed, ErrorLog())
-        _detection_table([(chunk, parsed)], parsed.detections)
-        _frame_table([(chunk, parsed)])
+        _tables([(chunk, parsed)], parsed.detections)
 
 
 def frames_target(data: bytes) -> None:

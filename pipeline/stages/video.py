@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
-from itertools import pairwise
+from itertools import chain, pairwise
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from pipeline.config import CelanturOptions
 from pipeline.formats.celantur import type_name
-from pipeline.formats.metadata import MetadataError
+from pipeline.formats.metadata import MetadataError, ResolvedSize
 from pipeline.formats.video import (
     MAX_CHUNK_FRAMES,
     ParsedChunk,
@@ -110,21 +110,18 @@ def _process_chunks(batch: Batch[VideoChunk], ctx: TaskContext, reads: Prefetch)
     # The batch's tables and label statistics at once: what building a table costs whatever
     # its size is paid per batch, not per chunk (real videos are often far shorter than a
     # 500-frame chunk).
-    detections = (
-        _detection_table(parsed_chunks, parsed.detections_of(chosen)) if parsed_chunks else None
-    )
-    if detections is not None:
+    detections = frames = None
+    if parsed_chunks:
+        columns = parsed.detections_of(chosen)
+        detections, frames, labels = _tables(parsed_chunks, columns)
         counts = [parsed.detection_count for _, parsed in parsed_chunks]
         summary.add_detection_columns(
-            *(
-                detections[name].combine_chunks()
-                for name in ("type_label", "score", "is_anonymised")
-            ),
+            labels, columns["score"], columns["is_anonymised"],
             files=np.repeat(np.arange(len(counts)), counts),
-        )
+        )  # fmt: skip
     outputs = {
         "detections": detections,
-        "frames": _frame_table(parsed_chunks) if parsed_chunks else None,
+        "frames": frames,
         "chunks": to_arrow("chunks", chunk_rows),
         "errors": to_arrow("errors", issues),
     }
@@ -172,53 +169,72 @@ def _check_chunk(chunk: VideoChunk, parsed: ParsedChunk, issues: ErrorLog) -> di
     }
 
 
-def _detection_table(
+def _tables(
     parsed: Sequence[tuple[VideoChunk, ParsedChunk]], detections: dict[str, pa.Array]
-) -> pa.Table:
-    """The ``detections/`` rows of parsed chunks (at least one), in order, whose columns
-    (:data:`~pipeline.formats.video.DETECTION_COLUMNS`) are ``detections``."""
-    columns: dict[str, Any] = dict(detections)
+) -> tuple[pa.Table, pa.Table, pa.DictionaryArray]:
+    """The ``detections/`` and ``frames/`` rows of parsed chunks (at least one), in order, whose
+    detection columns (:data:`~pipeline.formats.video.DETECTION_COLUMNS`) are ``detections``;
+    and the ``type_label`` column dictionary-encoded (for the label statistics)."""
     # Per chunk, per frame and per distinct label, then spread by Arrow takes (no Python call
-    # per detection).
-    of_chunk = np.repeat(np.arange(len(parsed)), [chunk.detection_count for _, chunk in parsed])
-    sizes = [size for _, chunk in parsed for size in chunk.frame_sizes]
-    per_frame = [count for _, chunk in parsed for count in chunk.frame_detections]
-    frame_of = np.repeat(np.arange(len(sizes)), per_frame)
-    labels = columns["type_label"].dictionary_encode()
+    # per detection, none per frame but C-level iteration).
+    frame_counts = [len(chunk.frame_ids) for _, chunk in parsed]
+    detection_counts = [chunk.detection_count for _, chunk in parsed]
+    per_frame = pa.array(chain.from_iterable(chunk.frame_detections for _, chunk in parsed),
+                         pa.int32())  # fmt: skip
+    frame_of = np.repeat(np.arange(len(per_frame)), per_frame.to_numpy())
+    sizes = _size_columns([chunk.frame_sizes for _, chunk in parsed])
+
+    def per_chunk(values: list[Any], kind: pa.DataType, counts: list[int]) -> pa.Array:
+        return pa.array(values, kind).take(np.repeat(np.arange(len(parsed)), counts))
+
+    sources = [c.file.rel for c, _ in parsed]
+    media = [c.media for c, _ in parsed]
+    labels = detections["type_label"].dictionary_encode()
     names = pa.array(map(type_name, labels.dictionary.to_pylist()), pa.string())
-    columns.update(
-        source=pa.array([c.file.rel for c, _ in parsed], pa.string()).take(of_chunk),
-        media=pa.array([c.media for c, _ in parsed], pa.string()).take(of_chunk),
-        type_name=names.take(labels.indices),
-        frame_width=pa.array([s.width if s else None for s in sizes], pa.int32()).take(frame_of),
-        frame_height=pa.array([s.height if s else None for s in sizes], pa.int32()).take(frame_of),
-    )
-    schema = SCHEMAS["detections"]
-    return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
-
-
-def _frame_table(parsed: Sequence[tuple[VideoChunk, ParsedChunk]]) -> pa.Table:
-    """The ``frames/`` rows of parsed chunks, in order."""
-    of_chunk = np.repeat(np.arange(len(parsed)), [len(chunk.frame_ids) for _, chunk in parsed])
-    sizes = [size for _, chunk in parsed for size in chunk.frame_sizes]
-
-    def spread(values: list[Any], kind: pa.DataType) -> pa.Array:
-        return pa.array(values, kind).take(of_chunk)
-
-    columns = {
-        "source": spread([c.file.rel for c, _ in parsed], pa.string()),
-        "media": spread([c.media for c, _ in parsed], pa.string()),
-        "frame": [frame for _, chunk in parsed for frame in chunk.frame_ids],
-        "detections": [count for _, chunk in parsed for count in chunk.frame_detections],
-        "width": [s.width if s else None for s in sizes],
-        "height": [s.height if s else None for s in sizes],
-        "size_order": [s.order if s else None for s in sizes],
-        "size_order_source": [s.source if s else None for s in sizes],
-        "duration": [d for _, chunk in parsed for d in chunk.frame_durations],
-        "chunk_start": spread([c.start for c, _ in parsed], pa.int64()),
-        "chunk_end": spread([c.end for c, _ in parsed], pa.int64()),
+    columns: dict[str, Any] = {
+        **detections,
+        "source": per_chunk(sources, pa.string(), detection_counts),
+        "media": per_chunk(media, pa.string(), detection_counts),
+        "type_name": names.take(labels.indices),
+        "frame_width": sizes["width"].take(frame_of),
+        "frame_height": sizes["height"].take(frame_of),
     }
-    return pa.Table.from_pydict(columns, schema=SCHEMAS["frames"])
+    schema = SCHEMAS["detections"]
+    detection_table = pa.Table.from_arrays([columns[n] for n in schema.names], schema=schema)
+    columns = {
+        "source": per_chunk(sources, pa.string(), frame_counts),
+        "media": per_chunk(media, pa.string(), frame_counts),
+        "frame": pa.array(chain.from_iterable(chunk.frame_ids for _, chunk in parsed), pa.int64()),
+        "detections": per_frame,
+        **sizes,
+        "duration": pa.array(
+            chain.from_iterable(chunk.frame_durations for _, chunk in parsed), pa.float64()
+        ),
+        "chunk_start": per_chunk([c.start for c, _ in parsed], pa.int64(), frame_counts),
+        "chunk_end": per_chunk([c.end for c, _ in parsed], pa.int64(), frame_counts),
+    }
+    schema = SCHEMAS["frames"]
+    frame_table = pa.Table.from_arrays([columns[n] for n in schema.names], schema=schema)
+    return detection_table, frame_table, labels
+
+
+def _size_columns(frame_sizes: list[list[ResolvedSize | None]]) -> dict[str, pa.Array]:
+    """The ``width``, ``height``, ``size_order`` and ``size_order_source`` of every frame of
+    chunks (their ``frame_sizes``), in order. A chunk's frames share the objects of its few
+    distinct sizes: the columns are made per distinct object (by identity, a look-up in C per
+    frame), then spread by an Arrow take."""
+    sizes = list(chain.from_iterable(frame_sizes))
+    identities = np.fromiter(map(id, sizes), np.int64, len(sizes))
+    _, firsts, codes = np.unique(identities, return_index=True, return_inverse=True)
+    distinct = [sizes[first] for first in firsts.tolist()]
+    spread = pa.array(codes.ravel())
+    return {
+        name: pa.array([getattr(s, field) if s else None for s in distinct], kind).take(spread)
+        for name, field, kind in (
+            ("width", "width", pa.int32()), ("height", "height", pa.int32()),
+            ("size_order", "order", pa.string()), ("size_order_source", "source", pa.string()),
+        )
+    }  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
