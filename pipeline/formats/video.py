@@ -42,7 +42,7 @@ from pipeline.formats.metadata import (
     resolve_size_order,
 )
 from pipeline.io.jsonio import JsonError, check_json_bounds, parse_json
-from pipeline.kernels.chunkscan import NULL_BOOL, scan_chunks
+from pipeline.kernels.chunkscan import NULL_BOOL, ScannedChunks, scan_chunks
 from pipeline.tables import SCHEMAS
 
 #: Celantur writes at most this many frames per chunk file.
@@ -406,14 +406,26 @@ def _parse_scanned(
     given_sizes: list[tuple[int, int] | None] = list(zip(first, second, strict=True))
     for frame in np.flatnonzero(scan.frame_size_null).tolist():
         given_sizes[frame] = None
-    durations: list[float | None] = numbers[scan.frame_durations].tolist()  # a null: NaN
+    given_durations = numbers[scan.frame_durations]  # a null: NaN (every number is finite)
+    durations: list[float | None] = given_durations.tolist()
+    for frame in np.flatnonzero(np.isnan(given_durations)).tolist():
+        durations[frame] = None
     frame_ids = scan.frame_ids.tolist()
     frame_bounds = scan.frame_bounds.tolist()
     accepted = np.flatnonzero(scan.ok).tolist()
+    # A chunk whose frame ids repeat takes _add_frames (a finding per repeat, the first copy
+    # kept); the others are taken whole, frame columns by the slice (most chunks: ids rising).
+    falls = np.flatnonzero(scan.frame_ids[1:] <= scan.frame_ids[:-1]) + 1
+    unordered = np.searchsorted(scan.frame_bounds, falls, side="right") - 1
+    repeating = {
+        k for k in set(unordered[falls != scan.frame_bounds[unordered]].tolist())
+        if len(set(frame_ids[frame_bounds[k] : frame_bounds[k + 1]])) < frame_bounds[k + 1] -
+        frame_bounds[k]
+    }  # fmt: skip
     chunks: dict[int, _Columns] = {}
     bad_sizes: dict[int, int] = {}
     keep = None  # frames kept (None: all, no id repeats in any chunk)
-    for k in accepted:
+    for k in repeating:
         rows = slice(frame_bounds[k], frame_bounds[k + 1])
         chunks[k] = _Columns()
         kept, bad_sizes[k] = _add_frames(
@@ -464,14 +476,65 @@ def _parse_scanned(
     extents = _extents(out["x2"], out["y2"], bounds.tolist())
     kept_counts = counts.tolist()
     frame_bounds_kept = frame_bounds_kept.tolist()
+    sizes, refused_sizes = _resolved_sizes(scan, given_sizes, extents)
     outcomes: list[ParsedChunk | MetadataError | None] = [None] * len(datas)
     for k in accepted:
-        columns = chunks[k]
         frames = slice(frame_bounds_kept[k], frame_bounds_kept[k + 1])
-        columns.chunk.frame_detections = kept_counts[frames]
-        _add_findings(columns, 0, 0, bad_scores[k], bad_sizes[k])
-        outcomes[k] = columns.finish({}, detections_per_chunk[k], extents[k])
+        if k in chunks:
+            columns = chunks[k]
+            columns.chunk.frame_detections = kept_counts[frames]
+            _add_findings(columns.chunk.findings, 0, 0, bad_scores[k], bad_sizes[k])
+            outcomes[k] = columns.finish({}, detections_per_chunk[k], extents[k])
+            continue
+        rows = slice(frame_bounds[k], frame_bounds[k + 1])
+        chunk = ParsedChunk(
+            frame_ids=frame_ids[rows], frame_detections=kept_counts[frames],
+            frame_sizes=sizes[rows], frame_durations=durations[rows],
+            detection_count=detections_per_chunk[k], frames_in_file=rows.stop - rows.start,
+        )  # fmt: skip
+        _add_findings(chunk.findings, 0, 0, bad_scores[k], refused_sizes[k])
+        outcomes[k] = chunk
     return outcomes, out
+
+
+def _resolved_sizes(
+    scan: ScannedChunks,
+    given_sizes: list[tuple[int, int] | None],
+    extents: list[tuple[float, float] | None],
+) -> tuple[list[ResolvedSize | None], list[int]]:
+    """Each scanned frame's size resolved as its chunk's boxes say (``extents``: see
+    :class:`_Columns`'s ``finish``), ``None`` where none is given or it is unusable (a side not
+    in 1..:data:`SIDE_LIMIT` - 1, as :func:`_valid_size` says); and how many given sizes each
+    chunk has unusable. Resolved once per run of frames of one chunk and size (most chunks:
+    one run)."""
+    width, height = scan.frame_sizes.T
+    usable = ~scan.frame_size_null & (width > 0) & (width < SIDE_LIMIT) & (height > 0)
+    usable &= height < SIDE_LIMIT
+    refused = np.concatenate(([0], np.cumsum(~scan.frame_size_null & ~usable)))
+    chunk_of = np.repeat(np.arange(len(scan.ok)), np.diff(scan.frame_bounds))
+    change = np.ones(len(usable), np.bool_)
+    change[1:] = (
+        (width[1:] != width[:-1]) | (height[1:] != height[:-1]) | (usable[1:] != usable[:-1])
+        | (chunk_of[1:] != chunk_of[:-1])
+    )  # fmt: skip
+    runs = np.flatnonzero(change)
+    resolved: dict[tuple[int, tuple[int, int]], ResolvedSize] = {}
+    objects: list[ResolvedSize | None] = []
+    for frame, k, is_usable in zip(runs.tolist(), chunk_of[runs].tolist(),
+                                   usable[runs].tolist(), strict=True):  # fmt: skip
+        size = cast(tuple[int, int], given_sizes[frame])
+        if not is_usable:
+            objects.append(None)
+        elif (k, size) not in resolved:
+            extent = extents[k]
+            boxes = [] if extent is None else [(0.0, 0.0, *extent)]
+            objects.append(resolved.setdefault((k, size), resolve_size_order(size, boxes)))
+        else:
+            objects.append(resolved[(k, size)])
+    run_of = np.repeat(np.arange(len(runs)), np.diff(np.append(runs, len(usable))))
+    return list(map(objects.__getitem__, run_of.tolist())), np.diff(
+        refused[scan.frame_bounds]
+    ).tolist()
 
 
 def _add_frames(
@@ -516,20 +579,20 @@ def _finish(
     bad_sizes: int,
 ) -> ParsedChunk:
     """The chunk with its detection columns ``out`` and a finding per kind of unusable value."""
-    _add_findings(columns, bad_boxes, bad_colours, bad_scores, bad_sizes)
+    _add_findings(columns.chunk.findings, bad_boxes, bad_colours, bad_scores, bad_sizes)
     count = len(out["frame"])
     return columns.finish(out, count, _extents(out["x2"], out["y2"], [0, count])[0])
 
 
 def _add_findings(
-    columns: _Columns, bad_boxes: int, bad_colours: int, bad_scores: int, bad_sizes: int
+    findings: list[Finding], bad_boxes: int, bad_colours: int, bad_scores: int, bad_sizes: int
 ) -> None:
     """A finding per kind of unusable value."""
     bad = {"bad_bbox": bad_boxes, "bad_color": bad_colours, "bad_score": bad_scores,
            "bad_size": bad_sizes}  # fmt: skip
     for code, count in bad.items():
         if count:
-            columns.chunk.findings.append(Finding("warning", code, f"{count} values unusable"))
+            findings.append(Finding("warning", code, f"{count} values unusable"))
 
 
 def _scores(given: list[float | None]) -> tuple[pa.Array, int]:
