@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import NamedTuple
 
 import pyarrow as pa
@@ -113,16 +113,25 @@ def staged_from_bytes(data: bytes | memoryview) -> pa.Table:
     return ipc.open_stream(_arrow_owned(data)).read_all()
 
 
-def staged_tables(data: bytes) -> dict[str, pa.Table]:
-    """The tables of a whole staged object (:func:`write_bundle`), by its index."""
+def staged_tables(
+    data: bytes, columns: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, pa.Table]:
+    """The tables of a whole staged object (:func:`write_bundle`), by its index; of a table
+    named in ``columns``, only those columns (the others' buffers are not decompressed)."""
     buffer = _arrow_owned(data)
     index_end = len(data) - _INDEX_LENGTH.size
     (length,) = _INDEX_LENGTH.unpack_from(data, index_end)
     spans = json.loads(data[index_end - length : index_end])
-    return {
-        table: ipc.open_stream(buffer.slice(start, end - start)).read_all()
-        for table, (start, end) in spans.items()
-    }
+    tables = {}
+    for table, (start, end) in spans.items():
+        stream = buffer.slice(start, end - start)
+        options = None
+        if columns is not None and table in columns:
+            schema = ipc.open_stream(stream).schema  # reads the schema message alone
+            wanted = [schema.get_field_index(name) for name in columns[table]]
+            options = ipc.IpcReadOptions(included_fields=sorted(wanted))
+        tables[table] = ipc.open_stream(stream, options=options).read_all()
+    return tables
 
 
 #: Where work items stage their rows, below the output root.

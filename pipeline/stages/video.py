@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.config import CelanturOptions
 from pipeline.formats.celantur import type_name
@@ -621,7 +622,7 @@ def _track(
 def _read_parts(ctx: TaskContext, key: str, reads: Prefetch) -> _BatchRows:
     """The batch's parts as arrays (one read of its staged bundle)."""
     try:
-        staged = staged_tables(reads.take(ctx.output, staged_bundle(key)))
+        staged = staged_tables(reads.take(ctx.output, staged_bundle(key)), _PART_COLUMNS)
     except FileNotFoundError:  # no rows written
         staged = {}
     tables: dict[str, tuple[pa.Table, dict[str, tuple[int, int]]]] = {}
@@ -657,17 +658,22 @@ def _by_source(table: pa.Table) -> tuple[pa.Table, dict[str, tuple[int, int]]]:
     their row range per source: one grouping pass, not a filter per chunk over the whole
     batch. Pass 1 writes each chunk's rows together, so the table comes back as it is unless
     the part was written otherwise."""
-    sources = table["source"].combine_chunks().dictionary_encode()
-    codes = sources.indices.to_numpy()
-    if not _ascending(codes):  # dictionary codes follow first appearance
-        order = np.argsort(codes, kind="stable")
-        table, codes = table.take(order), codes[order]
-    bounds = np.searchsorted(codes, np.arange(len(sources.dictionary) + 1)).tolist()
+    sources = table["source"].combine_chunks()
+    # Where the source changes, row against row: cheaper than hashing every row, and each run
+    # is a source's rows unless a source has several runs.
+    changed = pc.not_equal(sources[1:], sources[:-1]).to_numpy(zero_copy_only=False)
+    firsts = [0, *(np.flatnonzero(changed) + 1).tolist()] if len(sources) else []
+    names = sources.take(pa.array(firsts, pa.int64())).to_pylist()
+    if len(set(names)) < len(names):  # a source in several runs: its rows brought together
+        encoded = sources.dictionary_encode()
+        codes = encoded.indices.to_numpy()
+        order = np.argsort(codes, kind="stable")  # dictionary codes follow first appearance
+        table, names = table.take(order), encoded.dictionary.to_pylist()
+        firsts = np.searchsorted(codes[order], np.arange(len(names))).tolist()
+    bounds = [*firsts, table.num_rows]
     return table, {
         source: (start, end)
-        for source, start, end in zip(
-            sources.dictionary.to_pylist(), bounds[:-1], bounds[1:], strict=True
-        )
+        for source, start, end in zip(names, bounds[:-1], bounds[1:], strict=True)
     }
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from pipeline.io.storage import InputFile
 from pipeline.stages.plan import VideoChunk
-from pipeline.stages.video import _LabelKeys, _Rows, _Video, _VideoStats
+from pipeline.stages.video import _by_source, _LabelKeys, _Rows, _Video, _VideoStats
 
 _LABELS: list[str | None] = ["face", None, "person", "None", "licence plate"]
 
@@ -73,3 +74,22 @@ def test_a_one_chunk_video_counts_as_the_general_path_does(seed: int) -> None:
     )
     assert alone == general
     assert alone[1] == list(range(len(rows.frames)))
+
+
+@pytest.mark.parametrize(
+    ("sources", "order"),
+    [
+        (["b", "b", "a", "c", "c", "c"], [0, 1, 2, 3, 4, 5]),  # as pass 1 writes: as it is
+        (["b", "a", "b", "c", "a", "b"], [0, 2, 5, 1, 4, 3]),  # a source in several runs
+        ([], []),
+    ],
+)
+def test_rows_by_source(sources: list[str], order: list[int]) -> None:
+    """A part's rows grouped by source (first appearance order, table order within one), with
+    each source's row range."""
+    table = pa.table({"source": pa.array(sources, pa.string()), "row": range(len(sources))})
+    grouped, ranges = _by_source(table)
+    assert grouped["row"].to_pylist() == order
+    assert list(ranges) == list(dict.fromkeys(sources))
+    for source, (start, end) in ranges.items():
+        assert grouped["source"].to_pylist()[start:end] == [source] * sources.count(source)
