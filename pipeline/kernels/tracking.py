@@ -190,83 +190,124 @@ def solve_assignment(cost: Any) -> Any:
     (Crouse 2016, its tie rules included), written again in numba so the tracker's frame loop
     never leaves compiled code; a test checks both give the same pairs."""
     transposed = cost.shape[0] > cost.shape[1]
-    c = cost.T.copy() if transposed else cost
-    rows, cols = c.shape
-    u, v = np.zeros(rows), np.zeros(cols)
-    shortest = np.empty(cols)
-    path = np.full(cols, -1, np.int64)
-    col4row = np.full(rows, -1, np.int64)
-    row4col = np.full(cols, -1, np.int64)
-    in_rows, in_cols = np.zeros(rows, np.bool_), np.zeros(cols, np.bool_)
-    remaining = np.empty(cols, np.int64)
-    for current in range(rows):
-        for it in range(cols):
-            remaining[it] = cols - it - 1
-        left = cols
-        in_rows[:], in_cols[:], shortest[:] = False, False, np.inf
-        min_value, sink, i = 0.0, -1, current
-        while sink == -1:
-            index, lowest = -1, np.inf
-            in_rows[i] = True
-            for it in range(left):
-                j = remaining[it]
-                reduced = min_value + c[i, j] - u[i] - v[j]
-                if reduced < shortest[j]:
-                    path[j], shortest[j] = i, reduced
-                if shortest[j] < lowest or (shortest[j] == lowest and row4col[j] == -1):
-                    lowest, index = shortest[j], it
-            min_value = lowest
-            j = remaining[index]
-            if row4col[j] == -1:
-                sink = j
-            else:
-                i = row4col[j]
-            in_cols[j] = True
-            left -= 1
-            remaining[index] = remaining[left]
-        u[current] += min_value
-        for i in range(rows):
-            if in_rows[i] and i != current:
-                u[i] += min_value - shortest[col4row[i]]
-        for j in range(cols):
-            if in_cols[j]:
-                v[j] -= min_value - shortest[j]
-        j = sink
-        while True:
-            i = path[j]
-            row4col[j] = i
-            col4row[i], j = j, col4row[i]
-            if i == current:
-                break
+    rows, cols = (cost.shape[1], cost.shape[0]) if transposed else cost.shape
+    assigned = np.empty(rows, np.int64)
+    _augment(cost, rows, cols, transposed, np.empty(rows + 2 * cols),
+             np.empty(rows + 3 * cols, np.int64), np.empty(rows + cols, np.bool_),
+             assigned)  # fmt: skip
     if not transposed:
-        return col4row
+        return assigned
     result = np.full(cost.shape[0], -1, np.int64)
     for j in range(rows):
-        result[col4row[j]] = j
+        result[assigned[j]] = j
     return result
 
 
-@numba.njit(cache=True, nogil=True)
-def _assign(iou: Any, allowed: Any, tracks: Any, detections: Any, out: Any) -> None:
-    """Optimal pairs among the ``allowed`` ones (least ``1 - iou``) of the rows ``tracks`` and
-    columns ``detections`` (those without candidates left out); ``out[track]`` = column."""
-    pairs = np.zeros((len(tracks), len(detections)), np.bool_)
-    for a in range(len(tracks)):
-        for b in range(len(detections)):
-            pairs[a, b] = allowed[tracks[a], detections[b]]
-    rows = tracks[pairs.sum(axis=1) > 0]
-    cols = detections[pairs.sum(axis=0) > 0]
-    if len(rows) == 0:
+@njit_unmanaged
+def _augment(cost: Any, rows: Any, cols: Any, transposed: Any, reals: Any, ints: Any,
+             flags: Any, out: Any) -> None:  # fmt: skip
+    """:func:`solve_assignment`'s algorithm on ``rows <= cols``: the matrix ``cost[:rows,
+    :cols]`` (``transposed``: ``cost[:cols, :rows]`` read transposed); ``out[:rows]``: the
+    column of each row. Scratch space, so the frame loop allocates nothing: ``reals`` (at least
+    ``rows + 2 * cols``), ``ints`` (``rows + 3 * cols``), ``flags`` (``rows + cols``)."""
+    # The scratch's parts: u, v, shortest; path, col4row, row4col, remaining; in rows, in cols.
+    u, v, shortest = 0, rows, rows + cols
+    path, col4row, row4col, remaining = 0, cols, cols + rows, 2 * cols + rows
+    for i in range(rows):
+        reals[u + i] = 0.0
+        ints[col4row + i] = -1
+    for j in range(cols):
+        reals[v + j] = 0.0
+        ints[path + j] = -1
+        ints[row4col + j] = -1
+    for current in range(rows):
+        for it in range(cols):
+            ints[remaining + it] = cols - it - 1
+        left = cols
+        for i in range(rows):
+            flags[i] = False
+        for j in range(cols):
+            flags[rows + j] = False
+            reals[shortest + j] = np.inf
+        min_value, sink, i = 0.0, -1, current
+        while sink == -1:
+            index, lowest = -1, np.inf
+            flags[i] = True
+            for it in range(left):
+                j = ints[remaining + it]
+                entry = cost[j, i] if transposed else cost[i, j]
+                reduced = min_value + entry - reals[u + i] - reals[v + j]
+                if reduced < reals[shortest + j]:
+                    ints[path + j], reals[shortest + j] = i, reduced
+                if reals[shortest + j] < lowest or (
+                    reals[shortest + j] == lowest and ints[row4col + j] == -1
+                ):
+                    lowest, index = reals[shortest + j], it
+            min_value = lowest
+            j = ints[remaining + index]
+            if ints[row4col + j] == -1:
+                sink = j
+            else:
+                i = ints[row4col + j]
+            flags[rows + j] = True
+            left -= 1
+            ints[remaining + index] = ints[remaining + left]
+        reals[u + current] += min_value
+        for i in range(rows):
+            if flags[i] and i != current:
+                reals[u + i] += min_value - reals[shortest + ints[col4row + i]]
+        for j in range(cols):
+            if flags[rows + j]:
+                reals[v + j] -= min_value - reals[shortest + j]
+        j = sink
+        while True:
+            i = ints[path + j]
+            ints[row4col + j] = i
+            ints[col4row + i], j = j, ints[col4row + i]
+            if i == current:
+                break
+    for i in range(rows):
+        out[i] = ints[col4row + i]
+
+
+@njit_unmanaged
+def _assign(iou: Any, allowed: Any, tracks: Any, n_tracks: Any, detections: Any,
+            n_detections: Any, out: Any, work: Any) -> None:  # fmt: skip
+    """Optimal pairs among the ``allowed`` ones (least ``1 - iou``) of the rows
+    ``tracks[:n_tracks]`` and columns ``detections[:n_detections]`` (those without candidates
+    left out); ``out[track]`` = column. ``work``: scratch space (:func:`_scratch`)."""
+    rows, cols, chosen, cost, reals, ints, flags = work
+    n_rows = 0
+    for a in range(n_tracks):
+        for b in range(n_detections):
+            if allowed[tracks[a], detections[b]]:
+                rows[n_rows] = tracks[a]
+                n_rows += 1
+                break
+    if n_rows == 0:
         return
-    cost = np.full((len(rows), len(cols)), 2.0)  # 2: not allowed, worse than any pair
-    for a in range(len(rows)):
-        for b in range(len(cols)):
-            if allowed[rows[a], cols[b]]:
-                cost[a, b] = 1.0 - iou[rows[a], cols[b]]
-    chosen = solve_assignment(cost)
-    for a in range(len(rows)):
-        if chosen[a] >= 0 and allowed[rows[a], cols[chosen[a]]]:
-            out[rows[a]] = cols[chosen[a]]
+    n_cols = 0
+    for b in range(n_detections):
+        for a in range(n_tracks):
+            if allowed[tracks[a], detections[b]]:
+                cols[n_cols] = detections[b]
+                n_cols += 1
+                break
+    for a in range(n_rows):
+        for b in range(n_cols):
+            # 2: not allowed, worse than any pair
+            allow = allowed[rows[a], cols[b]]
+            cost[a, b] = 1.0 - iou[rows[a], cols[b]] if allow else 2.0
+    if n_rows <= n_cols:
+        _augment(cost, n_rows, n_cols, False, reals, ints, flags, chosen)
+        for a in range(n_rows):
+            if allowed[rows[a], cols[chosen[a]]]:
+                out[rows[a]] = cols[chosen[a]]
+    else:  # solved transposed: a row for each column
+        _augment(cost, n_cols, n_rows, True, reals, ints, flags, chosen)
+        for b in range(n_cols):
+            if allowed[rows[chosen[b]], cols[b]]:
+                out[rows[chosen[b]]] = cols[b]
 
 
 @njit_unmanaged
@@ -337,25 +378,28 @@ def _box_iou(boxes_a: Any, i: Any, boxes_b: Any, j: Any) -> Any:
     return inter / union if union > 0 else 0.0
 
 
-@numba.njit(cache=True, nogil=True)
-def _pairs(predicted: Any, labels: Any, count: Any, boxes: Any, codes: Any, high: Any,
-           min_iou: Any, iou: Any, allowed: Any, per_row: Any, per_column: Any,
-           partner: Any) -> Any:  # fmt: skip
-    """The detection paired with each track (``partner[:count]``, returned; ``-1``: none).
-    Candidates share the label and overlap the predicted box by at least ``min_iou``; a
-    candidate alone in its row and column is taken as it is, the others are assigned optimally:
-    high-score detections first, then ByteTrack's second round of the low-score ones for the
-    tracks left. ``iou``, ``allowed``, ``per_row``, ``per_column`` and ``partner``: scratch
-    space, reused frame after frame (no allocation per frame)."""
-    detections = len(boxes)
-    per_row, per_column, partner = per_row[:count], per_column[:detections], partner[:count]
-    per_row[:] = 0
-    per_column[:] = 0
-    partner[:] = -1
+@njit_unmanaged
+def _pairs(predicted: Any, ints: Any, count: Any, boxes: Any, codes: Any, high: Any, first: Any,
+           end: Any, min_iou: Any, iou: Any, allowed: Any, per_row: Any, per_column: Any,
+           partner: Any, lists: Any, work: Any) -> None:  # fmt: skip
+    """The detection paired with each track (``partner[:count]``, a position in ``first:end``
+    of ``boxes``, ``codes`` and ``high``; ``-1``: none). Candidates share the label and overlap
+    the predicted box by at least ``min_iou``; a candidate alone in its row and column is taken
+    as it is, the others are assigned optimally: high-score detections first, then
+    ByteTrack's second round of the low-score ones for the tracks left. ``iou``, ``allowed``,
+    ``per_row``, ``per_column``, ``lists`` (tracks, high and low detections, taken) and
+    ``work`` (:func:`_assign`'s): scratch space, reused frame after frame (no allocation per
+    frame: more than half of the frames of real tracks have conflicts)."""
+    detections = end - first
+    for t in range(count):
+        per_row[t] = 0
+        partner[t] = -1
+    for j in range(detections):
+        per_column[j] = 0
     for t in range(count):
         for j in range(detections):
-            iou[t, j] = value = _box_iou(predicted, t, boxes, j)
-            allowed[t, j] = value >= min_iou and value > 0 and labels[t] == codes[j]
+            iou[t, j] = value = _box_iou(predicted, t, boxes, first + j)
+            allowed[t, j] = value >= min_iou and value > 0 and ints[t, _LABEL] == codes[first + j]
             per_row[t] += allowed[t, j]
             per_column[j] += allowed[t, j]
     conflicts = False
@@ -364,13 +408,33 @@ def _pairs(predicted: Any, labels: Any, count: Any, boxes: Any, codes: Any, high
             if allowed[t, j] and per_row[t] == 1 and per_column[j] == 1:
                 partner[t] = j
         conflicts |= per_row[t] > 0 and partner[t] < 0
-    if conflicts:
-        rows = np.flatnonzero((per_row > 0) & (partner < 0))
-        cols = per_column > 0
-        cols[partner[partner >= 0]] = False
-        _assign(iou, allowed, rows, np.flatnonzero(cols & high), partner)
-        _assign(iou, allowed, rows[partner[rows] < 0], np.flatnonzero(cols & ~high), partner)
-    return partner
+    if not conflicts:
+        return
+    tracks, strong, weak, taken = lists
+    n_tracks = n_strong = n_weak = 0
+    for j in range(detections):
+        taken[j] = False
+    for t in range(count):
+        if per_row[t] > 0 and partner[t] < 0:
+            tracks[n_tracks] = t
+            n_tracks += 1
+        elif partner[t] >= 0:
+            taken[partner[t]] = True
+    for j in range(detections):  # the candidates not taken alone, high scores apart
+        if per_column[j] > 0 and not taken[j]:
+            if high[first + j]:
+                strong[n_strong] = j
+                n_strong += 1
+            else:
+                weak[n_weak] = j
+                n_weak += 1
+    _assign(iou, allowed, tracks, n_tracks, strong, n_strong, partner, work)
+    left = 0
+    for a in range(n_tracks):  # the tracks still without a partner, in order
+        if partner[tracks[a]] < 0:
+            tracks[left] = tracks[a]
+            left += 1
+    _assign(iou, allowed, tracks, left, weak, n_weak, partner, work)
 
 
 @njit_unmanaged
@@ -432,8 +496,14 @@ def _link(frames: Any, starts: Any, ends: Any, resets: Any, sizes: Any, boxes: A
     predicted = np.empty((len(ints), 16))
     iou = np.empty((len(ints), widest))
     allowed = np.empty((len(ints), widest), np.bool_)
-    per_row, partners = np.empty(len(ints), np.int64), np.empty(len(ints), np.int64)
+    per_row, partner = np.empty(len(ints), np.int64), np.empty(len(ints), np.int64)
     per_column, matched = np.empty(widest, np.int64), np.empty(widest, np.bool_)
+    lists = (np.empty(len(ints), np.int64), np.empty(widest, np.int64),
+             np.empty(widest, np.int64), np.empty(widest, np.bool_))  # fmt: skip
+    both = len(ints) + widest
+    work = (np.empty(len(ints), np.int64), np.empty(widest, np.int64), np.empty(both, np.int64),
+            np.empty((len(ints), widest)), np.empty(3 * both), np.empty(4 * both, np.int64),
+            np.empty(2 * both, np.bool_))  # fmt: skip
     for p in range(start, len(frames)):
         if resets[p]:
             state[0], state[1], state[2] = 0, 0, _NO_FRAME
@@ -451,9 +521,8 @@ def _link(frames: Any, starts: Any, ends: Any, resets: Any, sizes: Any, boxes: A
         if first == end:
             continue
         _predict(frame, ints, floats, count, predicted)
-        partner = _pairs(predicted, ints[:, _LABEL], count, boxes[first:end], codes[first:end],
-                         high[first:end], min_iou, iou, allowed, per_row, per_column,
-                         partners)  # fmt: skip
+        _pairs(predicted, ints, count, boxes, codes, high, first, end, min_iou, iou, allowed,
+               per_row, per_column, partner, lists, work)  # fmt: skip
         matched[: end - first] = False
         for t in range(count):
             j = partner[t]
