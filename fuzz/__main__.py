@@ -15,7 +15,7 @@ import atheris
 # The numba kernels are compiled from their bytecode: instrumented bytecode would not compile.
 NUMBA_MODULES = [
     "pipeline.kernels.segments", "pipeline.kernels.scanlines", "pipeline.kernels.rows",
-    "pipeline.kernels.chunkscan",
+    "pipeline.kernels.chunkscan", "pipeline.kernels.labelstats",
 ]  # fmt: skip
 with atheris.instrument_imports(include=["pipeline"], exclude=NUMBA_MODULES):
     from fuzz.seeds import write_seeds

@@ -98,17 +98,17 @@ class AreaSketch:
         return self.maximum
 
 
+#: Bins of a :class:`ScoreHistogram`: 0.001 wide over 0..1.
+SCORE_BINS = 1001
+
+
 @dataclass
 class ScoreHistogram:
-    """Scores in 0..1 counted in 1001 bins of 0.001: quantiles exact to the bin, mergeable."""
+    """Scores in 0..1 counted in 1001 bins of 0.001 (a score ``s`` in bin ``floor(s * 1000)``;
+    pass 2 counts them with :func:`~pipeline.kernels.labelstats.segment_label_stats`):
+    quantiles exact to the bin, mergeable."""
 
-    counts: np.ndarray = field(default_factory=lambda: np.zeros(1001, dtype=np.int64))
-
-    def add(self, scores: np.ndarray) -> None:
-        """Add scores (NaN and out-of-range values are ignored)."""
-        scores = np.asarray(scores, dtype=np.float64)
-        scores = scores[(scores >= 0) & (scores <= 1)]
-        self.counts += np.bincount(np.floor(scores * 1000).astype(np.int64), minlength=1001)
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(SCORE_BINS, dtype=np.int64))
 
     def quantile(self, q: float) -> float | None:
         """Nearest-rank quantile, rounded down to 0.001; ``None`` when empty."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from itertools import chain, pairwise
@@ -37,7 +37,8 @@ from pipeline.formats.video import (
 from pipeline.io.jsonio import JsonError
 from pipeline.io.parquet import staged_bundle, staged_tables
 from pipeline.io.storage import Prefetch
-from pipeline.kernels.quantiles import ScoreHistogram
+from pipeline.kernels.labelstats import segment_label_stats
+from pipeline.kernels.quantiles import SCORE_BINS, ScoreHistogram
 from pipeline.kernels.tracking import GapColumns, GapFinder, Labels
 from pipeline.stages.common import (
     ErrorLog,
@@ -335,22 +336,6 @@ class _VideoStats:
     durations: int = 0
     gaps: int = 0
 
-    def add_detections(self, groups: Iterable[tuple[str, np.ndarray]], scores: np.ndarray) -> None:
-        """Count detections (scores with NaN unknown) in the order given, their labels as
-        :func:`~pipeline.stages.summary.label_groups` gives them."""
-        self.detections += len(scores)
-        self.scores.add(scores)
-        # Per distinct str(label), not per detection; each label's scores are added one after
-        # the other (np.add.accumulate is sequential), as a plain loop would.
-        scored = np.isfinite(scores)
-        for key, selected in groups:
-            kept = scores[selected & scored]
-            self.labels[key] += int(selected.sum())
-            if len(kept):
-                running = np.concatenate(([self.label_score_sum.get(key, 0.0)], kept))
-                self.label_score_sum[key] = float(np.add.accumulate(running)[-1])
-                self.label_scored[key] += len(kept)
-
 
 @dataclass
 class _LabelKeys:
@@ -366,14 +351,6 @@ class _LabelKeys:
         keys = list(dict.fromkeys(map(str, labels)))
         position = {key: index for index, key in enumerate(keys)}
         return cls(keys, np.array([position[str(label)] for label in labels], dtype=np.int64))
-
-    def groups(self, codes: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
-        """What :func:`~pipeline.stages.summary.label_groups` gives for the labels of ``codes``:
-        each key with the mask of its positions, in order of first appearance."""
-        grouped = self.key_of[codes]
-        present, firsts = np.unique(grouped, return_index=True)
-        for index in present[np.argsort(firsts)].tolist():
-            yield self.keys[index], grouped == index
 
 
 class _Video:
@@ -395,13 +372,9 @@ class _Video:
         self,
         chunks: list[tuple[VideoChunk, _Rows]],
         repeats: int,
-        labels: list[str | None],
-        keys: _LabelKeys,
     ) -> None:
         parts = [rows for _, rows in chunks]
         self.data = _Rows.concatenate(parts)
-        self.labels = labels  # the label of each code of data.labels
-        self.keys = keys
         self.repeats = repeats  # repeats of a frame id within a chunk file (dropped in pass 1)
         self.chunk_of = np.repeat(np.arange(len(parts)), [len(r.frames) for r in parts])
         self.starts = np.array([c.start for c, _ in chunks], dtype=np.int64)
@@ -415,9 +388,10 @@ class _Video:
             (lows[0], highs[0]) if len(parts) == 1 else map(np.concatenate, (lows, highs))
         )
 
-    def rows(self, stats: _VideoStats) -> np.ndarray:
+    def rows(self, stats: _VideoStats) -> tuple[np.ndarray, np.ndarray | slice]:
         """Count the video's frames into ``stats``; returns the frame rows to link, in frame
-        order."""
+        order, and the detection rows counted, in the order counted (their labels and scores
+        are counted for all of a task's videos at once: :func:`_add_detections`)."""
         frames, chunk_of = self.data.frames, self.chunk_of
         # The common case, frames in order without repeats, skips the sorts below.
         in_order = bool(np.all(frames[1:] > frames[:-1]))
@@ -425,8 +399,7 @@ class _Video:
             # One chunk, its frames in order and none below its start (most videos of real
             # tracks): every frame is linked, and counted at the end as one group.
             every = np.arange(len(frames))
-            self._count(stats, every, np.zeros(len(frames), dtype=np.int64))
-            return every
+            return every, self._count(stats, every, np.zeros(len(frames), dtype=np.int64))
         if in_order:
             first = np.ones(len(frames), dtype=bool)
         else:
@@ -440,22 +413,24 @@ class _Video:
         counted = np.flatnonzero(first)
         if not (in_order and _ascending(event)):  # else already in (event, frame) order
             counted = counted[np.lexsort((frames[counted], event[counted]))]
-        self._count(stats, counted, event[counted])
+        detections = self._count(stats, counted, event[counted])
         linked = np.flatnonzero(first & ~late)
-        return linked if in_order else linked[np.argsort(frames[linked], kind="stable")]
+        return (
+            linked if in_order else linked[np.argsort(frames[linked], kind="stable")],
+            detections,
+        )
 
-    def _count(self, stats: _VideoStats, counted: np.ndarray, events: np.ndarray) -> None:
+    def _count(
+        self, stats: _VideoStats, counted: np.ndarray, events: np.ndarray
+    ) -> np.ndarray | slice:
         """Count the frame rows ``counted`` into ``stats``, in that order, each at its event
-        (odd: a late frame, counted one at a time; even: a group's frames, summed at once)."""
+        (odd: a late frame, counted one at a time; even: a group's frames, summed at once);
+        returns their detection rows, in that order."""
         frames = self.data.frames
         stats.duplicate_frames += self.repeats + len(frames) - len(counted)
         stats.frames += len(counted)
-        sizes = self.high[counted] - self.low[counted]
-        stats.frames_with_detections += int(np.count_nonzero(sizes))
-        detections = _spans(self.low[counted], sizes)
-        stats.add_detections(
-            self.keys.groups(self.data.labels[detections]), self.data.scores[detections]
-        )
+        low, high = self.low[counted], self.high[counted]
+        stats.frames_with_detections += int(np.count_nonzero(high - low))
         durations = self.data.durations[counted]
         finite = np.isfinite(durations)
         stats.durations += int(finite.sum())
@@ -468,6 +443,7 @@ class _Video:
                 stats.duration_sum = float(np.add.accumulate(running)[-1])
             else:
                 stats.duration_sum += float(kept.sum())
+        return _detection_rows(low, high, len(self.data.scores))
 
     def feed(self, rows: np.ndarray) -> _Feed:
         """What the gap finder is fed for the frame ``rows`` (in frame order): their frames and
@@ -475,14 +451,9 @@ class _Video:
         as for most videos of real tracks)."""
         low, high = self.low[rows], self.high[rows]
         data = self.data
-        frames, sizes = data.frames[rows], data.sizes[rows]
-        counts = high - low
-        every = len(rows) and low[0] == 0 and high[-1] == len(data.scores)
-        if every and bool(np.all(low[1:] == high[:-1])):  # every detection, in order
-            return _Feed(frames, sizes, counts, data.labels, data.boxes, data.scores)
-        detections = _spans(low, counts)
+        detections = _detection_rows(low, high, len(data.scores))
         return _Feed(
-            frames, sizes, counts,
+            data.frames[rows], data.sizes[rows], high - low,
             data.labels[detections], data.boxes[detections], data.scores[detections],
         )  # fmt: skip
 
@@ -529,6 +500,45 @@ def _link(
         start = end
     of_video = np.searchsorted(firsts, np.concatenate(returns), "right") - 1
     return GapColumns.concatenate(gaps), np.bincount(of_video, minlength=len(feeds))
+
+
+def _detection_rows(low: np.ndarray, high: np.ndarray, total: int) -> np.ndarray | slice:
+    """The rows ``low[i]:high[i]`` of each frame, in order: as a slice when they are all
+    ``total`` rows in order (a one-chunk video of real tracks), no copies taken."""
+    if len(low) and low[0] == 0 and high[-1] == total and bool(np.all(low[1:] == high[:-1])):
+        return slice(None)
+    return _spans(low, high - low)
+
+
+def _add_detections(
+    videos: list[tuple[_VideoStats, np.ndarray, np.ndarray]], keys: _LabelKeys
+) -> None:
+    """Count each video's detections (label codes, scores with NaN unknown, in the order the
+    video counts them) into its statistics, once per video: all of a task's videos in one
+    kernel call. Labels count under their keys in order of first appearance, as
+    :func:`~pipeline.stages.summary.label_groups` gives them; each label's scores are added
+    one after the other, as a plain loop would."""
+    if not videos:
+        return
+    ends = np.cumsum([len(scores) for _, _, scores in videos], dtype=np.int64)
+    codes = np.concatenate([codes for _, codes, _ in videos]).astype(np.int64, copy=False)
+    scores = np.concatenate([scores for _, _, scores in videos]).astype(np.float64, copy=False)
+    shape = (len(videos), len(keys.keys))
+    counts, scored, first = (np.zeros(shape, np.int64) for _ in range(3))
+    sums, histogram = np.zeros(shape), np.zeros((len(videos), SCORE_BINS), np.int64)
+    segment_label_stats(ends, keys.key_of[codes], scores, counts, scored, sums, first, histogram)
+    for (stats, _, detections), counted, with_score, total, firsts, bins in zip(
+        videos, counts.tolist(), scored.tolist(), sums.tolist(), first.tolist(), histogram,
+        strict=True,
+    ):  # fmt: skip
+        stats.detections += len(detections)
+        stats.scores.counts += bins
+        for key in sorted((k for k, n in enumerate(counted) if n), key=firsts.__getitem__):
+            name = keys.keys[key]
+            stats.labels[name] += counted[key]
+            if with_score[key]:
+                stats.label_score_sum[name] = total[key]
+                stats.label_scored[name] += with_score[key]
 
 
 def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -578,6 +588,7 @@ def _track(
     keys = _LabelKeys.of(labels)
     videos: list[tuple[str, tuple[VideoChunk, ...], _VideoStats, int, bool]] = []
     feeds: list[_Feed] = []  # of the videos with parsed chunks, in order
+    counted: list[tuple[_VideoStats, np.ndarray, np.ndarray]] = []  # their detections
     for media, chunks in assignment.videos:
         stats = _VideoStats()
         held = [
@@ -588,10 +599,13 @@ def _track(
         ]
         parsed = [(chunk, batch.chunk(chunk.file.rel)) for chunk, batch in held]
         if parsed:
-            video = _Video(parsed, sum(b.duplicates[c.file.rel] for c, b in held), labels, keys)
-            feeds.append(video.feed(video.rows(stats)))
+            video = _Video(parsed, sum(b.duplicates[c.file.rel] for c, b in held))
+            linked, detections = video.rows(stats)
+            feeds.append(video.feed(linked))
+            counted.append((stats, video.data.labels[detections], video.data.scores[detections]))
         span = max(c.end for c, _ in parsed) - min(c.start for c, _ in parsed) + 1 if parsed else 0
         videos.append((media, chunks, stats, span, bool(parsed)))
+    _add_detections(counted, keys)
     found, per_video = None, np.zeros(len(feeds), dtype=np.int64)
     if sum(len(feed.frames) for feed in feeds):
         finder = GapFinder(

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.stages.summary import BatchSummary, label_groups
-from pipeline.stages.video import _LabelKeys, _VideoStats
+from pipeline.stages.video import _add_detections, _LabelKeys, _VideoStats
 
 _labels = st.lists(st.sampled_from([None, "None", "face", "person", "", "licence plate"]))
 _score = st.one_of(st.none(), st.floats(0, 1), st.sampled_from([0.1, 0.2, 0.7, -0.0]))
@@ -48,16 +48,17 @@ def test_label_groups_of_codes_equal_those_of_their_labels(
 ) -> None:
     """Labels as codes into names, as a dictionary array or as pass 2 holds them (codes into a
     task's labels, a missing label a name too, some names unused), group as the labels
-    themselves do."""
+    themselves do: pass 2 counts them under the same keys, in the same order."""
     codes = [names.index(label) for label in labels]
     encoded = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int64()), pa.array(names))
     expected = list(label_groups(labels))
-    for got in (
-        list(label_groups(encoded)),
-        list(_LabelKeys.of(names).groups(np.array(codes, dtype=np.int64))),
-    ):
-        assert [key for key, _ in got] == [key for key, _ in expected]
-        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, expected, strict=True))
+    got = list(label_groups(encoded))
+    assert [key for key, _ in got] == [key for key, _ in expected]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, expected, strict=True))
+    stats = _VideoStats()
+    scores = np.zeros(len(codes))
+    _add_detections([(stats, np.array(codes, dtype=np.int64), scores)], _LabelKeys.of(names))
+    assert list(stats.labels.items()) == [(key, int(mask.sum())) for key, mask in expected]
 
 
 @settings(max_examples=200, deadline=None)
@@ -83,23 +84,40 @@ def test_batch_label_statistics_equal_a_loop(columns: tuple[list[Any], ...]) -> 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(_detections(), max_size=4))
-def test_video_label_sums_equal_a_loop_in_frame_order(batches: list[tuple[list[Any], ...]]) -> None:
-    stats = _VideoStats()
-    counts: Counter[str] = Counter()
-    sums: Counter[str] = Counter()
-    scored: Counter[str] = Counter()
-    for labels, given_scores, _ in batches:
+def test_video_label_sums_equal_a_loop_in_frame_order(videos: list[tuple[list[Any], ...]]) -> None:
+    """Several videos counted at once (pass 2's one kernel call per task) each equal a plain
+    loop over its detections: counts, float sums bit for bit (sign of zero included), the
+    order labels first appear in, the score histogram."""
+    names = [None, "None", "face", "person", "", "licence plate"]
+    keys = _LabelKeys.of(names)
+    stats = [_VideoStats() for _ in videos]
+    counted = []
+    for video, (labels, given_scores, _) in zip(stats, videos, strict=True):
         scores = np.array([math.nan if s is None else s for s in given_scores], dtype=np.float64)
-        stats.add_detections(label_groups(labels), scores)
+        codes = np.array([names.index(label) for label in labels], dtype=np.int64)
+        counted.append((video, codes, scores))
+    _add_detections(counted, keys)
+    for video, (_, _, scores), (labels, _, _) in zip(stats, counted, videos, strict=True):
+        counts: Counter[str] = Counter()
+        sums: dict[str, float] = {}
+        scored: Counter[str] = Counter()
+        histogram = np.zeros(1001, dtype=np.int64)
         for label, score in zip(labels, scores.tolist(), strict=True):
             counts[str(label)] += 1
             if math.isfinite(score):
-                sums[str(label)] += score
+                sums[str(label)] = sums.get(str(label), 0.0) + score
                 scored[str(label)] += 1
-    assert stats.labels == counts and stats.label_scored == scored
-    assert stats.label_score_sum == {key: sums[key] for key in scored}
-    assert all(math.copysign(1, stats.label_score_sum[k]) == math.copysign(1, sums[k])
-               for k in scored)  # fmt: skip
+            if 0 <= score <= 1:
+                histogram[math.floor(score * 1000)] += 1
+        assert video.detections == len(labels)
+        assert list(video.labels.items()) == list(counts.items())
+        assert video.label_scored == scored
+        # In order of each label's first detection (as label_groups gives them), scored or not.
+        firsts = dict.fromkeys(map(str, labels))
+        assert list(video.label_score_sum.items()) == [(k, sums[k]) for k in firsts if k in sums]
+        assert all(math.copysign(1, video.label_score_sum[k]) == math.copysign(1, sums[k])
+                   for k in scored)  # fmt: skip
+        assert video.scores.counts.tolist() == histogram.tolist()
 
 
 @settings(max_examples=200, deadline=None)

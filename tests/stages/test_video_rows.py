@@ -12,7 +12,14 @@ import pytest
 
 from pipeline.io.storage import InputFile
 from pipeline.stages.plan import VideoChunk
-from pipeline.stages.video import _by_source, _LabelKeys, _Rows, _Video, _VideoStats
+from pipeline.stages.video import (
+    _add_detections,
+    _by_source,
+    _LabelKeys,
+    _Rows,
+    _Video,
+    _VideoStats,
+)
 
 _LABELS: list[str | None] = ["face", None, "person", "None", "licence plate"]
 
@@ -51,7 +58,10 @@ def _no_frames() -> _Rows:
 
 def _counted(chunks: list[tuple[VideoChunk, _Rows]]) -> tuple[dict[str, object], list[int]]:
     stats = _VideoStats()
-    linked = _Video(chunks, 2, _LABELS, _LabelKeys.of(_LABELS)).rows(stats)
+    video = _Video(chunks, 2)
+    linked, detections = video.rows(stats)
+    counted = (stats, video.data.labels[detections], video.data.scores[detections])
+    _add_detections([counted], _LabelKeys.of(_LABELS))
     return {
         "frames": stats.frames, "frames_with_detections": stats.frames_with_detections,
         "duplicate_frames": stats.duplicate_frames, "detections": stats.detections,
