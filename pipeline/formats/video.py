@@ -26,7 +26,6 @@ from typing import Annotated, Any, cast
 import msgspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.formats.metadata import (
     INT64_LIMIT,
@@ -374,20 +373,18 @@ def _parse_scanned(
     ``detections`` are left to the columns.
     """
     scan = scan_chunks(datas)
-    text = pa.StringArray.from_buffers(
-        len(scan.number_offsets) - 1, pa.py_buffer(scan.number_offsets), pa.py_buffer(scan.numbers)
-    )
-    try:  # correctly rounded, as msgspec reads numbers
-        numbers = pc.cast(text, pa.float64()).to_numpy()
-    except pa.ArrowInvalid:  # pragma: no cover - the scanner passes JSON numbers only
-        return [None] * len(datas), {}
+    numbers = scan.numbers  # NaN in the 4 slots after the last: for a null (below)
+    chunk_of = np.searchsorted(scan.slot_bounds, scan.pending[:, 0], side="right") - 1
+    for (slot, start, end), k in zip(scan.pending.tolist(), chunk_of.tolist(), strict=True):
+        numbers[slot] = float(datas[k][start:end])  # correctly rounded, as msgspec reads them
     refused: dict[int, MetadataError | None] = {}
     for k, (first, end) in enumerate(pairwise(scan.detection_bounds.tolist())):
         try:
             check_detection_count(end - first)
         except MetadataError as exc:
             refused[k] = exc
-    beyond = np.flatnonzero(~np.isfinite(numbers))  # beyond a double: msgspec's way is its own
+    missing = len(numbers) - 4
+    beyond = np.flatnonzero(~np.isfinite(numbers[:missing]))  # beyond a double: msgspec's own
     for k in np.unique(np.searchsorted(scan.slot_bounds, beyond, side="right") - 1).tolist():
         refused.setdefault(k, None)
     if refused:  # scanned again without them, so the others' rows hold no trace of them
@@ -397,10 +394,8 @@ def _parse_scanned(
         for k, error in refused.items():
             again[k] = error
         return again, detections
-    # After them NaN, for a null: slot -1 (a score, a duration), or the 4 slots after the last
-    # number (a box or an offset).
-    missing = len(numbers)
-    numbers = np.append(numbers, np.full(4, np.nan))
+    # A null reads NaN: slot -1 (a score, a duration), or the 4 slots after the last number (a
+    # box or an offset).
     # Whole columns to lists, then the few nulls patched: no Python code per frame.
     first, second = scan.frame_sizes.T.tolist()
     given_sizes: list[tuple[int, int] | None] = list(zip(first, second, strict=True))

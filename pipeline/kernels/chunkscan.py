@@ -3,8 +3,11 @@
 msgspec's typed decode makes about ten Python objects per detection (the struct, two tuples,
 their floats, the label) and the columns are then built from them: together about 1 µs per
 detection, most of a chunk's cost. :func:`scan_chunks` walks the bytes once in compiled code and
-fills arrays instead: integers parsed as it goes, every float-valued token copied into one
-buffer that Arrow converts in a single cast (correctly rounded, as msgspec parses them).
+fills arrays instead: integers parsed as it goes, every float-valued token converted as it goes
+too, correctly rounded (as msgspec parses them), by the Eisel-Lemire algorithm (Go's
+``strconv`` form of it, which gives up on the rare inputs it cannot round for certain, and on
+more than 19 significant digits, subnormals and infinities: those few the caller converts with
+Python's ``float``).
 
 It accepts only a strict subset of JSON and of the chunk schema, and refuses (``ok`` false)
 everything else, which the caller then decodes the way it always did (msgspec, then the
@@ -30,6 +33,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+from numba.cpython.unsafe.numbers import leading_zeros
 
 from pipeline.kernels import njit_unmanaged
 
@@ -73,8 +77,9 @@ class ScannedChunks(NamedTuple):
     """Chunks' values as arrays (see :func:`scan_chunks`), the rows of the chunks accepted one
     after the other (chunk ``c``'s frames between ``frame_bounds[c]`` and ``[c + 1]``, its
     detections by ``detection_bounds``, its number slots by ``slot_bounds``; a chunk refused has
-    none). Float-valued tokens are referred to by their slot in ``numbers`` (the text of each,
-    back to back, slot ``i`` between ``number_offsets[i]`` and ``[i + 1]``); -1: null.
+    none). Float-valued tokens are referred to by their slot in ``numbers``, their values (NaN
+    in the four slots after the last, for the caller's nulls); -1: null. A number the kernel did
+    not convert is ``pending``: its slot, and where its text starts and ends in its chunk.
     ``labels`` holds each label's text the same way (``label_offsets``, ``label_null``)."""
 
     ok: np.ndarray  # (c,) bool: the chunk was accepted
@@ -93,8 +98,8 @@ class ScannedChunks(NamedTuple):
     labels: np.ndarray  # uint8
     label_offsets: np.ndarray  # (n + 1,) int32
     label_null: np.ndarray  # (n,) bool
-    numbers: np.ndarray  # uint8
-    number_offsets: np.ndarray  # (slots + 1,) int32
+    numbers: np.ndarray  # (slots + 4,) float64
+    pending: np.ndarray  # (p, 3) int64: slot, start, end
 
 
 #: The most bytes scanned in one call: offsets into the chunks' text are 32-bit (Arrow
@@ -124,24 +129,25 @@ def scan_chunks(datas: Sequence[bytes]) -> ScannedChunks:
     labels = _empty(len(joined), np.uint8)
     label_offsets = _empty(objects + 1, np.int32)
     label_null = _empty(objects, np.bool_)
-    numbers = _empty(len(joined), np.uint8)
-    number_offsets = _empty(7 * objects + 2, np.int32)
-    label_offsets[0] = number_offsets[0] = 0  # the kernel writes each further offset
+    numbers = _empty(7 * objects + 6, np.float64)  # and its bits, a view (see _float)
+    pending = _empty((7 * objects + 2, 3), np.int64)
+    label_offsets[0] = 0  # the kernel writes each further offset
     ok = np.zeros(len(kept), np.bool_)
-    counts = np.zeros((len(kept) + 1, 3), np.int64)
+    counts = np.zeros((len(kept) + 1, 4), np.int64)
     _scan_chunks(
         joined, bounds, ok, counts, frame_ids, frame_detections, frame_sizes, frame_size_null,
         frame_durations, integers, integer_null, anonymised, slots, labels, label_offsets,
-        label_null, numbers, number_offsets,
+        label_null, (numbers, numbers.view(np.uint64)), pending,
     )  # fmt: skip
-    frames, detections, used = counts[-1].tolist()
+    frames, detections, used, held = counts[-1].tolist()
+    numbers[used : used + 4] = np.nan
     return ScannedChunks(
         ok, counts[:, 0], counts[:, 1], counts[:, 2], frame_ids[:frames],
         frame_detections[:frames], frame_sizes[:frames], frame_size_null[:frames],
         frame_durations[:frames], integers[:detections], integer_null[:detections],
         anonymised[:detections], slots[:detections], labels[: label_offsets[detections]],
-        label_offsets[: detections + 1], label_null[:detections],
-        numbers[: number_offsets[used]], number_offsets[: used + 1],
+        label_offsets[: detections + 1], label_null[:detections], numbers[: used + 4],
+        pending[:held],
     )  # fmt: skip
 
 
@@ -225,18 +231,145 @@ def _integer(data: Any, i: Any) -> Any:
 
 
 @njit_unmanaged
-def _float(data: Any, i: Any, numbers: Any, offsets: Any, slot: Any) -> Any:
-    """A number token at ``i`` copied into ``numbers`` as slot ``slot``: its end, or -1."""
+def _float(data: Any, i: Any, numbers: Any, pending: Any, slot: Any, counts: Any) -> Any:
+    """A number token at ``i`` converted into ``numbers`` as slot ``slot`` (float64 values,
+    and their bits: two views of one array), or else added to ``pending`` (``counts[3]`` of
+    them): its end, or -1."""
     end, digits, integral = _number(data, i)
     if end < 0:
         return -1
     if integral and (digits > _MAX_EXACT_DIGITS or (data[i] == 45 and data[i + 1] == 48)):
         return -1
-    start = offsets[slot]
-    for j in range(i, end):
-        numbers[start + j - i] = data[j]
-    offsets[slot + 1] = start + end - i
+    value, bits, how = _decimal(data, i, end)
+    if how == _VALUE:
+        numbers[0][slot] = value
+    elif how == _BITS:
+        numbers[1][slot] = bits
+    else:
+        held = counts[3]
+        pending[held, 0], pending[held, 1], pending[held, 2] = slot, i, end
+        counts[3] = held + 1
     return end
+
+
+# Eisel-Lemire, as Go's strconv (eisel_lemire.go) writes it: unsigned 64-bit arithmetic
+# throughout (numba turns a mix of signed and unsigned integers into floats).
+_U0, _U1, _U9, _U10 = np.uint64(0), np.uint64(1), np.uint64(9), np.uint64(10)
+_U32, _U52, _U53, _U63 = np.uint64(32), np.uint64(52), np.uint64(53), np.uint64(63)
+_LOW9 = np.uint64(0x1FF)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_FRACTION = np.uint64((1 << 52) - 1)
+_SIGN = np.uint64(1 << 63)
+_MAX_DIGITS = 19  # significant digits a uint64 holds
+_MIN_EXP10, _MAX_EXP10 = -348, 347
+_POWERS_EXACT = np.array([10.0**k for k in range(23)])  # each exactly a double
+_UNDECIDED, _VALUE, _BITS = range(3)
+
+
+def _powers_of_ten() -> np.ndarray:
+    """The 128-bit mantissas of 10**e for e in ``_MIN_EXP10..``, rounded down, as (low, high)
+    words: Go's ``detailedPowersOfTen``, computed exactly."""
+    rows = []
+    for exp10 in range(_MIN_EXP10, _MAX_EXP10 + 1):
+        if exp10 >= 0:
+            value = 10**exp10
+        else:  # 2**k / 10**-exp10, k large enough for 128 bits of quotient
+            divisor = 10**-exp10
+            value = (1 << (divisor.bit_length() + 128)) // divisor
+        excess = value.bit_length() - 128
+        value = value >> excess if excess > 0 else value << -excess
+        rows.append((value & (2**64 - 1), value >> 64))
+    return np.array(rows, dtype=np.uint64)
+
+
+_POWERS_OF_TEN = _powers_of_ten()
+
+
+@njit_unmanaged
+def _multiply(a: Any, b: Any) -> Any:
+    """The 128-bit product of two uint64: (high, low) words (Go's ``bits.Mul64``)."""
+    a0, a1, b0, b1 = a & _LOW32, a >> _U32, b & _LOW32, b >> _U32
+    w0 = a0 * b0
+    t = a1 * b0 + (w0 >> _U32)
+    w1 = a0 * b1 + (t & _LOW32)
+    return a1 * b1 + (t >> _U32) + (w1 >> _U32), a * b
+
+
+@njit_unmanaged
+def _decimal(data: Any, i: Any, end: Any) -> Any:
+    """The JSON number between ``i`` and ``end`` as a float64, correctly rounded: (value, bits,
+    which of the two holds it, :data:`_UNDECIDED` when neither does: beyond 19 significant
+    digits, or :func:`_eisel_lemire` gave up). A mantissa below 2**53 and a power of ten up to
+    22 are exact doubles, so one product or quotient rounds correctly (Clinger's fast path,
+    which Go's ``strconv`` also takes first: Eisel-Lemire gives up on some of these, 1.0 one)."""
+    negative = data[i] == 45
+    j = i + negative
+    mantissa = _U0
+    significant = exp10 = 0
+    fraction = False
+    while j < end and data[j] != 101 and data[j] != 69:  # digits and a point, up to e E
+        if data[j] == 46:
+            fraction = True
+        else:
+            if significant or data[j] != 48:
+                significant += 1
+            mantissa = mantissa * _U10 + np.uint64(data[j] - 48)
+            exp10 -= fraction
+        j += 1
+    if significant > _MAX_DIGITS:
+        return 0.0, _U0, _UNDECIDED
+    if j < end:  # an exponent
+        j += 1
+        sign = -1 if data[j] == 45 else 1
+        j += data[j] == 45 or data[j] == 43
+        given = 0
+        while j < end and given < 100_000:  # far beyond a double's range either way
+            given = given * 10 + (data[j] - 48)
+            j += 1
+        exp10 += sign * given
+    if mantissa >> _U53 == _U0 and -22 <= exp10 <= 22:
+        value = np.float64(mantissa)
+        value = value * _POWERS_EXACT[exp10] if exp10 >= 0 else value / _POWERS_EXACT[-exp10]
+        return (-value if negative else value), _U0, _VALUE
+    bits, found = _eisel_lemire(mantissa, exp10, negative)
+    return 0.0, bits, (_BITS if found else _UNDECIDED)
+
+
+@njit_unmanaged
+def _eisel_lemire(mantissa: Any, exp10: Any, negative: Any) -> Any:
+    """The float64 bits nearest ``mantissa * 10**exp10`` (negated when ``negative``), and
+    whether they were found (Go's ``eiselLemire64``)."""
+    if mantissa == _U0:
+        return (_SIGN if negative else _U0), True
+    if exp10 < _MIN_EXP10 or exp10 > _MAX_EXP10:
+        return _U0, False
+    row = exp10 - _MIN_EXP10
+    clz = np.int64(leading_zeros(mantissa))  # type: ignore[call-arg]
+    mantissa = mantissa << np.uint64(clz)
+    exp2 = ((217706 * exp10) >> 16) + 64 + 1023 - clz  # signed, unlike Go's
+    high, low = _multiply(mantissa, _POWERS_OF_TEN[row, 1])
+    if high & _LOW9 == _LOW9 and low + mantissa < mantissa:  # a wider approximation
+        high2, low2 = _multiply(mantissa, _POWERS_OF_TEN[row, 0])
+        merged_high, merged_low = high, low + high2
+        if merged_low < low:
+            merged_high += _U1
+        if merged_high & _LOW9 == _LOW9 and merged_low + _U1 == _U0 and low2 + mantissa < mantissa:
+            return _U0, False
+        high, low = merged_high, merged_low
+    top = high >> _U63
+    bits = high >> (top + _U9)
+    exp2 -= 1 - np.int64(top)
+    if low == _U0 and high & _LOW9 == _U0 and bits & np.uint64(3) == _U1:
+        return _U0, False  # halfway between two doubles: undecided
+    bits += bits & _U1
+    bits >>= _U1
+    if bits >> _U53 > _U0:
+        bits >>= _U1
+        exp2 += 1
+    if exp2 <= 0 or exp2 >= 0x7FF:  # subnormal, or beyond a double
+        return _U0, False
+    bits = (np.uint64(exp2) << _U52) | (bits & _FRACTION)
+    return (bits | _SIGN if negative else bits), True
 
 
 @njit_unmanaged
@@ -307,9 +440,11 @@ def _key(data: Any, i: Any, keys: Any, offsets: Any, expected: Any) -> Any:
 
 
 @njit_unmanaged
-def _numbers(data: Any, i: Any, count: Any, numbers: Any, offsets: Any, slot: Any) -> Any:
-    """An array of exactly ``count`` numbers at ``i``, copied into slots ``slot..``: its end,
-    or -1."""
+def _numbers(
+    data: Any, i: Any, count: Any, numbers: Any, pending: Any, slot: Any, counts: Any
+) -> Any:
+    """An array of exactly ``count`` numbers at ``i``, into slots ``slot..`` (:func:`_float`):
+    its end, or -1."""
     if i >= len(data) or data[i] != 91:
         return -1
     i = _skip(data, i + 1)
@@ -318,7 +453,7 @@ def _numbers(data: Any, i: Any, count: Any, numbers: Any, offsets: Any, slot: An
             if i >= len(data) or data[i] != 44:
                 return -1
             i = _skip(data, i + 1)
-        i = _float(data, i, numbers, offsets, slot + k)
+        i = _float(data, i, numbers, pending, slot + k, counts)
         if i < 0:
             return -1
         i = _skip(data, i)
@@ -345,29 +480,31 @@ def _scan_chunks(data: Any, bounds: Any, ok: Any, counts: Any, frame_ids: Any,
                  frame_detections: Any, frame_sizes: Any, frame_size_null: Any,
                  frame_durations: Any, integers: Any, integer_null: Any, anonymised: Any,
                  slots: Any, labels: Any, label_offsets: Any, label_null: Any, numbers: Any,
-                 number_offsets: Any) -> None:  # fmt: skip
+                 pending: Any) -> None:  # fmt: skip
     """Scan each chunk ``c`` (``data`` between ``bounds[c]`` and ``[c + 1]``): ``ok[c]``, and
-    ``counts[c + 1]`` the rows (frames, detections, number slots) of chunks ``..c`` together,
-    a refused chunk's rows dropped (the next chunk's overwrite them)."""
+    ``counts[c + 1]`` the rows (frames, detections, number slots, pending numbers) of chunks
+    ``..c`` together, a refused chunk's rows dropped (the next chunk's overwrite them)."""
     for c in range(len(bounds) - 1):
-        for j in range(3):  # element by element: a row copy needs numba's runtime
+        for j in range(4):  # element by element: a row copy needs numba's runtime
             counts[c + 1, j] = counts[c, j]
         ok[c] = _scan(
             data[bounds[c] : bounds[c + 1]], frame_ids, frame_detections, frame_sizes,
             frame_size_null, frame_durations, integers, integer_null, anonymised, slots, labels,
-            label_offsets, label_null, numbers, number_offsets, counts[c + 1],
+            label_offsets, label_null, numbers, pending, counts[c + 1],
         )  # fmt: skip
+        if not ok[c]:  # its pending numbers too
+            counts[c + 1, 3] = counts[c, 3]
 
 
 @njit_unmanaged
 def _scan(data: Any, frame_ids: Any, frame_detections: Any, frame_sizes: Any,
           frame_size_null: Any, frame_durations: Any, integers: Any, integer_null: Any,
           anonymised: Any, slots: Any, labels: Any, label_offsets: Any, label_null: Any,
-          numbers: Any, number_offsets: Any, counts: Any) -> Any:  # fmt: skip
+          numbers: Any, pending: Any, counts: Any) -> Any:  # fmt: skip
     """Fill the arrays of :class:`ScannedChunks` (allocated for every ``{`` of ``data`` being
-    a frame or a detection) from row ``counts`` on (frames, detections, number slots: each
-    row is set whole here), and, when the chunk is accepted (returned), ``counts`` past its
-    rows."""
+    a frame or a detection) from row ``counts`` on (frames, detections, number slots, pending
+    numbers: each row is set whole here), and, when the chunk is accepted (returned), ``counts``
+    past its rows."""
     n = len(data)
     frames, detections, used = counts[0], counts[1], counts[2]
     i = _skip(data, 0)
@@ -411,7 +548,7 @@ def _scan(data: Any, frame_ids: Any, frame_detections: Any, frame_sizes: Any,
             elif key == _F_DURATION:
                 end = _literal(data, i, _NULL)
                 if end < 0:
-                    end = _float(data, i, numbers, number_offsets, used)
+                    end = _float(data, i, numbers, pending, used, counts)
                     frame_durations[f] = used
                     used += 1
                 i = end
@@ -453,11 +590,11 @@ def _scan(data: Any, frame_ids: Any, frame_detections: Any, frame_sizes: Any,
                         elif code in (_D_BBOX, _D_OFFSET):
                             count = 4 if code == _D_BBOX else 2
                             slots[d, 0 if code == _D_BBOX else 1] = used
-                            i = _numbers(data, i, count, numbers, number_offsets, used)
+                            i = _numbers(data, i, count, numbers, pending, used, counts)
                             used += count
                         elif code == _D_SCORE:
                             slots[d, 2] = used
-                            i = _float(data, i, numbers, number_offsets, used)
+                            i = _float(data, i, numbers, pending, used, counts)
                             used += 1
                         elif code in (_D_ANON, _D_ANONZ):
                             column = 0 if code == _D_ANON else 1

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 import math
+import random
+import re
+import struct
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -32,6 +37,7 @@ from pipeline.formats.video import (
     summarise_findings,
 )
 from pipeline.io.jsonio import JsonError, parse_json
+from pipeline.kernels import chunkscan
 from pipeline.sampledata import mot
 from pipeline.sampledata.video import make_video_fleet
 from pipeline.tables import SCHEMAS
@@ -493,6 +499,9 @@ _QUIRKS = [
     ("0.875", "1E-3", True),
     ("0.875", "1e+0", True),
     ("2.5, 30", "2.5e-400, 30", True),  # underflows to 0 in both parsers
+    ("2.5, 30", "5e-324, 30", True),  # subnormal: converted by float(), not the kernel
+    ("0.875", "0.87500000000000000001", True),  # beyond 19 digits: the same
+    ("0.875", "1.0", True),  # Eisel-Lemire gives up: Clinger's fast path
     ("0.875", "123456789012345", True),
     ("0.875", "1234567890123456", False),  # an integer beyond 15 digits, where a float is
     ("0.875", "-0", False),
@@ -568,8 +577,8 @@ def test_the_scanner_takes_the_product_shaped_chunks_of_the_bench_and_sample_dat
     tmp_path: Path,
 ) -> None:
     """Real tracks (full-precision floats, the bench's section 5e) and the sample fleet's
-    pretty-printed chunks without quirks all take the scanner and give what msgspec's path
-    gives."""
+    pretty-printed chunks without quirks all take the scanner, which converts every number
+    itself, and give what msgspec's path gives."""
     sequence = mot.MOT_SEQUENCES[0]
     resampling, max_gap = next(iter(mot.REGIMES.values()))
     planted = mot.planted_video(sequence, **resampling, max_gap=max_gap, seed=1)
@@ -582,6 +591,7 @@ def test_the_scanner_takes_the_product_shaped_chunks_of_the_bench_and_sample_dat
         data = path.read_bytes()
         scanned = _scanned(data)
         assert scanned is not None, path.name
+        assert not len(chunkscan.scan_chunks([data]).pending), path.name
         assert _everything(scanned) == _everything(_unscanned(data)), path.name
 
 
@@ -613,3 +623,51 @@ def test_chunks_parsed_together_give_what_each_gives_alone(datas: list[bytes]) -
             assert (type(outcome), str(outcome)) == alone
     rows = sum(o.detection_count for o in parsed.outcomes if isinstance(o, ParsedChunk))
     assert all(len(values) == rows for values in parsed.detections.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# The scanner's number conversion (Clinger's fast path, then Eisel-Lemire): Python's float
+# ---------------------------------------------------------------------------------------------
+
+_JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?\Z")
+
+
+def _decimals(seed: int) -> list[str]:
+    """JSON numbers: shortest reprs of random doubles (in a chunk's range and of any bits),
+    decimals of 1-19 digits at exponents across a double's range, and the exact midpoints
+    between neighbouring doubles (the inputs a conversion rounds wrongly if any), whole and cut
+    to 17-19 digits."""
+    rng = random.Random(seed)
+    numbers = ["0", "-0.0", "1.0", "399.0", "9007199254740993", "1.7976931348623157e308",
+               "1.7976931348623159e308", "2.2250738585072014e-308", "5e-324", "2.5e-400",
+               "0e999", "-0e5", "1E2", "1e+2", "123456789012345678901"]  # fmt: skip
+    for _ in range(3000):
+        numbers.append(repr(rng.uniform(-5000, 5000)))
+        numbers.append(repr(struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0]))
+        digits = str(rng.randint(1, 10 ** rng.randint(1, 19)))
+        numbers.append(f"{digits[0]}.{digits[1:] or 0}e{rng.randint(-30, 30)}")
+        numbers.append(f"-{digits}e{rng.randint(-345, 320)}")
+        below = rng.uniform(0.5, 5000.0)
+        midpoint = (Decimal(below) + Decimal(math.nextafter(below, math.inf))) / 2
+        numbers.append(format(midpoint, "f"))
+        for kept in (17, 18, 19):
+            step = Decimal(1).scaleb(midpoint.adjusted() - kept + 1)
+            numbers.append(format(midpoint.quantize(step, rounding="ROUND_DOWN"), "f"))
+    return [number for number in numbers if _JSON_NUMBER.match(number)]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_scanner_converts_numbers_as_python_does(seed: int) -> None:
+    """Every number the kernel converts has exactly the bits of Python's correctly rounded
+    ``float``; the others (beyond 19 digits, subnormal, beyond a double, undecided) it leaves
+    to the caller, which converts them with ``float``."""
+    for number in _decimals(seed):
+        data = np.frombuffer(number.encode(), np.uint8)
+        value, bits, how = chunkscan._decimal(data, 0, len(data))
+        if how != chunkscan._UNDECIDED:
+            found = int(bits) if how == chunkscan._BITS else _bits(value)
+            assert found == _bits(float(number)), number
+
+
+def _bits(value: float) -> int:
+    return int(struct.unpack("<Q", struct.pack("<d", value))[0])
