@@ -178,81 +178,8 @@ def _skip(data: Any, i: Any) -> Any:
     return i
 
 
-@njit_unmanaged
-def _number(data: Any, i: Any) -> Any:
-    """A JSON number at ``i``: (its end, digits before any fraction, integral), or end -1."""
-    n = len(data)
-    j = i
-    if j < n and data[j] == 45:  # -
-        j += 1
-    if j >= n:
-        return -1, 0, False
-    if data[j] == 48:  # 0
-        j += 1
-    elif _DIGIT[data[j]]:
-        while j < n and _DIGIT[data[j]]:
-            j += 1
-    else:
-        return -1, 0, False
-    digits = j - i - (data[i] == 45)
-    integral = True
-    if j < n and data[j] == 46:  # .
-        integral = False
-        j += 1
-        first = j
-        while j < n and _DIGIT[data[j]]:
-            j += 1
-        if j == first:
-            return -1, 0, False
-    if j < n and (data[j] == 101 or data[j] == 69):  # e E
-        integral = False
-        j += 1
-        if j < n and (data[j] == 43 or data[j] == 45):
-            j += 1
-        first = j
-        while j < n and _DIGIT[data[j]]:
-            j += 1
-        if j == first:
-            return -1, 0, False
-    return j, digits, integral
-
-
-@njit_unmanaged
-def _integer(data: Any, i: Any) -> Any:
-    """An integer token at ``i``: (its end, value), end -1 when not one (or too long)."""
-    end, digits, integral = _number(data, i)
-    if end < 0 or not integral or digits > _MAX_INT_DIGITS:
-        return -1, 0
-    negative = data[i] == 45
-    value = 0
-    for j in range(i + negative, end):
-        value = value * 10 + (data[j] - 48)
-    return end, -value if negative else value
-
-
-@njit_unmanaged
-def _float(data: Any, i: Any, numbers: Any, pending: Any, slot: Any, counts: Any) -> Any:
-    """A number token at ``i`` converted into ``numbers`` as slot ``slot`` (float64 values,
-    and their bits: two views of one array), or else added to ``pending`` (``counts[3]`` of
-    them): its end, or -1."""
-    end, digits, integral = _number(data, i)
-    if end < 0:
-        return -1
-    if integral and (digits > _MAX_EXACT_DIGITS or (data[i] == 45 and data[i + 1] == 48)):
-        return -1
-    value, bits, how = _decimal(data, i, end)
-    if how == _VALUE:
-        numbers[0][slot] = value
-    elif how == _BITS:
-        numbers[1][slot] = bits
-    else:
-        held = counts[3]
-        pending[held, 0], pending[held, 1], pending[held, 2] = slot, i, end
-        counts[3] = held + 1
-    return end
-
-
-# Eisel-Lemire, as Go's strconv (eisel_lemire.go) writes it: unsigned 64-bit arithmetic
+# Numbers: their digits read into a uint64, then converted by Clinger's fast path, else by
+# Eisel-Lemire as Go's strconv (eisel_lemire.go) writes it. Unsigned 64-bit arithmetic
 # throughout (numba turns a mix of signed and unsigned integers into floats).
 _U0, _U1, _U9, _U10 = np.uint64(0), np.uint64(1), np.uint64(9), np.uint64(10)
 _U32, _U52, _U53, _U63 = np.uint64(32), np.uint64(52), np.uint64(53), np.uint64(63)
@@ -264,6 +191,97 @@ _MAX_DIGITS = 19  # significant digits a uint64 holds
 _MIN_EXP10, _MAX_EXP10 = -348, 347
 _POWERS_EXACT = np.array([10.0**k for k in range(23)])  # each exactly a double
 _UNDECIDED, _VALUE, _BITS = range(3)
+
+
+@njit_unmanaged
+def _number(data: Any, i: Any) -> Any:
+    """A JSON number at ``i``: (its end, digits before any fraction, integral, its digits as one
+    integer and the power of ten that scales it, and whether that integer is exact: at most 19
+    significant digits), or end -1. The digits are read once, validated and summed together."""
+    n = len(data)
+    j = i
+    if j < n and data[j] == 45:  # -
+        j += 1
+    if j >= n:
+        return -1, 0, False, _U0, 0, False
+    mantissa = _U0
+    if data[j] == 48:  # 0
+        j += 1
+    elif _DIGIT[data[j]]:
+        while j < n and _DIGIT[data[j]]:
+            mantissa = mantissa * _U10 + np.uint64(data[j] - 48)
+            j += 1
+    else:
+        return -1, 0, False, _U0, 0, False
+    digits = j - i - (data[i] == 45)
+    integral = True
+    fraction = exp10 = 0
+    if j < n and data[j] == 46:  # .
+        integral = False
+        j += 1
+        first = j
+        while j < n and _DIGIT[data[j]]:
+            mantissa = mantissa * _U10 + np.uint64(data[j] - 48)
+            j += 1
+        if j == first:
+            return -1, 0, False, _U0, 0, False
+        fraction = j - first
+        exp10 = -fraction
+    if j < n and (data[j] == 101 or data[j] == 69):  # e E
+        integral = False
+        j += 1
+        sign = 1
+        if j < n and (data[j] == 43 or data[j] == 45):
+            sign = 1 - 2 * (data[j] == 45)
+            j += 1
+        first = j
+        given = 0
+        while j < n and _DIGIT[data[j]]:
+            if given < 100_000:  # far beyond a double's range either way
+                given = given * 10 + (data[j] - 48)
+            j += 1
+        if j == first:
+            return -1, 0, False, _U0, 0, False
+        exp10 += sign * given
+    significant = digits + fraction
+    if significant > _MAX_DIGITS:  # leading zeros (0.000...) are not significant
+        k = i + (data[i] == 45)
+        while k < j and (data[k] == 48 or data[k] == 46):
+            significant -= data[k] == 48
+            k += 1
+    return j, digits, integral, mantissa, exp10, significant <= _MAX_DIGITS
+
+
+@njit_unmanaged
+def _integer(data: Any, i: Any) -> Any:
+    """An integer token at ``i``: (its end, value), end -1 when not one (or too long)."""
+    end, digits, integral, magnitude, _, _ = _number(data, i)
+    if end < 0 or not integral or digits > _MAX_INT_DIGITS:
+        return -1, 0
+    value = np.int64(magnitude)  # at most 18 digits
+    return end, -value if data[i] == 45 else value
+
+
+@njit_unmanaged
+def _float(data: Any, i: Any, numbers: Any, pending: Any, slot: Any, counts: Any) -> Any:
+    """A number token at ``i`` converted into ``numbers`` as slot ``slot`` (float64 values,
+    and their bits: two views of one array), or else added to ``pending`` (``counts[3]`` of
+    them): its end, or -1."""
+    end, digits, integral, mantissa, exp10, exact = _number(data, i)
+    if end < 0:
+        return -1
+    if integral and (digits > _MAX_EXACT_DIGITS or (data[i] == 45 and data[i + 1] == 48)):
+        return -1
+    value, bits, how = _convert(mantissa, exp10, data[i] == 45, exact)
+    if how == _VALUE:
+        numbers[0][slot] = value
+    elif how == _BITS:
+        numbers[1][slot] = bits
+    else:
+        held = counts[3]
+        pending[held, 0], pending[held, 1], pending[held, 2] = slot, i, end
+        counts[3] = held + 1
+    return end
 
 
 def _powers_of_ten() -> np.ndarray:
@@ -296,37 +314,15 @@ def _multiply(a: Any, b: Any) -> Any:
 
 
 @njit_unmanaged
-def _decimal(data: Any, i: Any, end: Any) -> Any:
-    """The JSON number between ``i`` and ``end`` as a float64, correctly rounded: (value, bits,
-    which of the two holds it, :data:`_UNDECIDED` when neither does: beyond 19 significant
-    digits, or :func:`_eisel_lemire` gave up). A mantissa below 2**53 and a power of ten up to
-    22 are exact doubles, so one product or quotient rounds correctly (Clinger's fast path,
-    which Go's ``strconv`` also takes first: Eisel-Lemire gives up on some of these, 1.0 one)."""
-    negative = data[i] == 45
-    j = i + negative
-    mantissa = _U0
-    significant = exp10 = 0
-    fraction = False
-    while j < end and data[j] != 101 and data[j] != 69:  # digits and a point, up to e E
-        if data[j] == 46:
-            fraction = True
-        else:
-            if significant or data[j] != 48:
-                significant += 1
-            mantissa = mantissa * _U10 + np.uint64(data[j] - 48)
-            exp10 -= fraction
-        j += 1
-    if significant > _MAX_DIGITS:
+def _convert(mantissa: Any, exp10: Any, negative: Any, exact: Any) -> Any:
+    """``mantissa * 10**exp10`` (negated when ``negative``) as a float64, correctly rounded:
+    (value, bits, which of the two holds it, :data:`_UNDECIDED` when neither does: the
+    mantissa not ``exact``, or :func:`_eisel_lemire` gave up). A mantissa below 2**53 and a
+    power of ten up to 22 are exact doubles, so one product or quotient rounds correctly
+    (Clinger's fast path, which Go's ``strconv`` also takes first: Eisel-Lemire gives up on
+    some of these, 1.0 one)."""
+    if not exact:
         return 0.0, _U0, _UNDECIDED
-    if j < end:  # an exponent
-        j += 1
-        sign = -1 if data[j] == 45 else 1
-        j += data[j] == 45 or data[j] == 43
-        given = 0
-        while j < end and given < 100_000:  # far beyond a double's range either way
-            given = given * 10 + (data[j] - 48)
-            j += 1
-        exp10 += sign * given
     if mantissa >> _U53 == _U0 and -22 <= exp10 <= 22:
         value = np.float64(mantissa)
         value = value * _POWERS_EXACT[exp10] if exp10 >= 0 else value / _POWERS_EXACT[-exp10]

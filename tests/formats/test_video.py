@@ -663,7 +663,10 @@ def test_the_scanner_converts_numbers_as_python_does(seed: int) -> None:
     to the caller, which converts them with ``float``."""
     for number in _decimals(seed):
         data = np.frombuffer(number.encode(), np.uint8)
-        value, bits, how = chunkscan._decimal(data, 0, len(data))
+        end, _, _, mantissa, exp10, exact = chunkscan._number(data, 0)
+        assert end == len(data)
+        negative = number[0] == "-"
+        value, bits, how = chunkscan._convert(np.uint64(mantissa), exp10, negative, exact)
         if how != chunkscan._UNDECIDED:
             found = int(bits) if how == chunkscan._BITS else _bits(value)
             assert found == _bits(float(number)), number
