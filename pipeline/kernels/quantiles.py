@@ -110,10 +110,11 @@ class ScoreHistogram:
 
     counts: np.ndarray = field(default_factory=lambda: np.zeros(SCORE_BINS, dtype=np.int64))
 
-    def quantile(self, q: float) -> float | None:
-        """Nearest-rank quantile, rounded down to 0.001; ``None`` when empty."""
-        total = int(self.counts.sum())
+    def quantiles(self, *qs: float) -> list[float | None]:
+        """Nearest-rank quantiles, rounded down to 0.001; ``None`` when empty."""
+        cumulative = np.cumsum(self.counts)
+        total = int(cumulative[-1])
         if total == 0:
-            return None
-        rank = max(1, math.ceil(q * total))
-        return float(np.searchsorted(np.cumsum(self.counts), rank)) / 1000
+            return [None] * len(qs)
+        ranks = [max(1, math.ceil(q * total)) for q in qs]
+        return [float(index) / 1000 for index in np.searchsorted(cumulative, ranks).tolist()]

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from itertools import chain, repeat
+from itertools import chain
 from typing import Any, NamedTuple
 
 import numba
@@ -178,7 +178,27 @@ def gap_confidence(iou: float, track_frames: int, missing: int, min_hits: int) -
     """How sure a gap is, in [0, 1]: the return's fit to the prediction (IoU), times the
     evidence of the track (``1 - 2^(-frames / min_hits)``: long tracks are real objects), times
     ``0.9^(missing - 1)`` (a longer gap leans more on the motion model)."""
-    return iou * (1 - 2.0 ** (-track_frames / min_hits)) * 0.9 ** (missing - 1)
+    return iou * _evidence(track_frames, min_hits) * _leaning(missing)
+
+
+def _evidence(track_frames: int, min_hits: int) -> float:
+    return 1 - 2.0 ** (-track_frames / min_hits)
+
+
+def _leaning(missing: int) -> float:
+    return 0.9 ** (missing - 1)
+
+
+def _confidences(
+    fits: np.ndarray, track_frames: np.ndarray, missing: np.ndarray, min_hits: int
+) -> np.ndarray:
+    """:func:`gap_confidence` of each gap, bit for bit: its factors worked out on Python floats
+    once per distinct track length and gap length (few), not once per gap."""
+    lengths, of_length = np.unique(track_frames, return_inverse=True)
+    gaps, of_gap = np.unique(missing, return_inverse=True)
+    evidence = np.array([_evidence(n, min_hits) for n in lengths.tolist()], dtype=np.float64)
+    leaning = np.array(list(map(_leaning, gaps.tolist())), dtype=np.float64)
+    return fits * evidence[of_length] * leaning[of_gap]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -722,9 +742,6 @@ class GapFinder:
         g = np.flatnonzero(kept)
         returns = usable[detection[g]]
         fits, frames, counts = floats[g, 0], hits[g], missing[g]
-        # gap_confidence of each kept gap on Python floats, as a Gap's own fields would give.
-        confidence = list(map(gap_confidence, fits.tolist(), frames.tolist(), counts.tolist(),
-                              repeat(self.min_hits)))  # fmt: skip
         if isinstance(labels, Labels):
             names = labels.names
             returned = [names[code] for code in labels.codes[returns].tolist()]
@@ -735,7 +752,7 @@ class GapFinder:
             first_missing=first[g], last_missing=last[g],
             unprocessed=(missing - processed)[g], box_before=floats[g, 9:13],
             box_after=boxes[returns], iou=fits, predicted=predicted[np.repeat(kept, missing)],
-            track_frames=frames, confidence=np.array(confidence, dtype=np.float64),
+            track_frames=frames, confidence=_confidences(fits, frames, counts, self.min_hits),
         )  # fmt: skip
         return found, position[g]
 

@@ -388,18 +388,18 @@ class _Video:
             (lows[0], highs[0]) if len(parts) == 1 else map(np.concatenate, (lows, highs))
         )
 
-    def rows(self, stats: _VideoStats) -> tuple[np.ndarray, np.ndarray | slice]:
+    def rows(self, stats: _VideoStats) -> tuple[np.ndarray | slice, np.ndarray | slice]:
         """Count the video's frames into ``stats``; returns the frame rows to link, in frame
         order, and the detection rows counted, in the order counted (their labels and scores
-        are counted for all of a task's videos at once: :func:`_add_detections`)."""
+        are counted for all of a task's videos at once: :func:`_add_detections`); a slice
+        when that is all rows in order."""
         frames, chunk_of = self.data.frames, self.chunk_of
         # The common case, frames in order without repeats, skips the sorts below.
         in_order = bool(np.all(frames[1:] > frames[:-1]))
         if in_order and len(self.starts) == 1 and not (len(frames) and frames[0] < self.starts[0]):
             # One chunk, its frames in order and none below its start (most videos of real
             # tracks): every frame is linked, and counted at the end as one group.
-            every = np.arange(len(frames))
-            return every, self._count(stats, every, np.zeros(len(frames), dtype=np.int64))
+            return slice(None), self._count(stats, slice(None), None)
         if in_order:
             first = np.ones(len(frames), dtype=bool)
         else:
@@ -421,19 +421,21 @@ class _Video:
         )
 
     def _count(
-        self, stats: _VideoStats, counted: np.ndarray, events: np.ndarray
+        self, stats: _VideoStats, counted: np.ndarray | slice, events: np.ndarray | None
     ) -> np.ndarray | slice:
         """Count the frame rows ``counted`` into ``stats``, in that order, each at its event
-        (odd: a late frame, counted one at a time; even: a group's frames, summed at once);
-        returns their detection rows, in that order."""
-        frames = self.data.frames
-        stats.duplicate_frames += self.repeats + len(frames) - len(counted)
-        stats.frames += len(counted)
+        (odd: a late frame, counted one at a time; even: a group's frames, summed at once;
+        ``None``: all at the end, one group); returns their detection rows, in that order."""
         low, high = self.low[counted], self.high[counted]
+        stats.duplicate_frames += self.repeats + len(self.data.frames) - len(low)
+        stats.frames += len(low)
         stats.frames_with_detections += int(np.count_nonzero(high - low))
         durations = self.data.durations[counted]
         finite = np.isfinite(durations)
         stats.durations += int(finite.sum())
+        if events is None:
+            stats.duration_sum += float(durations[finite].sum())
+            return _detection_rows(low, high, len(self.data.scores))
         # Each event's frames: from its first frame to the next event's.
         bounds = [0, *(np.flatnonzero(events[1:] != events[:-1]) + 1).tolist(), len(events)]
         for first_row, end_row in pairwise(bounds if len(events) else []):
@@ -445,7 +447,7 @@ class _Video:
                 stats.duration_sum += float(kept.sum())
         return _detection_rows(low, high, len(self.data.scores))
 
-    def feed(self, rows: np.ndarray) -> _Feed:
+    def feed(self, rows: np.ndarray | slice) -> _Feed:
         """What the gap finder is fed for the frame ``rows`` (in frame order): their frames and
         their detections in that order (the video's own arrays when those are already it,
         as for most videos of real tracks)."""
@@ -748,6 +750,7 @@ def _video_rows(
     mean_duration = float(stats.duration_sum / stats.durations) if stats.durations else None
     scored = sum(stats.label_scored.values())
     mean_score = sum(stats.label_score_sum.values()) / scored if scored else None
+    p50, p90 = stats.scores.quantiles(0.5, 0.9)
     rows: list[dict[str, Any]] = [
         {
             "scope": "video",
@@ -756,8 +759,8 @@ def _video_rows(
             "frames_with_detections": stats.frames_with_detections,
             "detections": stats.detections,
             "mean_score": mean_score,
-            "score_p50": stats.scores.quantile(0.5),
-            "score_p90": stats.scores.quantile(0.9),
+            "score_p50": p50,
+            "score_p90": p90,
             "mean_duration": mean_duration,
             "implied_fps": 1 / mean_duration if mean_duration else None,
             "missing_frames": missing,

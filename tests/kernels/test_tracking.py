@@ -110,6 +110,8 @@ def test_split_feeds_equal_one_feed(
         assert len(gap.predicted) == gap.last_missing - gap.first_missing + 1
         assert gap.track_frames > min_hits
         assert 0 < gap.confidence <= 1
+        missing = gap.last_missing - gap.first_missing + 1
+        assert gap.confidence == gap_confidence(gap.iou, gap.track_frames, missing, min_hits)
 
 
 @settings(max_examples=200, deadline=None)

@@ -69,7 +69,7 @@ def _counted(chunks: list[tuple[VideoChunk, _Rows]]) -> tuple[dict[str, object],
         "label_score_sum": [(k, v.hex()) for k, v in stats.label_score_sum.items()],
         "scores": stats.scores.counts.tolist(), "duration_sum": stats.duration_sum.hex(),
         "durations": stats.durations,
-    }, linked.tolist()  # fmt: skip
+    }, np.arange(len(video.data.frames))[linked].tolist()  # fmt: skip
 
 
 @pytest.mark.parametrize("seed", range(6))
