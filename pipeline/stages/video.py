@@ -376,7 +376,7 @@ class _Video:
         parts = [rows for _, rows in chunks]
         self.data = _Rows.concatenate(parts)
         self.repeats = repeats  # repeats of a frame id within a chunk file (dropped in pass 1)
-        self.chunk_of = np.repeat(np.arange(len(parts)), [len(r.frames) for r in parts])
+        self.frame_counts = [len(r.frames) for r in parts]
         self.starts = np.array([c.start for c, _ in chunks], dtype=np.int64)
         # Each frame row's detections: searched within its own chunk's rows.
         lows, highs, offset = [], [], 0
@@ -393,13 +393,14 @@ class _Video:
         order, and the detection rows counted, in the order counted (their labels and scores
         are counted for all of a task's videos at once: :func:`_add_detections`); a slice
         when that is all rows in order."""
-        frames, chunk_of = self.data.frames, self.chunk_of
+        frames = self.data.frames
         # The common case, frames in order without repeats, skips the sorts below.
         in_order = bool(np.all(frames[1:] > frames[:-1]))
         if in_order and len(self.starts) == 1 and not (len(frames) and frames[0] < self.starts[0]):
             # One chunk, its frames in order and none below its start (most videos of real
             # tracks): every frame is linked, and counted at the end as one group.
             return slice(None), self._count(stats, slice(None), None)
+        chunk_of = np.repeat(np.arange(len(self.starts)), self.frame_counts)
         if in_order:
             first = np.ones(len(frames), dtype=bool)
         else:
