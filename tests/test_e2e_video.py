@@ -12,6 +12,7 @@ from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -27,7 +28,10 @@ from video_reference import (
     video_frames,
 )
 
+from pipeline import runner
 from pipeline.cli import main
+from pipeline.formats import video as video_format
+from pipeline.sampledata import mot
 from pipeline.sampledata.celantur import make_celantur_tree
 from pipeline.sampledata.video import SampleVideo, VideoFleet, make_video_fleet
 
@@ -701,3 +705,30 @@ def test_images_and_videos_in_one_run(run_cli: RunCli, tmp_path: Path) -> None:
     scopes = Counter(r["scope"] for r in read_output(out, "summary"))
     assert scopes["video"] == len(fleet.videos)
     assert scopes["type"] > 0
+
+
+def test_a_fault_on_one_chunk_fails_that_chunk_alone(tmp_path: Path) -> None:
+    """Chunks are parsed a batch at a time, yet an unexpected exception on one chunk gives its
+    error row (``internal``) and leaves the other chunks of its batch in the tables."""
+    video = mot.planted_video("TUD-Campus", max_gap=3, seed=0)
+    mot.write_chunks(tmp_path / "in", "clip.mp4", video, chunk_frames=10)
+    paths = sorted((tmp_path / "in").glob("*.json"))
+    faulty = paths[1]
+    frames = json.loads(faulty.read_text())
+    frames[0]["detections"][0]["color"] = [1, 2, 3]  # refused by the scanner: msgspec's path
+    faulty.write_text(json.dumps(frames))
+    with (
+        mock.patch.object(video_format, "_parse_typed", side_effect=RuntimeError("a fault")),
+        mock.patch.object(runner, "MIN_BATCHES", 1),  # chunks batched together
+    ):
+        assert _run(tmp_path / "in", tmp_path / "out") == 3
+    batches = json.loads((tmp_path / "out" / "_run.json").read_text())["inputs"]["batches"]
+    assert batches < len(paths) // 2  # so the faulty chunk shares its batch
+    errors = read_output(tmp_path / "out", "errors")
+    assert [(e["path"], e["error"], e["message"]) for e in errors if e["severity"] == "error"] == [
+        (faulty.name, "internal", f"{faulty.name}: unexpected RuntimeError: a fault")
+    ]
+    chunks = read_output(tmp_path / "out", "chunks")
+    assert sorted(c["source"] for c in chunks) == sorted(p.name for p in paths if p != faulty)
+    detections = read_output(tmp_path / "out", "detections")
+    assert {d["source"] for d in detections} == {p.name for p in paths if p != faulty}

@@ -16,6 +16,7 @@ finding. All paths give identical columns for valid input (tests hold them to it
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from pipeline.formats.metadata import (
 from pipeline.io.jsonio import JsonError, check_json_bounds, parse_json
 from pipeline.kernels.chunkscan import NULL_BOOL, ScannedChunks, scan_chunks
 from pipeline.tables import SCHEMAS
+
+_log = logging.getLogger(__name__)
 
 #: Celantur writes at most this many frames per chunk file.
 MAX_CHUNK_FRAMES = 500
@@ -113,8 +116,9 @@ class ParsedChunk:
     findings: list[Finding] = field(default_factory=list)
 
 
-#: What parsing a chunk gives: its columns, or why it was refused.
-ChunkOutcome = ParsedChunk | JsonError | MetadataError
+#: What parsing a chunk gives: its columns, or why it was refused (:class:`JsonError`,
+#: :class:`MetadataError`; any other exception is a fault of the parser on that chunk).
+ChunkOutcome = ParsedChunk | Exception
 
 
 @dataclass
@@ -142,7 +146,9 @@ class ParsedChunks:
 def parse_chunks(datas: Sequence[bytes], *, max_bytes: int) -> ParsedChunks:
     """Decode video metadata chunks: those in the shape the product writes scanned together (one
     kernel call, their columns built once), the others one by one as :func:`parse_chunk` says.
-    Each chunk's outcome is what :func:`parse_chunk` gives or raises for it alone."""
+    Each chunk's outcome is what :func:`parse_chunk` gives or raises for it alone. A fault
+    (an unexpected exception) fails one chunk alone: in the scanner, every chunk is decoded by
+    msgspec's path instead, which gives the same; in that path, it is the chunk's outcome."""
     outcomes: list[ChunkOutcome | None] = [None] * len(datas)
     bounded = []
     for k, data in enumerate(datas):
@@ -151,7 +157,11 @@ def parse_chunks(datas: Sequence[bytes], *, max_bytes: int) -> ParsedChunks:
             bounded.append(k)
         except JsonError as exc:
             outcomes[k] = exc
-    scanned, columns = _parse_scanned([datas[k] for k in bounded])
+    try:
+        scanned, columns = _parse_scanned([datas[k] for k in bounded])
+    except Exception:  # see the docstring; tests fence the scanner's own path
+        _log.exception("the chunk scanner failed: its %d chunks take msgspec's path", len(bounded))
+        scanned, columns = [None] * len(bounded), {}
     unscanned = []
     for k, scanned_outcome in zip(bounded, scanned, strict=True):
         if scanned_outcome is None:
@@ -212,7 +222,7 @@ def _parse_unscanned(data: bytes, *, max_bytes: int) -> ChunkOutcome:
             return _parse_validating(parse_json(data, max_bytes=max_bytes))
         check_detection_count(sum(len(frame.detections) for frame in frames))
         return _parse_typed(frames, fixed=fixed)
-    except (JsonError, MetadataError) as exc:
+    except Exception as exc:  # the chunk's outcome (see parse_chunks)
         return exc
 
 

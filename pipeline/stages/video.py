@@ -98,6 +98,8 @@ def _process_chunks(batch: Batch[VideoChunk], ctx: TaskContext, reads: Prefetch)
             if isinstance(outcome, MetadataError):
                 issues.add(chunk.file.rel, "validate", outcome.code, str(outcome))
                 continue
+            if isinstance(outcome, Exception):
+                raise outcome  # a fault on this chunk alone: its error row (guarded)
             checked = ErrorLog()
             chunk_rows.append(_check_chunk(chunk, outcome, checked))
             issues.extend(checked)

@@ -674,3 +674,35 @@ def test_the_scanner_converts_numbers_as_python_does(seed: int) -> None:
 
 def _bits(value: float) -> int:
     return int(struct.unpack("<Q", struct.pack("<d", value))[0])
+
+
+def test_a_fault_of_the_scanner_sends_every_chunk_to_msgspecs_path() -> None:
+    """An unexpected exception in the scanner fails no chunk: each takes msgspec's path, which
+    gives the same."""
+    datas = [_PRODUCT.encode(), b"[]", _PRODUCT.replace("0.875", "1.5").encode(), b"{"]
+    alone = [_outcome(lambda data=data: parse_chunk(data, max_bytes=CAP)) for data in datas]
+    with mock.patch.object(video, "scan_chunks", side_effect=RuntimeError("a fault")):
+        parsed = video.parse_chunks(datas, max_bytes=CAP)
+    for k, outcome in enumerate(parsed.outcomes):
+        if isinstance(outcome, ParsedChunk):
+            outcome.detections = parsed.detections_of([k])
+            assert _everything(outcome) == alone[k]
+        else:
+            assert (type(outcome), str(outcome)) == alone[k]
+
+
+def test_a_fault_on_one_chunk_is_that_chunks_outcome() -> None:
+    """An unexpected exception while decoding one chunk (one the scanner refuses) is its
+    outcome, raised by ``parse_chunk``; the chunks around it are parsed as alone."""
+    refused = _PRODUCT.replace('"color": null', '"color": [1, 2, 3]').encode()
+    datas = [_PRODUCT.encode(), refused, _PRODUCT.encode()]
+    with mock.patch.object(video, "_parse_typed", side_effect=RuntimeError("a fault")):
+        parsed = video.parse_chunks(datas, max_bytes=CAP)
+        with pytest.raises(RuntimeError, match="a fault"):
+            parse_chunk(refused, max_bytes=CAP)
+    assert isinstance(parsed.outcomes[1], RuntimeError)
+    for k in (0, 2):
+        outcome = parsed.outcomes[k]
+        assert isinstance(outcome, ParsedChunk)
+        outcome.detections = parsed.detections_of([k])
+        assert _everything(outcome) == _everything(parse_chunk(datas[k], max_bytes=CAP))
