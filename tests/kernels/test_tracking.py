@@ -331,3 +331,9 @@ def test_solver_gives_scipys_pairs(rows: int, cols: int, data: st.DataObject) ->
     got_rows = np.flatnonzero(chosen >= 0)
     assert got_rows.tolist() == expected_rows.tolist()
     assert chosen[got_rows].tolist() == expected_cols.tolist()
+
+
+def test_a_box_with_any_nan_coordinate_is_not_linked() -> None:
+    boxes = np.array([[1, 2, 30, 40], [1, math.nan, 30, 40], [math.nan] * 4, [5, 6, 30, math.nan]])
+    linked = GapFinder().feed(np.zeros(4, np.int64), ["face"] * 4, boxes, np.zeros(1, np.int64))
+    assert linked.tracks.tolist() == [0, -1, -1, -1]
