@@ -4,10 +4,10 @@ msgspec's typed decode makes about ten Python objects per detection (the struct,
 their floats, the label) and the columns are then built from them: together about 1 µs per
 detection, most of a chunk's cost. :func:`scan_chunks` walks the bytes once in compiled code and
 fills arrays instead: integers parsed as it goes, every float-valued token converted as it goes
-too, correctly rounded (as msgspec parses them), by the Eisel-Lemire algorithm (Go's
-``strconv`` form of it, which gives up on the rare inputs it cannot round for certain, and on
-more than 19 significant digits, subnormals and infinities: those few the caller converts with
-Python's ``float``).
+too, correctly rounded (as msgspec parses them): by Clinger's fast path where it is exact, else
+by the Eisel-Lemire algorithm (Go's ``strconv`` form of it, which gives up on the rare inputs
+it cannot round for certain). Those, and numbers of more than 19 significant digits, subnormals
+and infinities, the caller converts with Python's ``float``.
 
 It accepts only a strict subset of JSON and of the chunk schema, and refuses (``ok`` false)
 everything else, which the caller then decodes the way it always did (msgspec, then the
@@ -80,7 +80,8 @@ class ScannedChunks(NamedTuple):
     none). Float-valued tokens are referred to by their slot in ``numbers``, their values (NaN
     in the four slots after the last, for the caller's nulls); -1: null. A number the kernel did
     not convert is ``pending``: its slot, and where its text starts and ends in its chunk.
-    ``labels`` holds each label's text the same way (``label_offsets``, ``label_null``)."""
+    ``labels`` holds the labels' text back to back, label ``i`` between ``label_offsets[i]``
+    and ``[i + 1]`` (``label_null``: none given)."""
 
     ok: np.ndarray  # (c,) bool: the chunk was accepted
     frame_bounds: np.ndarray  # (c + 1,) int64
