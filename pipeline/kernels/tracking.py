@@ -291,28 +291,32 @@ def _augment(cost: Any, rows: Any, cols: Any, transposed: Any, reals: Any, ints:
 
 
 @njit_unmanaged
+def _paired(allowed: Any, these: Any, n_these: Any, others: Any, n_others: Any, columns: Any,
+            out: Any) -> Any:  # fmt: skip
+    """Those of ``these[:n_these]`` (rows of ``allowed``, or its columns when ``columns``) with
+    an allowed pair among ``others[:n_others]``, in order, into ``out``; returns how many."""
+    kept = 0
+    for a in range(n_these):
+        for b in range(n_others):
+            if allowed[others[b], these[a]] if columns else allowed[these[a], others[b]]:
+                out[kept] = these[a]
+                kept += 1
+                break
+    return kept
+
+
+@njit_unmanaged
 def _assign(iou: Any, allowed: Any, tracks: Any, n_tracks: Any, detections: Any,
             n_detections: Any, out: Any, work: Any) -> None:  # fmt: skip
     """Optimal pairs among the ``allowed`` ones (least ``1 - iou``) of the rows
     ``tracks[:n_tracks]`` and columns ``detections[:n_detections]`` (those without candidates
-    left out); ``out[track]`` = column. ``work``: scratch space (:func:`_scratch`)."""
+    left out); ``out[track]`` = column. ``work``: scratch space, made once per :func:`_link`
+    call."""
     rows, cols, chosen, cost, reals, ints, flags = work
-    n_rows = 0
-    for a in range(n_tracks):
-        for b in range(n_detections):
-            if allowed[tracks[a], detections[b]]:
-                rows[n_rows] = tracks[a]
-                n_rows += 1
-                break
+    n_rows = _paired(allowed, tracks, n_tracks, detections, n_detections, False, rows)
     if n_rows == 0:
         return
-    n_cols = 0
-    for b in range(n_detections):
-        for a in range(n_tracks):
-            if allowed[tracks[a], detections[b]]:
-                cols[n_cols] = detections[b]
-                n_cols += 1
-                break
+    n_cols = _paired(allowed, detections, n_detections, tracks, n_tracks, True, cols)
     for a in range(n_rows):
         for b in range(n_cols):
             # 2: not allowed, worse than any pair
