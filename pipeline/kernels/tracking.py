@@ -33,7 +33,10 @@ candidate pair alone in its row and column is taken as it is; the others go to
 :func:`solve_assignment`, scipy's ``linear_sum_assignment`` algorithm written again in numba
 (a test checks they give the same pairs). Measured on TUD-Stadtmitte, where more than half of
 the frames have such conflicts: a numpy loop per frame linked about 50k detections per second,
-handing each conflicting frame from the kernel back to scipy about 150k, this 600k-850k.
+handing each conflicting frame from the kernel back to scipy about 150k, this 600k-850k. The
+frame loop allocates nothing (the assignment works in scratch space made once per call): on the
+bench's real tracks that took the kernel from 1.5 to about 0.55 ms. :meth:`GapFinder.link`
+links several videos in one call (pass 2 gives it all of a task's videos).
 """
 
 from __future__ import annotations

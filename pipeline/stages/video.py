@@ -252,7 +252,7 @@ _PART_COLUMNS = {
 }
 
 #: Detections fed to the gap finder per call: the finder's scratch arrays grow with a call's
-#: detections (about 150 bytes each), and where a video is cut into calls changes nothing.
+#: detections (about 190 bytes each), and where videos are cut into calls changes nothing.
 _FEED_DETECTIONS = 1 << 16
 
 
