@@ -441,28 +441,29 @@ def _serve_proxy(pipe: Connection, upstream: str, plan: FaultPlan, delay: float)
 
 
 class KillWorkerOnce(WorkerPlugin):
-    """A ``distributed`` worker plugin: on the worker named ``worker_name``, the moment the
-    ``after``-th task whose key starts with ``prefix`` reaches the worker state ``state`` —
+    """A ``distributed`` worker plugin: on the first worker where the ``after``-th task whose
+    key starts with ``prefix`` reaches the worker state ``state`` —
     ``memory``: its result computed, its outputs written, the scheduler not yet told;
     ``long-running``: it stepped aside (``secede``) with its last writes and its ledger entry
-    still to come — the process exits with status 1, once: ``marker`` is created first, and a
-    worker that finds it does nothing (the Nanny restarts the worker under the same name, and
-    the scheduler installs this plugin on it again).
+    still to come — the process exits with status 1, once: ``marker`` is created first
+    (exclusively: the task's key, then the worker's name), and a worker that finds it does
+    nothing (the Nanny restarts the worker under the same name, and the scheduler installs
+    this plugin on it again). Any worker, not a chosen one: which worker gets how many tasks
+    is the scheduler's business (a worker held up loading compiled kernels may get only one).
     """
 
     name = "kill-worker-once"
 
-    def __init__(
-        self, worker_name: Any, prefix: str, after: int, marker: str, state: str = "memory"
-    ) -> None:
-        self.worker_name, self.prefix, self.after, self.marker = worker_name, prefix, after, marker
-        self.state = state
+    def __init__(self, prefix: str, after: int, marker: str, state: str = "memory") -> None:
+        self.prefix, self.after, self.marker, self.state = prefix, after, marker, state
         self._armed = False
         self._finished = 0
+        self._worker_name = ""
 
     def setup(self, worker: Any) -> None:
-        self._armed = worker.name == self.worker_name and not os.path.exists(self.marker)
+        self._armed = not os.path.exists(self.marker)
         self._finished = 0
+        self._worker_name = str(worker.name)
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if not self._armed or finish != self.state or not str(key).startswith(self.prefix):
@@ -475,7 +476,7 @@ class KillWorkerOnce(WorkerPlugin):
             fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             return
-        os.write(fd, f"{key}\n".encode())
+        os.write(fd, f"{key}\n{self._worker_name}\n".encode())
         os.close(fd)
         os._exit(1)
 

@@ -172,17 +172,16 @@ def _cluster(workers: int) -> Iterator[tuple[Any, Any]]:
 def test_worker_killed_mid_pass_changes_nothing(
     tree: Path, clean: dict[str, Any], run_cli: RunCli, tmp_path: Path
 ) -> None:
-    """Three Nanny workers; worker 0 exits (``os._exit(1)``) when its second pass-1 task has
-    finished — parts and ledger entry written, result not yet reported — so that task runs
-    again elsewhere and the tasks queued on the dead worker move. The Nanny restarts the
-    worker; the marker keeps it from dying twice."""
+    """Three Nanny workers; the first worker to finish its second pass-1 task exits
+    (``os._exit(1)``) then — parts and ledger entry written, result not yet reported — so that
+    task runs again elsewhere and the tasks queued on the dead worker move. The Nanny restarts
+    the worker; the marker keeps any worker from dying again."""
     marker = tmp_path / "worker-killed"
     with _cluster(3) as (cluster, client):
-        names = sorted(w["name"] for w in client.scheduler_info()["workers"].values())
-        assert len(names) == 3
-        client.register_plugin(KillWorkerOnce(names[0], "pass 1", after=2, marker=str(marker)))
+        assert len(client.scheduler_info()["workers"]) == 3
+        client.register_plugin(KillWorkerOnce("pass 1", after=2, marker=str(marker)))
         code, out = run_cli(tree, *ARGS, *SMALL_BATCHES, scheduler=cluster.scheduler_address)
-        died = marker.read_text().strip() if marker.exists() else None
+        died, victim = marker.read_text().splitlines() if marker.exists() else (None, None)
         restarted = len(client.scheduler_info()["workers"])
     assert died is not None and died.startswith("pass 1-"), "no worker was killed"
     assert code == 0
@@ -195,7 +194,7 @@ def test_worker_killed_mid_pass_changes_nothing(
         on_disk = sorted(map(_row_key, read_output(Path(out), table)))
         assert on_disk == clean["tables"][table], f"{table}: rows on disk differ"
     print(
-        f"\nworker {names[0]} killed after finishing {died}; workers after the run: {restarted}; "
+        f"\nworker {victim} killed after finishing {died}; workers after the run: {restarted}; "
         f"batches {record['inputs']['batches']}, work items {record['work']['done']}; "
         f"rows compared: {sum(clean['rows'].values())}"
     )
@@ -306,23 +305,22 @@ def test_worker_killed_while_a_task_stands_aside_changes_nothing(
     s3_bucket: tuple[str, dict[str, Any]],
     tmp_path: Path,
 ) -> None:
-    """Worker 0 exits the moment its first pass-1 task steps aside — its parts possibly still
-    being written, its ledger entry not yet — so the task runs again elsewhere: the output is
-    exactly the clean run's, each work item counted once."""
+    """The first worker whose pass-1 task steps aside exits that moment — its parts possibly
+    still being written, its ledger entry not yet — so the task runs again elsewhere: the
+    output is exactly the clean run's, each work item counted once."""
     bucket, storage = s3_bucket
     upload_tree(s3_tree, f"{bucket}/in", storage)
     marker = tmp_path / "worker-killed"
     with _cluster(2) as (cluster, client):
-        names = sorted(w["name"] for w in client.scheduler_info()["workers"].values())
         client.register_plugin(
-            KillWorkerOnce(names[0], "pass 1", after=1, marker=str(marker), state="long-running")
+            KillWorkerOnce("pass 1", after=1, marker=str(marker), state="long-running")
         )
         code, _ = run_cli(
             f"{bucket}/in", *ARGS, *SMALL_BATCHES, "--storage-option",
             f"endpoint_url={storage['endpoint_url']}", output=f"{bucket}/out",
             scheduler=cluster.scheduler_address,
         )  # fmt: skip
-    died = marker.read_text().strip() if marker.exists() else None
+    died = marker.read_text().splitlines()[0] if marker.exists() else None
     assert died is not None and died.startswith("pass 1-"), "no worker was killed"
     assert code == 0
     record = _assert_exact(f"{bucket}/out", storage, s3_clean(*ARGS))
