@@ -162,10 +162,10 @@ def parse_chunks(datas: Sequence[bytes], *, max_bytes: int) -> ParsedChunks:
     except Exception:  # see the docstring; tests fence the scanner's own path
         _log.exception("the chunk scanner failed: its %d chunks take msgspec's path", len(bounded))
         scanned, columns = [None] * len(bounded), {}
-    unscanned = []
+    unscanned = set()
     for k, scanned_outcome in zip(bounded, scanned, strict=True):
         if scanned_outcome is None:
-            unscanned.append(k)
+            unscanned.add(k)
         outcomes[k] = (
             _parse_unscanned(datas[k], max_bytes=max_bytes)
             if scanned_outcome is None
@@ -281,17 +281,21 @@ class _Columns:
         :func:`_extents`)."""
         self.chunk.detections = detections
         self.chunk.detection_count = count
-        # resolve_size_order reads only the largest x2 and y2 of the usable boxes: one box
-        # holds both.
-        boxes = [] if extent is None else [(0.0, 0.0, *extent)]
         resolved: dict[tuple[int, int] | None, ResolvedSize] = {
-            size: resolve_size_order(size, boxes)
+            size: _resolved_by_extent(size, extent)
             for size in dict.fromkeys(self._pending_sizes)
             if size is not None
         }
         # A look-up per frame in C; a frame without a size (None) is no key: None.
         self.chunk.frame_sizes = list(map(resolved.get, self._pending_sizes))
         return self.chunk
+
+
+def _resolved_by_extent(size: tuple[int, int], extent: tuple[float, float] | None) -> ResolvedSize:
+    """``size`` resolved as a chunk's usable boxes say, given their largest x2 and y2
+    (``extent``: :func:`_extents`; ``None``: no usable box): :func:`resolve_size_order` reads
+    only those two, so one box holding both stands for them all."""
+    return resolve_size_order(size, [] if extent is None else [(0.0, 0.0, *extent)])
 
 
 def _extents(x2: pa.Array, y2: pa.Array, bounds: list[int]) -> list[tuple[float, float] | None]:
@@ -531,9 +535,7 @@ def _resolved_sizes(
         if not is_usable:
             objects.append(None)
         elif (k, size) not in resolved:
-            extent = extents[k]
-            boxes = [] if extent is None else [(0.0, 0.0, *extent)]
-            objects.append(resolved.setdefault((k, size), resolve_size_order(size, boxes)))
+            objects.append(resolved.setdefault((k, size), _resolved_by_extent(size, extents[k])))
         else:
             objects.append(resolved[(k, size)])
     run_of = np.repeat(np.arange(len(runs)), np.diff(np.append(runs, len(usable))))
