@@ -10,10 +10,11 @@ set to one thread for the section, so every figure is per core):
   ``_tables`` (detections and frames) and ``table_bytes`` (zstd Parquet) of both — parse,
   flatten and Parquet write, bytes in, bytes out — with its three steps also timed alone;
 * the whole stage task, ``process_chunk_batch``, over the same files on local disk (reading,
-  chunk checks, batch statistics and four staged parts written included);
-* both passes end to end, as a run's tasks: that stage task, then ``track_videos`` (pass 2:
-  reading the parts back, linking each video, gap finding, per-video statistics, the gaps/
-  part) — what issue 16's "end to end" target is measured on (section 5e: real tracks);
+  chunk checks, batch statistics and the staged parts written included), which also links the
+  videos that lie in its batch alone (gap finding, per-video statistics, the gaps/ part);
+* both passes end to end, as a run's tasks: that stage task, then ``track_videos`` for the
+  videos over several batches (pass 2: reading their parts back, linking) — what issue 16's
+  "end to end" target is measured on (section 5e: real tracks);
 * the user's alternative: ``json.load``, ``pandas.json_normalize(frames,
   record_path="detections", meta=["id", "duration"], meta_prefix="frame_")`` and
   ``DataFrame.to_parquet(compression="zstd")``;
@@ -68,7 +69,15 @@ from pipeline.io.parquet import table_bytes
 from pipeline.io.storage import Location
 from pipeline.sampledata import mot
 from pipeline.stages.common import TaskContext
-from pipeline.stages.plan import Batch, VideoChunk, assign_tracking, batch_groups, order_chunks
+from pipeline.stages.plan import (
+    Batch,
+    TrackAssignment,
+    VideoChunk,
+    assign_tracking,
+    batch_groups,
+    order_chunks,
+    split_tracking,
+)
 from pipeline.stages.video import (
     _tables,
     process_chunk_batch,
@@ -83,9 +92,9 @@ OURS = "parse_chunk + Arrow tables + table_bytes (ours)"
 PARSE = "  of which parse_chunk"
 TABLES = "  of which _tables (detections + frames)"
 PARQUET = "  of which table_bytes (detections + frames)"
-STAGE = "process_chunk_batch (whole stage task, local files)"
-TRACKS = "track_videos (pass 2: per-video linking, gap finding, gaps/ part)"
-END = "both passes (end to end: parse, tables, gaps, staged parts)"
+STAGE = "process_chunk_batch (pass 1 task, local files; links videos within its batch)"
+TRACKS = "track_videos (pass 2: videos over several batches, linked)"
+END = "both passes (end to end: parse, tables, linking, gaps, staged parts)"
 END_GC = "both passes, cyclic GC running"
 PANDAS = "json.load + json_normalize + to_parquet zstd (pandas)"
 OURS_GC = "ours, cyclic GC running (as in a run)"
@@ -224,11 +233,14 @@ def _stage_context(source: Path, output: Path) -> TaskContext:
     return TaskContext(Location(str(source)), Location(str(output)), options, "_work/bench")
 
 
-def _run_stage(batches: list[Batch[VideoChunk]], ctx: TaskContext) -> tuple[int, int]:
-    """Every batch through ``process_chunk_batch``: (detection rows, error rows) written."""
+def _run_stage(
+    batches: list[Batch[VideoChunk]], ctx: TaskContext, within: dict[str, TrackAssignment]
+) -> tuple[int, int]:
+    """Every batch through ``process_chunk_batch``, linking the videos ``within`` it, as a run
+    does: (detection rows, error rows) written."""
     detections = errors = 0
     for batch in batches:
-        summary = process_chunk_batch(batch, ctx)
+        summary = process_chunk_batch(batch, ctx, within.get(batch.key))
         detections += summary.rows.get("detections", 0)
         errors += summary.rows.get("errors", 0)
     return detections, errors
@@ -300,6 +312,8 @@ class _ChunkSet:
     ctx: TaskContext
     max_bytes: int
     detections: int
+    within: dict[str, TrackAssignment]  # videos linked by their batch's pass-1 task
+    across: list[TrackAssignment]  # videos over several batches: linked in pass 2
 
     def ours_all(self) -> None:
         """:func:`ours` over every chunk."""
@@ -308,19 +322,18 @@ class _ChunkSet:
 
     def stage(self) -> None:
         """``process_chunk_batch`` over every batch."""
-        _run_stage(self.batches, self.ctx)
+        _run_stage(self.batches, self.ctx, self.within)
 
     def tracks(self) -> int:
-        """``track_videos`` over every tracking task (reading the parts :meth:`stage` wrote):
-        error rows written."""
-        return sum(
-            track_videos(assignment, self.ctx).rows.get("errors", 0)
-            for assignment in assign_tracking(self.batches, "bench")
-        )
+        """``track_videos`` over every pass-2 tracking task (reading the parts :meth:`stage`
+        wrote): error rows written."""
+        return sum(track_videos(assignment, self.ctx).rows.get("errors", 0)
+                   for assignment in self.across)  # fmt: skip
 
     def end_to_end(self) -> None:
         """Both passes, as a run's tasks do them: pass 1 (read, parse, tables, statistics,
-        staged parts), then pass 2 (per-video linking and gap finding, gaps/ part)."""
+        linking the videos within a batch, staged parts), then pass 2 (linking the videos over
+        several batches)."""
         self.stage()
         self.tracks()
 
@@ -336,11 +349,12 @@ def _chunk_set(source: Path, output: Path) -> _ChunkSet:
     )
     max_bytes = ctx.options.max_json_bytes
     detections = _verify(ordered, data, max_bytes)
-    staged = _run_stage(batches, ctx)
+    within, across = split_tracking(assign_tracking(batches, "bench"))
+    staged = _run_stage(batches, ctx, within)
     if staged != (detections, 0):
         raise BenchmarkError(f"process_chunk_batch wrote {staged} (detection, error) rows, "
-                             f"({detections}, 0) expected")  # fmt: skip
-    chunk_set = _ChunkSet(ordered, data, batches, ctx, max_bytes, detections)
+                             f"({detections}, 0) expected: chunks in order, no gaps")  # fmt: skip
+    chunk_set = _ChunkSet(ordered, data, batches, ctx, max_bytes, detections, within, across)
     if chunk_set.tracks():
         raise BenchmarkError("track_videos wrote error rows: chunks expected in order, no gaps")
     return chunk_set
@@ -484,6 +498,8 @@ def _real_tracks(scratch: Path, *, seed: int, repeats: int) -> dict[str, Any]:
             OURS_GC: _gc_running(real.ours_all), STAGE_GC: _gc_running(real.stage),
             END_GC: _gc_running(real.end_to_end),
         }  # fmt: skip
+        if not real.across:  # every video within one batch: no pass-2 task to time
+            del calls[TRACKS]
         timings = time_interleaved(calls, repeats=repeats, clock=time.process_time)
     figures: dict[str, Any] = {
         "files": len(files), "detections": real.detections,

@@ -87,6 +87,7 @@ from pipeline.stages.plan import (
     batch_groups,
     group_images,
     order_chunks,
+    split_tracking,
 )
 from pipeline.stages.summary import BatchSummary, SummaryFold, merge_all
 from pipeline.stages.work import Work, run_work
@@ -428,10 +429,13 @@ def _execute_celantur(
     evidence decides (else its measured rows are parked). Pass 2: what needs all of pass 1 —
     the image batches whose evidence decided nothing (finished from their parked rows) or
     another encoding than the dataset's (measured again: the dataset's evidence conflicts), and
-    linking each video across its chunks."""
+    linking each video whose chunks lie in several batches (a video within one batch is linked
+    by that batch's pass-1 task)."""
     given = None if options.encoding == "auto" else cast(Encoding, options.encoding)
     first = [Work("images" if given else "auto", b, given) for b in plan.image_batches]
-    first += [Work("chunks", b) for b in plan.chunk_batches]
+    # Videos that lie in one chunk batch are linked by its pass-1 task, the others in pass 2.
+    within, across = split_tracking(assign_tracking(plan.chunk_batches, plan.fingerprint))
+    first += [Work("chunks", b, tracks=within.get(b.key)) for b in plan.chunk_batches]
     # Summaries by the encoding that typed their image rows (None: none typed), so the rows of
     # batches typed under another encoding than the dataset's can be left out.
     folds: dict[str | None, SummaryFold] = {}
@@ -466,7 +470,7 @@ def _execute_celantur(
         Work("finish" if b.key in summary.parked else "images", b, encoding)
         for b in plan.image_batches if b.key not in summary.typed
     ]  # fmt: skip
-    second += [Work("tracks", a) for a in assign_tracking(plan.chunk_batches, plan.fingerprint)]
+    second += [Work("tracks", a) for a in across]
     second_summary = _run_pass(executor, second, ctx, "pass 2")
     run.lap("pass2")
     _log_pass(run, "pass2", second_summary)

@@ -405,6 +405,11 @@ def test_tables_do_not_depend_on_batching_or_scheduler(
     }
     assert kinds["sync, default batches"] == "sync"
     assert kinds["local cluster, 2 workers"] != "sync"
+    # Both ways of linking are compared: videos within one batch, linked by that batch's pass-1
+    # task (ledger entries chunks-<batch>-tracks-<videos>), and videos over several, in pass 2.
+    linking = {name: _linking(out) for name, out in outputs.items()}
+    assert linking["sync, default batches"]["in pass 1"] > 0
+    assert linking["sync, one chunk per batch"]["in pass 2"] > 0
     baseline = {
         table: _sorted_rows(read_output(default_out, table))
         for table in ("gaps", "chunks", "summary", "errors")
@@ -413,6 +418,17 @@ def test_tables_do_not_depend_on_batching_or_scheduler(
     for name, out in outputs.items():
         for table, rows in baseline.items():
             assert _sorted_rows(read_output(out, table)) == rows, (name, table)
+
+
+def _linking(out: Path) -> Counter[str]:
+    """How many of a run's tasks linked videos: pass-1 chunk batches and pass-2 tasks, by their
+    ledger entries."""
+    names = [path.stem for path in (out / "_ledger").iterdir()]
+    return Counter(
+        "in pass 1" if name.startswith("chunks-") else "in pass 2"
+        for name in names
+        if name.startswith("tracks-") or (name.startswith("chunks-") and "-tracks-" in name)
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -207,6 +207,16 @@ def assign_tracking(
     return assignments
 
 
+def split_tracking(
+    assignments: Sequence[TrackAssignment],
+) -> tuple[dict[str, TrackAssignment], list[TrackAssignment]]:
+    """The assignments whose videos lie in one chunk batch, by that batch's key (its pass-1
+    task links them from the rows it has just parsed), and those over several batches (a
+    pass-2 task each, reading those batches' staged parts)."""
+    within = {a.batch_keys[0]: a for a in assignments if len(a.batch_keys) == 1}
+    return within, [a for a in assignments if len(a.batch_keys) > 1]
+
+
 def batch_groups(
     groups: Sequence[Item], *, batch_bytes: int, min_batches: int, fingerprint: str
 ) -> list[Batch[Item]]:

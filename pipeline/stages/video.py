@@ -1,11 +1,12 @@
 """The video-metadata tasks.
 
 * :func:`process_chunk_batch` (pass 1, parallel over chunk batches): parse chunks into
-  ``detections/``, ``frames/`` and ``chunks/`` parts, check each chunk on its own.
-* :func:`track_videos` (pass 2, parallel over videos): read a video's parts back in frame order
-  (chunks were batched sorted by start frame), stream them through the gap tracker
-  (:class:`~pipeline.kernels.tracking.GapFinder`), check the chunks against each other, and
-  write ``gaps/`` and the video's summary rows.
+  ``detections/``, ``frames/`` and ``chunks/`` parts, check each chunk on its own; and link the
+  videos that lie in the batch alone, from the rows just parsed, as pass 2 would.
+* :func:`track_videos` (pass 2, parallel over videos over several batches): read a video's
+  parts back in frame order (chunks were batched sorted by start frame), stream them through
+  the gap tracker (:class:`~pipeline.kernels.tracking.GapFinder`), check the chunks against
+  each other, and write ``gaps/`` and the video's summary rows.
 
 Linking rule (see :class:`_VideoStream`): the first copy of a frame, in chunk start order,
 counts; it is linked when its chunk's name starts at or before it.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from itertools import chain, pairwise
@@ -25,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.config import CelanturOptions
+from pipeline.config import CelanturOptions, ClearmlOptions
 from pipeline.formats.celantur import type_name
 from pipeline.formats.metadata import MetadataError, ResolvedSize
 from pipeline.formats.video import (
@@ -57,17 +58,27 @@ from pipeline.tables import SCHEMAS, to_arrow
 # ---------------------------------------------------------------------------------------------
 
 
-def process_chunk_batch(batch: Batch[VideoChunk], ctx: TaskContext) -> BatchSummary:
+def process_chunk_batch(
+    batch: Batch[VideoChunk], ctx: TaskContext, tracks: TrackAssignment | None = None
+) -> BatchSummary:
     """Parse a batch of chunk files and write its ``detections/``, ``frames/``, ``chunks/`` and
     ``errors/`` rows as one staged bundle (``_staged/part-<batch key>.arrow``). Idempotent, like
-    every batch task."""
+    every batch task.
+
+    ``tracks``: the videos that lie in this batch alone (:func:`~pipeline.stages.plan.
+    split_tracking`), linked here from the rows just parsed, as :func:`track_videos` would
+    link them from the staged parts: their ``gaps/`` rows and chunk warnings go in the same
+    bundle, their summary rows in the summary returned.
+    """
     with batch_io(ctx) as (ctx, storage):
         planned = [(c.file.key, c.file.size) for c in batch.groups if c.numbered]
         reads = storage.prefetch(ctx.source, planned)
-        return _process_chunks(batch, ctx, reads)
+        return _process_chunks(batch, ctx, reads, tracks)
 
 
-def _process_chunks(batch: Batch[VideoChunk], ctx: TaskContext, reads: Prefetch) -> BatchSummary:
+def _process_chunks(
+    batch: Batch[VideoChunk], ctx: TaskContext, reads: Prefetch, tracks: TrackAssignment | None
+) -> BatchSummary:
     issues = ErrorLog()
     # Every chunk read first (what went wrong kept with it), then all parsed at once: the
     # scanner's columns are built per batch, not per chunk (real videos are often far shorter
@@ -110,7 +121,6 @@ def _process_chunks(batch: Batch[VideoChunk], ctx: TaskContext, reads: Prefetch)
             durations = [d for d in outcome.frame_durations if d is not None]
             summary.duration_sum += Fraction(math.fsum(durations))
             summary.durations += len(durations)
-    summary.add_errors(issues)
     # The batch's tables and label statistics at once: what building a table costs whatever
     # its size is paid per batch, not per chunk (real videos are often far shorter than a
     # 500-frame chunk).
@@ -123,12 +133,15 @@ def _process_chunks(batch: Batch[VideoChunk], ctx: TaskContext, reads: Prefetch)
             labels, columns["score"], columns["is_anonymised"],
             files=np.repeat(np.arange(len(counts)), counts),
         )  # fmt: skip
-    outputs = {
-        "detections": detections,
-        "frames": frames,
-        "chunks": to_arrow("chunks", chunk_rows),
-        "errors": to_arrow("errors", issues),
-    }
+    outputs = {"detections": detections, "frames": frames, "chunks": to_arrow("chunks", chunk_rows)}
+    if tracks is not None:
+        # The same rows pass 2 would read back from this bundle: linked here, they are not
+        # written, read and decoded again, and the run has one task less.
+        rows = _batch_rows({name: table for name, table in outputs.items() if table is not None})
+        names = _share_labels([rows])
+        outputs["gaps"] = _track(tracks, ctx.options, [rows], names, summary, issues)
+    summary.add_errors(issues)
+    outputs["errors"] = to_arrow("errors", issues)
     stage_rows(summary, ctx.output, batch.key, outputs)
     return summary
 
@@ -242,7 +255,7 @@ def _size_columns(frame_sizes: list[list[ResolvedSize | None]]) -> dict[str, pa.
 
 
 # ---------------------------------------------------------------------------------------------
-# Pass 2: per-video linking and cross-chunk checks
+# Linking and cross-chunk checks per video (pass 2, or pass 1 for a video within one batch)
 # ---------------------------------------------------------------------------------------------
 
 _PART_COLUMNS = {
@@ -561,12 +574,18 @@ def track_videos(assignment: TrackAssignment, ctx: TaskContext) -> BatchSummary:
     Reads the ``frames``, ``detections`` and ``chunks`` rows of the assignment's chunk batches
     (one read of each batch's staged bundle), in frame order. Side effect: the staged bundle
     ``_staged/part-<key>.arrow`` with the ``gaps`` rows and the chunk gaps and overlaps (as
-    warnings, ``errors``). Idempotent.
+    warnings, ``errors``). Idempotent. Videos that lie in one batch are linked by that batch's
+    own task instead (:func:`process_chunk_batch`).
     """
     with batch_io(ctx) as (ctx, storage):
         reads = storage.prefetch(ctx.output, [(staged_bundle(k), 0) for k in assignment.batch_keys])
         parts = [_read_parts(ctx, key, reads) for key in assignment.batch_keys]
-        return _track(assignment, ctx, parts, _share_labels(parts))
+        summary, issues = BatchSummary(), ErrorLog()
+        gaps = _track(assignment, ctx.options, parts, _share_labels(parts), summary, issues)
+        summary.add_errors(issues)
+        outputs = {"gaps": gaps, "errors": to_arrow("errors", issues) if issues else None}
+        stage_rows(summary, ctx.output, assignment.key, outputs)
+        return summary
 
 
 def _share_labels(parts: list[_BatchRows]) -> list[str | None]:
@@ -584,11 +603,16 @@ def _share_labels(parts: list[_BatchRows]) -> list[str | None]:
 
 
 def _track(
-    assignment: TrackAssignment, ctx: TaskContext, parts: list[_BatchRows], labels: list[str | None]
-) -> BatchSummary:
-    issues = ErrorLog()
-    summary = BatchSummary()
-    options = ctx.options
+    assignment: TrackAssignment,
+    options: CelanturOptions | ClearmlOptions,
+    parts: list[_BatchRows],
+    labels: list[str | None],
+    summary: BatchSummary,
+    issues: ErrorLog,
+) -> pa.Table | None:
+    """Link the assignment's videos over the rows of ``parts`` (its batches, in order): their
+    summary rows into ``summary``, chunk gaps and overlaps into ``issues``; returns the
+    ``gaps/`` rows, ``None`` when there are none."""
     assert isinstance(options, CelanturOptions), "video tracks belong to Celantur runs"
     keys = _LabelKeys.of(labels)
     videos: list[tuple[str, tuple[VideoChunk, ...], _VideoStats, int, bool]] = []
@@ -629,13 +653,7 @@ def _track(
         chunk_gaps, chunk_overlaps = _compare_chunks(media, numbered, issues)
         missing = max(span - stats.frames, 0)
         summary.video_rows.extend(_video_rows(media, stats, chunk_gaps, chunk_overlaps, missing))
-    summary.add_errors(issues)
-    outputs = {
-        "gaps": _gap_table(gap_media, found) if found is not None and gap_media else None,
-        "errors": to_arrow("errors", issues) if issues else None,
-    }
-    stage_rows(summary, ctx.output, assignment.key, outputs)
-    return summary
+    return _gap_table(gap_media, found) if found is not None and gap_media else None
 
 
 def _read_parts(ctx: TaskContext, key: str, reads: Prefetch) -> _BatchRows:
@@ -644,6 +662,12 @@ def _read_parts(ctx: TaskContext, key: str, reads: Prefetch) -> _BatchRows:
         staged = staged_tables(reads.take(ctx.output, staged_bundle(key)), _PART_COLUMNS)
     except FileNotFoundError:  # no rows written
         staged = {}
+    return _batch_rows(staged)
+
+
+def _batch_rows(staged: Mapping[str, pa.Table]) -> _BatchRows:
+    """A batch's ``frames``, ``detections`` and ``chunks`` rows (those it has of the three) as
+    arrays, each chunk's rows found by ``source``."""
     tables: dict[str, tuple[pa.Table, dict[str, tuple[int, int]]]] = {}
     for table, columns in _PART_COLUMNS.items():
         data = (staged[table] if table in staged else SCHEMAS[table].empty_table()).select(columns)

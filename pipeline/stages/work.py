@@ -27,19 +27,24 @@ class Work:
     ``images`` measures and finishes image batches under a known encoding; ``auto`` measures
     them and finishes those whose own evidence decides an encoding (parking the others), and
     ``finish`` finishes the parked ones once the dataset's encoding is decided; ``chunks``
-    parses video chunks; ``tracks`` links videos whose chunks were parsed in an earlier pass.
+    parses video chunks, and links the videos of ``tracks`` (those that lie in its batch
+    alone); ``tracks`` links videos whose chunks were parsed in an earlier pass.
     """
 
     step: Step
     item: Batch[ImageGroup] | Batch[VideoChunk] | Batch[FrameMasks] | TrackAssignment
     encoding: Encoding | None = None
+    tracks: TrackAssignment | None = None
 
 
 def ledger_name(work: Work) -> str:
     """The ledger entry of a work item: typed image results depend on the encoding too (that
-    of ``auto`` follows from its inputs and is recorded in its summary's ``typed``)."""
+    of ``auto`` follows from its inputs and is recorded in its summary's ``typed``), a chunk
+    batch's on the videos it links."""
     if work.step in ("images", "finish"):
         return f"images-{work.item.key}-{work.encoding}"
+    if work.tracks is not None:
+        return f"{work.step}-{work.item.key}-tracks-{work.tracks.key}"
     return f"{work.step}-{work.item.key}"
 
 
@@ -71,7 +76,7 @@ def run_work(work: Work, ctx: TaskContext) -> BatchSummary:
 
 def _run_step(work: Work, ctx: TaskContext) -> BatchSummary:
     if work.step == "chunks":
-        return video.process_chunk_batch(cast(Batch[VideoChunk], work.item), ctx)
+        return video.process_chunk_batch(cast(Batch[VideoChunk], work.item), ctx, work.tracks)
     if work.step == "tracks":
         return video.track_videos(cast(TrackAssignment, work.item), ctx)
     if work.step == "clearml":
