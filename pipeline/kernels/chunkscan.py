@@ -63,11 +63,10 @@ _MAX_EXACT_DIGITS = 15  # an integer this long is an exact float whichever way i
 #: A boolean column's value in :class:`ScannedChunks` when null or missing.
 NULL_BOOL = 2
 
-# Byte classes as tables: a look-up compiles to faster code than chained comparisons.
+# Byte classes as tables: a look-up compiles to faster code than chained comparisons (a
+# digit is told by one comparison: _digit).
 _SPACE = np.zeros(256, np.bool_)
 _SPACE[list(b" \t\n\r")] = True  # JSON's whitespace
-_DIGIT = np.zeros(256, np.bool_)
-_DIGIT[list(b"0123456789")] = True
 _PLAIN = np.zeros(256, np.bool_)  # a string's bytes accepted: printable ASCII but " and \
 _PLAIN[32:127] = True
 _PLAIN[list(b'"\\')] = False
@@ -183,6 +182,7 @@ def _skip(data: Any, i: Any) -> Any:
 # Eisel-Lemire as Go's strconv (eisel_lemire.go) writes it. Unsigned 64-bit arithmetic
 # throughout (numba turns a mix of signed and unsigned integers into floats).
 _U0, _U1, _U9, _U10 = np.uint64(0), np.uint64(1), np.uint64(9), np.uint64(10)
+_U48 = np.uint64(48)  # the byte "0"
 _U32, _U52, _U53, _U63 = np.uint64(32), np.uint64(52), np.uint64(53), np.uint64(63)
 _LOW9 = np.uint64(0x1FF)
 _LOW32 = np.uint64(0xFFFFFFFF)
@@ -192,6 +192,14 @@ _MAX_DIGITS = 19  # significant digits a uint64 holds
 _MIN_EXP10, _MAX_EXP10 = -348, 347
 _POWERS_EXACT = np.array([10.0**k for k in range(23)])  # each exactly a double
 _UNDECIDED, _VALUE, _BITS = range(3)
+
+
+@njit_unmanaged
+def _digit(byte: Any) -> Any:
+    """The value of a digit's byte, above 9 for any other byte (unsigned arithmetic wraps
+    around below "0"): one comparison tells a digit, where a table look-up made the digit loops
+    1.4-1.7x slower (measured on full-precision floats)."""
+    return np.uint64(byte) - _U48
 
 
 @njit_unmanaged
@@ -208,9 +216,12 @@ def _number(data: Any, i: Any) -> Any:
     mantissa = _U0
     if data[j] == 48:  # 0
         j += 1
-    elif _DIGIT[data[j]]:
-        while j < n and _DIGIT[data[j]]:
-            mantissa = mantissa * _U10 + np.uint64(data[j] - 48)
+    elif _digit(data[j]) <= _U9:
+        while j < n:
+            digit = _digit(data[j])
+            if digit > _U9:
+                break
+            mantissa = mantissa * _U10 + digit
             j += 1
     else:
         return -1, 0, False, _U0, 0, False
@@ -221,8 +232,11 @@ def _number(data: Any, i: Any) -> Any:
         integral = False
         j += 1
         first = j
-        while j < n and _DIGIT[data[j]]:
-            mantissa = mantissa * _U10 + np.uint64(data[j] - 48)
+        while j < n:
+            digit = _digit(data[j])
+            if digit > _U9:
+                break
+            mantissa = mantissa * _U10 + digit
             j += 1
         if j == first:
             return -1, 0, False, _U0, 0, False
@@ -237,7 +251,7 @@ def _number(data: Any, i: Any) -> Any:
             j += 1
         first = j
         given = 0
-        while j < n and _DIGIT[data[j]]:
+        while j < n and _digit(data[j]) <= _U9:
             if given < 100_000:  # far beyond a double's range either way
                 given = given * 10 + (data[j] - 48)
             j += 1
