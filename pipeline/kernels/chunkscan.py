@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 from numba.cpython.unsafe.numbers import leading_zeros
 
-from pipeline.kernels import njit_unmanaged
+from pipeline.kernels import njit_inlined, njit_unmanaged
 
 # Keys, in the order their codes number them.
 _FRAME_KEYS = (b"id", b"detections", b"size", b"duration")
@@ -169,7 +169,7 @@ def _objects(data: Any) -> Any:
     return count
 
 
-@njit_unmanaged
+@njit_inlined
 def _skip(data: Any, i: Any) -> Any:
     """The position of the first non-whitespace byte at or after ``i``."""
     n = len(data)
@@ -194,7 +194,7 @@ _POWERS_EXACT = np.array([10.0**k for k in range(23)])  # each exactly a double
 _UNDECIDED, _VALUE, _BITS = range(3)
 
 
-@njit_unmanaged
+@njit_inlined
 def _digit(byte: Any) -> Any:
     """The value of a digit's byte, above 9 for any other byte (unsigned arithmetic wraps
     around below "0"): one comparison tells a digit, where a table look-up made the digit loops
@@ -202,7 +202,7 @@ def _digit(byte: Any) -> Any:
     return np.uint64(byte) - _U48
 
 
-@njit_unmanaged
+@njit_inlined
 def _number(data: Any, i: Any) -> Any:
     """A JSON number at ``i``: (its end, digits before any fraction, integral, its digits as one
     integer and the power of ten that scales it, and whether that integer is exact: at most 19
@@ -267,7 +267,7 @@ def _number(data: Any, i: Any) -> Any:
     return j, digits, integral, mantissa, exp10, significant <= _MAX_DIGITS
 
 
-@njit_unmanaged
+@njit_inlined
 def _integer(data: Any, i: Any) -> Any:
     """An integer token at ``i``: (its end, value), end -1 when not one (or too long)."""
     end, digits, integral, magnitude, _, _ = _number(data, i)
@@ -277,7 +277,7 @@ def _integer(data: Any, i: Any) -> Any:
     return end, -value if data[i] == 45 else value
 
 
-@njit_unmanaged
+@njit_inlined
 def _float(data: Any, i: Any, numbers: Any, pending: Any, slot: Any, counts: Any) -> Any:
     """A number token at ``i`` converted into ``numbers`` as slot ``slot`` (float64 values,
     and their bits: two views of one array), or else added to ``pending`` (``counts[3]`` of
@@ -318,7 +318,7 @@ def _powers_of_ten() -> np.ndarray:
 _POWERS_OF_TEN = _powers_of_ten()
 
 
-@njit_unmanaged
+@njit_inlined
 def _multiply(a: Any, b: Any) -> Any:
     """The 128-bit product of two uint64: (high, low) words (Go's ``bits.Mul64``)."""
     a0, a1, b0, b1 = a & _LOW32, a >> _U32, b & _LOW32, b >> _U32
@@ -328,7 +328,7 @@ def _multiply(a: Any, b: Any) -> Any:
     return a1 * b1 + (t >> _U32) + (w1 >> _U32), a * b
 
 
-@njit_unmanaged
+@njit_inlined
 def _convert(mantissa: Any, exp10: Any, negative: Any, exact: Any) -> Any:
     """``mantissa * 10**exp10`` (negated when ``negative``) as a float64, correctly rounded:
     (value, bits, which of the two holds it, :data:`_UNDECIDED` when neither does: the
@@ -346,7 +346,7 @@ def _convert(mantissa: Any, exp10: Any, negative: Any, exact: Any) -> Any:
     return 0.0, bits, (_BITS if found else _UNDECIDED)
 
 
-@njit_unmanaged
+@njit_inlined
 def _eisel_lemire(mantissa: Any, exp10: Any, negative: Any) -> Any:
     """The float64 bits nearest ``mantissa * 10**exp10`` (negated when ``negative``), and
     whether they were found (Go's ``eiselLemire64``)."""
@@ -383,7 +383,7 @@ def _eisel_lemire(mantissa: Any, exp10: Any, negative: Any) -> Any:
     return (bits | _SIGN if negative else bits), True
 
 
-@njit_unmanaged
+@njit_inlined
 def _literal(data: Any, i: Any, word: Any) -> Any:
     """The end of ``word`` (bytes as a tuple of codes) at ``i``, or -1."""
     if i + len(word) > len(data):
@@ -399,7 +399,7 @@ _TRUE = tuple(b"true")
 _FALSE = tuple(b"false")
 
 
-@njit_unmanaged
+@njit_inlined
 def _string(data: Any, i: Any) -> Any:
     """The end (after the closing quote) of a string of printable ASCII without escapes at
     ``i``, or -1."""
@@ -411,7 +411,7 @@ def _string(data: Any, i: Any) -> Any:
     return j + 1 if j < len(data) and data[j] == 34 else -1
 
 
-@njit_unmanaged
+@njit_inlined
 def _is_key(data: Any, i: Any, length: Any, keys: Any, offsets: Any, code: Any) -> Any:
     """Whether the ``length`` bytes after ``i`` spell key ``code`` of ``keys``."""
     if offsets[code + 1] - offsets[code] != length:
@@ -422,7 +422,7 @@ def _is_key(data: Any, i: Any, length: Any, keys: Any, offsets: Any, code: Any) 
     return True
 
 
-@njit_unmanaged
+@njit_inlined
 def _key(data: Any, i: Any, keys: Any, offsets: Any, expected: Any) -> Any:
     """(the position after ``"key":`` and whitespace, the key's code) at ``i``; code -1 when
     it is no key of ``keys``, position -1 when it is not a key. Key ``expected`` is tried
@@ -450,7 +450,7 @@ def _key(data: Any, i: Any, keys: Any, offsets: Any, expected: Any) -> Any:
     return colon + 1, -1
 
 
-@njit_unmanaged
+@njit_inlined
 def _numbers(
     data: Any, i: Any, count: Any, numbers: Any, pending: Any, slot: Any, counts: Any
 ) -> Any:
@@ -473,7 +473,7 @@ def _numbers(
     return i + 1
 
 
-@njit_unmanaged
+@njit_inlined
 def _next(data: Any, i: Any, close: Any) -> Any:
     """After a value: (position of the next element, more follow), past a comma or the
     ``close`` byte; position -1 on anything else."""
@@ -507,7 +507,7 @@ def _scan_chunks(data: Any, bounds: Any, ok: Any, counts: Any, frame_ids: Any,
             counts[c + 1, 3] = counts[c, 3]
 
 
-@njit_unmanaged
+@njit_inlined
 def _scan(data: Any, frame_ids: Any, frame_detections: Any, frame_sizes: Any,
           frame_size_null: Any, frame_durations: Any, integers: Any, integer_null: Any,
           anonymised: Any, slots: Any, labels: Any, label_offsets: Any, label_null: Any,

@@ -49,7 +49,7 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
-from pipeline.kernels import njit_unmanaged
+from pipeline.kernels import njit_inlined
 
 Box = tuple[float, float, float, float]
 
@@ -226,7 +226,7 @@ def solve_assignment(cost: Any) -> Any:
     return result
 
 
-@njit_unmanaged
+@njit_inlined
 def _augment(cost: Any, rows: Any, cols: Any, transposed: Any, reals: Any, ints: Any,
              flags: Any, out: Any) -> None:  # fmt: skip
     """:func:`solve_assignment`'s algorithm on ``rows <= cols``: the matrix ``cost[:rows,
@@ -293,7 +293,7 @@ def _augment(cost: Any, rows: Any, cols: Any, transposed: Any, reals: Any, ints:
         out[i] = ints[col4row + i]
 
 
-@njit_unmanaged
+@njit_inlined
 def _paired(allowed: Any, these: Any, n_these: Any, others: Any, n_others: Any, columns: Any,
             out: Any) -> Any:  # fmt: skip
     """Those of ``these[:n_these]`` (rows of ``allowed``, or its columns when ``columns``) with
@@ -308,7 +308,7 @@ def _paired(allowed: Any, these: Any, n_these: Any, others: Any, n_others: Any, 
     return kept
 
 
-@njit_unmanaged
+@njit_inlined
 def _assign(iou: Any, allowed: Any, tracks: Any, n_tracks: Any, detections: Any,
             n_detections: Any, out: Any, work: Any) -> None:  # fmt: skip
     """Optimal pairs among the ``allowed`` ones (least ``1 - iou``) of the rows
@@ -337,7 +337,7 @@ def _assign(iou: Any, allowed: Any, tracks: Any, n_tracks: Any, detections: Any,
                 out[rows[chosen[b]]] = cols[b]
 
 
-@njit_unmanaged
+@njit_inlined
 def _size(boxes: Any, row: Any, column: Any, edge: int) -> Any:
     """The width for an x edge (0, 2), the height for a y edge (1, 3) of the box at ``column``
     of ``boxes[row]``; at least 1. (Rows and columns, not a view of the box: a view costs a
@@ -350,7 +350,7 @@ def _size(boxes: Any, row: Any, column: Any, edge: int) -> Any:
     return max(extent, 1.0)
 
 
-@njit_unmanaged
+@njit_inlined
 def _keep_live(frame: Any, previous: Any, size: Any, ints: Any, floats: Any, count: Any,
                max_gap: Any, min_hits: Any) -> Any:  # fmt: skip
     """Drop (compacting, oldest first) the tracks that can no longer match at ``frame``: unseen
@@ -379,7 +379,7 @@ def _keep_live(frame: Any, previous: Any, size: Any, ints: Any, floats: Any, cou
     return kept
 
 
-@njit_unmanaged
+@njit_inlined
 def _predict(frame: Any, ints: Any, floats: Any, count: Any, predicted: Any) -> None:
     """Kalman prediction of each track at ``frame``: box, then the covariance blocks."""
     for t in range(count):
@@ -394,7 +394,7 @@ def _predict(frame: Any, ints: Any, floats: Any, count: Any, predicted: Any) -> 
             predicted[t, 12 + k] = pvv + (_VELOCITY_NOISE * size) ** 2 * dt
 
 
-@njit_unmanaged
+@njit_inlined
 def _box_iou(boxes_a: Any, i: Any, boxes_b: Any, j: Any) -> Any:
     """IoU of the boxes ``boxes_a[i, :4]`` and ``boxes_b[j, :4]`` (as
     :func:`pipeline.kernels.matching.box_iou`; 0 for an empty union)."""
@@ -405,7 +405,7 @@ def _box_iou(boxes_a: Any, i: Any, boxes_b: Any, j: Any) -> Any:
     return inter / union if union > 0 else 0.0
 
 
-@njit_unmanaged
+@njit_inlined
 def _pairs(predicted: Any, ints: Any, count: Any, boxes: Any, codes: Any, high: Any, first: Any,
            end: Any, min_iou: Any, iou: Any, allowed: Any, per_row: Any, per_column: Any,
            partner: Any, lists: Any, work: Any) -> None:  # fmt: skip
@@ -464,7 +464,7 @@ def _pairs(predicted: Any, ints: Any, count: Any, boxes: Any, codes: Any, high: 
     _assign(iou, allowed, tracks, left, weak, n_weak, partner, work)
 
 
-@njit_unmanaged
+@njit_inlined
 def _update(track: Any, frame: Any, seen: Any, boxes: Any, d: Any, predicted: Any, ints: Any,
             floats: Any) -> None:  # fmt: skip
     """Kalman update of ``track`` with its detection ``boxes[d]`` at ``frame`` (``seen``
@@ -485,7 +485,7 @@ def _update(track: Any, frame: Any, seen: Any, boxes: Any, d: Any, predicted: An
     ints[track, _SEEN] = seen
 
 
-@njit_unmanaged
+@njit_inlined
 def _start(track: Any, ident: Any, label: Any, frame: Any, seen: Any, boxes: Any, d: Any,
            ints: Any, floats: Any) -> None:  # fmt: skip
     """A tentative track at ``boxes[d]`` at ``frame`` (``seen`` frames linked before it),
