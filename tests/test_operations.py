@@ -348,6 +348,37 @@ def test_stop_signal_mid_run_exits_fast_and_commits_nothing(
     assert elapsed < 30
 
 
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_errors_dask_logs_while_a_stopped_run_closes_its_cluster_stay_off_stderr(
+    level: str, tmp_path: Path
+) -> None:
+    """A worker that logs an error while the cluster of a stopped run closes (as distributed's
+    worker does when its heartbeat meets the closing scheduler, a race seen in CI): stderr
+    still holds the one line of the stop; at log level debug, the worker's error is there."""
+    source, out, _, _ = _committed_then_more_inputs(tmp_path)
+    preload = tmp_path / "error_at_teardown.py"
+    preload.write_text(
+        "import logging\n\n\n"
+        "def dask_teardown(worker):\n"
+        "    logging.getLogger('distributed.worker').error('heartbeat met a closed scheduler')\n"
+    )
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps([str(preload)])}
+    process = _cli("celantur", str(source), str(out), "--no-progress", "--batch-bytes", "1",
+                   "--workers", "2", "--log-level", level, env=env)  # fmt: skip
+    ledger = out / "_ledger"
+    before = set(ledger.rglob("*"))
+    _wait_for(lambda: bool(set(ledger.rglob("*")) - before), process, 120)
+    process.send_signal(signal.SIGTERM)
+    code, _, err = _finish(process, timeout=60)
+    assert code == 128 + signal.SIGTERM
+    if level == "info":
+        assert _one_message(err) == (
+            "mask-pipeline: stopped by SIGTERM; the output holds the last committed run"
+        )
+    else:
+        assert "heartbeat met a closed scheduler" in err, err[-3000:]
+
+
 def _committed_in_process(
     tmp_path: Path, *, images: int, more: int
 ) -> tuple[list[str], Path, dict[str, Any] | None, dict[str, Any]]:
