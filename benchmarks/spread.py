@@ -15,8 +15,9 @@ time by whatever share of the cores it takes, CPU time far less; a sync run is o
   mask and one of 5N copies; the difference divided by 4N is the run's cost per mask (listing,
   reading, measuring, rescaled masks written, table rows, commit share) without the fixed cost
   of a run. N is 16: both runs are cut into batches of several masks (~8 and ~10), as a run of
-  more than a few dozen masks is, so the marginal carries little of a batch's fixed cost. With a 50 % rescale and without, for the encoders of Pillow, libpng level 1 and the
-  forced filter that was slowest in 10a for the style.
+  more than a few dozen masks is, so the marginal carries little of a batch's fixed cost.
+  With a 50 % rescale and without, for the encoders of Pillow, libpng level 1 and the forced
+  filter that was slowest in 10a for the style.
 
 The verdict is the worst ratio of 10b with a rescale (issue 16: at most 1.0x, goal 0.7x).
 """
