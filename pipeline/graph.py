@@ -367,17 +367,16 @@ def open_executor(
 
 @contextlib.contextmanager
 def _quiet_teardown(client: Any) -> Iterator[None]:
-    """When a run on our own local cluster stops early (a failure, a stop signal), silence
-    logging up to ERROR in this process and in the workers while the cluster closes: Dask's
-    warnings about the tasks it cancels and the workers it kills, and its errors from a worker
-    whose heartbeat meets the closing scheduler, are the expected consequence, and would bury
-    the one line that says why the run stopped (printed, not logged). At log level debug they
+    """Once a run on our own local cluster has ended (committed, failed, or stopped by a
+    signal), silence logging up to ERROR in this process and in the workers while the cluster
+    closes: Dask's warnings about the tasks it cancels and the workers it kills, and its errors
+    from a worker whose heartbeat meets the closing scheduler, say nothing about the run's
+    outcome, and would bury the line that does (printed, not logged). At log level debug they
     stay. The caller restores this process's logging once the cluster is closed."""
     try:
         yield
-    except BaseException:
+    finally:
         if not LOG.isEnabledFor(logging.DEBUG):
             logging.disable(logging.ERROR)
             with contextlib.suppress(Exception):
                 client.run(logging.disable, logging.ERROR, on_error="ignore")
-        raise

@@ -348,23 +348,52 @@ def test_stop_signal_mid_run_exits_fast_and_commits_nothing(
     assert elapsed < 30
 
 
-@pytest.mark.parametrize("level", ["info", "debug"])
-def test_errors_dask_logs_while_a_stopped_run_closes_its_cluster_stay_off_stderr(
-    level: str, tmp_path: Path
-) -> None:
-    """A worker that logs an error while the cluster of a stopped run closes (as distributed's
-    worker does when its heartbeat meets the closing scheduler, a race seen in CI): stderr
-    still holds the one line of the stop; at log level debug, the worker's error is there."""
-    source, out, _, _ = _committed_then_more_inputs(tmp_path)
+#: What a worker preload logs as its worker closes (see :func:`_error_at_teardown`).
+TEARDOWN_ERROR = "heartbeat met a closed scheduler"
+
+
+def _error_at_teardown(tmp_path: Path) -> dict[str, str]:
+    """The environment of a run whose workers log an error as they close, as distributed's
+    worker does when its heartbeat meets the closing scheduler (a race seen in CI)."""
     preload = tmp_path / "error_at_teardown.py"
     preload.write_text(
         "import logging\n\n\n"
         "def dask_teardown(worker):\n"
-        "    logging.getLogger('distributed.worker').error('heartbeat met a closed scheduler')\n"
+        f"    logging.getLogger('distributed.worker').error({TEARDOWN_ERROR!r})\n"
     )
-    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps([str(preload)])}
+    return {**os.environ, "DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps([str(preload)])}
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_errors_dask_logs_while_a_committed_run_closes_its_cluster_stay_off_stderr(
+    level: str, tmp_path: Path
+) -> None:
+    """A run that commits on its own local cluster, whose workers log an error as the cluster
+    closes: exit 0 and only the run's own log lines on stderr; at log level debug, the
+    worker's error is there."""
+    source = tmp_path / "in"
+    make_celantur_tree(source, seed=3, images=2)
+    code, _, err = _finish(
+        _cli("celantur", str(source), str(tmp_path / "out"), "--no-progress", "--workers", "2",
+             "--log-level", level, env=_error_at_teardown(tmp_path))
+    )  # fmt: skip
+    assert code == 0, err[-3000:]
+    if level == "info":
+        assert all(_LOG_LINE.match(line) for line in err.strip().splitlines()), err[-3000:]
+    else:
+        assert TEARDOWN_ERROR in err, err[-3000:]
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_errors_dask_logs_while_a_stopped_run_closes_its_cluster_stay_off_stderr(
+    level: str, tmp_path: Path
+) -> None:
+    """A stopped run whose workers log an error as the cluster closes: stderr still holds the
+    one line of the stop; at log level debug, the worker's error is there."""
+    source, out, _, _ = _committed_then_more_inputs(tmp_path)
     process = _cli("celantur", str(source), str(out), "--no-progress", "--batch-bytes", "1",
-                   "--workers", "2", "--log-level", level, env=env)  # fmt: skip
+                   "--workers", "2", "--log-level", level,
+                   env=_error_at_teardown(tmp_path))  # fmt: skip
     ledger = out / "_ledger"
     before = set(ledger.rglob("*"))
     _wait_for(lambda: bool(set(ledger.rglob("*")) - before), process, 120)
@@ -376,7 +405,7 @@ def test_errors_dask_logs_while_a_stopped_run_closes_its_cluster_stay_off_stderr
             "mask-pipeline: stopped by SIGTERM; the output holds the last committed run"
         )
     else:
-        assert "heartbeat met a closed scheduler" in err, err[-3000:]
+        assert TEARDOWN_ERROR in err, err[-3000:]
 
 
 def _committed_in_process(
