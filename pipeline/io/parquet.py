@@ -132,12 +132,11 @@ def staged_tables(
     tables = {}
     for table, (start, end) in spans.items():
         stream = buffer.slice(start, end - start)
-        options = _read_options()
+        fields = None
         if columns is not None and table in columns:
             schema = ipc.open_stream(stream).schema  # reads the schema message alone
-            wanted = [schema.get_field_index(name) for name in columns[table]]
-            options = _read_options(sorted(wanted))
-        tables[table] = ipc.open_stream(stream, options=options).read_all()
+            fields = sorted(schema.get_field_index(name) for name in columns[table])
+        tables[table] = ipc.open_stream(stream, options=_read_options(fields)).read_all()
     return tables
 
 
