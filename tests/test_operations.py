@@ -314,6 +314,23 @@ def _committed_then_more_inputs(
     return source, out, committed, tables
 
 
+def _signalled_mid_run(
+    source: Path, out: Path, signum: int, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, str, str, float]:
+    """A CLI run over ``source`` (one input per batch, ``args`` added) sent ``signum`` once its
+    first work item is recorded (pass 1 under way): its exit code, stdout, stderr and the
+    seconds from the signal to its exit."""
+    process = _cli("celantur", str(source), str(out), "--no-progress", "--batch-bytes", "1",
+                   *args, env=env)  # fmt: skip
+    ledger = out / "_ledger"
+    before = set(ledger.rglob("*"))
+    _wait_for(lambda: bool(set(ledger.rglob("*")) - before), process, 120)
+    signalled = time.monotonic()
+    process.send_signal(signum)
+    code, out_text, err = _finish(process, timeout=60)
+    return code, out_text, err, time.monotonic() - signalled
+
+
 @pytest.mark.parametrize(
     ("signum", "scheduler"),
     [(signal.SIGTERM, "local"), (signal.SIGINT, "local"), (signal.SIGTERM, "sync")],
@@ -327,15 +344,7 @@ def test_stop_signal_mid_run_exits_fast_and_commits_nothing(
     source, out, committed, tables = _committed_then_more_inputs(tmp_path)
 
     where = ["--scheduler", "sync"] if scheduler == "sync" else ["--workers", "2"]
-    process = _cli("celantur", str(source), str(out), "--no-progress", "--batch-bytes", "1",
-                   *where)  # fmt: skip
-    ledger = out / "_ledger"
-    before = set(ledger.rglob("*"))
-    _wait_for(lambda: bool(set(ledger.rglob("*")) - before), process, 120)
-    signalled = time.monotonic()
-    process.send_signal(signum)
-    code, out_text, err = _finish(process, timeout=60)
-    elapsed = time.monotonic() - signalled
+    code, out_text, err, elapsed = _signalled_mid_run(source, out, signum, *where)
     name = signal.Signals(signum).name
     print(f"\n{name} mid-run, {scheduler}: exit {code} {elapsed:.1f} s after the signal")
     assert code == 128 + signum
@@ -391,14 +400,10 @@ def test_errors_dask_logs_while_a_stopped_run_closes_its_cluster_stay_off_stderr
     """A stopped run whose workers log an error as the cluster closes: stderr still holds the
     one line of the stop; at log level debug, the worker's error is there."""
     source, out, _, _ = _committed_then_more_inputs(tmp_path)
-    process = _cli("celantur", str(source), str(out), "--no-progress", "--batch-bytes", "1",
-                   "--workers", "2", "--log-level", level,
-                   env=_error_at_teardown(tmp_path))  # fmt: skip
-    ledger = out / "_ledger"
-    before = set(ledger.rglob("*"))
-    _wait_for(lambda: bool(set(ledger.rglob("*")) - before), process, 120)
-    process.send_signal(signal.SIGTERM)
-    code, _, err = _finish(process, timeout=60)
+    env = _error_at_teardown(tmp_path)
+    code, _, err, _ = _signalled_mid_run(
+        source, out, signal.SIGTERM, "--workers", "2", "--log-level", level, env=env
+    )
     assert code == 128 + signal.SIGTERM
     if level == "info":
         assert _one_message(err) == (
